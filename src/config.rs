@@ -1,0 +1,76 @@
+//! [`ServerConfig`]: every limit and timeout of the server in one place, with documented defaults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How a [`Server`](crate::Server) listens, what it accepts and how long it waits.
+///
+/// Build it with struct update syntax over [`ServerConfig::default`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`; port 0 picks a free port
+    /// (see [`Server::local_addr`](crate::Server::local_addr)).
+    pub addr: SocketAddr,
+    /// Whether the server handles SIGINT and SIGTERM itself: the first starts a graceful drain,
+    /// a second one stops at once. Default `true`. Embedders that manage signals themselves set it
+    /// to `false` and use a [`ShutdownHandle`](crate::ShutdownHandle).
+    pub handle_signals: bool,
+    /// Longest a graceful drain may take before the remaining connections are closed.
+    /// Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// Last call at drain start for a connection that has not sent its first request yet.
+    /// Default 1 s.
+    pub drain_new_grace: Duration,
+    /// A keep-alive connection whose last response went out less than this long before the
+    /// drain started gets this long again for its next request (a client in a tight request
+    /// loop). Default 100 ms.
+    pub drain_idle_grace: Duration,
+    /// Time allowed for a whole request head, counted from its first byte; also the longest
+    /// wait for the next byte of a request body. Default 10 s.
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request. Default 60 s.
+    pub idle_timeout: Duration,
+    /// How long a response write may make no progress before the connection is dropped.
+    /// Default 30 s.
+    pub write_timeout: Duration,
+    /// After the last response on a connection, how long to read and discard what the client
+    /// still sends, so that unread input does not turn into a reset. Default 500 ms.
+    pub linger_timeout: Duration,
+    /// Largest request head (request line and header fields). Default 16 KiB.
+    pub max_head_bytes: usize,
+    /// Most header fields in one request. Default 100.
+    pub max_headers: usize,
+    /// Largest request body (decoded). Default 1 MiB.
+    pub max_body_bytes: u64,
+    /// Most open connections; at the cap the server stops accepting until one closes.
+    /// Default 10,000.
+    pub max_connections: usize,
+    /// Most connections accepted in one loop turn, so a flood of connects can't starve the
+    /// clients already connected. Default 128.
+    pub accept_batch: usize,
+    /// How long to pause accepting after the process ran out of file descriptors or memory.
+    /// Default 100 ms.
+    pub accept_backoff: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            handle_signals: true,
+            shutdown_timeout: Duration::from_secs(30),
+            drain_new_grace: Duration::from_secs(1),
+            drain_idle_grace: Duration::from_millis(100),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            linger_timeout: Duration::from_millis(500),
+            max_head_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: 1024 * 1024,
+            max_connections: 10_000,
+            accept_batch: 128,
+            accept_backoff: Duration::from_millis(100),
+        }
+    }
+}

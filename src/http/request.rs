@@ -1,0 +1,426 @@
+//! Request heads: finding where a head ends, parsing it with `httparse`, deciding its framing and
+//! persistence, and the borrowed [`Request`] a handler sees.
+
+use std::mem::MaybeUninit;
+
+use super::error::{HttpError, from_httparse};
+
+/// Header slots on the stack for one parse; `ServerConfig::max_headers` is clamped to this.
+pub(crate) const HEADER_SLOTS: usize = 256;
+
+/// The HTTP version of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0: the connection closes after the response unless the client asks for keep-alive.
+    Http10,
+    /// HTTP/1.1: the connection stays open unless either side says `Connection: close`.
+    Http11,
+}
+
+/// One request, borrowed from the connection's read buffer: nothing is copied.
+///
+/// The body is complete: a handler runs only once the whole body (`Content-Length` or chunked,
+/// de-chunked) has arrived.
+#[derive(Debug)]
+pub struct Request<'a> {
+    method: &'a str,
+    target: &'a str,
+    version: Version,
+    headers: &'a [httparse::Header<'a>],
+    body: &'a [u8],
+    draining: bool,
+}
+
+impl<'a> Request<'a> {
+    /// Builds a request from its parts (for handler tests; the server builds its own).
+    pub fn new(
+        method: &'a str,
+        target: &'a str,
+        version: Version,
+        headers: &'a [httparse::Header<'a>],
+        body: &'a [u8],
+    ) -> Self {
+        Request { method, target, version, headers, body, draining: false }
+    }
+
+    /// Marks the request as received while the server drains (see [`Request::server_draining`]).
+    pub fn with_draining(mut self, draining: bool) -> Self {
+        self.draining = draining;
+        self
+    }
+
+    /// The method, e.g. `GET` (case-sensitive, as sent).
+    pub fn method(&self) -> &'a str {
+        self.method
+    }
+
+    /// The request target as sent: `/path?query`, an absolute URI, or `*`.
+    pub fn target(&self) -> &'a str {
+        self.target
+    }
+
+    /// The path of the target, still percent-encoded: the part before `?`. For an absolute-form
+    /// target (`http://host/x`) the part after the authority (`/x`, or `/` when empty).
+    pub fn path(&self) -> &'a str {
+        let target = self.target;
+        let without_query = target.split_once('?').map_or(target, |(p, _)| p);
+        if without_query.starts_with('/') || without_query == "*" {
+            return without_query;
+        }
+        // absolute-form: scheme "://" authority path
+        match without_query.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+            None => without_query,
+        }
+    }
+
+    /// The query string after `?`, still percent-encoded, if any.
+    pub fn query(&self) -> Option<&'a str> {
+        self.target.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The raw (still percent-encoded) value of the first query parameter called `name`;
+    /// `Some("")` for `?name` without `=`.
+    pub fn query_param(&self, name: &str) -> Option<&'a str> {
+        self.query()?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then_some(value)
+        })
+    }
+
+    /// The HTTP version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The value of the first header field called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    }
+
+    /// Every header field in order, as (name, value).
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + '_ {
+        self.headers.iter().map(|h| (h.name, h.value))
+    }
+
+    /// The complete request body (empty when there is none).
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// True when the server is draining: this request will be answered, and it is the last
+    /// one on its connection unless more were already pipelined behind it.
+    pub fn server_draining(&self) -> bool {
+        self.draining
+    }
+}
+
+/// How the body of a request is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// No body.
+    None,
+    /// `Content-Length: n` with n > 0.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// What the connection needs to know about a parsed head, owning nothing from the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadInfo {
+    /// Length of the head in bytes, blank line included.
+    pub len: usize,
+    /// The HTTP version.
+    pub version: Version,
+    /// Whether the client allows the connection to stay open after this request.
+    pub keep_alive: bool,
+    /// How the body is framed.
+    pub body: BodyKind,
+    /// `Expect: 100-continue` was sent (and a body is expected).
+    pub expect_continue: bool,
+    /// The method is HEAD: the response goes without its body.
+    pub is_head: bool,
+}
+
+/// Limits checked while parsing a head.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadLimits {
+    /// Most header fields.
+    pub max_headers: usize,
+}
+
+/// Uninitialised header slots for one parse.
+pub(crate) fn header_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; HEADER_SLOTS] {
+    [const { MaybeUninit::uninit() }; HEADER_SLOTS]
+}
+
+/// Number of CR/LF bytes at the start of `data`: empty lines before a request line are ignored
+/// (RFC 9112 §2.2).
+pub(crate) fn leading_empty_lines(data: &[u8]) -> usize {
+    data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+}
+
+/// Searches `data` for the blank line that ends a head, starting near `scanned` (how far an
+/// earlier search got), so a head arriving in many pieces is scanned once. Returns the head's
+/// length, blank line included, or `None` and the new `scanned`.
+pub(crate) fn find_head_end(data: &[u8], scanned: usize) -> Result<usize, usize> {
+    // Resume a few bytes back: the terminator may straddle the previous end.
+    let mut i = scanned.saturating_sub(3);
+    while let Some(offset) = data[i..].iter().position(|&b| b == b'\n') {
+        let lf = i + offset;
+        match data.get(lf + 1) {
+            Some(b'\n') => return Ok(lf + 2),
+            Some(b'\r') => match data.get(lf + 2) {
+                Some(b'\n') => return Ok(lf + 3),
+                Some(_) => {}
+                None => return Err(lf),
+            },
+            Some(_) => {}
+            None => return Err(lf),
+        }
+        i = lf + 1;
+    }
+    Err(data.len())
+}
+
+/// The outcome of [`parse_head`]: the parsed request line and fields, and what they mean.
+pub(crate) struct ParsedHead<'h, 'b> {
+    /// The request as `httparse` parsed it.
+    pub req: httparse::Request<'h, 'b>,
+    /// Framing and persistence.
+    pub info: HeadInfo,
+}
+
+/// Parses the complete head `head` (exactly up to and including its blank line) and decides its
+/// framing. Errors carry the status to answer with.
+pub(crate) fn parse_head<'h, 'b>(
+    head: &'b [u8],
+    slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
+    limits: HeadLimits,
+) -> Result<ParsedHead<'h, 'b>, HttpError> {
+    let max_headers = limits.max_headers.min(slots.len());
+    let mut req = httparse::Request::new(&mut []);
+    let status = req.parse_with_uninit_headers(head, &mut slots[..max_headers]);
+    let len = match status {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Err(HttpError::BadRequest("incomplete request head")),
+        Err(e) => return Err(from_httparse(e)),
+    };
+    let info = analyze(&req, len)?;
+    Ok(ParsedHead { req, info })
+}
+
+fn analyze(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo, HttpError> {
+    let version = match req.version {
+        Some(0) => Version::Http10,
+        Some(1) => Version::Http11,
+        _ => return Err(HttpError::VersionNotSupported),
+    };
+    let method = req.method.unwrap_or("");
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    let mut close = false;
+    let mut keep_alive = false;
+    let mut expect_continue = false;
+
+    for header in req.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(header.value)?;
+            if content_length.is_some_and(|prev| prev != n) {
+                return Err(HttpError::BadRequest("conflicting Content-Length values"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            chunked = parse_transfer_encoding(header.value, chunked)?;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in list_items(header.value) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !header.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                return Err(HttpError::ExpectationFailed);
+            }
+            expect_continue = version == Version::Http11;
+        }
+    }
+
+    let body = if transfer_encoding {
+        if content_length.is_some() {
+            return Err(HttpError::BadRequest("both Content-Length and Transfer-Encoding"));
+        }
+        if version == Version::Http10 {
+            return Err(HttpError::BadRequest("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if !chunked {
+            return Err(HttpError::BadRequest("Transfer-Encoding does not end in chunked"));
+        }
+        BodyKind::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => BodyKind::None,
+            Some(n) => BodyKind::Length(n),
+        }
+    };
+    let keep_alive = match version {
+        Version::Http11 => !close,
+        Version::Http10 => keep_alive && !close,
+    };
+    Ok(HeadInfo {
+        len,
+        version,
+        keep_alive,
+        body,
+        expect_continue: expect_continue && body != BodyKind::None,
+        is_head: method == "HEAD",
+    })
+}
+
+/// Comma-separated list items, trimmed, empty ones skipped (RFC 9110 §5.6.1).
+fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|item| !item.is_empty())
+}
+
+/// `Content-Length`: 1*DIGIT, or a list of identical values; no sign, no overflow.
+fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+    let mut result: Option<u64> = None;
+    for item in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
+            return Err(HttpError::BadRequest("invalid Content-Length"));
+        }
+        let n = item.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')));
+        let n = n.ok_or(HttpError::BadRequest("Content-Length too large"))?;
+        if result.is_some_and(|prev| prev != n) {
+            return Err(HttpError::BadRequest("conflicting Content-Length values"));
+        }
+        result = Some(n);
+    }
+    result.ok_or(HttpError::BadRequest("invalid Content-Length"))
+}
+
+/// One `Transfer-Encoding` field; `chunked_so_far` says whether an earlier field ended in
+/// chunked. Returns whether the codings now end in chunked. Only `chunked` is implemented, and
+/// it may appear once, last.
+fn parse_transfer_encoding(value: &[u8], chunked_so_far: bool) -> Result<bool, HttpError> {
+    let mut chunked = chunked_so_far;
+    let mut any = false;
+    for coding in list_items(value) {
+        any = true;
+        if chunked {
+            // Something after chunked, or chunked twice.
+            return Err(HttpError::BadRequest("Transfer-Encoding does not end in chunked"));
+        }
+        if coding.eq_ignore_ascii_case(b"chunked") {
+            chunked = true;
+        } else if coding.iter().all(|&b| is_tchar(b)) {
+            return Err(HttpError::NotImplemented("unsupported transfer coding"));
+        } else {
+            return Err(HttpError::BadRequest("invalid Transfer-Encoding"));
+        }
+    }
+    if !any {
+        return Err(HttpError::BadRequest("empty Transfer-Encoding"));
+    }
+    Ok(chunked)
+}
+
+/// RFC 9110 token character.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits { max_headers: 100 };
+
+    fn info(raw: &str) -> Result<HeadInfo, HttpError> {
+        let mut slots = header_slots();
+        parse_head(raw.as_bytes(), &mut slots, LIMITS).map(|p| p.info)
+    }
+
+    #[test]
+    fn finds_head_end_incrementally() {
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nNEXT";
+        assert_eq!(find_head_end(full, 0), Ok(27));
+        // Feed growing prefixes, carrying `scanned` forward as the connection does.
+        let mut scanned = 0;
+        for end in 1..=full.len() {
+            match find_head_end(&full[..end], scanned) {
+                Ok(n) => {
+                    assert_eq!((n, end), (27, 27));
+                    return;
+                }
+                Err(s) => scanned = s,
+            }
+        }
+        panic!("never found");
+    }
+
+    #[test]
+    fn finds_bare_lf_head_end() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: a\n\nX", 0), Ok(24));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), Err(24));
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(info("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().keep_alive);
+        assert!(!info("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().keep_alive);
+        assert!(!info("GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n").unwrap().keep_alive);
+        assert!(!info("GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
+        assert!(info("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().keep_alive);
+    }
+
+    #[test]
+    fn framing() {
+        let i = info("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert_eq!(i.body, BodyKind::Length(5));
+        let i = info("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert_eq!(i.body, BodyKind::Length(5));
+        let i = info("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!(i.body, BodyKind::None);
+        let i = info("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
+        assert_eq!(i.body, BodyKind::Chunked);
+        let i = info("HEAD / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(i.is_head);
+        let i = info("PUT / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-Continue\r\n\r\n").unwrap();
+        assert!(i.expect_continue);
+    }
+
+    #[test]
+    fn framing_errors() {
+        let bad = |raw: &str| info(raw).unwrap_err().status();
+        assert_eq!(bad("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"), 400);
+        assert_eq!(bad("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"), 400);
+        for v in ["-1", "+5", "0x5", "5a", "", "18446744073709551616"] {
+            assert_eq!(bad(&format!("POST / HTTP/1.1\r\nContent-Length: {v}\r\n\r\n")), 400, "{v}");
+        }
+        let te = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(bad(te), 400);
+        assert_eq!(bad("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n"), 400);
+        assert_eq!(bad("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(bad("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
+        assert_eq!(bad("POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n"), 501);
+        assert_eq!(bad("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(bad("GET / HTTP/1.1\r\nExpect: teapot\r\n\r\n"), 417);
+        assert_eq!(bad("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn paths_and_queries() {
+        let r = |t| Request::new("GET", t, Version::Http11, &[], b"");
+        assert_eq!(r("/a/b?x=1").path(), "/a/b");
+        assert_eq!(r("/a/b?x=1&delay=2s").query_param("delay"), Some("2s"));
+        assert_eq!(r("/?flag").query_param("flag"), Some(""));
+        assert_eq!(r("/").query_param("x"), None);
+        assert_eq!(r("http://example.com/x?y").path(), "/x");
+        assert_eq!(r("http://example.com").path(), "/");
+        assert_eq!(r("*").path(), "*");
+    }
+}

@@ -1,0 +1,300 @@
+//! [`Response`]: what a handler fills in, and how the server encodes it onto the wire.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// A response under construction. The server owns one and hands it to the handler already
+/// reset, so the buffers it holds are reused from request to request.
+///
+/// The server writes `Date`, `Server`, `Content-Length` and `Connection` itself; handlers may
+/// not set them (nor `Transfer-Encoding`).
+#[derive(Debug, Clone)]
+pub struct Response {
+    status: u16,
+    content_type: Option<Cow<'static, str>>,
+    headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+    body: Vec<u8>,
+    close: bool,
+}
+
+/// A header field a handler may not set: a reserved or malformed name, or a value with CR, LF or
+/// NUL (which would let one response smuggle another).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidHeader(pub String);
+
+impl fmt::Display for InvalidHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid response header: {}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidHeader {}
+
+impl Default for Response {
+    fn default() -> Self {
+        Response::new()
+    }
+}
+
+const RESERVED: [&str; 5] = ["date", "server", "content-length", "connection", "transfer-encoding"];
+
+impl Response {
+    /// An empty `200 OK`.
+    pub fn new() -> Self {
+        Response { status: 200, content_type: None, headers: Vec::new(), body: Vec::new(), close: false }
+    }
+
+    /// Back to an empty `200 OK`, keeping the allocated buffers.
+    pub(crate) fn reset(&mut self) {
+        self.status = 200;
+        self.content_type = None;
+        self.headers.clear();
+        self.body.clear();
+        self.close = false;
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Sets the status code (100..=999; anything else becomes 500).
+    pub fn set_status(&mut self, status: u16) -> &mut Self {
+        self.status = if (100..=999).contains(&status) { status } else { 500 };
+        self
+    }
+
+    /// Sets `Content-Type`. Sent whenever the response has a body, `text/plain; charset=utf-8`
+    /// when none was set.
+    pub fn set_content_type(&mut self, value: impl Into<Cow<'static, str>>) -> Result<&mut Self, InvalidHeader> {
+        let value = value.into();
+        check_value(&value)?;
+        self.content_type = Some(value);
+        Ok(self)
+    }
+
+    /// Appends a header field. Rejects names that are not tokens, the fields the server writes
+    /// itself, and values containing CR, LF or NUL.
+    pub fn add_header(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Result<&mut Self, InvalidHeader> {
+        let (name, value) = (name.into(), value.into());
+        if name.is_empty() || !name.bytes().all(super::request::is_tchar) {
+            return Err(InvalidHeader(format!("bad field name {name:?}")));
+        }
+        if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+            return Err(InvalidHeader(format!("{name} is set by the server")));
+        }
+        if name.eq_ignore_ascii_case("content-type") {
+            return self.set_content_type(value);
+        }
+        check_value(&value)?;
+        self.headers.push((name, value));
+        Ok(self)
+    }
+
+    /// Replaces the body with a copy of `body`.
+    pub fn set_body(&mut self, body: impl AsRef<[u8]>) -> &mut Self {
+        self.body.clear();
+        self.body.extend_from_slice(body.as_ref());
+        self
+    }
+
+    /// The body, to write into directly (it keeps its capacity between requests).
+    pub fn body_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.body
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Asks the server to close the connection after this response.
+    pub fn set_close(&mut self) -> &mut Self {
+        self.close = true;
+        self
+    }
+
+    /// Whether the handler asked to close the connection after this response.
+    pub fn close_requested(&self) -> bool {
+        self.close
+    }
+
+    /// Appends the encoded response to `out`. `date` is the `Date` value; `head_only` leaves the
+    /// body out (HEAD) but keeps its `Content-Length`; `connection` is the `Connection` field to
+    /// send, if any.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>, date: &[u8], head_only: bool, connection: Option<&str>) {
+        let status = self.status;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(status));
+        out.push(b' ');
+        out.extend_from_slice(reason(status).as_bytes());
+        out.extend_from_slice(b"\r\nServer: quiesce\r\nDate: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+        // No body and no Content-Length on 1xx, 204 and 304 (RFC 9110 §8.6, §15.3.5, §15.4.5).
+        let bodiless = status < 200 || status == 204 || status == 304;
+        if !bodiless {
+            if !self.body.is_empty() || self.content_type.is_some() {
+                out.extend_from_slice(b"Content-Type: ");
+                let ct = self.content_type.as_deref().unwrap_or("text/plain; charset=utf-8");
+                out.extend_from_slice(ct.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, self.body.len() as u64);
+            out.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(connection) = connection {
+            out.extend_from_slice(b"Connection: ");
+            out.extend_from_slice(connection.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if !head_only && !bodiless {
+            out.extend_from_slice(&self.body);
+        }
+    }
+}
+
+fn check_value(value: &str) -> Result<(), InvalidHeader> {
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(InvalidHeader(format!("bad field value {value:?}")));
+    }
+    Ok(())
+}
+
+/// Appends `n` in decimal without going through `fmt`.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The reason phrase for a status code (RFC 9110 §15), empty for unknown codes.
+pub(crate) fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+    fn encoded(res: &Response, head_only: bool, connection: Option<&str>) -> String {
+        let mut out = Vec::new();
+        res.encode(&mut out, DATE, head_only, connection);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn encodes_text_response() {
+        let mut res = Response::new();
+        res.set_body("hi");
+        assert_eq!(
+            encoded(&res, false, None),
+            "HTTP/1.1 200 OK\r\nServer: quiesce\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+             Content-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nhi"
+        );
+    }
+
+    #[test]
+    fn head_keeps_length_drops_body_and_connection_is_written() {
+        let mut res = Response::new();
+        res.set_status(405).set_body("no");
+        res.add_header("Allow", "GET, HEAD").unwrap();
+        let text = encoded(&res, true, Some("close"));
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(text.contains("Content-Length: 2\r\nAllow: GET, HEAD\r\nConnection: close\r\n\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn empty_body_has_length_zero_and_no_type() {
+        let text = encoded(&Response::new(), false, None);
+        assert!(text.contains("Content-Length: 0\r\n"));
+        assert!(!text.contains("Content-Type"));
+        let mut res = Response::new();
+        res.set_status(204);
+        assert!(!encoded(&res, false, None).contains("Content-Length"));
+    }
+
+    #[test]
+    fn rejects_reserved_and_smuggling_headers() {
+        let mut res = Response::new();
+        assert!(res.add_header("Content-Length", "5").is_err());
+        assert!(res.add_header("X-A", "a\r\nX-B: b").is_err());
+        assert!(res.add_header("Bad Name", "v").is_err());
+        assert!(res.set_content_type("text/html\n").is_err());
+        res.add_header("content-type", "application/json").unwrap();
+        assert!(encoded(&res, false, None).contains("Content-Type: application/json\r\n"));
+    }
+
+    #[test]
+    fn decimal() {
+        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! quiesce: a single-threaded HTTP/1.1 server that stops correctly.
+//!
+//! # Architecture
+//!
+//! One thread runs one [`mio::Poll`] loop ([`Server::run`]). Registered in it: the listening
+//! socket, every client connection (kept in a [`slab::Slab`]; the slab key is the mio token) and a
+//! signal source for SIGINT and SIGTERM. The layers point down:
+//!
+//! ```text
+//! server.rs      the reactor: Poll, listener, Slab<Connection>, Deadlines, shutdown policy
+//!   connection/  one client: buffers, protocol phase, lifecycle state (never sees the Poll)
+//!     http/      parsing heads (httparse), chunked bodies, encoding responses (never sees a socket)
+//! ```
+//!
+//! Each connection's lifecycle ([`ConnState`]: New, Active, Idle, Closed) is derived from its
+//! protocol phase and changed in exactly one function of the server, which keeps the live
+//! counts, so they cannot drift.
+//!
+//! Graceful shutdown ([`ShutdownHandle::graceful`], or the first SIGINT/SIGTERM) stops listening
+//! at once, gives connections with a request probably on its way a brief last call, closes the
+//! other idle ones, lets every in-flight request finish and returns the moment nothing is left.
+//!
+//! ```no_run
+//! use quiesce::{Reply, Request, Response, Server, ServerConfig};
+//!
+//! let config = ServerConfig { addr: "127.0.0.1:8080".parse().unwrap(), ..ServerConfig::default() };
+//! let handler = |_req: &Request<'_>, res: &mut Response| {
+//!     res.set_body("hi\n");
+//!     Reply::Now
+//! };
+//! let server = Server::bind(config, handler).expect("bind");
+//! let outcome = server.run().expect("poll failed");
+//! std::process::exit(outcome.exit_code());
+//! ```
+#![deny(missing_docs)]
+
+pub mod app;
+mod config;
+mod connection;
+mod error;
+mod handler;
+mod http;
+mod server;
+mod shutdown;
+mod timer;
+
+pub use config::ServerConfig;
+pub use connection::state::{ConnState, Counts, StateChange};
+pub use error::Error;
+pub use handler::{Handler, Reply};
+pub use http::request::{Request, Version};
+pub use http::response::{InvalidHeader, Response};
+pub use server::{Outcome, Server};
+pub use shutdown::ShutdownHandle;
