@@ -1,0 +1,94 @@
+//! The public lifecycle of a connection ([`ConnState`]), the live counts per state, and what the
+//! state-change hook receives.
+
+use std::net::SocketAddr;
+
+/// Where a connection is in its life. This is what the state hook reports, what the counts
+/// count and what a graceful drain waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnState {
+    /// Accepted; no byte of a request has arrived yet.
+    New,
+    /// A request is being read, handled, delayed or answered (or the connection is closing
+    /// cleanly after its last response).
+    Active,
+    /// Keep-alive: between requests, nothing buffered, nothing to write.
+    Idle,
+    /// Closed and removed from the server.
+    Closed,
+}
+
+/// Live connections per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Connections in [`ConnState::New`].
+    pub new: usize,
+    /// Connections in [`ConnState::Active`].
+    pub active: usize,
+    /// Connections in [`ConnState::Idle`].
+    pub idle: usize,
+}
+
+impl Counts {
+    /// All live connections.
+    pub fn total(&self) -> usize {
+        self.new + self.active + self.idle
+    }
+
+    /// Moves one connection from `from` (None: it did not exist) to `to`. The only code that
+    /// changes the counts.
+    pub(crate) fn apply(&mut self, from: Option<ConnState>, to: ConnState) {
+        if let Some(slot) = from.and_then(|from| self.slot(from)) {
+            *slot = slot.saturating_sub(1);
+        }
+        if let Some(slot) = self.slot(to) {
+            *slot += 1;
+        }
+    }
+
+    fn slot(&mut self, state: ConnState) -> Option<&mut usize> {
+        match state {
+            ConnState::New => Some(&mut self.new),
+            ConnState::Active => Some(&mut self.active),
+            ConnState::Idle => Some(&mut self.idle),
+            ConnState::Closed => None,
+        }
+    }
+}
+
+/// One transition, as given to the hook set with
+/// [`Server::on_state_change`](crate::Server::on_state_change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateChange {
+    /// The connection: a number unique for the server's lifetime (not reused like tokens).
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The state before (None for a connection just accepted).
+    pub from: Option<ConnState>,
+    /// The state now.
+    pub to: ConnState,
+    /// The live counts after this change.
+    pub counts: Counts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ConnState::*;
+
+    #[test]
+    fn counts_follow_transitions() {
+        let mut c = Counts::default();
+        c.apply(None, New);
+        c.apply(None, New);
+        c.apply(Some(New), Active);
+        assert_eq!(c, Counts { new: 1, active: 1, idle: 0 });
+        c.apply(Some(Active), Idle);
+        c.apply(Some(Idle), Active);
+        c.apply(Some(Active), Closed);
+        c.apply(Some(New), Closed);
+        assert_eq!(c, Counts::default());
+        assert_eq!(c.total(), 0);
+    }
+}

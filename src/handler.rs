@@ -1,0 +1,37 @@
+//! The handler API: synchronous, so a handler can never block the loop. It fills in the
+//! response and says when to send it: now, or after a delay (a timer in the loop, not a sleep).
+
+use std::time::Duration;
+
+use crate::{Request, Response};
+
+/// When to send the response the handler filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Send it as soon as the connection can write.
+    Now,
+    /// Send it after this long. Meanwhile the connection is Active and every other connection
+    /// is served as usual; requests pipelined behind this one wait their turn.
+    After(Duration),
+}
+
+/// Answers requests. Runs on the loop thread, one request at a time.
+///
+/// `res` arrives reset to an empty `200 OK` whose buffers are reused from earlier requests, so a
+/// handler that writes into [`Response::body_mut`] allocates nothing in steady state.
+///
+/// A panic in a handler is caught: the client gets a 500 and its connection is closed; the
+/// server and its other connections carry on.
+pub trait Handler {
+    /// Fills in `res` for `req` and says when to send it.
+    fn handle(&mut self, req: &Request<'_>, res: &mut Response) -> Reply;
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&Request<'_>, &mut Response) -> Reply,
+{
+    fn handle(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
+        self(req, res)
+    }
+}

@@ -1,0 +1,57 @@
+//! [`ShutdownHandle`]: start a graceful or immediate stop from any thread. It sets an atomic
+//! and wakes the loop through its one `mio::Waker`; the loop acts on it in its next turn.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use log::warn;
+
+/// Nothing requested.
+pub(crate) const NONE: u8 = 0;
+/// Graceful drain requested.
+pub(crate) const GRACEFUL: u8 = 1;
+/// Immediate stop requested.
+pub(crate) const IMMEDIATE: u8 = 2;
+
+/// Asks a running [`Server`](crate::Server) to stop. Cheap to clone, `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    requested: AtomicU8,
+    waker: mio::Waker,
+}
+
+impl ShutdownHandle {
+    pub(crate) fn new(waker: mio::Waker) -> Self {
+        ShutdownHandle { inner: Arc::new(Inner { requested: AtomicU8::new(NONE), waker }) }
+    }
+
+    /// Starts a graceful drain, as a first SIGINT/SIGTERM does: stop listening, let in-flight
+    /// requests finish, close the rest, return from [`Server::run`](crate::Server::run).
+    /// Calling it again, or after [`ShutdownHandle::immediate`], changes nothing.
+    pub fn graceful(&self) {
+        self.request(GRACEFUL);
+    }
+
+    /// Stops at once, as a second signal does: every connection is closed and
+    /// [`Server::run`](crate::Server::run) returns.
+    pub fn immediate(&self) {
+        self.request(IMMEDIATE);
+    }
+
+    fn request(&self, level: u8) {
+        self.inner.requested.fetch_max(level, Ordering::SeqCst);
+        if let Err(e) = self.inner.waker.wake() {
+            warn!("could not wake the event loop: {e}");
+        }
+    }
+
+    /// The strongest stop requested so far.
+    pub(crate) fn requested(&self) -> u8 {
+        self.inner.requested.load(Ordering::SeqCst)
+    }
+}
