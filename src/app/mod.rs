@@ -1,0 +1,175 @@
+//! The built-in routes of the `quiesce` binary, as a library [`Handler`] so they can be embedded
+//! and tested like any other:
+//!
+//! - `GET|HEAD /healthz`: `200 ok`, or `503 draining` once the server drains.
+//! - `POST /echo`: the request body back, with the request's `Content-Type`.
+//! - `GET|HEAD /plaintext`: `Hello, World!` (the body benchmark suites expect).
+//! - `GET|HEAD` anything else: `Hello, "<path>"` exactly as the Go program quiesce descends from
+//!   writes it (`fmt.Fprintf(w, "Hello, %q", html.EscapeString(r.URL.Path))`), after the
+//!   configured delay; `?delay=DURATION` overrides it, capped by the maximum.
+
+mod hello;
+
+use std::time::Duration;
+
+use crate::{Handler, Reply, Request, Response};
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Settings of the built-in routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppConfig {
+    /// How long the hello route waits before answering. Default 0.
+    pub delay: Duration,
+    /// Cap on the delay a request may ask for with `?delay=`. Default 60 s.
+    pub max_delay: Duration,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig { delay: Duration::ZERO, max_delay: Duration::from_secs(60) }
+    }
+}
+
+/// The built-in routes.
+#[derive(Debug, Default)]
+pub struct App {
+    config: AppConfig,
+    /// Reused for percent-decoding paths.
+    scratch: Vec<u8>,
+}
+
+impl App {
+    /// The routes with these settings.
+    pub fn new(config: AppConfig) -> Self {
+        App { config, scratch: Vec::new() }
+    }
+
+    fn healthz(&self, req: &Request<'_>, res: &mut Response) -> Reply {
+        if !is_get_or_head(req) {
+            return method_not_allowed(res, "GET, HEAD");
+        }
+        if req.server_draining() {
+            res.set_status(503).set_body("draining");
+        } else {
+            res.set_body("ok");
+        }
+        text(res);
+        Reply::Now
+    }
+
+    fn echo(req: &Request<'_>, res: &mut Response) -> Reply {
+        if req.method() != "POST" {
+            return method_not_allowed(res, "POST");
+        }
+        let content_type =
+            req.header("content-type").and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("application/octet-stream");
+        if res.set_content_type(content_type.to_owned()).is_err() {
+            text(res);
+        }
+        res.set_body(req.body());
+        Reply::Now
+    }
+
+    fn hello(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
+        if !is_get_or_head(req) {
+            return method_not_allowed(res, "GET, HEAD");
+        }
+        let delay = match req.query_param("delay") {
+            None => self.config.delay,
+            Some(value) => match humantime::parse_duration(value) {
+                Ok(delay) => delay,
+                Err(_) => return bad_request(res, "invalid delay: expected a duration like 250ms, 10s or 2m\n"),
+            },
+        };
+        text(res);
+        if hello::write_hello(req.path().as_bytes(), &mut self.scratch, res.body_mut()).is_err() {
+            return bad_request(res, "invalid percent-encoding in the path\n");
+        }
+        match delay.min(self.config.max_delay) {
+            Duration::ZERO => Reply::Now,
+            delay => Reply::After(delay),
+        }
+    }
+}
+
+impl Handler for App {
+    fn handle(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
+        match req.path() {
+            "/healthz" => self.healthz(req, res),
+            "/echo" => Self::echo(req, res),
+            "/plaintext" if is_get_or_head(req) => {
+                res.set_body("Hello, World!");
+                text(res);
+                Reply::Now
+            }
+            _ => self.hello(req, res),
+        }
+    }
+}
+
+fn is_get_or_head(req: &Request<'_>) -> bool {
+    matches!(req.method(), "GET" | "HEAD")
+}
+
+fn text(res: &mut Response) {
+    // A constant without CR or LF: cannot be rejected.
+    let _ = res.set_content_type(TEXT);
+}
+
+fn method_not_allowed(res: &mut Response, allow: &'static str) -> Reply {
+    res.set_status(405).set_body("method not allowed\n");
+    text(res);
+    let _ = res.add_header("Allow", allow);
+    Reply::Now
+}
+
+fn bad_request(res: &mut Response, why: &'static str) -> Reply {
+    res.set_status(400).set_body(why);
+    text(res);
+    Reply::Now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Version;
+
+    fn call(app: &mut App, method: &str, target: &str, body: &[u8], draining: bool) -> (Reply, Response) {
+        let headers = [httparse::Header { name: "Content-Type", value: b"application/json" }];
+        let req = Request::new(method, target, Version::Http11, &headers, body).with_draining(draining);
+        let mut res = Response::new();
+        let reply = app.handle(&req, &mut res);
+        (reply, res)
+    }
+
+    #[test]
+    fn hello_uses_delay_and_its_cap() {
+        let mut app = App::new(AppConfig { delay: Duration::from_millis(250), max_delay: Duration::from_secs(1) });
+        let (reply, res) = call(&mut app, "GET", "/a<b>", b"", false);
+        assert_eq!(reply, Reply::After(Duration::from_millis(250)));
+        assert_eq!(res.body(), br#"Hello, "/a&lt;b&gt;""#);
+        let (reply, _) = call(&mut app, "GET", "/?delay=10s", b"", false);
+        assert_eq!(reply, Reply::After(Duration::from_secs(1)));
+        let (reply, _) = call(&mut app, "GET", "/?delay=0s", b"", false);
+        assert_eq!(reply, Reply::Now);
+        let (_, res) = call(&mut app, "GET", "/?delay=abc", b"", false);
+        assert_eq!(res.status(), 400);
+        let (_, res) = call(&mut app, "GET", "/%zz", b"", false);
+        assert_eq!(res.status(), 400);
+        let (_, res) = call(&mut app, "DELETE", "/x", b"", false);
+        assert_eq!(res.status(), 405);
+    }
+
+    #[test]
+    fn healthz_and_echo() {
+        let mut app = App::default();
+        assert_eq!(call(&mut app, "GET", "/healthz", b"", false).1.body(), b"ok");
+        let (_, res) = call(&mut app, "HEAD", "/healthz", b"", true);
+        assert_eq!((res.status(), res.body()), (503, &b"draining"[..]));
+        let (_, res) = call(&mut app, "POST", "/echo", b"{}", false);
+        assert_eq!((res.status(), res.body()), (200, &b"{}"[..]));
+        assert_eq!(call(&mut app, "GET", "/echo", b"", false).1.status(), 405);
+        assert_eq!(call(&mut app, "GET", "/plaintext", b"", false).1.body(), b"Hello, World!");
+    }
+}

@@ -1,0 +1,671 @@
+//! Command-line parsing for `quiesce`.
+//!
+//! [`parse`] turns the arguments (without the program name) into a [`Command`]: run the server
+//! with a [`Cli`] configuration, print the help, or print the version. Errors come back as a
+//! single-line [`UsageError`] that the caller prints after `quiesce: ` before exiting with
+//! code 2. Values are checked here, so the caller gets a ready-to-bind [`SocketAddr`] and
+//! plain [`Duration`]s; no DNS lookup is ever made (only `localhost` is understood as a name).
+
+use std::{
+    ffi::OsString,
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4},
+    time::Duration,
+};
+
+/// Default listening address: `127.0.0.1:8080`.
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+/// Default delay before answering requests to other paths: none.
+pub const DEFAULT_DELAY: Duration = Duration::ZERO;
+/// Default upper bound for any delay, including `?delay=`: 60 seconds.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(60);
+/// Default time allowed for in-flight requests after the first signal: 30 seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest duration [`parse_duration`] accepts: one year (365.25 days, humantime's `1y`).
+///
+/// The cap keeps later arithmetic such as `Instant::now() + timeout` far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
+
+/// What a duration should look like, for error messages.
+const DURATION_HINT: &str = "expected a duration like 250ms, 10s or 2m";
+
+/// Everything the command line sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cli {
+    /// Address to listen on (`--addr HOST:PORT`).
+    pub addr: SocketAddr,
+    /// Delay before answering requests to other paths (`--delay DURATION`).
+    pub delay: Duration,
+    /// Upper bound for the delay, including `?delay=` (`--max-delay DURATION`).
+    pub max_delay: Duration,
+    /// Time allowed for in-flight requests after the first signal (`--shutdown-timeout`).
+    pub shutdown_timeout: Duration,
+    /// Log verbosity: 0 is info; each `-v` adds one, each `-q` takes one away.
+    pub verbosity: i8,
+}
+
+impl Default for Cli {
+    fn default() -> Self {
+        Cli {
+            addr: DEFAULT_ADDR,
+            delay: DEFAULT_DELAY,
+            max_delay: DEFAULT_MAX_DELAY,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            verbosity: 0,
+        }
+    }
+}
+
+impl Cli {
+    /// The log level that [`Cli::verbosity`] selects.
+    ///
+    /// -3 or less is off, -2 error, -1 warn, 0 info, 1 debug, 2 or more trace.
+    pub fn log_level(&self) -> log::LevelFilter {
+        match self.verbosity {
+            i8::MIN..=-3 => log::LevelFilter::Off,
+            -2 => log::LevelFilter::Error,
+            -1 => log::LevelFilter::Warn,
+            0 => log::LevelFilter::Info,
+            1 => log::LevelFilter::Debug,
+            2..=i8::MAX => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Run the server with this configuration.
+    Run(Cli),
+    /// Print [`help_text`] and exit successfully.
+    Help,
+    /// Print the version and exit successfully.
+    Version,
+}
+
+/// A usage error: the message to print (after "quiesce: ") before exiting with code 2.
+///
+/// The message is a single line with no trailing newline and no hint; the caller adds those.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Parses the command-line arguments, not including the program name (`argv[0]`).
+///
+/// `-h`/`--help` and `-V`/`--version` are returned as soon as they are seen, whatever follows
+/// them. Options that take a value accept both `--flag VALUE` and `--flag=VALUE`; when an
+/// option is given twice, the last value wins.
+pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
+    use lexopt::Arg::{Long, Short, Value};
+
+    let mut cli = Cli::default();
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(from_lexopt)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Short('v') | Long("verbose") => cli.verbosity = cli.verbosity.saturating_add(1),
+            Short('q') | Long("quiet") => cli.verbosity = cli.verbosity.saturating_sub(1),
+            Long("addr") => {
+                let value = take_value(&mut parser, "--addr")?;
+                cli.addr = parse_addr(&value).map_err(|why| invalid("--addr", &value, &why))?;
+            }
+            Long("delay") => cli.delay = duration_value(&mut parser, "--delay")?,
+            Long("max-delay") => cli.max_delay = duration_value(&mut parser, "--max-delay")?,
+            Long("shutdown-timeout") => {
+                cli.shutdown_timeout = duration_value(&mut parser, "--shutdown-timeout")?;
+            }
+            Short(c) => return Err(UsageError(format!("unknown option '-{c}'"))),
+            Long(name) => return Err(UsageError(format!("unknown option '--{name}'"))),
+            Value(value) => {
+                return Err(UsageError(format!("unexpected argument '{}'", value.to_string_lossy())));
+            }
+        }
+    }
+    Ok(Command::Run(cli))
+}
+
+/// Takes the value of `flag` from `parser` as UTF-8 text.
+fn take_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, UsageError> {
+    let value = parser.value().map_err(|err| match err {
+        lexopt::Error::MissingValue { .. } => UsageError(format!("missing value for {flag}")),
+        other => from_lexopt(other),
+    })?;
+    value.into_string().map_err(|value| invalid(flag, &value.to_string_lossy(), "the value is not valid UTF-8"))
+}
+
+/// Takes the value of `flag` from `parser` and parses it with [`parse_duration`].
+fn duration_value(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, UsageError> {
+    let value = take_value(parser, flag)?;
+    parse_duration(&value).map_err(|why| invalid(flag, &value, &why))
+}
+
+/// The error for a value of `flag` that does not parse, saying why.
+fn invalid(flag: &str, value: &str, why: &str) -> UsageError {
+    UsageError(format!("invalid value '{value}' for {flag}: {why}"))
+}
+
+/// Rewords a lexopt error as a single-line usage error.
+fn from_lexopt(err: lexopt::Error) -> UsageError {
+    use lexopt::Error as E;
+    let message = match err {
+        E::MissingValue { option: Some(option) } => format!("missing value for {option}"),
+        E::MissingValue { option: None } => "missing value".to_owned(),
+        E::UnexpectedOption(option) => format!("unknown option '{option}'"),
+        E::UnexpectedArgument(value) => {
+            format!("unexpected argument '{}'", value.to_string_lossy())
+        }
+        E::UnexpectedValue { option, value } => {
+            format!("option {option} takes no value (got '{}')", value.to_string_lossy())
+        }
+        E::NonUnicodeValue(value) => {
+            format!("argument '{}' is not valid UTF-8", value.to_string_lossy())
+        }
+        other => other.to_string(),
+    };
+    UsageError(message)
+}
+
+/// Parses `HOST:PORT`, where HOST is an IPv4 address, a bracketed IPv6 address or `localhost`.
+///
+/// Names other than `localhost` are rejected rather than looked up. On failure, returns why
+/// the text is not an address, to follow "invalid value '...' for --addr: ".
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    const FORM: &str = "expected HOST:PORT, e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080";
+
+    if let Some(rest) = s.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(format!("missing ']' after the IPv6 address; {FORM}"));
+        };
+        let ip: Ipv6Addr = host.parse().map_err(|_| format!("'{host}' is not an IPv6 address; {FORM}"))?;
+        let Some(port) = after.strip_prefix(':') else {
+            return Err(format!("missing port after ']'; {FORM}"));
+        };
+        return Ok(SocketAddr::new(ip.into(), parse_port(port)?));
+    }
+
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("missing port; {FORM}"));
+    };
+    if host.contains(':') {
+        return Err("an IPv6 address must be in brackets with the port after them, e.g. [::1]:8080".to_owned());
+    }
+    if host.is_empty() {
+        return Err(format!("missing host; {FORM}"));
+    }
+    let port = parse_port(port)?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+    }
+    match host.parse::<Ipv4Addr>() {
+        Ok(ip) => Ok(SocketAddr::new(ip.into(), port)),
+        Err(_) => Err(format!(
+            "'{host}' is not an IP address; expected an IPv4 address, a bracketed IPv6 address \
+             or localhost (host names are not resolved)"
+        )),
+    }
+}
+
+/// Parses a decimal TCP port, 0 to 65535.
+fn parse_port(s: &str) -> Result<u16, String> {
+    if s.is_empty() {
+        return Err("missing port after ':'".to_owned());
+    }
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("invalid port '{s}': expected a number from 0 to 65535"));
+    }
+    s.parse().map_err(|_| format!("port {s} is out of range: expected a number from 0 to 65535"))
+}
+
+/// Parses a duration such as `250ms`, `10s`, `2m`, `1h`, `1m30s` or a bare `0`.
+///
+/// Accepts humantime's syntax, up to [`MAX_DURATION`]. On failure, returns why, without the
+/// value or where it came from, so the caller can say both (e.g. `invalid value 'abc' for
+/// --delay: expected a duration like 250ms, 10s or 2m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        Ok(_) | Err(humantime::DurationError::NumberOverflow) => {
+            Err("the duration is too long: the limit is 1y".to_owned())
+        }
+        Err(humantime::DurationError::UnknownUnit { unit, .. }) if unit.is_empty() => {
+            Err(format!("{DURATION_HINT} (a number needs a unit)"))
+        }
+        Err(_) => Err(DURATION_HINT.to_owned()),
+    }
+}
+
+/// The text printed for `--help`.
+pub fn help_text() -> String {
+    format!(
+        "\
+Usage: quiesce [OPTIONS]
+
+quiesce: a single-threaded HTTP/1.1 server that stops gracefully: on SIGINT or SIGTERM it stops
+accepting, lets in-flight requests finish and exits.
+
+OPTIONS:
+    --addr HOST:PORT             Address to listen on: an IPv4 address, a bracketed IPv6
+                                 address ([::1]:8080) or localhost; port 0 picks a free port
+                                 [default: {addr}]
+    --delay DURATION             Delay before answering requests to other paths
+                                 [default: {delay}s]
+    --max-delay DURATION         Upper bound for the delay, including ?delay=
+                                 [default: {max_delay}s]
+    --shutdown-timeout DURATION  Time allowed for in-flight requests after the first signal;
+                                 0s closes everything at once [default: {shutdown}s]
+    -v, --verbose                More logging: -v debug, -vv trace
+    -q, --quiet                  Less logging: -q warnings, -qq errors, -qqq nothing
+    -h, --help                   Print this help and exit
+    -V, --version                Print the version and exit
+
+    A DURATION is a number with a unit, e.g. 250ms, 10s, 2m, 1h or 1m30s (a bare 0 is fine).
+    Values go after a space or an '=': --addr 127.0.0.1:0 or --addr=127.0.0.1:0.
+
+ROUTES:
+    GET|HEAD /healthz      200 ok; 503 draining while shutting down
+    POST /echo             the request body, sent back
+    GET|HEAD /plaintext    Hello, World!
+    any other path         Hello, \"<path>\" after --delay; ?delay=DURATION overrides the
+                           delay, up to --max-delay
+
+SIGNALS:
+    The first SIGINT or SIGTERM starts a graceful drain: stop accepting, let in-flight
+    requests finish (for up to --shutdown-timeout), then exit. A second one exits at once.
+
+EXIT CODES:
+    0      drained cleanly
+    1      shutdown timeout reached, or an error
+    2      usage error
+    130    second SIGINT
+    143    second SIGTERM
+
+ENVIRONMENT:
+    RUST_LOG    log filter in env_logger syntax (e.g. RUST_LOG=debug); when set, it is used
+                instead of the level chosen with -v and -q
+",
+        addr = DEFAULT_ADDR,
+        delay = DEFAULT_DELAY.as_secs(),
+        max_delay = DEFAULT_MAX_DELAY.as_secs(),
+        shutdown = DEFAULT_SHUTDOWN_TIMEOUT.as_secs(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `args` given as string slices.
+    fn p(args: &[&str]) -> Result<Command, UsageError> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    /// Parses `args`, which must ask to run, and returns the configuration.
+    fn run(args: &[&str]) -> Cli {
+        match p(args) {
+            Ok(Command::Run(cli)) => cli,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    /// Parses `args`, which must fail, and returns the message.
+    fn err(args: &[&str]) -> String {
+        match p(args) {
+            Err(UsageError(message)) => message,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    /// The configuration `args` set, in both `--flag v` and `--flag=v` forms.
+    fn both(flag: &str, value: &str) -> Cli {
+        let spaced = run(&[flag, value]);
+        let joined = run(&[&format!("{flag}={value}")]);
+        assert_eq!(spaced, joined, "{flag} {value}");
+        spaced
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = run(&[]);
+        assert_eq!(cli, Cli::default());
+        assert_eq!(cli.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cli.delay, Duration::ZERO);
+        assert_eq!(cli.max_delay, secs(60));
+        assert_eq!(cli.shutdown_timeout, secs(30));
+        assert_eq!(cli.verbosity, 0);
+        assert_eq!(cli.log_level(), log::LevelFilter::Info);
+    }
+
+    #[test]
+    fn addr_both_forms() {
+        let cli = both("--addr", "127.0.0.1:0");
+        assert_eq!(cli.addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(cli, Cli { addr: cli.addr, ..Cli::default() });
+        assert_eq!(both("--addr", "0.0.0.0:65535").addr, "0.0.0.0:65535".parse().unwrap());
+    }
+
+    #[test]
+    fn addr_ipv6() {
+        assert_eq!(both("--addr", "[::1]:8080").addr, "[::1]:8080".parse().unwrap());
+        assert_eq!(both("--addr", "[::]:0").addr, "[::]:0".parse().unwrap());
+        assert_eq!(both("--addr", "[2001:db8::7]:443").addr, "[2001:db8::7]:443".parse().unwrap());
+    }
+
+    #[test]
+    fn addr_localhost() {
+        assert_eq!(both("--addr", "localhost:9000").addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(both("--addr", "LocalHost:0").addr, "127.0.0.1:0".parse().unwrap());
+    }
+
+    #[test]
+    fn delay_both_forms() {
+        assert_eq!(both("--delay", "250ms").delay, ms(250));
+        assert_eq!(both("--delay", "1500ms").delay, ms(1500));
+        assert_eq!(both("--delay", "0").delay, Duration::ZERO);
+        let cli = both("--delay", "10s");
+        assert_eq!(cli, Cli { delay: secs(10), ..Cli::default() });
+    }
+
+    #[test]
+    fn max_delay_both_forms() {
+        assert_eq!(both("--max-delay", "2m").max_delay, secs(120));
+        assert_eq!(both("--max-delay", "1m30s").max_delay, secs(90));
+        let cli = both("--max-delay", "0s");
+        assert_eq!(cli, Cli { max_delay: Duration::ZERO, ..Cli::default() });
+    }
+
+    #[test]
+    fn max_delay_below_delay_is_allowed() {
+        let cli = run(&["--delay", "10s", "--max-delay", "1s"]);
+        assert_eq!((cli.delay, cli.max_delay), (secs(10), secs(1)));
+    }
+
+    #[test]
+    fn shutdown_timeout_both_forms() {
+        assert_eq!(both("--shutdown-timeout", "1h").shutdown_timeout, secs(3600));
+        let cli = both("--shutdown-timeout", "0s");
+        assert_eq!(cli, Cli { shutdown_timeout: Duration::ZERO, ..Cli::default() });
+    }
+
+    #[test]
+    fn all_flags_together_last_wins() {
+        let cli =
+            run(&["--addr=[::1]:0", "--delay", "1s", "--max-delay=5s", "--shutdown-timeout", "2s", "-v", "--delay=2s"]);
+        assert_eq!(
+            cli,
+            Cli {
+                addr: "[::1]:0".parse().unwrap(),
+                delay: secs(2),
+                max_delay: secs(5),
+                shutdown_timeout: secs(2),
+                verbosity: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn verbosity() {
+        assert_eq!(run(&["-v"]).verbosity, 1);
+        assert_eq!(run(&["-vv"]).verbosity, 2);
+        assert_eq!(run(&["-v", "-v", "-v"]).verbosity, 3);
+        assert_eq!(run(&["-q"]).verbosity, -1);
+        assert_eq!(run(&["-qq"]).verbosity, -2);
+        assert_eq!(run(&["-v", "-q"]).verbosity, 0);
+        assert_eq!(run(&["-vq"]).verbosity, 0);
+        assert_eq!(run(&["--verbose", "--quiet", "--quiet"]).verbosity, -1);
+    }
+
+    #[test]
+    fn verbosity_saturates() {
+        let many_v = format!("-{}", "v".repeat(300));
+        assert_eq!(run(&[&many_v]).verbosity, i8::MAX);
+        let many_q = format!("-{}", "q".repeat(300));
+        assert_eq!(run(&[&many_q]).verbosity, i8::MIN);
+    }
+
+    #[test]
+    fn log_levels() {
+        let level = |verbosity| Cli { verbosity, ..Cli::default() }.log_level();
+        assert_eq!(level(i8::MIN), log::LevelFilter::Off);
+        assert_eq!(level(-3), log::LevelFilter::Off);
+        assert_eq!(level(-2), log::LevelFilter::Error);
+        assert_eq!(level(-1), log::LevelFilter::Warn);
+        assert_eq!(level(0), log::LevelFilter::Info);
+        assert_eq!(level(1), log::LevelFilter::Debug);
+        assert_eq!(level(2), log::LevelFilter::Trace);
+        assert_eq!(level(i8::MAX), log::LevelFilter::Trace);
+        assert_eq!(run(&["-qqq"]).log_level(), log::LevelFilter::Off);
+        assert_eq!(run(&["-vv"]).log_level(), log::LevelFilter::Trace);
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(p(&["-h"]), Ok(Command::Help));
+        assert_eq!(p(&["--help"]), Ok(Command::Help));
+        assert_eq!(p(&["-V"]), Ok(Command::Version));
+        assert_eq!(p(&["--version"]), Ok(Command::Version));
+        // They win over whatever follows, even errors.
+        assert_eq!(p(&["--help", "--bogus", "extra"]), Ok(Command::Help));
+        assert_eq!(p(&["-V", "--delay", "abc"]), Ok(Command::Version));
+        assert_eq!(p(&["--addr", "127.0.0.1:1", "-h"]), Ok(Command::Help));
+        assert_eq!(p(&["-vh"]), Ok(Command::Help));
+        assert_eq!(p(&["-qV"]), Ok(Command::Version));
+    }
+
+    #[test]
+    fn unknown_option() {
+        assert_eq!(err(&["--foo"]), "unknown option '--foo'");
+        assert_eq!(err(&["--foo=1"]), "unknown option '--foo'");
+        assert_eq!(err(&["-x"]), "unknown option '-x'");
+        assert_eq!(err(&["-vx"]), "unknown option '-x'");
+        assert_eq!(err(&["--Addr", "127.0.0.1:1"]), "unknown option '--Addr'");
+    }
+
+    #[test]
+    fn missing_value() {
+        assert_eq!(err(&["--addr"]), "missing value for --addr");
+        assert_eq!(err(&["--delay"]), "missing value for --delay");
+        assert_eq!(err(&["--max-delay"]), "missing value for --max-delay");
+        assert_eq!(err(&["--shutdown-timeout"]), "missing value for --shutdown-timeout");
+        assert_eq!(err(&["-v", "--delay"]), "missing value for --delay");
+    }
+
+    #[test]
+    fn unexpected_value_for_switch() {
+        assert_eq!(err(&["--verbose=2"]), "option --verbose takes no value (got '2')");
+        assert_eq!(err(&["-v=2"]), "option -v takes no value (got '2')");
+    }
+
+    #[test]
+    fn positional_argument() {
+        assert_eq!(err(&["serve"]), "unexpected argument 'serve'");
+        assert_eq!(err(&["-v", "127.0.0.1:80"]), "unexpected argument '127.0.0.1:80'");
+        assert_eq!(err(&["--", "-v"]), "unexpected argument '-v'");
+    }
+
+    #[test]
+    fn bad_duration() {
+        let hint = "expected a duration like 250ms, 10s or 2m";
+        assert_eq!(err(&["--delay", "abc"]), format!("invalid value 'abc' for --delay: {hint}"));
+        assert_eq!(err(&["--delay="]), format!("invalid value '' for --delay: {hint}"));
+        assert_eq!(err(&["--delay", ""]), format!("invalid value '' for --delay: {hint}"));
+        assert_eq!(err(&["--max-delay", "-1s"]), format!("invalid value '-1s' for --max-delay: {hint}"));
+        assert_eq!(
+            err(&["--shutdown-timeout=10parsecs"]),
+            format!("invalid value '10parsecs' for --shutdown-timeout: {hint}")
+        );
+        assert_eq!(err(&["--delay", "5"]), format!("invalid value '5' for --delay: {hint} (a number needs a unit)"));
+        assert_eq!(
+            err(&["--delay", "2y"]),
+            "invalid value '2y' for --delay: the duration is too long: the limit is 1y"
+        );
+        // A flag where a value was expected is taken as the (bad) value.
+        assert_eq!(err(&["--delay", "--addr", "127.0.0.1:1"]), format!("invalid value '--addr' for --delay: {hint}"));
+    }
+
+    #[test]
+    fn parse_duration_cases() {
+        assert_eq!(parse_duration("250ms"), Ok(ms(250)));
+        assert_eq!(parse_duration("10s"), Ok(secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(secs(3600)));
+        assert_eq!(parse_duration("1500ms"), Ok(ms(1500)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1m30s"), Ok(secs(90)));
+        assert_eq!(parse_duration("1y"), Ok(MAX_DURATION));
+        for bad in ["", " ", "abc", "-5s", "+5s", "5", "1x", "s", "99999999999999999999h", "2y"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn bad_addr() {
+        let e = err(&["--addr", "127.0.0.1"]);
+        assert!(e.starts_with("invalid value '127.0.0.1' for --addr: missing port"), "{e}");
+        let e = err(&["--addr=127.0.0.1:"]);
+        assert!(e.contains("missing port"), "{e}");
+        let e = err(&["--addr", ":8080"]);
+        assert!(e.contains("missing host"), "{e}");
+        let e = err(&["--addr", "127.0.0.1:http"]);
+        assert!(e.contains("invalid port 'http'"), "{e}");
+        let e = err(&["--addr", "127.0.0.1:+80"]);
+        assert!(e.contains("invalid port '+80'"), "{e}");
+        let e = err(&["--addr", "256.0.0.1:80"]);
+        assert!(e.contains("'256.0.0.1' is not an IP address"), "{e}");
+        let e = err(&["--addr", "::1:8080"]);
+        assert!(e.contains("must be in brackets"), "{e}");
+        let e = err(&["--addr", "[::1]"]);
+        assert!(e.contains("missing port after ']'"), "{e}");
+        let e = err(&["--addr", "[::1:8080"]);
+        assert!(e.contains("missing ']'"), "{e}");
+        let e = err(&["--addr", "[127.0.0.1]:80"]);
+        assert!(e.contains("'127.0.0.1' is not an IPv6 address"), "{e}");
+        let e = err(&["--addr="]);
+        assert!(e.starts_with("invalid value '' for --addr: missing port"), "{e}");
+    }
+
+    #[test]
+    fn addr_hostname_rejected() {
+        let e = err(&["--addr", "example.com:80"]);
+        assert_eq!(
+            e,
+            "invalid value 'example.com:80' for --addr: 'example.com' is not an IP address; \
+             expected an IPv4 address, a bracketed IPv6 address or localhost \
+             (host names are not resolved)"
+        );
+        let e = err(&["--addr=localhost.localdomain:80"]);
+        assert!(e.contains("is not an IP address"), "{e}");
+    }
+
+    #[test]
+    fn port_out_of_range() {
+        assert_eq!(
+            err(&["--addr", "127.0.0.1:65536"]),
+            "invalid value '127.0.0.1:65536' for --addr: \
+             port 65536 is out of range: expected a number from 0 to 65535"
+        );
+        let e = err(&["--addr=[::1]:99999999999"]);
+        assert!(e.contains("out of range"), "{e}");
+        let e = err(&["--addr", "localhost:70000"]);
+        assert!(e.contains("out of range"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_value() {
+        use std::os::unix::ffi::OsStringExt;
+        let args = vec![OsString::from("--addr"), OsString::from_vec(vec![0xff, b':', b'1'])];
+        let Err(UsageError(e)) = parse(args) else {
+            panic!("non-UTF-8 value accepted");
+        };
+        assert_eq!(e, "invalid value '\u{fffd}:1' for --addr: the value is not valid UTF-8");
+        let Err(UsageError(e)) = parse([OsString::from_vec(vec![0xff])]) else {
+            panic!("non-UTF-8 argument accepted");
+        };
+        assert_eq!(e, "unexpected argument '\u{fffd}'");
+    }
+
+    #[test]
+    fn error_messages_are_single_line() {
+        for args in [
+            &["--foo"][..],
+            &["--addr"],
+            &["x"],
+            &["--delay", "abc"],
+            &["--addr", "example.com:80"],
+            &["--addr", "1.2.3.4:99999"],
+        ] {
+            let e = err(args);
+            assert!(!e.contains('\n') && !e.is_empty(), "{e:?}");
+            assert_eq!(UsageError(e.clone()).to_string(), e);
+        }
+    }
+
+    #[test]
+    fn help_text_content() {
+        let help = help_text();
+        for needle in [
+            "Usage: quiesce [OPTIONS]",
+            "quiesce: a single-threaded HTTP/1.1 server that stops gracefully",
+            "--addr HOST:PORT",
+            "--delay DURATION",
+            "--max-delay DURATION",
+            "--shutdown-timeout DURATION",
+            "[default: 127.0.0.1:8080]",
+            "[default: 0s]",
+            "[default: 60s]",
+            "[default: 30s]",
+            "-v, --verbose",
+            "-q, --quiet",
+            "-h, --help",
+            "-V, --version",
+            "ROUTES:",
+            "/healthz",
+            "/echo",
+            "/plaintext",
+            "Hello, World!",
+            "?delay=DURATION",
+            "SIGNALS:",
+            "SIGINT",
+            "SIGTERM",
+            "130",
+            "143",
+            "RUST_LOG",
+        ] {
+            assert!(help.contains(needle), "help lacks {needle:?}");
+        }
+        for line in help.lines() {
+            assert!(line.chars().count() < 100, "line too long: {line:?}");
+            assert_eq!(line, line.trim_end(), "trailing space: {line:?}");
+        }
+    }
+
+    #[test]
+    fn help_defaults_match_parsed_defaults() {
+        // The defaults printed in the help must parse back to the real defaults.
+        let help = help_text();
+        let defaults: Vec<&str> =
+            help.split("[default: ").skip(1).filter_map(|rest| rest.split_once(']').map(|(value, _)| value)).collect();
+        assert_eq!(defaults.len(), 4, "{defaults:?}");
+        assert_eq!(defaults[0].parse::<SocketAddr>(), Ok(DEFAULT_ADDR));
+        assert_eq!(parse_duration(defaults[1]), Ok(DEFAULT_DELAY));
+        assert_eq!(parse_duration(defaults[2]), Ok(DEFAULT_MAX_DELAY));
+        assert_eq!(parse_duration(defaults[3]), Ok(DEFAULT_SHUTDOWN_TIMEOUT));
+    }
+}
