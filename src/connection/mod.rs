@@ -748,4 +748,3 @@ fn call_handler(env: &mut Env<'_>, req: &Request<'_>) -> Reply {
         }
     }
 }
-
