@@ -564,13 +564,8 @@ impl Server {
     }
 }
 
-/// Accept errors that concern one connection only: try the next one.
+/// Accept errors that concern one connection only: try the next one. Anything else pauses
+/// accepting for `accept_backoff`, so an unknown error can slow accepts but never spin the loop.
 fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset)
-        || e.raw_os_error() == Some(libc_eproto())
-}
-
-/// EPROTO: a protocol error on a connection still in the backlog (Linux).
-fn libc_eproto() -> i32 {
-    71
 }
