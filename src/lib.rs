@@ -39,6 +39,8 @@ mod config;
 mod connection;
 mod error;
 mod handler;
+#[doc(hidden)]
+pub mod harness;
 mod http;
 mod server;
 mod shutdown;

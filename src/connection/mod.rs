@@ -210,6 +210,11 @@ impl<S: Transport> Connection<S> {
         }
     }
 
+    /// The stream.
+    pub(crate) fn stream(&self) -> &S {
+        &self.stream
+    }
+
     /// The stream (for registering and deregistering).
     pub(crate) fn stream_mut(&mut self) -> &mut S {
         &mut self.stream

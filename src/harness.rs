@@ -1,0 +1,282 @@
+//! An in-memory driver for one [`Connection`]: the fuzz targets, the benchmarks and the
+//! allocation test push bytes through the real state machine with no socket and no `Poll`, and
+//! with a clock they control. Not a stable API: hidden from the docs.
+
+use std::cell::Cell;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::config::ServerConfig;
+use crate::connection::buffer::BufPool;
+use crate::connection::state::ConnState;
+use crate::connection::{Connection, Env, Transport};
+use crate::handler::Handler;
+use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
+use crate::http::date::DateCache;
+use crate::http::request::{HeadLimits, find_head_end, header_slots, parse_head};
+use crate::http::response::Response;
+
+/// The client side of an in-memory connection: bytes waiting to be read by the server, bytes it
+/// wrote, whether the client closed its side, and how much the server may write per call.
+#[derive(Debug, Default)]
+struct Pipe {
+    input: Vec<u8>,
+    read_pos: usize,
+    eof: bool,
+    output: Vec<u8>,
+    /// Most bytes one `write` accepts; `Some(0)` means the client stopped reading.
+    write_limit: Option<usize>,
+    shut_write: Cell<bool>,
+}
+
+impl Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.input[self.read_pos..];
+        if rest.is_empty() {
+            return if self.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+        }
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.read_pos += n;
+        if self.read_pos == self.input.len() {
+            self.input.clear();
+            self.read_pos = 0;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.shut_write.get() {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let n = self.write_limit.map_or(buf.len(), |limit| limit.min(buf.len()));
+        if n == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.output.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for Pipe {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shut_write.set(true);
+        Ok(())
+    }
+}
+
+/// One connection of the real state machine over an in-memory pipe, with a manual clock.
+pub struct MemoryConnection {
+    conn: Connection<Pipe>,
+    config: ServerConfig,
+    handler: Box<dyn Handler + Send>,
+    pool: BufPool,
+    response: Response,
+    date: DateCache,
+    now: Instant,
+    draining: bool,
+}
+
+impl MemoryConnection {
+    /// A freshly accepted connection served by `handler`.
+    pub fn new(config: ServerConfig, handler: impl Handler + Send + 'static) -> Self {
+        let now = Instant::now();
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+        MemoryConnection {
+            conn: Connection::new(Pipe::default(), 1, peer, now),
+            config,
+            handler: Box::new(handler),
+            pool: BufPool::default(),
+            response: Response::new(),
+            date: DateCache::new(),
+            now,
+            draining: false,
+        }
+    }
+
+    /// The client sends `bytes`; the server reads and answers what it can.
+    pub fn send(&mut self, bytes: &[u8]) {
+        let pipe = self.conn.stream_mut();
+        if !pipe.eof {
+            pipe.input.extend_from_slice(bytes);
+        }
+        self.conn.readable = true;
+        self.drive();
+    }
+
+    /// The client shuts down its write side.
+    pub fn send_eof(&mut self) {
+        self.conn.stream_mut().eof = true;
+        self.conn.readable = true;
+        self.conn.read_closed_hint = true;
+        self.drive();
+    }
+
+    /// How many bytes each server `write` may take (`None`: all; `Some(0)`: the client stopped
+    /// reading). Raising it lets the server write again.
+    pub fn set_write_limit(&mut self, limit: Option<usize>) {
+        self.conn.stream_mut().write_limit = limit;
+        self.conn.writable = true;
+        self.drive();
+    }
+
+    /// Moves the clock on, fires a deadline that has passed, and drives the connection.
+    pub fn advance(&mut self, by: Duration) {
+        self.now = crate::connection::after(self.now, by);
+        if self.conn.deadline(&self.config).is_some_and(|d| d <= self.now) {
+            let mut env = Env {
+                now: self.now,
+                config: &self.config,
+                handler: &mut *self.handler,
+                date: self.date.get(),
+                draining: self.draining,
+                pool: &mut self.pool,
+                response: &mut self.response,
+            };
+            self.conn.expire(&mut env);
+        }
+        self.drive();
+    }
+
+    /// Starts a graceful drain, as the server does for each connection.
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+        self.conn.begin_drain(self.now, &self.config);
+        self.drive();
+    }
+
+    /// Everything the server has written so far.
+    pub fn output(&self) -> &[u8] {
+        &self.conn_stream().output
+    }
+
+    /// Takes what the server has written so far.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.conn.stream_mut().output)
+    }
+
+    /// Clears what the server has written, keeping the allocation (for allocation counting).
+    pub fn clear_output(&mut self) {
+        self.conn.stream_mut().output.clear();
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> ConnState {
+        self.conn.state()
+    }
+
+    /// True once the server has closed the connection.
+    pub fn is_closed(&self) -> bool {
+        self.conn.state() == ConnState::Closed
+    }
+
+    /// True once the server has shut down its write side or closed.
+    pub fn write_shut(&self) -> bool {
+        self.conn_stream().shut_write.get() || self.is_closed()
+    }
+
+    fn conn_stream(&self) -> &Pipe {
+        self.conn.stream()
+    }
+
+    fn drive(&mut self) {
+        self.conn.writable = true;
+        loop {
+            let mut env = Env {
+                now: self.now,
+                config: &self.config,
+                handler: &mut *self.handler,
+                date: self.date.get(),
+                draining: self.draining,
+                pool: &mut self.pool,
+                response: &mut self.response,
+            };
+            if !self.conn.drive(&mut env) {
+                break;
+            }
+        }
+    }
+}
+
+/// Parses `data` as a request head (up to its blank line, which must be there) with at most
+/// `max_headers` fields. Returns the head's length, or the status the server would answer.
+pub fn parse_request_head(data: &[u8], max_headers: usize) -> Result<usize, u16> {
+    let len = find_head_end(data, 0).map_err(|_| 400u16)?;
+    let mut slots = header_slots();
+    let parsed = parse_head(&data[..len], &mut slots, HeadLimits { max_headers }).map_err(|e| e.status())?;
+    Ok(parsed.info.len)
+}
+
+/// Decodes the chunked body at the start of `data` in place, as the connection does, feeding it
+/// in the pieces `splits` gives (each a length; the rest goes last). Returns the decoded body,
+/// `Ok(None)` when it is incomplete, or the status the server would answer.
+pub fn decode_chunked(data: &[u8], splits: &[usize], max_body_bytes: u64) -> Result<Option<Vec<u8>>, u16> {
+    let mut decoder =
+        ChunkedDecoder::new(ChunkedLimits { max_body_bytes, max_line_bytes: 4096, max_trailer_bytes: 8192 });
+    let mut buf: Vec<u8> = Vec::new();
+    let (mut out, mut inp) = (0usize, 0usize);
+    let mut fed = 0;
+    let mut pieces = splits.iter().copied();
+    loop {
+        let take = pieces.next().unwrap_or(usize::MAX).min(data.len() - fed);
+        buf.extend_from_slice(&data[fed..fed + take]);
+        fed += take;
+        let result = decoder.decode(&mut buf, &mut out, &mut inp);
+        if inp > out {
+            buf.drain(out..inp);
+            inp = out;
+        }
+        match result {
+            Ok(true) => return Ok(Some(buf[..out].to_vec())),
+            Ok(false) if fed == data.len() => return Ok(None),
+            Ok(false) => {}
+            Err(ChunkedError::TooLarge) => return Err(413),
+            Err(ChunkedError::Malformed(_)) => return Err(400),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::App;
+
+    #[test]
+    fn serves_split_and_pipelined_requests_then_closes() {
+        let mut conn = MemoryConnection::new(ServerConfig::default(), App::default());
+        let two = b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        for byte in two.chunks(1) {
+            conn.send(byte);
+        }
+        let out = String::from_utf8(conn.take_output()).unwrap();
+        assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{out}");
+        assert!(out.ends_with("Hello, World!"), "{out}");
+        assert!(conn.write_shut());
+        conn.send_eof();
+        assert!(conn.is_closed());
+    }
+
+    #[test]
+    fn header_timeout_answers_408() {
+        let mut conn = MemoryConnection::new(ServerConfig::default(), App::default());
+        conn.send(b"GET / HTTP/1.1\r\n");
+        conn.advance(Duration::from_secs(11));
+        assert!(conn.output().starts_with(b"HTTP/1.1 408 "));
+    }
+
+    #[test]
+    fn chunked_in_pieces() {
+        let body = b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\n";
+        assert_eq!(decode_chunked(body, &[1, 1, 5, 2], 100), Ok(Some(b"abcde".to_vec())));
+        assert_eq!(decode_chunked(b"3\r\nab", &[], 100), Ok(None));
+        assert_eq!(decode_chunked(b"\r\n", &[], 100), Err(400));
+        assert_eq!(parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 100), Ok(27));
+    }
+}
