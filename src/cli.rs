@@ -13,6 +13,8 @@ use std::{
     time::Duration,
 };
 
+use quiesce::ServerConfig;
+
 /// Default listening address: `127.0.0.1:8080`.
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 /// Default delay before answering requests to other paths: none.
@@ -25,6 +27,15 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// The cap keeps later arithmetic such as `Instant::now() + timeout` far from overflowing.
 pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
+
+/// The library's defaults for the limits and timeouts the command line can change.
+const DEFAULTS: ServerConfig = ServerConfig::DEFAULT;
+
+/// Most header fields `--max-headers` allows (the parser's fixed number of slots).
+pub const MAX_HEADERS_CAP: usize = quiesce::MAX_HEADER_SLOTS;
+
+/// What a size should look like, for error messages.
+const SIZE_HINT: &str = "expected a size like 8192, 8KiB or 1MiB";
 
 /// What a duration should look like, for error messages.
 const DURATION_HINT: &str = "expected a duration like 250ms, 10s or 2m";
@@ -42,6 +53,20 @@ pub struct Cli {
     pub shutdown_timeout: Duration,
     /// Log verbosity: 0 is info; each `-v` adds one, each `-q` takes one away.
     pub verbosity: i8,
+    /// Longest request target (`--max-uri-bytes SIZE`).
+    pub max_uri_bytes: usize,
+    /// Largest request head (`--max-header-bytes SIZE`).
+    pub max_header_bytes: usize,
+    /// Most header fields in a request (`--max-headers N`).
+    pub max_headers: usize,
+    /// Largest request body (`--max-body-bytes SIZE`).
+    pub max_body_bytes: u64,
+    /// Time for a whole request head from its first byte (`--header-timeout DURATION`).
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection stays open (`--idle-timeout DURATION`).
+    pub idle_timeout: Duration,
+    /// How long a response write may make no progress (`--write-timeout DURATION`).
+    pub write_timeout: Duration,
 }
 
 impl Default for Cli {
@@ -52,11 +77,34 @@ impl Default for Cli {
             max_delay: DEFAULT_MAX_DELAY,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             verbosity: 0,
+            max_uri_bytes: DEFAULTS.max_uri_bytes,
+            max_header_bytes: DEFAULTS.max_head_bytes,
+            max_headers: DEFAULTS.max_headers,
+            max_body_bytes: DEFAULTS.max_body_bytes,
+            header_timeout: DEFAULTS.header_timeout,
+            idle_timeout: DEFAULTS.idle_timeout,
+            write_timeout: DEFAULTS.write_timeout,
         }
     }
 }
 
 impl Cli {
+    /// The server configuration these options describe.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            addr: self.addr,
+            shutdown_timeout: self.shutdown_timeout,
+            max_uri_bytes: self.max_uri_bytes,
+            max_head_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            max_body_bytes: self.max_body_bytes,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+            ..ServerConfig::default()
+        }
+    }
+
     /// The log level that [`Cli::verbosity`] selects.
     ///
     /// -3 or less is off, -2 error, -1 warn, 0 info, 1 debug, 2 or more trace.
@@ -122,6 +170,17 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             Long("shutdown-timeout") => {
                 cli.shutdown_timeout = duration_value(&mut parser, "--shutdown-timeout")?;
             }
+            Long("header-timeout") => cli.header_timeout = nonzero_duration(&mut parser, "--header-timeout")?,
+            Long("idle-timeout") => cli.idle_timeout = nonzero_duration(&mut parser, "--idle-timeout")?,
+            Long("write-timeout") => cli.write_timeout = nonzero_duration(&mut parser, "--write-timeout")?,
+            Long("max-uri-bytes") => cli.max_uri_bytes = size_value(&mut parser, "--max-uri-bytes")?,
+            Long("max-header-bytes") => cli.max_header_bytes = size_value(&mut parser, "--max-header-bytes")?,
+            Long("max-body-bytes") => cli.max_body_bytes = size_value(&mut parser, "--max-body-bytes")?,
+            Long("max-headers") => {
+                let value = take_value(&mut parser, "--max-headers")?;
+                cli.max_headers =
+                    parse_count(&value, 1, MAX_HEADERS_CAP).map_err(|why| invalid("--max-headers", &value, &why))?;
+            }
             Short(c) => return Err(UsageError(format!("unknown option '-{c}'"))),
             Long(name) => return Err(UsageError(format!("unknown option '--{name}'"))),
             Value(value) => {
@@ -145,6 +204,58 @@ fn take_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, UsageEr
 fn duration_value(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, UsageError> {
     let value = take_value(parser, flag)?;
     parse_duration(&value).map_err(|why| invalid(flag, &value, &why))
+}
+
+/// Like [`duration_value`], but zero is refused: a zero timeout would close every connection.
+fn nonzero_duration(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, UsageError> {
+    let value = take_value(parser, flag)?;
+    match parse_duration(&value) {
+        Ok(Duration::ZERO) => Err(invalid(flag, &value, "the timeout must be longer than 0")),
+        Ok(d) => Ok(d),
+        Err(why) => Err(invalid(flag, &value, &why)),
+    }
+}
+
+/// Takes the value of `flag` from `parser` and parses it with [`parse_size`].
+fn size_value<T: TryFrom<u64>>(parser: &mut lexopt::Parser, flag: &str) -> Result<T, UsageError> {
+    let value = take_value(parser, flag)?;
+    let n = parse_size(&value).map_err(|why| invalid(flag, &value, &why))?;
+    T::try_from(n).map_err(|_| invalid(flag, &value, "too large for this machine"))
+}
+
+/// Parses a size in bytes: a plain number (`8192`) or one with a binary unit (`8KiB`, `8K`,
+/// `1MiB`, `1M`, `1GiB`, `1G`). At least 1.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = s.split_at(digits);
+    if number.is_empty() {
+        return Err(SIZE_HINT.to_owned());
+    }
+    let scale: u64 = match unit {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        _ => return Err(format!("{SIZE_HINT} (units: KiB, MiB, GiB)")),
+    };
+    let n: u64 = number.parse().map_err(|_| "the size is too large".to_owned())?;
+    match n.checked_mul(scale) {
+        Some(0) => Err("the size must be at least 1 byte".to_owned()),
+        Some(n) => Ok(n),
+        None => Err("the size is too large".to_owned()),
+    }
+}
+
+/// Parses a decimal count from `min` to `max`.
+fn parse_count(s: &str, min: usize, max: usize) -> Result<usize, String> {
+    let expected = || format!("expected a number from {min} to {max}");
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(expected());
+    }
+    match s.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(expected()),
+    }
 }
 
 /// The error for a value of `flag` that does not parse, saying why.
@@ -261,12 +372,27 @@ OPTIONS:
                                  [default: {max_delay}s]
     --shutdown-timeout DURATION  Time allowed for in-flight requests after the first signal;
                                  0s closes everything at once [default: {shutdown}s]
+
+LIMITS AND TIMEOUTS:
+    --max-uri-bytes SIZE         Longest request target; longer gets 414 [default: {uri}]
+    --max-header-bytes SIZE      Largest request head; larger gets 431 [default: {head}]
+    --max-headers N              Most header fields, 1 to {slots}; more gets 431
+                                 [default: {headers}]
+    --max-body-bytes SIZE        Largest request body; larger gets 413 [default: {body}]
+    --header-timeout DURATION    Time for a whole request head from its first byte, and longest
+                                 pause inside a body; then 408 [default: {header_t}s]
+    --idle-timeout DURATION      Idle keep-alive connections close after this [default: {idle_t}s]
+    --write-timeout DURATION     A client that reads none of its response for this long is
+                                 dropped [default: {write_t}s]
+
+OTHER:
     -v, --verbose                More logging: -v debug, -vv trace
     -q, --quiet                  Less logging: -q warnings, -qq errors, -qqq nothing
     -h, --help                   Print this help and exit
     -V, --version                Print the version and exit
 
     A DURATION is a number with a unit, e.g. 250ms, 10s, 2m, 1h or 1m30s (a bare 0 is fine).
+    A SIZE is a number of bytes, optionally with a unit: 8192, 8KiB, 1MiB (K, M, G also work).
     Values go after a space or an '=': --addr 127.0.0.1:0 or --addr=127.0.0.1:0.
 
 ROUTES:
@@ -295,6 +421,14 @@ ENVIRONMENT:
         delay = DEFAULT_DELAY.as_secs(),
         max_delay = DEFAULT_MAX_DELAY.as_secs(),
         shutdown = DEFAULT_SHUTDOWN_TIMEOUT.as_secs(),
+        uri = DEFAULTS.max_uri_bytes,
+        head = DEFAULTS.max_head_bytes,
+        slots = MAX_HEADERS_CAP,
+        headers = DEFAULTS.max_headers,
+        body = DEFAULTS.max_body_bytes,
+        header_t = DEFAULTS.header_timeout.as_secs(),
+        idle_t = DEFAULTS.idle_timeout.as_secs(),
+        write_t = DEFAULTS.write_timeout.as_secs(),
     )
 }
 
@@ -414,8 +548,47 @@ mod tests {
                 max_delay: secs(5),
                 shutdown_timeout: secs(2),
                 verbosity: 1,
+                ..Cli::default()
             }
         );
+    }
+
+    #[test]
+    fn limits_and_timeouts() {
+        let cli = run(&[
+            "--max-uri-bytes=4KiB",
+            "--max-header-bytes",
+            "32K",
+            "--max-headers=50",
+            "--max-body-bytes",
+            "2MiB",
+            "--header-timeout=3s",
+            "--idle-timeout",
+            "5s",
+            "--write-timeout=7s",
+        ]);
+        let config = cli.server_config();
+        assert_eq!((config.max_uri_bytes, config.max_head_bytes, config.max_headers), (4096, 32768, 50));
+        assert_eq!(config.max_body_bytes, 2 << 20);
+        assert_eq!((config.header_timeout, config.idle_timeout, config.write_timeout), (secs(3), secs(5), secs(7)));
+        assert_eq!(Cli::default().server_config(), ServerConfig { addr: DEFAULT_ADDR, ..ServerConfig::default() });
+    }
+
+    #[test]
+    fn bad_sizes_and_counts() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        for bad in ["", "KiB", "1.5KiB", "8kb", "-1", "0", "99999999999999999999", "18446744073709551615K"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        let e = err(&["--max-headers", "0"]);
+        assert!(e.contains("expected a number from 1 to 256"), "{e}");
+        let e = err(&["--max-headers", "257"]);
+        assert!(e.contains("expected a number from 1 to 256"), "{e}");
+        let e = err(&["--header-timeout", "0s"]);
+        assert!(e.contains("longer than 0"), "{e}");
+        let e = err(&["--max-body-bytes", "lots"]);
+        assert!(e.starts_with("invalid value 'lots' for --max-body-bytes: expected a size"), "{e}");
     }
 
     #[test]
@@ -662,10 +835,18 @@ mod tests {
         let help = help_text();
         let defaults: Vec<&str> =
             help.split("[default: ").skip(1).filter_map(|rest| rest.split_once(']').map(|(value, _)| value)).collect();
-        assert_eq!(defaults.len(), 4, "{defaults:?}");
+        assert_eq!(defaults.len(), 11, "{defaults:?}");
         assert_eq!(defaults[0].parse::<SocketAddr>(), Ok(DEFAULT_ADDR));
         assert_eq!(parse_duration(defaults[1]), Ok(DEFAULT_DELAY));
         assert_eq!(parse_duration(defaults[2]), Ok(DEFAULT_MAX_DELAY));
         assert_eq!(parse_duration(defaults[3]), Ok(DEFAULT_SHUTDOWN_TIMEOUT));
+        let d = Cli::default();
+        let sizes = [d.max_uri_bytes as u64, d.max_header_bytes as u64, d.max_headers as u64, d.max_body_bytes];
+        for (text, value) in defaults[4..8].iter().zip(sizes) {
+            assert_eq!(parse_size(text), Ok(value));
+        }
+        for (text, value) in defaults[8..].iter().zip([d.header_timeout, d.idle_timeout, d.write_timeout]) {
+            assert_eq!(parse_duration(text), Ok(value));
+        }
     }
 }

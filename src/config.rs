@@ -1,12 +1,12 @@
 //! [`ServerConfig`]: every limit and timeout of the server in one place, with documented defaults.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 /// How a [`Server`](crate::Server) listens, what it accepts and how long it waits.
 ///
 /// Build it with struct update syntax over [`ServerConfig::default`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8080`; port 0 picks a free port
     /// (see [`Server::local_addr`](crate::Server::local_addr)).
@@ -36,7 +36,10 @@ pub struct ServerConfig {
     /// After the last response on a connection, how long to read and discard what the client
     /// still sends, so that unread input does not turn into a reset. Default 500 ms.
     pub linger_timeout: Duration,
-    /// Largest request head (request line and header fields). Default 16 KiB.
+    /// Longest request target (the URI in the request line); longer ones get 414. Default 8 KiB.
+    pub max_uri_bytes: usize,
+    /// Largest request head (request line and header fields); larger ones get 431. This also
+    /// caps the read buffer while a head arrives. Default 16 KiB.
     pub max_head_bytes: usize,
     /// Most header fields in one request. Default 100.
     pub max_headers: usize,
@@ -53,24 +56,30 @@ pub struct ServerConfig {
     pub accept_backoff: Duration,
 }
 
+impl ServerConfig {
+    /// The defaults, as a constant.
+    pub const DEFAULT: ServerConfig = ServerConfig {
+        addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080)),
+        handle_signals: true,
+        shutdown_timeout: Duration::from_secs(30),
+        drain_new_grace: Duration::from_secs(1),
+        drain_idle_grace: Duration::from_millis(100),
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        write_timeout: Duration::from_secs(30),
+        linger_timeout: Duration::from_millis(500),
+        max_uri_bytes: 8 * 1024,
+        max_head_bytes: 16 * 1024,
+        max_headers: 100,
+        max_body_bytes: 1024 * 1024,
+        max_connections: 10_000,
+        accept_batch: 128,
+        accept_backoff: Duration::from_millis(100),
+    };
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            handle_signals: true,
-            shutdown_timeout: Duration::from_secs(30),
-            drain_new_grace: Duration::from_secs(1),
-            drain_idle_grace: Duration::from_millis(100),
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(30),
-            linger_timeout: Duration::from_millis(500),
-            max_head_bytes: 16 * 1024,
-            max_headers: 100,
-            max_body_bytes: 1024 * 1024,
-            max_connections: 10_000,
-            accept_batch: 128,
-            accept_backoff: Duration::from_millis(100),
-        }
+        ServerConfig::DEFAULT
     }
 }

@@ -14,7 +14,7 @@ use crate::connection::{Connection, Env, Transport};
 use crate::handler::Handler;
 use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
 use crate::http::date::DateCache;
-use crate::http::request::{HeadLimits, find_head_end, header_slots, parse_head};
+use crate::http::request::{HeadLimits, find_head_end, header_slots, normalize_version, parse_head};
 use crate::http::response::Response;
 
 /// The client side of an in-memory connection: bytes waiting to be read by the server, bytes it
@@ -209,8 +209,19 @@ impl MemoryConnection {
 /// `max_headers` fields. Returns the head's length, or the status the server would answer.
 pub fn parse_request_head(data: &[u8], max_headers: usize) -> Result<usize, u16> {
     let len = find_head_end(data, 0).map_err(|_| 400u16)?;
+    let mut head = [0u8; 1024];
+    let mut owned = Vec::new();
+    let head: &mut [u8] = if len <= head.len() {
+        &mut head[..len]
+    } else {
+        owned.extend_from_slice(&data[..len]);
+        &mut owned
+    };
+    head.copy_from_slice(&data[..len]);
+    normalize_version(head).map_err(|e| e.status())?;
     let mut slots = header_slots();
-    let parsed = parse_head(&data[..len], &mut slots, HeadLimits { max_headers }).map_err(|e| e.status())?;
+    let limits = HeadLimits { max_headers, max_uri_bytes: ServerConfig::default().max_uri_bytes };
+    let parsed = parse_head(head, &mut slots, limits).map_err(|e| e.status())?;
     Ok(parsed.info.len)
 }
 

@@ -50,7 +50,7 @@ pub use config::ServerConfig;
 pub use connection::state::{ConnState, Counts, StateChange};
 pub use error::Error;
 pub use handler::{Handler, Reply};
-pub use http::request::{Request, Version};
+pub use http::request::{HEADER_SLOTS as MAX_HEADER_SLOTS, Request, Version};
 pub use http::response::{InvalidHeader, Response};
 pub use server::{Outcome, Server};
 pub use shutdown::ShutdownHandle;

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use log::{error, info};
+use quiesce::Server;
 use quiesce::app::{App, AppConfig};
-use quiesce::{Server, ServerConfig};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     };
     init_logging(&cli);
 
-    let config = ServerConfig { addr: cli.addr, shutdown_timeout: cli.shutdown_timeout, ..ServerConfig::default() };
+    let config = cli.server_config();
     let app = App::new(AppConfig { delay: cli.delay, max_delay: cli.max_delay });
     let server = match Server::bind(config, app) {
         Ok(server) => server,

@@ -7,6 +7,10 @@
 //! - `GET|HEAD` anything else: `Hello, "<path>"` exactly as the Go program quiesce descends from
 //!   writes it (`fmt.Fprintf(w, "Hello, %q", html.EscapeString(r.URL.Path))`), after the
 //!   configured delay; `?delay=DURATION` overrides it, capped by the maximum.
+//! - `OPTIONS` on any of them: `204` with `Allow`; `OPTIONS *`: `204` with every method served.
+//!
+//! A standard method a route does not serve gets `405` with `Allow`; a method that is not one of
+//! RFC 9110's (or PATCH) gets `501` (RFC 9110 §9.1).
 
 mod hello;
 
@@ -47,7 +51,7 @@ impl App {
 
     fn healthz(&self, req: &Request<'_>, res: &mut Response) -> Reply {
         if !is_get_or_head(req) {
-            return method_not_allowed(res, "GET, HEAD");
+            return method_not_allowed(res, GET_HEAD);
         }
         if req.server_draining() {
             res.set_status(503).set_body("draining");
@@ -60,7 +64,7 @@ impl App {
 
     fn echo(req: &Request<'_>, res: &mut Response) -> Reply {
         if req.method() != "POST" {
-            return method_not_allowed(res, "POST");
+            return method_not_allowed(res, POST);
         }
         let content_type =
             req.header("content-type").and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("application/octet-stream");
@@ -73,7 +77,7 @@ impl App {
 
     fn hello(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
         if !is_get_or_head(req) {
-            return method_not_allowed(res, "GET, HEAD");
+            return method_not_allowed(res, GET_HEAD);
         }
         let delay = match req.query_param("delay") {
             None => self.config.delay,
@@ -95,6 +99,21 @@ impl App {
 
 impl Handler for App {
     fn handle(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
+        if !is_standard_method(req.method()) {
+            res.set_status(501).set_body("method not implemented\n");
+            text(res);
+            return Reply::Now;
+        }
+        if req.method() == "OPTIONS" {
+            let allow = match req.path() {
+                "*" => ALL,
+                "/echo" => POST,
+                _ => GET_HEAD,
+            };
+            res.set_status(204);
+            let _ = res.add_header("Allow", allow);
+            return Reply::Now;
+        }
         match req.path() {
             "/healthz" => self.healthz(req, res),
             "/echo" => Self::echo(req, res),
@@ -106,6 +125,16 @@ impl Handler for App {
             _ => self.hello(req, res),
         }
     }
+}
+
+/// `Allow` values: what each route serves.
+const GET_HEAD: &str = "GET, HEAD, OPTIONS";
+const POST: &str = "POST, OPTIONS";
+const ALL: &str = "GET, HEAD, POST, OPTIONS";
+
+/// The methods of RFC 9110 §9 and PATCH (RFC 5789): anything else is not implemented here.
+fn is_standard_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH")
 }
 
 fn is_get_or_head(req: &Request<'_>) -> bool {
@@ -171,5 +200,20 @@ mod tests {
         assert_eq!((res.status(), res.body()), (200, &b"{}"[..]));
         assert_eq!(call(&mut app, "GET", "/echo", b"", false).1.status(), 405);
         assert_eq!(call(&mut app, "GET", "/plaintext", b"", false).1.body(), b"Hello, World!");
+    }
+
+    #[test]
+    fn options_and_unknown_methods() {
+        let mut app = App::default();
+        let (_, res) = call(&mut app, "OPTIONS", "*", b"", false);
+        assert_eq!(res.status(), 204);
+        let (_, res) = call(&mut app, "OPTIONS", "/echo", b"", false);
+        assert_eq!(res.status(), 204);
+        let (_, res) = call(&mut app, "PUT", "/echo", b"", false);
+        assert_eq!(res.status(), 405);
+        let (_, res) = call(&mut app, "FOO", "/plaintext", b"", false);
+        assert_eq!(res.status(), 501);
+        let (_, res) = call(&mut app, "get", "/plaintext", b"", false);
+        assert_eq!(res.status(), 501);
     }
 }

@@ -18,7 +18,8 @@ use crate::handler::{Handler, Reply};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
 use crate::http::error::HttpError;
 use crate::http::request::{
-    BodyKind, HeadInfo, HeadLimits, Request, Version, find_head_end, header_slots, leading_empty_lines, parse_head,
+    BodyKind, HeadInfo, HeadLimits, REQUEST_LINE_OVERHEAD, Request, Version, find_head_end, header_slots,
+    leading_empty_lines, normalize_version, parse_head,
 };
 use crate::http::response::Response;
 use buffer::{BufPool, ReadBuf, WriteBuf};
@@ -491,7 +492,7 @@ impl<S: Transport> Connection<S> {
     }
 
     fn head_limits(config: &ServerConfig) -> HeadLimits {
-        HeadLimits { max_headers: config.max_headers }
+        HeadLimits { max_headers: config.max_headers, max_uri_bytes: config.max_uri_bytes }
     }
 
     /// In `Head`: parses the next head if it is complete, and answers it if it has no body.
@@ -519,9 +520,13 @@ impl<S: Transport> Connection<S> {
             Ok(_) => return self.fail(HttpError::HeadTooLarge, env),
             Err(scanned) => {
                 self.scanned = scanned;
+                // Without its end, a request line longer than any valid one means a long target.
+                let line_cap = env.config.max_uri_bytes.saturating_add(REQUEST_LINE_OVERHEAD).min(max_head);
+                if data.len() >= line_cap && !data[..line_cap].contains(&b'\n') {
+                    return self.fail(HttpError::UriTooLong, env);
+                }
                 if data.len() >= max_head {
-                    let error = if data.contains(&b'\n') { HttpError::HeadTooLarge } else { HttpError::UriTooLong };
-                    return self.fail(error, env);
+                    return self.fail(HttpError::HeadTooLarge, env);
                 }
                 if self.peer_eof {
                     // The client closed in the middle of a head: nothing to answer.
@@ -532,7 +537,11 @@ impl<S: Transport> Connection<S> {
             }
         };
         self.scanned = 0;
+        if let Err(e) = normalize_version(&mut self.read_buf.data_mut()[..len]) {
+            return self.fail(e, env);
+        }
 
+        let data = self.read_buf.data();
         let mut slots = header_slots();
         let parsed = match parse_head(&data[..len], &mut slots, Self::head_limits(env.config)) {
             Ok(parsed) => parsed,

@@ -5,8 +5,9 @@ use std::mem::MaybeUninit;
 
 use super::error::{HttpError, from_httparse};
 
-/// Header slots on the stack for one parse; `ServerConfig::max_headers` is clamped to this.
-pub(crate) const HEADER_SLOTS: usize = 256;
+/// Header slots on the stack for one parse: the most header fields a request can have
+/// (`ServerConfig::max_headers` is clamped to this).
+pub const HEADER_SLOTS: usize = 256;
 
 /// The HTTP version of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,17 +149,60 @@ pub(crate) struct HeadInfo {
 pub(crate) struct HeadLimits {
     /// Most header fields.
     pub max_headers: usize,
+    /// Longest request target.
+    pub max_uri_bytes: usize,
 }
+
+/// Longest method accepted (longer ones get 501). The longest registered method,
+/// `BASELINE-CONTROL`, has 16 bytes.
+pub(crate) const MAX_METHOD_BYTES: usize = 32;
+
+/// Bytes of a request line besides its target: the longest method, two spaces, `HTTP/1.1`, CRLF.
+pub(crate) const REQUEST_LINE_OVERHEAD: usize = MAX_METHOD_BYTES + 2 + 8 + 2;
 
 /// Uninitialised header slots for one parse.
 pub(crate) fn header_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; HEADER_SLOTS] {
     [const { MaybeUninit::uninit() }; HEADER_SLOTS]
 }
 
-/// Number of CR/LF bytes at the start of `data`: empty lines before a request line are ignored
-/// (RFC 9112 §2.2).
+/// Length of the empty lines (CRLF or LF) at the start of `data`: they are ignored before a
+/// request line (RFC 9112 §2.2). A lone CR is left for the parser to reject.
 pub(crate) fn leading_empty_lines(data: &[u8]) -> usize {
-    data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+    let mut n = 0;
+    loop {
+        match &data[n..] {
+            [b'\n', ..] => n += 1,
+            [b'\r', b'\n', ..] => n += 2,
+            _ => return n,
+        }
+    }
+}
+
+/// Checks the version at the end of the request line before `httparse` sees it, and rewrites it
+/// in place where RFC 9110 §6.2 says how: a later HTTP/1 minor version (`HTTP/1.2`) is handled as
+/// HTTP/1.1, which `httparse` would reject. Another major version (`HTTP/2.0`, including the
+/// HTTP/2 connection preface) is 505. Anything else that is not exactly `HTTP/d.d` is left to the
+/// parser, which rejects it with 400.
+pub(crate) fn normalize_version(head: &mut [u8]) -> Result<(), HttpError> {
+    let Some(lf) = head.iter().position(|&b| b == b'\n') else { return Ok(()) };
+    let line = &mut head[..lf];
+    let line = match line {
+        [rest @ .., b'\r'] => rest,
+        _ => line,
+    };
+    let Some(space) = line.iter().rposition(|&b| b == b' ') else { return Ok(()) };
+    match &mut line[space + 1..] {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
+            if *major != b'1' {
+                return Err(HttpError::VersionNotSupported);
+            }
+            if *minor > b'1' {
+                *minor = b'1';
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Searches `data` for the blank line that ends a head, starting near `scanned` (how far an
@@ -207,27 +251,37 @@ pub(crate) fn parse_head<'h, 'b>(
         Ok(httparse::Status::Partial) => return Err(HttpError::BadRequest("incomplete request head")),
         Err(e) => return Err(from_httparse(e)),
     };
-    let info = analyze(&req, len)?;
+    let info = analyze(&req, len, limits)?;
     Ok(ParsedHead { req, info })
 }
 
-fn analyze(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo, HttpError> {
+fn analyze(req: &httparse::Request<'_, '_>, len: usize, limits: HeadLimits) -> Result<HeadInfo, HttpError> {
     let version = match req.version {
         Some(0) => Version::Http10,
         Some(1) => Version::Http11,
         _ => return Err(HttpError::VersionNotSupported),
     };
     let method = req.method.unwrap_or("");
+    if method.len() > MAX_METHOD_BYTES {
+        return Err(HttpError::NotImplemented("method too long"));
+    }
+    check_target(method, req.path.unwrap_or(""), limits)?;
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut close = false;
     let mut keep_alive = false;
     let mut expect_continue = false;
+    let mut hosts = 0;
 
     for header in req.headers.iter() {
         let name = header.name;
-        if name.eq_ignore_ascii_case("content-length") {
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            if !is_valid_host(header.value) {
+                return Err(HttpError::BadRequest("invalid Host"));
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
             let n = parse_content_length(header.value)?;
             if content_length.is_some_and(|prev| prev != n) {
                 return Err(HttpError::BadRequest("conflicting Content-Length values"));
@@ -247,6 +301,13 @@ fn analyze(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo, Http
             }
             expect_continue = version == Version::Http11;
         }
+    }
+
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1, never two.
+    match (hosts, version) {
+        (0, Version::Http11) => return Err(HttpError::BadRequest("missing Host")),
+        (0 | 1, _) => {}
+        _ => return Err(HttpError::BadRequest("more than one Host")),
     }
 
     let body = if transfer_encoding {
@@ -278,6 +339,60 @@ fn analyze(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo, Http
         expect_continue: expect_continue && body != BodyKind::None,
         is_head: method == "HEAD",
     })
+}
+
+/// The request target's form must suit the method (RFC 9112 §3.2): origin-form `/path` for any,
+/// absolute-form `scheme://…` for any, asterisk-form `*` only for OPTIONS, authority-form
+/// `host:port` only for CONNECT.
+fn check_target(method: &str, target: &str, limits: HeadLimits) -> Result<(), HttpError> {
+    if target.len() > limits.max_uri_bytes {
+        return Err(HttpError::UriTooLong);
+    }
+    let valid = if target.starts_with('/') {
+        true
+    } else if target == "*" {
+        method == "OPTIONS"
+    } else if method == "CONNECT" {
+        !target.is_empty() && !target.contains(['/', '?', '#', '@'])
+    } else {
+        is_absolute_uri(target)
+    };
+    if valid { Ok(()) } else { Err(HttpError::BadRequest("invalid request target")) }
+}
+
+/// `scheme "://" ...` with a valid scheme (RFC 3986 §3.1).
+fn is_absolute_uri(target: &str) -> bool {
+    let Some((scheme, _)) = target.split_once("://") else { return false };
+    let mut chars = scheme.bytes();
+    chars.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && chars.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+}
+
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2). Empty is allowed (a target without authority).
+fn is_valid_host(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        // IP-literal: bracketed IPv6 address or IPvFuture.
+        let Some(close) = rest.iter().position(|&b| b == b']') else { return false };
+        let literal = &rest[..close];
+        let ok = !literal.is_empty()
+            && literal.iter().all(|&b| b.is_ascii_alphanumeric() || b":._~-!$&'()*+,;=".contains(&b));
+        if !ok {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => (&b""[..], None),
+            [b':', port @ ..] => (&b""[..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        }
+    };
+    let reg_name = host.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+    reg_name && port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
 }
 
 /// Comma-separated list items, trimmed, empty ones skipped (RFC 9110 §5.6.1).
@@ -337,11 +452,23 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 mod tests {
     use super::*;
 
-    const LIMITS: HeadLimits = HeadLimits { max_headers: 100 };
+    const LIMITS: HeadLimits = HeadLimits { max_headers: 100, max_uri_bytes: 8192 };
 
+    /// Parses `raw` as the connection does, adding `Host: t` to an HTTP/1.1 request without one.
     fn info(raw: &str) -> Result<HeadInfo, HttpError> {
+        let mut raw = raw.to_owned();
+        if raw.contains("HTTP/1.1\r\n") && !raw.to_ascii_lowercase().contains("\nhost:") {
+            raw = raw.replacen("HTTP/1.1\r\n", "HTTP/1.1\r\nHost: t\r\n", 1);
+        }
+        exact(&raw)
+    }
+
+    /// Parses `raw` as it is.
+    fn exact(raw: &str) -> Result<HeadInfo, HttpError> {
+        let mut raw = raw.as_bytes().to_vec();
+        normalize_version(&mut raw)?;
         let mut slots = header_slots();
-        parse_head(raw.as_bytes(), &mut slots, LIMITS).map(|p| p.info)
+        parse_head(&raw, &mut slots, LIMITS).map(|p| p.info)
     }
 
     #[test]
@@ -410,6 +537,51 @@ mod tests {
         assert_eq!(bad("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
         assert_eq!(bad("GET / HTTP/1.1\r\nExpect: teapot\r\n\r\n"), 417);
         assert_eq!(bad("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn versions() {
+        let status = |raw: &str| exact(raw).map(|i| i.version).map_err(|e| e.status());
+        assert_eq!(status("GET / HTTP/1.2\r\nHost: a\r\n\r\n"), Ok(Version::Http11));
+        assert_eq!(status("GET / HTTP/1.0\r\n\r\n"), Ok(Version::Http10));
+        assert_eq!(status("GET / HTTP/2.0\r\n\r\n"), Err(505));
+        assert_eq!(status("PRI * HTTP/2.0\r\n\r\n"), Err(505));
+        for bad in
+            ["GET /\r\n\r\n", "GET / HTTP/1.1 \r\nHost: a\r\n\r\n", "GET / http/1.1\r\n\r\n", "GET / HTTP/1.10\r\n\r\n"]
+        {
+            assert_eq!(status(bad), Err(400), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hosts_and_targets() {
+        let status = |raw: &str| exact(raw).map(|_| 200).unwrap_or_else(|e| e.status());
+        assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.0\r\n\r\n"), 200);
+        for good in ["", "a", "a.example:8080", "[::1]", "[::1]:80", "xn--d1a.example", "127.0.0.1:1"] {
+            assert_eq!(status(&format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n")), 200, "{good:?}");
+        }
+        for bad in ["a b", "a/b", "a@b", "[::1", "a:b", "[::1]x", "[]"] {
+            assert_eq!(status(&format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n")), 400, "{bad:?}");
+        }
+        assert_eq!(status("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status("GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status("GET a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("CONNECT a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status("GET x HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(8192));
+        assert_eq!(status(&long), 414);
+        let method = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "A".repeat(33));
+        assert_eq!(status(&method), 501);
+    }
+
+    #[test]
+    fn empty_lines() {
+        assert_eq!(leading_empty_lines(b"\r\n\nGET"), 3);
+        assert_eq!(leading_empty_lines(b"\r\r\nGET"), 0);
+        assert_eq!(leading_empty_lines(b"\r"), 0);
     }
 
     #[test]
