@@ -9,6 +9,9 @@
 //! lines and trailers, no obs-fold), because a lenient chunked parser behind or in front of another
 //! one is how requests get smuggled. Trailer fields are validated and then discarded.
 
+/// Largest chunk size accepted: `i64::MAX`, the range of a signed 64-bit offset.
+const MAX_CHUNK_SIZE: u64 = i64::MAX as u64;
+
 /// Limits applied while decoding.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ChunkedLimits {
@@ -217,10 +220,13 @@ impl ChunkedDecoder {
                 b' ' | b'\t' => State::SizeWs,
                 _ => match hex_value(byte) {
                     Some(digit) => {
+                        // Sizes are bounded like a signed 64-bit offset (as nginx's off_t):
+                        // 16 f's is an overflow, not u64::MAX.
                         self.size = self
                             .size
                             .checked_mul(16)
                             .and_then(|size| size.checked_add(u64::from(digit)))
+                            .filter(|&size| size <= MAX_CHUNK_SIZE)
                             .ok_or(malformed("chunk size overflows"))?;
                         State::SizeDigits
                     }
@@ -480,8 +486,9 @@ mod tests {
         "size line exactly at the limit" (limits(100, 8, 64)),
             b"5;abc=de\r\nhello\r\n0\r\n\r\n" => Body(b"hello");
         "trailers exactly at the limit" (limits(100, 64, 8)), b"0\r\nA: bcd\r\n\r\n" => Body(b"");
-        "16 f's under an unlimited body" (limits(u64::MAX, 64, 64)),
-            b"ffffffffffffffff\r\nab" => Partial(b"ab");
+        "largest size under an unlimited body" (limits(u64::MAX, 64, 64)),
+            b"7fffffffffffffff\r\nab" => Partial(b"ab");
+        "16 f's under an unlimited body" (limits(u64::MAX, 64, 64)), b"ffffffffffffffff\r\nab" => Malformed;
         "truncated in data", b"5\r\nhel" => Partial(b"hel");
         "truncated in size line", b"5\r\nhello\r\n1" => Partial(b"hello");
         "truncated after last chunk", b"5\r\nhello\r\n0\r\n" => Partial(b"hello");
@@ -500,8 +507,10 @@ mod tests {
             b"10000000000000000\r\nx\r\n0\r\n\r\n" => Malformed;
         "16 f's then more overflow" (limits(u64::MAX, 64, 64)), b"ffffffffffffffff0\r\n"
             => Malformed;
-        "16 f's", b"ffffffffffffffff\r\n" => TooLarge;
-        "16 f's after zeros", b"0000FFFFFFFFFFFFFFFF\r\n" => TooLarge;
+        "16 f's", b"ffffffffffffffff\r\n" => Malformed;
+        "16 f's after zeros", b"0000FFFFFFFFFFFFFFFF\r\n" => Malformed;
+        "largest size", b"7fffffffffffffff\r\n" => TooLarge;
+        "largest size after zeros", b"00007FFFFFFFFFFFFFFF\r\n" => TooLarge;
         "body over the limit by one" (limits(10, 64, 64)),
             b"5\r\nhello\r\n6\r\nworld!\r\n0\r\n\r\n" => TooLarge;
         "single chunk over the limit" (limits(10, 64, 64)), b"b\r\nhello world\r\n" => TooLarge;
