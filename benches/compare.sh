@@ -1,0 +1,565 @@
+#!/usr/bin/env bash
+# Compares quiesce with nginx, hyper and may_minihttp on this machine: throughput, latency, server
+# CPU and syscalls per request, RSS per idle connection and SIGINT-to-exit with idle connections.
+# Everything listens on and talks to 127.0.0.1 only. See benches/README.md.
+#
+#   bash benches/compare.sh                       # full run: REPS=3 DURATION=10s
+#   REPS=1 DURATION=2s bash benches/compare.sh    # quick smoke run
+#
+# Environment: REPS (3), DURATION (10s), WARMUP (2s), STRACE_DURATION (3s), IDLE (10000),
+# SERVERS ("quiesce nginx hyper may"), SERVER_CPU (0), CLIENT_CPU (1), BASE_PORT (18080).
+# Installs wrk, nginx, strace, curl with apt-get when missing (Debian/Ubuntu, as root).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+REPS=${REPS:-3}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+STRACE_DURATION=${STRACE_DURATION:-3s}
+IDLE=${IDLE:-10000}
+SERVERS=${SERVERS:-"quiesce nginx hyper may"}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+BASE_PORT=${BASE_PORT:-18080}
+C_KEEPALIVE=64 # S1, S2, S4 connections
+C_CLOSE=32     # S3 connections
+PIPELINE_DEPTH=16
+IDLE_BATCH=1000 # RSS is also read after this many idle connections
+
+COMMAND="REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP STRACE_DURATION=$STRACE_DURATION IDLE=$IDLE"
+COMMAND+=" SERVERS=\"$SERVERS\" bash benches/compare.sh${*:+ $*}"
+
+log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# --- tools ---------------------------------------------------------------------------------------
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]]; }
+missing=()
+for tool in wrk nginx strace curl; do have "$tool" || missing+=("$tool"); done
+if ((${#missing[@]})); then
+    log "installing ${missing[*]} with apt-get"
+    [[ $(id -u) == 0 ]] || die "need root to apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+have python3 || die "python3 is needed (benches/hold_idle.py and the report)"
+have taskset || die "taskset (util-linux) is needed"
+env --default-signal=INT true 2>/dev/null || die "env --default-signal (coreutils >= 8.31) is needed"
+CLK_TCK=$(getconf CLK_TCK)
+NPROC=$(nproc)
+((NPROC >= 2)) || log "warning: only $NPROC CPU: server and client will share it"
+
+# Each server needs IDLE + the load's connections; each holder process at most IDLE.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+((NOFILE >= IDLE + 512)) || die "open-file limit $NOFILE (hard) is too low for IDLE=$IDLE"
+
+# --- build ---------------------------------------------------------------------------------------
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+PEER_TARGET=$TARGET_DIR/peers
+log "building quiesce (release)"
+cargo build --release --quiet
+QUIESCE=$TARGET_DIR/release/quiesce
+for peer in hyper may; do
+    log "building peer $peer (release, --locked)"
+    cargo build --release --quiet --locked --manifest-path "benches/peers/$peer/Cargo.toml" --target-dir "$PEER_TARGET"
+done
+[[ -x $QUIESCE ]] || die "no $QUIESCE"
+
+# quiesce stops accepting at its connection cap (10,000 unless --max-connections exists): the S4
+# load then has to fit next to the idle connections.
+QUIESCE_ARGS=(-q)
+S4_IDLE=$IDLE
+if "$QUIESCE" --help | grep -q -- '--max-connections'; then
+    QUIESCE_ARGS+=(--max-connections $((IDLE + 1024)))
+elif ((IDLE + C_KEEPALIVE + 8 > 10000)); then
+    S4_IDLE=$((10000 - C_KEEPALIVE - 8))
+    log "note: quiesce has no --max-connections and caps at 10,000: S4 holds $S4_IDLE idle connections (all servers)"
+fi
+
+# --- processes -----------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/quiesce-bench.XXXXXX)
+STARTED=() # every background process this script started
+
+cleanup() {
+    local pid
+    trap - EXIT INT TERM
+    for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 0.3
+    for pid in "${STARTED[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [[ -n ${KEEP_WORK:-} ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+forget() { # forget a pid we waited for
+    local keep=() pid
+    for pid in "${STARTED[@]}"; do [[ $pid == "$1" ]] || keep+=("$pid"); done
+    STARTED=("${keep[@]}")
+}
+
+declare -A PORT PID
+i=0
+for s in $SERVERS; do
+    case $s in quiesce | nginx | hyper | may) ;; *) die "unknown server '$s'" ;; esac
+    PORT[$s]=$((BASE_PORT + i))
+    i=$((i + 1))
+done
+
+write_nginx_conf() { # $1 = port
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections $((IDLE + 1024)); }
+http {
+    access_log off;
+    server_tokens off;
+    keepalive_requests 1000000;
+    keepalive_timeout 600s;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    server {
+        listen 127.0.0.1:$1;
+        location = /plaintext { default_type text/plain; return 200 'Hello, World!'; }
+    }
+}
+EOF
+}
+
+start_server() { # $1 = name; sets PID[$1]
+    local s=$1 port=${PORT[$1]} cmd
+    case $s in
+        quiesce) cmd=("$QUIESCE" --addr "127.0.0.1:$port" "${QUIESCE_ARGS[@]}") ;;
+        nginx)
+            write_nginx_conf "$port"
+            cmd=("$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf")
+            ;;
+        hyper) cmd=("$PEER_TARGET/release/peer-hyper" --addr "127.0.0.1:$port") ;;
+        may) cmd=("$PEER_TARGET/release/peer-may" --addr "127.0.0.1:$port") ;;
+    esac
+    # Background jobs of a script start with SIGINT/SIGQUIT ignored: restore the defaults so
+    # that the SIGINT measurement sees each server's own behaviour.
+    env --default-signal=INT,QUIT taskset -c "$SERVER_CPU" "${cmd[@]}" >>"$WORK/$s.log" 2>&1 &
+    PID[$s]=$!
+    STARTED+=("${PID[$s]}")
+    local tries=0
+    until [[ $(curl -s --max-time 1 "http://127.0.0.1:$port/plaintext" 2>/dev/null) == "Hello, World!" ]]; do
+        tries=$((tries + 1))
+        ((tries < 100)) || die "$s did not answer on port $port (log: $(tail -3 "$WORK/$s.log"))"
+        kill -0 "${PID[$s]}" 2>/dev/null || die "$s exited at start: $(tail -3 "$WORK/$s.log")"
+        sleep 0.1
+    done
+}
+
+stop_server() { # $1 = name: SIGKILL (used outside the measured shutdown)
+    local pid=${PID[$1]} child
+    for child in $(server_pids "$1"); do kill -KILL "$child" 2>/dev/null || true; done
+    wait "$pid" 2>/dev/null || true
+    forget "$pid"
+}
+
+server_pids() { # the server's process and its children (nginx: master + worker)
+    local pid=${PID[$1]}
+    echo "$pid"
+    pgrep -P "$pid" 2>/dev/null || true
+}
+
+cpu_ticks() { # utime + stime of every process of the server (all threads), in clock ticks
+    local total=0 pid stat rest f
+    for pid in $(server_pids "$1"); do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        rest=${stat##*) } # fields from 3 (state) on
+        read -r -a f <<<"$rest"
+        total=$((total + f[11] + f[12])) # fields 14 (utime) and 15 (stime)
+    done
+    echo "$total"
+}
+
+rss_kb() { # VmRSS summed over the server's processes
+    local total=0 pid kb
+    for pid in $(server_pids "$1"); do
+        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+
+passive_opens() { # TCP connections accepted on this host (netns) so far, by anyone: raw data only
+    awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "PassiveOpens") c = i; h = 1 } else print $c }' \
+        /proc/net/snmp
+}
+
+to_us() { # wrk duration (12.3us / 1.2ms / 2.0s / 1.00m) -> microseconds
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") m = 1; else if (u == "ms") m = 1000; else if (u == "s") m = 1000000;
+        else if (u == "m") m = 60000000; else m = -1
+        printf "%.1f", (m < 0 ? -1 : n * m)
+    }'
+}
+
+# run_wrk NAME SCENARIO DURATION OUTFILE: wrk pinned to CLIENT_CPU with the scenario's options.
+run_wrk() {
+    local s=$1 sc=$2 d=$3 out=$4 url="http://127.0.0.1:${PORT[$1]}/plaintext" args
+    case $sc in
+        S1 | S4 | warm) args=(-c "$C_KEEPALIVE" "$url") ;;
+        S2) args=(-c "$C_KEEPALIVE" -s "$ROOT/benches/pipeline.lua" "$url" -- "$PIPELINE_DEPTH") ;;
+        S3) args=(-c "$C_CLOSE" -H 'Connection: close' "$url") ;;
+    esac
+    taskset -c "$CLIENT_CPU" wrk -t1 -d "$d" --timeout 2s --latency "${args[@]}" >"$out" 2>&1 ||
+        die "wrk failed for $s $sc: $(tail -3 "$out")"
+}
+
+# measure NAME SCENARIO REP: one wrk run with CPU and accepted-connection deltas -> runs.tsv
+measure() {
+    local s=$1 sc=$2 rep=$3 out="$WORK/wrk.$1.$2.$3.txt" t0 t1 o0 o1
+    o0=$(passive_opens)
+    t0=$(cpu_ticks "$s")
+    run_wrk "$s" "$sc" "$DURATION" "$out"
+    t1=$(cpu_ticks "$s")
+    o1=$(passive_opens)
+    local requests rps p50 p99 errors
+    requests=$(awk '/requests in/ {print $1}' "$out")
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    p50=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")
+    p99=$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")
+    # wrk 4.1 sometimes prints "99% 0.00us" with pipelining: not a measurement.
+    awk -v a="$p99" -v b="$p50" 'BEGIN {exit !(a < b)}' && p99=-1
+    errors=$(awk '/Socket errors:/ {gsub(/,/, ""); e += $4 + $6 + $8 + $10} /Non-2xx/ {e += $NF} END {print e + 0}' "$out")
+    [[ -n $requests && $requests -gt 0 ]] || die "no requests completed: $s $sc ($(tail -3 "$out"))"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$s" "$sc" "$rps" "$p50" "$p99" "$requests" \
+        "$((t1 - t0))" "$((o1 - o0))" "$errors" >>"$WORK/runs.tsv"
+    log "  $s $sc: $rps req/s, p50 ${p50}us, p99 ${p99}us, cpu $((t1 - t0)) ticks, $((o1 - o0)) host-wide accepts, $errors errors"
+}
+
+# hold NAME COUNT -> starts a holder of COUNT idle connections and waits until it is ready;
+# sets HOLDER to its pid.
+hold() {
+    local s=$1 n=$2 out="$WORK/hold.$1.$RANDOM.txt" tries=0
+    taskset -c "$CLIENT_CPU" python3 "$ROOT/benches/hold_idle.py" --port "${PORT[$s]}" --count "$n" \
+        --timeout 120 --hold 900 >"$out" 2>&1 &
+    HOLDER=$!
+    STARTED+=("$HOLDER")
+    until grep -q '^ready' "$out"; do
+        kill -0 "$HOLDER" 2>/dev/null || die "idle holder failed for $s: $(cat "$out")"
+        tries=$((tries + 1))
+        ((tries < 1500)) || die "idle holder not ready for $s after 150 s"
+        sleep 0.1
+    done
+}
+
+unhold() { # $1 = holder pid
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    forget "$1"
+}
+
+# heavy NAME REP: RSS with 0 / IDLE_BATCH / IDLE idle connections, S4 under S4_IDLE idle
+# connections, then the time from SIGINT (nginx: SIGQUIT) to exit with IDLE idle connections.
+heavy() {
+    local s=$1 rep=$2 rss0 rss1 rss2 h1 h2 h3="" sig=INT
+    sleep 0.5 # let the previous load's connections close
+    rss0=$(rss_kb "$s")
+    hold "$s" "$IDLE_BATCH"
+    h1=$HOLDER
+    sleep 0.3
+    rss1=$(rss_kb "$s")
+    hold "$s" $((S4_IDLE - IDLE_BATCH))
+    h2=$HOLDER
+    if ((IDLE > S4_IDLE)); then
+        hold "$s" $((IDLE - S4_IDLE))
+        h3=$HOLDER
+    fi
+    sleep 0.3
+    rss2=$(rss_kb "$s")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$s" "$rss0" "$rss1" "$rss2" "$IDLE_BATCH" "$IDLE" >>"$WORK/rss.tsv"
+    log "  $s RSS: ${rss0} kB idle-free, ${rss1} kB at $IDLE_BATCH, ${rss2} kB at $IDLE idle connections"
+    if [[ -n $h3 ]]; then
+        unhold "$h3"
+        sleep 0.5
+    fi
+    measure "$s" S4 "$rep"
+    sleep 0.5 # wrk's connections close
+    if [[ -n $h3 ]]; then
+        hold "$s" $((IDLE - S4_IDLE))
+        h3=$HOLDER
+    fi
+    [[ $s == nginx ]] && sig=QUIT
+    local pid=${PID[$s]} t0 t1 status=0
+    t0=$EPOCHREALTIME
+    kill -s "$sig" "$pid"
+    wait "$pid" || status=$?
+    t1=$EPOCHREALTIME
+    forget "$pid"
+    local ms
+    ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b - a) * 1000}')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$s" "SIG$sig" "$ms" "$status" "$IDLE" >>"$WORK/exit.tsv"
+    log "  $s SIG$sig -> exit $status in $ms ms with $IDLE idle connections"
+    unhold "$h1"
+    unhold "$h2"
+    [[ -n $h3 ]] && unhold "$h3"
+    return 0
+}
+
+# floor_exit REP: the kernel's share of "exit with IDLE idle connections": a trivial Python server
+# (close_floor.py) holding the same connections, SIGKILLed -> exit.tsv as server "floor".
+floor_exit() {
+    local rep=$1 port=$((BASE_PORT + 9)) tries=0 pid h t0 t1 status=0 ms
+    taskset -c "$SERVER_CPU" python3 "$ROOT/benches/close_floor.py" --port "$port" --count "$IDLE" \
+        >>"$WORK/floor.log" 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    until [[ $(curl -s --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null) == "Hello, World!" ]]; do
+        tries=$((tries + 1))
+        ((tries < 100)) || die "close_floor.py did not answer: $(tail -3 "$WORK/floor.log")"
+        sleep 0.1
+    done
+    PORT[floor]=$port
+    hold floor "$IDLE"
+    h=$HOLDER
+    sleep 0.5
+    t0=$EPOCHREALTIME
+    kill -KILL "$pid"
+    { wait "$pid" || status=$?; } 2>/dev/null # no "Killed" notice
+    t1=$EPOCHREALTIME
+    forget "$pid"
+    ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b - a) * 1000}')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" floor SIGKILL "$ms" "$status" "$IDLE" >>"$WORK/exit.tsv"
+    log "  floor: SIGKILL -> exit in $ms ms with $IDLE idle connections"
+    unhold "$h"
+}
+
+# syscalls NAME SCENARIO: a shorter run under strace -c -f -> sys.tsv: all syscalls and the
+# successful accept/accept4 calls (connections the server accepted), per request.
+syscalls() {
+    local s=$1 sc=$2 out="$WORK/wrk.$1.$2.strace.txt" trace="$WORK/strace.$1.$2.txt" pargs=() p
+    for p in $(server_pids "$s"); do pargs+=(-p "$p"); done
+    taskset -c "$CLIENT_CPU" strace -c -f -q -o "$trace" "${pargs[@]}" 2>>"$WORK/strace.log" &
+    local spid=$!
+    STARTED+=("$spid")
+    sleep 1 # attach
+    run_wrk "$s" "$sc" "$STRACE_DURATION" "$out"
+    kill -INT "$spid" 2>/dev/null || true
+    wait "$spid" 2>/dev/null || true
+    forget "$spid"
+    local calls accepts requests
+    calls=$(awk '$NF == "total" {print $4}' "$trace")
+    # rows: % time, seconds, usecs/call, calls, [errors], syscall
+    accepts=$(awk '$NF == "accept" || $NF == "accept4" {n += $4 - (NF == 6 ? $5 : 0)} END {print n + 0}' "$trace")
+    requests=$(awk '/requests in/ {print $1}' "$out")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$s" "$sc" "${calls:-0}" "$accepts" "${requests:-0}" >>"$WORK/sys.tsv"
+    log "  $s $sc under strace: ${calls:-?} syscalls, $accepts accepts for ${requests:-?} requests"
+}
+
+# --- run -----------------------------------------------------------------------------------------
+printf 'rep\tserver\tscenario\trps\tp50_us\tp99_us\trequests\tcpu_ticks\thost_accepts\terrors\n' >"$WORK/runs.tsv"
+printf 'rep\tserver\trss0_kb\trss1_kb\trss2_kb\tn1\tn2\n' >"$WORK/rss.tsv"
+printf 'rep\tserver\tsignal\tms\tstatus\tidle\n' >"$WORK/exit.tsv"
+printf 'server\tscenario\tcalls\taccepts\trequests\n' >"$WORK/sys.tsv"
+
+DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+for rep in $(seq 1 "$REPS"); do
+    log "rep $rep/$REPS: starting $SERVERS"
+    for s in $SERVERS; do
+        start_server "$s"
+        run_wrk "$s" warm "$WARMUP" "$WORK/warm.$s.txt"
+    done
+    for sc in S1 S2 S3; do
+        for s in $SERVERS; do measure "$s" "$sc" "$rep"; done
+    done
+    for s in $SERVERS; do heavy "$s" "$rep"; done
+    floor_exit "$rep"
+done
+
+log "syscalls per request (strace -c -f, $STRACE_DURATION per run)"
+for s in $SERVERS; do
+    start_server "$s"
+    run_wrk "$s" warm "$WARMUP" "$WORK/warm.$s.txt"
+    for sc in S1 S2 S3; do syscalls "$s" "$sc"; done
+    stop_server "$s"
+done
+
+# --- report --------------------------------------------------------------------------------------
+mkdir -p "$ROOT/benches/results"
+versions=$(
+    printf 'quiesce %s, ' "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')"
+    printf '%s, ' "$("$NGINX" -v 2>&1 | sed 's/.*version: //')"
+    printf '%s, ' "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
+    printf '%s' "$(rustc --version | awk '{print $1, $2}')"
+)
+cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+python3 - "$WORK" "$CLK_TCK" "$SERVERS" "$S4_IDLE" >"$WORK/report.md" <<'PYEOF'
+import csv, statistics, sys
+work, clk, servers, s4_idle = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), int(sys.argv[4])
+
+def rows(name):
+    with open(f"{work}/{name}") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+def med(xs):
+    xs = [x for x in xs if x >= 0]  # -1: not measured
+    return statistics.median(xs) if xs else None
+
+def fmt(x, nd=0):
+    if x is None:
+        return "n/a"
+    return f"{x:,.{nd}f}"
+
+runs, rss, ex, sysc = rows("runs.tsv"), rows("rss.tsv"), rows("exit.tsv"), rows("sys.tsv")
+us_per_tick = 1e6 / clk
+scen = {"S1": "keep-alive, 64 conns", "S2": "pipelined x16, 64 conns", "S3": "Connection: close, 32 conns",
+        "S4": f"S1 + {s4_idle:,} idle conns"}
+agg = {}
+for s in servers:
+    for sc in scen:
+        rs = [r for r in runs if r["server"] == s and r["scenario"] == sc]
+        if not rs:
+            continue
+        cpu = [int(r["cpu_ticks"]) * us_per_tick / int(r["requests"]) for r in rs]
+        st = [r for r in sysc if r["server"] == s and r["scenario"] == sc and int(r["requests"]) > 0]
+        sy = [int(r["calls"]) / int(r["requests"]) for r in st]
+        conns = [int(r["accepts"]) / int(r["requests"]) for r in st]
+        agg[s, sc] = dict(rps=med([float(r["rps"]) for r in rs]), p50=med([float(r["p50_us"]) for r in rs]),
+                          p99=med([float(r["p99_us"]) for r in rs]), cpu=med(cpu), conns=med(conns),
+                          sys=med(sy), errors=sum(int(r["errors"]) for r in rs), n=len(rs))
+
+def ratio(a, b):
+    return None if a is None or b in (None, 0) else a / b
+
+print("| server | scenario | req/s | p50 µs | p99 µs | CPU µs/req | quiesce/peer CPU | quiesce/peer req/s"
+      " | syscalls/req | accepts/req | errors | note |")
+print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+for sc in scen:
+    q = agg.get(("quiesce", sc))
+    for s in servers:
+        a = agg.get((s, sc))
+        if a is None:
+            continue
+        rc = rr = "—"
+        if s != "quiesce" and q:
+            rc = fmt(ratio(q["cpu"], a["cpu"]), 2)
+            rr = fmt(ratio(q["rps"], a["rps"]), 2)
+        note = ""
+        if sc == "S3" and a["conns"] is not None and a["conns"] < 0.9:
+            note = "WARNING: keeps connections open (not a new connection per request)"
+        print(f"| {s} | {sc} {scen[sc]} | {fmt(a['rps'])} | {fmt(a['p50'], 1)} | {fmt(a['p99'], 1)} | "
+              f"{fmt(a['cpu'], 2)} | {rc} | {rr} | {fmt(a['sys'], 2)} | {fmt(a['conns'], 3)} | {a['errors']} | "
+              f"{note} |")
+print()
+print("CPU µs/req: server utime+stime (all threads and processes) / requests wrk completed. "
+      "syscalls/req and accepts/req: a separate shorter run of S1-S3 under strace -c -f (none for S4); "
+      "accepts/req 1.0 means a new connection per request. Medians over reps.")
+print()
+print("| server | RSS, no idle conns (KiB) | RSS at 1,000 idle (KiB) | RSS at 10,000 idle (KiB) | "
+      "bytes per idle conn (1,000) | bytes per idle conn (10,000) |")
+print("|---|--:|--:|--:|--:|--:|")
+rss_med = {}
+for s in servers:
+    rs = [r for r in rss if r["server"] == s]
+    if not rs:
+        continue
+    r0 = med([int(r["rss0_kb"]) for r in rs]); r1 = med([int(r["rss1_kb"]) for r in rs])
+    r2 = med([int(r["rss2_kb"]) for r in rs])
+    g1 = med([(int(r["rss1_kb"]) - int(r["rss0_kb"])) * 1024 / int(r["n1"]) for r in rs])
+    g2 = med([(int(r["rss2_kb"]) - int(r["rss0_kb"])) * 1024 / int(r["n2"]) for r in rs])
+    rss_med[s] = g2
+    print(f"| {s} | {fmt(r0)} | {fmt(r1)} | {fmt(r2)} | {fmt(g1)} | {fmt(g2)} |")
+print()
+notes = {"quiesce": "graceful drain (closes idle, finishes in-flight)",
+         "nginx": "SIGQUIT = graceful shutdown (SIGINT would be nginx's fast shutdown)",
+         "hyper": "graceful: hyper_util GracefulShutdown on SIGINT (peer's own code)",
+         "may": "no drain: may_minihttp installs no handler, SIGINT's default action kills it",
+         "floor": "kernel floor: close_floor.py holding the same connections, killed"}
+print("| server | signal | idle conns | SIGINT→exit ms (median) | min | max | exit status |")
+print("|---|---|--:|--:|--:|--:|---|")
+exit_med = {}
+for s in servers + ["floor"]:
+    rs = [r for r in ex if r["server"] == s]
+    if not rs:
+        continue
+    ms = [float(r["ms"]) for r in rs]
+    exit_med[s] = med(ms)
+    st = ",".join(sorted({r["status"] for r in rs}))
+    print(f"| {s} | {rs[0]['signal']} ({notes[s]}) | {int(rs[0]['idle']):,} | {fmt(med(ms), 2)} | "
+          f"{fmt(min(ms), 2)} | {fmt(max(ms), 2)} | {st} |")
+print()
+print("Exit status 130 = killed by SIGINT (no handler), 137 = SIGKILL. Time = signal sent until the "
+      "process was reaped, including the kernel closing every socket (see the floor row).")
+print()
+
+def get(s, sc, k):
+    a = agg.get((s, sc))
+    return None if a is None else a[k]
+
+checks = [
+    ("S1 CPU/req ≤ 0.8× nginx", ratio(get("quiesce", "S1", "cpu"), get("nginx", "S1", "cpu")), 0.8, "le"),
+    ("S1 CPU/req ≤ 0.85× hyper", ratio(get("quiesce", "S1", "cpu"), get("hyper", "S1", "cpu")), 0.85, "le"),
+    ("S1 syscalls/req ≤ 2.1", get("quiesce", "S1", "sys"), 2.1, "le"),
+    ("S2 CPU/req ≤ 1.0× may_minihttp", ratio(get("quiesce", "S2", "cpu"), get("may", "S2", "cpu")), 1.0, "le"),
+    ("S2 req/s ≥ may_minihttp", ratio(get("quiesce", "S2", "rps"), get("may", "S2", "rps")), 1.0, "ge"),
+    ("S3 CPU/req ≤ 0.9× nginx", ratio(get("quiesce", "S3", "cpu"), get("nginx", "S3", "cpu")), 0.9, "le"),
+    ("RSS ≤ 512 bytes per idle conn (10,000)", rss_med.get("quiesce"), 512, "le"),
+    ("SIGINT→exit with 10,000 idle ≤ 20 ms", exit_med.get("quiesce"), 20, "le"),
+]
+print("| target | measured | met |")
+print("|---|--:|---|")
+for name, v, lim, op in checks:
+    ok = "n/a" if v is None else ("yes" if (v <= lim if op == "le" else v >= lim) else "NO")
+    print(f"| {name} | {fmt(v, 2)} | {ok} |")
+PYEOF
+
+{
+    echo "# quiesce vs nginx / hyper / may_minihttp"
+    echo
+    echo "- date: $DATE"
+    echo "- nproc: $NPROC; kernel: $(uname -r); CPU: $cpu_model"
+    echo "- load average at start: $LOADAVG"
+    echo "- versions: $versions"
+    echo "- command: \`$COMMAND\`"
+    echo "- servers pinned to CPU $SERVER_CPU, wrk -t1 pinned to CPU $CLIENT_CPU; reps: $REPS, duration: $DURATION"
+    echo
+    cat "$WORK/report.md"
+} >"$WORK/summary.md"
+cat "$WORK/summary.md"
+{
+    cat "$WORK/summary.md"
+    echo
+    echo "## Raw numbers"
+    for f in runs rss exit sys; do
+        echo
+        echo "### $f.tsv"
+        echo
+        echo '```'
+        cat "$WORK/$f.tsv"
+        echo '```'
+    done
+    echo
+    echo "### strace -c summaries"
+    for f in "$WORK"/strace.*.S?.txt; do
+        [[ -e $f ]] || continue
+        echo
+        echo "#### $(basename "$f" .txt)"
+        echo
+        echo '```'
+        cat "$f"
+        echo '```'
+    done
+} >"$ROOT/benches/results/latest.md"
+log "raw numbers: benches/results/latest.md"

@@ -1,0 +1,146 @@
+//! The hot paths allocate nothing once a connection is warm: keep-alive `GET /plaintext`, the
+//! hello route, and 16 pipelined requests per read, driven through the real connection state
+//! machine in memory (`quiesce::harness`).
+//!
+//! A counting global allocator wraps `System`. Counting is switched on per thread (a
+//! thread-local flag, with a thread-local count), so the test harness's other threads and
+//! tests running in parallel never disturb a measurement. The first few allocations counted
+//! record a backtrace (captured with counting switched off) for the failure message.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::backtrace::Backtrace;
+use std::cell::{Cell, RefCell};
+
+use quiesce::ServerConfig;
+use quiesce::app::App;
+use quiesce::harness::MemoryConnection;
+
+struct Counting;
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Backtraces kept per measurement.
+const MAX_TRACES: usize = 3;
+
+thread_local! {
+    static ENABLED: Cell<bool> = const { Cell::new(false) };
+    static COUNT: Cell<u64> = const { Cell::new(0) };
+    static TRACES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Counting {
+    fn note(&self, what: &str, layout: Layout) {
+        // try_with: the allocator also runs while thread-locals are being torn down.
+        if !ENABLED.try_with(Cell::get).unwrap_or(false) {
+            return;
+        }
+        ENABLED.set(false); // no recursion while we record
+        let n = COUNT.get() + 1;
+        COUNT.set(n);
+        if n as usize <= MAX_TRACES {
+            let trace = format!("{what} of {} bytes (align {}):\n{}", layout.size(), layout.align(), {
+                Backtrace::force_capture()
+            });
+            TRACES.with_borrow_mut(|traces| traces.push(trace));
+        }
+        ENABLED.set(true);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; `note` only touches thread-locals and
+// allocates with counting switched off.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.note("alloc", layout);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.note("alloc_zeroed", layout);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        self.note("realloc", Layout::from_size_align(new_size, layout.align()).unwrap_or(layout));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+/// Runs `f` with counting on; returns the allocations (and reallocations) it made, with the
+/// backtraces of the first few.
+fn count_allocations(f: impl FnOnce()) -> (u64, Vec<String>) {
+    COUNT.set(0);
+    TRACES.with_borrow_mut(Vec::clear);
+    ENABLED.set(true);
+    f();
+    ENABLED.set(false);
+    (COUNT.get(), TRACES.take())
+}
+
+const PLAINTEXT: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: localhost\r\n\r\n";
+const HELLO: &[u8] = b"GET /world HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+/// Warms a connection up with `request` (a few times, so buffers and caches reach their
+/// steady-state size), then counts the allocations of `rounds` more, clearing the output of
+/// each as a client that reads everything would.
+fn steady_state_allocations(request: &[u8], responses_per_send: usize, expect: &str, rounds: usize) {
+    let mut conn = MemoryConnection::new(ServerConfig::default(), App::default());
+    for _ in 0..8 {
+        conn.send(request);
+    }
+    let out = String::from_utf8(conn.take_output()).expect("utf-8 responses");
+    assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 8 * responses_per_send, "{out}");
+    assert!(out.ends_with(expect), "{out}");
+    // Give the output buffer the capacity a round needs, as a real socket would have.
+    conn.send(request);
+    let round_len = conn.output().len();
+    conn.clear_output();
+
+    let mut lens = 0usize;
+    let (count, traces) = count_allocations(|| {
+        for _ in 0..rounds {
+            conn.send(request);
+            lens += conn.output().len();
+            conn.clear_output();
+        }
+    });
+    assert_eq!(lens, round_len * rounds, "every round should be answered in full");
+    assert!(!conn.is_closed());
+    assert!(
+        count == 0,
+        "{count} allocations over {rounds} rounds of {:?}; the first {}:\n\n{}",
+        String::from_utf8_lossy(request).lines().next().unwrap_or(""),
+        traces.len(),
+        traces.join("\n\n")
+    );
+}
+
+#[test]
+fn keep_alive_plaintext_allocates_nothing() {
+    steady_state_allocations(PLAINTEXT, 1, "Hello, World!", 1000);
+}
+
+#[test]
+fn hello_route_allocates_nothing() {
+    steady_state_allocations(HELLO, 1, "Hello, \"/world\"", 1000);
+}
+
+#[test]
+fn sixteen_pipelined_plaintext_allocate_nothing() {
+    steady_state_allocations(&PLAINTEXT.repeat(16), 16, "Hello, World!", 1000);
+}
+
+#[test]
+fn the_counter_counts() {
+    let (count, traces) = count_allocations(|| {
+        std::hint::black_box(vec![1u8; 100]);
+    });
+    assert_eq!(count, 1);
+    assert_eq!(traces.len(), 1);
+    assert!(traces[0].starts_with("alloc"), "{}", traces[0]);
+}
