@@ -22,6 +22,7 @@ use crate::http::request::{
     leading_empty_lines, normalize_version, parse_head,
 };
 use crate::http::response::Response;
+use crate::metrics::Stats;
 use buffer::{BufPool, ReadBuf, WriteBuf};
 use state::ConnState;
 
@@ -65,8 +66,14 @@ pub(crate) struct Env<'a> {
     pub handler: &'a mut (dyn Handler + Send),
     /// The current `Date` value.
     pub date: &'a [u8],
-    /// True once a graceful shutdown has begun.
+    /// True once a graceful drain has begun: each connection's last request is answered with
+    /// `Connection: close`.
     pub draining: bool,
+    /// True from the first shutdown request on, including the drain delay (what
+    /// `Request::server_draining` tells the handler).
+    pub shutting_down: bool,
+    /// Counters of the loop.
+    pub stats: &'a mut Stats,
     /// Free buffers.
     pub pool: &'a mut BufPool,
     /// The response the handler fills in, reused across requests.
@@ -391,6 +398,7 @@ impl<S: Transport> Connection<S> {
                 }
                 Ok(n) => {
                     progress = true;
+                    env.stats.bytes_in += n as u64;
                     self.last_read = env.now;
                     if discard {
                         self.read_buf.clear();
@@ -427,6 +435,7 @@ impl<S: Transport> Connection<S> {
                     return true;
                 }
                 Ok(n) => {
+                    env.stats.bytes_out += n as u64;
                     self.write_buf.written(n);
                     self.write_since = env.now;
                     progress = true;
@@ -550,7 +559,7 @@ impl<S: Transport> Connection<S> {
         let head = parsed.info;
         let framing = match head.body {
             BodyKind::None => {
-                let req = request_from(&parsed.req, head.version, &[], env.draining);
+                let req = request_from(&parsed.req, head.version, &[], env.shutting_down);
                 let reply = call_handler(env, &req);
                 self.read_buf.consume(len);
                 self.complete(head, reply, env);
@@ -575,6 +584,7 @@ impl<S: Transport> Connection<S> {
             if self.write_buf.is_empty() {
                 self.write_since = env.now;
             }
+            env.stats.response(100);
             self.write_buf.out(env.pool).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         self.last_read = env.now;
@@ -615,7 +625,7 @@ impl<S: Transport> Connection<S> {
             match parse_head(&data[..head.len], &mut slots, Self::head_limits(env.config)) {
                 Ok(parsed) => {
                     let body = &data[head.len..head.len + body_len];
-                    let req = request_from(&parsed.req, head.version, body, env.draining);
+                    let req = request_from(&parsed.req, head.version, body, env.shutting_down);
                     call_handler(env, &req)
                 }
                 // The same bytes parsed a moment ago; keep going rather than trust that blindly.
@@ -691,6 +701,7 @@ impl<S: Transport> Connection<S> {
         if self.write_buf.is_empty() {
             self.write_since = env.now;
         }
+        env.stats.response(response.status());
         response.encode(self.write_buf.out(env.pool), env.date, head.is_head, connection);
         if close {
             self.phase = Phase::Closing;
