@@ -808,11 +808,8 @@ impl Server {
             self.sync(key);
         }
         self.closed.clear();
-        for key in 0..self.connections.capacity() {
-            if let Some(mut conn) = self.connections.try_remove(key) {
-                let _ = self.poll.registry().deregister(conn.stream_mut());
-            }
-        }
+        // Dropping a stream closes its socket, which also takes it out of the poll.
+        self.connections.clear();
         count
     }
 
@@ -822,11 +819,10 @@ impl Server {
             return;
         }
         for key in self.closed.drain(..) {
-            if let Some(mut conn) = self.connections.try_remove(key) {
+            // Closing the socket (by dropping it) also removes it from the poll: no
+            // `epoll_ctl(DEL)` per connection. Its descriptor is not shared with anything.
+            if let Some(conn) = self.connections.try_remove(key) {
                 log::trace!("connection {} ({}) removed: {:?}", conn.id, conn.peer, conn.close_reason());
-                if let Err(e) = self.poll.registry().deregister(conn.stream_mut()) {
-                    debug!("deregistering connection {}: {e}", conn.id);
-                }
             }
         }
         // A closed connection frees a descriptor: retry a paused accept now.
