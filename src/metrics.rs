@@ -84,7 +84,7 @@ impl Metrics {
         self.bytes_out.store(stats.bytes_out, Relaxed);
     }
 
-    /// Publishes the state of a drain (`None` before one starts).
+    /// Publishes the state of a shutdown (from its first request on; sets the draining flag).
     pub(crate) fn publish_drain(&self, report: &DrainReport) {
         self.draining.store(1, Relaxed);
         let start = [report.at_start.new, report.at_start.active, report.at_start.idle];
@@ -171,7 +171,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "draining",
-        help: "1 once a graceful shutdown has begun.",
+        help: "1 from the first shutdown request on (drain delay included).",
         kind: "gauge",
         label: None,
         read: |m, _| m.draining.load(Relaxed),

@@ -348,12 +348,19 @@ impl Server {
     /// Publishes the counters for `/metrics`, and the drain's progress to systemd.
     fn publish(&mut self, now: Instant) {
         self.metrics.publish(&self.stats, &self.counts);
-        let Some(drain) = self.drain else { return };
-        self.drain_report.served = self.stats.answered() - drain.answered_before;
-        if self.stop.is_none() {
-            self.drain_report.micros = duration_micros(now.saturating_duration_since(drain.started));
+        if self.announced.is_none() && self.drain.is_none() && self.stop.is_none() {
+            return;
+        }
+        if let Some(drain) = self.drain {
+            self.drain_report.served = self.stats.answered() - drain.answered_before;
+            if self.stop.is_none() {
+                self.drain_report.micros = duration_micros(now.saturating_duration_since(drain.started));
+            }
         }
         self.metrics.publish_drain(&self.drain_report);
+        if self.drain.is_none() {
+            return;
+        }
         if let Some(systemd) = self.systemd.as_mut() {
             let active: u64 = systemd.registry.workers().iter().map(|m| m.active()).sum();
             if systemd.last_active != Some(active) {
