@@ -71,6 +71,10 @@ impl Transport for Pipe {
         self.shut_write.set(true);
         Ok(())
     }
+
+    fn set_nodelay(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One connection of the real state machine over an in-memory pipe, with a manual clock.

@@ -526,9 +526,6 @@ impl Server {
     }
 
     fn add_connection(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!("TCP_NODELAY on {peer}: {e}");
-        }
         let entry = self.connections.vacant_entry();
         let key = entry.key();
         let token = Token(key + FIRST_CONNECTION);

@@ -48,11 +48,18 @@ pub(crate) fn after(t: Instant, d: Duration) -> Instant {
 pub(crate) trait Transport: Read + Write {
     /// Shuts down the write side (sends FIN) so the client sees the end of the last response.
     fn shutdown_write(&self) -> io::Result<()>;
+    /// Turns off Nagle's algorithm, so a response written while an earlier one is not yet
+    /// acknowledged goes out at once.
+    fn set_nodelay(&self) -> io::Result<()>;
 }
 
 impl Transport for mio::net::TcpStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    fn set_nodelay(&self) -> io::Result<()> {
+        mio::net::TcpStream::set_nodelay(self, true)
     }
 }
 
@@ -170,6 +177,13 @@ pub(crate) struct Connection<S> {
     last_response_at: Option<Instant>,
     served: u64,
     peer_eof: bool,
+    /// TCP_NODELAY is set: done once, when the connection first stays open after a response
+    /// (a connection that serves one request and closes never needs it).
+    nodelay: bool,
+    /// After the last response, shut down the write side and read what the client still sends
+    /// before closing (so unread input does not turn into a reset that destroys the response).
+    /// Not needed when the client itself asked to close and sent nothing more.
+    linger: bool,
     delayed: Option<Delayed>,
     drain_grace: Option<Instant>,
     close_reason: Option<CloseReason>,
@@ -212,6 +226,8 @@ impl<S: Transport> Connection<S> {
             last_response_at: None,
             served: 0,
             peer_eof: false,
+            nodelay: false,
+            linger: true,
             delayed: None,
             drain_grace: None,
             close_reason: None,
@@ -462,6 +478,11 @@ impl<S: Transport> Connection<S> {
     fn after_flush(&mut self, env: &mut Env<'_>) -> bool {
         match self.phase {
             Phase::Closing if self.write_buf.is_empty() => {
+                if !self.linger {
+                    // Closing the socket sends the FIN.
+                    self.close(CloseReason::Done);
+                    return true;
+                }
                 // The client may already be gone; its FIN or RST ends the connection either way.
                 let _ = self.stream.shutdown_write();
                 if self.peer_eof {
@@ -704,9 +725,18 @@ impl<S: Transport> Connection<S> {
         env.stats.response(response.status());
         response.encode(self.write_buf.out(env.pool), env.date, head.is_head, connection);
         if close {
+            // The client said this was its last request, and nothing follows it: a plain close
+            // is clean. Anything else (our decision, or more input) gets a lingering close.
+            self.linger = head.keep_alive || !self.read_buf.is_empty();
             self.phase = Phase::Closing;
             self.read_buf.clear();
         } else {
+            if !self.nodelay {
+                self.nodelay = true;
+                if let Err(e) = self.stream.set_nodelay() {
+                    debug!("connection {}: TCP_NODELAY: {e}", self.id);
+                }
+            }
             self.phase = Phase::Head;
         }
     }
@@ -732,6 +762,8 @@ impl<S: Transport> Connection<S> {
         let response = std::mem::take(env.response);
         self.send(&response, head, env);
         *env.response = response;
+        // The client did not ask to close: whatever it sends next must not reset the answer.
+        self.linger = true;
         true
     }
 
