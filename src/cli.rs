@@ -34,6 +34,9 @@ const DEFAULTS: ServerConfig = ServerConfig::DEFAULT;
 /// Most header fields `--max-headers` allows (the parser's fixed number of slots).
 pub const MAX_HEADERS_CAP: usize = quiesce::MAX_HEADER_SLOTS;
 
+/// Most worker threads `--workers` allows.
+pub const MAX_WORKERS: usize = 1024;
+
 /// What a size should look like, for error messages.
 const SIZE_HINT: &str = "expected a size like 8192, 8KiB or 1MiB";
 
@@ -67,6 +70,14 @@ pub struct Cli {
     pub idle_timeout: Duration,
     /// How long a response write may make no progress (`--write-timeout DURATION`).
     pub write_timeout: Duration,
+    /// Worker threads, each with its own loop and listening socket (`--workers N`).
+    pub workers: usize,
+    /// Time to keep serving after the first signal before draining (`--drain-delay DURATION`).
+    pub drain_delay: Duration,
+    /// Most open connections per worker (`--max-connections N`).
+    pub max_connections: usize,
+    /// Listen backlog (`--backlog N`).
+    pub backlog: i32,
 }
 
 impl Default for Cli {
@@ -84,6 +95,10 @@ impl Default for Cli {
             header_timeout: DEFAULTS.header_timeout,
             idle_timeout: DEFAULTS.idle_timeout,
             write_timeout: DEFAULTS.write_timeout,
+            workers: 1,
+            drain_delay: DEFAULTS.drain_delay,
+            max_connections: DEFAULTS.max_connections,
+            backlog: DEFAULTS.backlog,
         }
     }
 }
@@ -101,6 +116,10 @@ impl Cli {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
+            drain_delay: self.drain_delay,
+            max_connections: self.max_connections,
+            backlog: self.backlog,
+            reuse_port: self.workers > 1,
             ..ServerConfig::default()
         }
     }
@@ -176,6 +195,15 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             Long("max-uri-bytes") => cli.max_uri_bytes = size_value(&mut parser, "--max-uri-bytes")?,
             Long("max-header-bytes") => cli.max_header_bytes = size_value(&mut parser, "--max-header-bytes")?,
             Long("max-body-bytes") => cli.max_body_bytes = size_value(&mut parser, "--max-body-bytes")?,
+            Long("drain-delay") => cli.drain_delay = duration_value(&mut parser, "--drain-delay")?,
+            Long("workers") => cli.workers = count_value(&mut parser, "--workers", 1, MAX_WORKERS)?,
+            Long("max-connections") => {
+                cli.max_connections = count_value(&mut parser, "--max-connections", 1, 10_000_000)?;
+            }
+            Long("backlog") => {
+                let n = count_value(&mut parser, "--backlog", 1, i32::MAX as usize)?;
+                cli.backlog = i32::try_from(n).unwrap_or(i32::MAX);
+            }
             Long("max-headers") => {
                 let value = take_value(&mut parser, "--max-headers")?;
                 cli.max_headers =
@@ -244,6 +272,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some(n) => Ok(n),
         None => Err("the size is too large".to_owned()),
     }
+}
+
+/// Takes the value of `flag` from `parser` and parses it with [`parse_count`].
+fn count_value(parser: &mut lexopt::Parser, flag: &str, min: usize, max: usize) -> Result<usize, UsageError> {
+    let value = take_value(parser, flag)?;
+    parse_count(&value, min, max).map_err(|why| invalid(flag, &value, &why))
 }
 
 /// Parses a decimal count from `min` to `max`.
@@ -373,6 +407,15 @@ OPTIONS:
     --shutdown-timeout DURATION  Time allowed for in-flight requests after the first signal;
                                  0s closes everything at once [default: {shutdown}s]
 
+PRODUCTION:
+    --workers N                  Worker threads, each with its own event loop and its own
+                                 listening socket (SO_REUSEPORT) [default: 1]
+    --drain-delay DURATION       After the first signal, keep serving this long with /healthz
+                                 answering 503, then drain [default: {drain_delay}s]
+    --max-connections N          Most open connections per worker; at the cap new ones wait in
+                                 the backlog until below 90% [default: {max_conns}]
+    --backlog N                  Listen backlog (the kernel may cap it) [default: {backlog}]
+
 LIMITS AND TIMEOUTS:
     --max-uri-bytes SIZE         Longest request target; longer gets 414 [default: {uri}]
     --max-header-bytes SIZE      Largest request head; larger gets 431 [default: {head}]
@@ -396,15 +439,19 @@ OTHER:
     Values go after a space or an '=': --addr 127.0.0.1:0 or --addr=127.0.0.1:0.
 
 ROUTES:
-    GET|HEAD /healthz      200 ok; 503 draining while shutting down
+    GET|HEAD /healthz      200 ok; 503 draining from the first signal on
     POST /echo             the request body, sent back
     GET|HEAD /plaintext    Hello, World!
+    GET|HEAD /metrics      counters in the Prometheus text format
+    OPTIONS                204 with Allow (OPTIONS * lists every method served)
     any other path         Hello, \"<path>\" after --delay; ?delay=DURATION overrides the
                            delay, up to --max-delay
 
 SIGNALS:
-    The first SIGINT or SIGTERM starts a graceful drain: stop accepting, let in-flight
-    requests finish (for up to --shutdown-timeout), then exit. A second one exits at once.
+    The first SIGINT or SIGTERM starts a graceful drain (after --drain-delay): stop accepting,
+    let in-flight requests finish (for up to --shutdown-timeout), then exit. A second one
+    exits at once. SIGHUP starts a new copy of quiesce on the same listening sockets and
+    drains this one once the new one serves (a zero-downtime restart).
 
 EXIT CODES:
     0      drained cleanly
@@ -421,6 +468,9 @@ ENVIRONMENT:
         delay = DEFAULT_DELAY.as_secs(),
         max_delay = DEFAULT_MAX_DELAY.as_secs(),
         shutdown = DEFAULT_SHUTDOWN_TIMEOUT.as_secs(),
+        drain_delay = DEFAULTS.drain_delay.as_secs(),
+        max_conns = DEFAULTS.max_connections,
+        backlog = DEFAULTS.backlog,
         uri = DEFAULTS.max_uri_bytes,
         head = DEFAULTS.max_head_bytes,
         slots = MAX_HEADERS_CAP,
@@ -835,12 +885,17 @@ mod tests {
         let help = help_text();
         let defaults: Vec<&str> =
             help.split("[default: ").skip(1).filter_map(|rest| rest.split_once(']').map(|(value, _)| value)).collect();
-        assert_eq!(defaults.len(), 11, "{defaults:?}");
+        assert_eq!(defaults.len(), 15, "{defaults:?}");
         assert_eq!(defaults[0].parse::<SocketAddr>(), Ok(DEFAULT_ADDR));
         assert_eq!(parse_duration(defaults[1]), Ok(DEFAULT_DELAY));
         assert_eq!(parse_duration(defaults[2]), Ok(DEFAULT_MAX_DELAY));
         assert_eq!(parse_duration(defaults[3]), Ok(DEFAULT_SHUTDOWN_TIMEOUT));
         let d = Cli::default();
+        assert_eq!(defaults[4].parse::<usize>(), Ok(d.workers));
+        assert_eq!(parse_duration(defaults[5]), Ok(d.drain_delay));
+        assert_eq!(defaults[6].parse::<usize>(), Ok(d.max_connections));
+        assert_eq!(defaults[7].parse::<i32>(), Ok(d.backlog));
+        let defaults = &defaults[4..];
         let sizes = [d.max_uri_bytes as u64, d.max_header_bytes as u64, d.max_headers as u64, d.max_body_bytes];
         for (text, value) in defaults[4..8].iter().zip(sizes) {
             assert_eq!(parse_size(text), Ok(value));

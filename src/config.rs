@@ -15,6 +15,11 @@ pub struct ServerConfig {
     /// a second one stops at once. Default `true`. Embedders that manage signals themselves set it
     /// to `false` and use a [`ShutdownHandle`](crate::ShutdownHandle).
     pub handle_signals: bool,
+    /// After the first SIGINT/SIGTERM (or [`ShutdownHandle::graceful`](crate::ShutdownHandle::graceful)),
+    /// keep accepting and serving this long, with [`Request::server_draining`](crate::Request::server_draining)
+    /// true (the built-in `/healthz` answers 503), so a load balancer can take the instance out
+    /// of rotation before the drain starts. Default 0.
+    pub drain_delay: Duration,
     /// Longest a graceful drain may take before the remaining connections are closed.
     /// Default 30 s.
     pub shutdown_timeout: Duration,
@@ -45,9 +50,16 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Largest request body (decoded). Default 1 MiB.
     pub max_body_bytes: u64,
-    /// Most open connections; at the cap the server stops accepting until one closes.
-    /// Default 10,000.
+    /// Most open connections; at the cap the server stops accepting (new clients wait in the
+    /// kernel's backlog) until the count is below 90% of it. Default 10,000.
     pub max_connections: usize,
+    /// Length of the listen backlog asked of the kernel (which may cap it, e.g. at
+    /// `net.core.somaxconn`). Default 1024.
+    pub backlog: i32,
+    /// Bind with `SO_REUSEPORT`, so several servers (workers) can listen on the same address and
+    /// the kernel spreads connections between them (on Linux; macOS allows the bind but does not
+    /// balance). Default false.
+    pub reuse_port: bool,
     /// Most connections accepted in one loop turn, so a flood of connects can't starve the
     /// clients already connected. Default 128.
     pub accept_batch: usize,
@@ -61,6 +73,7 @@ impl ServerConfig {
     pub const DEFAULT: ServerConfig = ServerConfig {
         addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080)),
         handle_signals: true,
+        drain_delay: Duration::ZERO,
         shutdown_timeout: Duration::from_secs(30),
         drain_new_grace: Duration::from_secs(1),
         drain_idle_grace: Duration::from_millis(100),
@@ -73,6 +86,8 @@ impl ServerConfig {
         max_headers: 100,
         max_body_bytes: 1024 * 1024,
         max_connections: 10_000,
+        backlog: 1024,
+        reuse_port: false,
         accept_batch: 128,
         accept_backoff: Duration::from_millis(100),
     };

@@ -16,6 +16,7 @@ use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
 use crate::http::date::DateCache;
 use crate::http::request::{HeadLimits, find_head_end, header_slots, normalize_version, parse_head};
 use crate::http::response::Response;
+use crate::metrics::Stats;
 
 /// The client side of an in-memory connection: bytes waiting to be read by the server, bytes it
 /// wrote, whether the client closed its side, and how much the server may write per call.
@@ -70,6 +71,10 @@ impl Transport for Pipe {
         self.shut_write.set(true);
         Ok(())
     }
+
+    fn set_nodelay(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One connection of the real state machine over an in-memory pipe, with a manual clock.
@@ -82,6 +87,7 @@ pub struct MemoryConnection {
     date: DateCache,
     now: Instant,
     draining: bool,
+    stats: Stats,
 }
 
 impl MemoryConnection {
@@ -98,6 +104,7 @@ impl MemoryConnection {
             date: DateCache::new(),
             now,
             draining: false,
+            stats: Stats::default(),
         }
     }
 
@@ -137,6 +144,8 @@ impl MemoryConnection {
                 handler: &mut *self.handler,
                 date: self.date.get(),
                 draining: self.draining,
+                shutting_down: self.draining,
+                stats: &mut self.stats,
                 pool: &mut self.pool,
                 response: &mut self.response,
             };
@@ -195,6 +204,8 @@ impl MemoryConnection {
                 handler: &mut *self.handler,
                 date: self.date.get(),
                 draining: self.draining,
+                shutting_down: self.draining,
+                stats: &mut self.stats,
                 pool: &mut self.pool,
                 response: &mut self.response,
             };

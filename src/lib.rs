@@ -42,8 +42,12 @@ mod handler;
 #[doc(hidden)]
 pub mod harness;
 mod http;
+mod listen;
+pub mod metrics;
+pub mod process;
 mod server;
 mod shutdown;
+mod systemd;
 mod timer;
 
 pub use config::ServerConfig;

@@ -1,4 +1,4 @@
-//! The `quiesce` binary: command line -> `ServerConfig` -> `Server::bind` -> `run` -> exit code.
+//! The `quiesce` binary: command line -> `ServerConfig` -> workers -> exit code.
 
 mod cli;
 
@@ -6,8 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use log::{error, info};
-use quiesce::Server;
 use quiesce::app::{App, AppConfig};
+use quiesce::process::{self, InheritedSockets};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -30,18 +30,38 @@ fn main() -> ExitCode {
     };
     init_logging(&cli);
 
-    let config = cli.server_config();
-    let app = App::new(AppConfig { delay: cli.delay, max_delay: cli.max_delay });
-    let server = match Server::bind(config, app) {
-        Ok(server) => server,
+    // Before any thread starts: this reads and clears LISTEN_FDS and friends.
+    let inherited = match InheritedSockets::take() {
+        Ok(inherited) => inherited,
         Err(e) => {
-            error!("{e}");
+            error!("cannot use the inherited listening sockets: {e}");
             return ExitCode::from(1);
         }
     };
-    info!("listening on http://{}", server.local_addr());
-    match server.run() {
-        Ok(outcome) => ExitCode::from(u8::try_from(outcome.exit_code()).unwrap_or(1)),
+    if let Some(inherited) = &inherited {
+        info!("using {} listening socket(s) from {}", inherited.len(), inherited.origin());
+    }
+
+    let config = cli.server_config();
+    let app_config = AppConfig { delay: cli.delay, max_delay: cli.max_delay };
+    let workers = cli.workers;
+    let summary = process::run(
+        config,
+        workers,
+        inherited,
+        |_, registry| App::new(app_config).with_metrics(registry.clone()),
+        |addr| match workers {
+            1 => info!("listening on http://{addr}"),
+            n => info!("listening on http://{addr} with {n} workers"),
+        },
+    );
+    match summary {
+        Ok(summary) => {
+            if cli.log_level() != log::LevelFilter::Off {
+                eprintln!("{}", summary.to_json());
+            }
+            ExitCode::from(u8::try_from(summary.exit_code()).unwrap_or(1))
+        }
         Err(e) => {
             error!("{e}");
             ExitCode::from(1)

@@ -8,19 +8,23 @@
 //! 3. `drive_ready`: let each queued connection read, answer and write, within a budget;
 //! 4. `accept_pending`: take new connections, up to a batch and the connection cap;
 //! 5. `expire_deadlines`: timeouts, delayed responses, drain last calls; drive those;
-//! 6. `check_shutdown`: act on signals and the shutdown handle;
+//! 6. `check_shutdown`: act on signals, the shutdown handle, the end of a drain delay and a
+//!    restarted successor's readiness;
 //! 7. `reap_closed`: the only place a connection leaves the slab;
 //! 8. stop once a drain has nothing left, or its timeout passed.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -32,7 +36,10 @@ use crate::error::Error;
 use crate::handler::Handler;
 use crate::http::date::DateCache;
 use crate::http::response::Response;
+use crate::listen::{self, ReadyState, Successor};
+use crate::metrics::{DrainReport, Metrics, Registry, Stats};
 use crate::shutdown::{self, ShutdownHandle};
+use crate::systemd::Notifier;
 use crate::timer::Deadlines;
 
 /// Token of the listening socket.
@@ -41,8 +48,10 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Token of the signal source.
 const SIGNALS: Token = Token(2);
+/// Token of a restarted successor's readiness pipe.
+const SUCCESSOR: Token = Token(3);
 /// Connection tokens are slab keys plus this.
-const FIRST_CONNECTION: usize = 3;
+const FIRST_CONNECTION: usize = 4;
 
 /// How a [`Server::run`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +92,8 @@ impl Outcome {
 enum Cause {
     Signal(i32),
     Handle,
+    /// A restarted copy of the server took over the listening sockets.
+    Restart(u32),
 }
 
 impl Cause {
@@ -92,13 +103,14 @@ impl Cause {
             Cause::Signal(SIGTERM) => "received SIGTERM".to_string(),
             Cause::Signal(other) => format!("received signal {other}"),
             Cause::Handle => "shutdown requested".to_string(),
+            Cause::Restart(pid) => format!("new process {pid} is serving"),
         }
     }
 
     fn signal(self) -> Option<i32> {
         match self {
             Cause::Signal(signal) => Some(signal),
-            Cause::Handle => None,
+            Cause::Handle | Cause::Restart(_) => None,
         }
     }
 }
@@ -108,6 +120,15 @@ impl Cause {
 struct Drain {
     started: Instant,
     deadline: Instant,
+    /// Requests answered before it began.
+    answered_before: u64,
+}
+
+/// systemd's notification socket, and every worker's metrics for its status lines.
+struct Systemd {
+    notifier: Arc<Notifier>,
+    registry: Registry,
+    last_active: Option<u64>,
 }
 
 type Hook = Box<dyn FnMut(&StateChange) + Send>;
@@ -140,23 +161,54 @@ pub struct Server {
     signals_ready: bool,
     accept_paused_until: Option<Instant>,
     last_accept_warning: Option<Instant>,
+    /// Shutdown requested; serving on until this instant (the drain delay), then draining.
+    announced: Option<(Instant, Cause)>,
     drain: Option<Drain>,
+    /// What started the drain.
+    drain_cause: Option<Cause>,
+    /// Prefix for log lines: empty, or `worker N: ` when the process has several.
+    label: String,
+    drain_report: DrainReport,
     stop: Option<Outcome>,
+    /// At the connection cap: accepting resumes below 90% of it.
+    at_cap: bool,
+    stats: Stats,
+    metrics: Arc<Metrics>,
+    /// Other servers (workers) that drain and stop with this one.
+    followers: Vec<ShutdownHandle>,
+    /// The listening sockets a restarted copy inherits on SIGHUP (empty: SIGHUP is ignored).
+    handoff: Vec<RawFd>,
+    successor: Option<Successor>,
+    systemd: Option<Systemd>,
 }
 
 impl Server {
-    /// Binds the listening socket and sets up the poll, the shutdown waker and (if
-    /// `config.handle_signals`) the SIGINT/SIGTERM source. Serving starts with [`Server::run`];
+    /// Binds the listening socket (with `config.backlog`, and `SO_REUSEPORT` if
+    /// `config.reuse_port`) and sets up the poll, the shutdown waker and (if
+    /// `config.handle_signals`) the signal source. Serving starts with [`Server::run`];
     /// connections that arrive before that wait in the listen backlog.
     pub fn bind(config: ServerConfig, handler: impl Handler + Send + 'static) -> Result<Server, Error> {
+        let listener = listen::bind(config.addr, config.backlog, config.reuse_port)
+            .map_err(|source| Error::Bind { addr: config.addr, source })?;
+        Server::from_listener(listener, config, handler)
+    }
+
+    /// Serves on a socket that is already listening (inherited from systemd or a previous
+    /// process, or bound by the caller); `config.addr` is ignored. The socket is made
+    /// non-blocking.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: ServerConfig,
+        handler: impl Handler + Send + 'static,
+    ) -> Result<Server, Error> {
+        listener.set_nonblocking(true).map_err(Error::Setup)?;
+        let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new().map_err(Error::Setup)?;
-        let mut listener =
-            TcpListener::bind(config.addr).map_err(|source| Error::Bind { addr: config.addr, source })?;
         let local_addr = listener.local_addr().map_err(Error::Setup)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(Error::Setup)?;
         let waker = mio::Waker::new(poll.registry(), WAKER).map_err(Error::Setup)?;
         let signals = if config.handle_signals {
-            let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(Error::Setup)?;
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(Error::Setup)?;
             poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(Error::Setup)?;
             Some(signals)
         } else {
@@ -186,9 +238,66 @@ impl Server {
             signals_ready: false,
             accept_paused_until: None,
             last_accept_warning: None,
+            announced: None,
             drain: None,
+            drain_cause: None,
+            label: String::new(),
+            drain_report: DrainReport::default(),
             stop: None,
+            at_cap: false,
+            stats: Stats::default(),
+            metrics: Arc::default(),
+            followers: Vec::new(),
+            handoff: Vec::new(),
+            successor: None,
+            systemd: None,
         })
+    }
+
+    /// The counters this server publishes (for `/metrics`; see [`Registry`]).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Names this server in its log lines (`worker N: ...`).
+    pub(crate) fn set_label(&mut self, label: String) {
+        self.label = label;
+    }
+
+    /// Publishes into `metrics` instead of this server's own (a process shares a registry).
+    pub(crate) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = metrics;
+    }
+
+    /// Makes `other` drain and stop with this server: each shutdown request this server acts
+    /// on (from a signal or its handle) is passed on. This is how one signal stops all workers.
+    pub fn add_follower(&mut self, other: ShutdownHandle) {
+        self.followers.push(other);
+    }
+
+    /// Enables zero-downtime restart on SIGHUP: a new copy of this executable, with the same
+    /// arguments, inherits `listeners` (the raw descriptors of every listening socket of the
+    /// process); once it reports that it serves, this server (and its followers) drain. If it
+    /// fails to start, this one keeps serving.
+    ///
+    /// # Safety
+    ///
+    /// Every descriptor in `listeners` must stay open for as long as this server may act on a
+    /// SIGHUP, that is until it (and so each follower) has begun to drain.
+    pub unsafe fn enable_restart(&mut self, listeners: Vec<RawFd>) {
+        self.handoff = listeners;
+    }
+
+    /// Sends systemd's service manager `STOPPING=1` when the shutdown begins and `STATUS=`
+    /// lines with the live count of active connections (over every worker in `registry`)
+    /// while draining.
+    pub(crate) fn notify_systemd(&mut self, notifier: Arc<Notifier>, registry: Registry) {
+        self.systemd = Some(Systemd { notifier, registry, last_active: None });
+    }
+
+    /// The raw descriptor of the listening socket, while it listens.
+    pub fn listener_fd(&self) -> Option<RawFd> {
+        self.listener.as_ref().map(|l| l.as_raw_fd())
     }
 
     /// The address actually bound (useful with port 0).
@@ -228,8 +337,35 @@ impl Server {
             self.expire_deadlines(now);
             self.check_shutdown(now);
             self.reap_closed(now);
-            if let Some(outcome) = self.finished(now) {
+            let outcome = self.finished(now);
+            self.publish(now);
+            if let Some(outcome) = outcome {
                 return Ok(outcome);
+            }
+        }
+    }
+
+    /// Publishes the counters for `/metrics`, and the drain's progress to systemd.
+    fn publish(&mut self, now: Instant) {
+        self.metrics.publish(&self.stats, &self.counts);
+        if self.announced.is_none() && self.drain.is_none() && self.stop.is_none() {
+            return;
+        }
+        if let Some(drain) = self.drain {
+            self.drain_report.served = self.stats.answered() - drain.answered_before;
+            if self.stop.is_none() {
+                self.drain_report.micros = duration_micros(now.saturating_duration_since(drain.started));
+            }
+        }
+        self.metrics.publish_drain(&self.drain_report);
+        if self.drain.is_none() {
+            return;
+        }
+        if let Some(systemd) = self.systemd.as_mut() {
+            let active: u64 = systemd.registry.workers().iter().map(|m| m.active()).sum();
+            if systemd.last_active != Some(active) {
+                systemd.last_active = Some(active);
+                systemd.notifier.status(&format!("draining: {active} active"));
             }
         }
     }
@@ -241,6 +377,7 @@ impl Server {
         let candidates = [
             self.deadlines.next(),
             self.drain.map(|d| d.deadline),
+            self.announced.map(|(until, _)| until),
             self.accept_paused_until.filter(|_| self.listener.is_some()),
         ];
         let next = candidates.into_iter().flatten().min()?;
@@ -252,7 +389,7 @@ impl Server {
         match event.token() {
             LISTENER => self.listener_ready = true,
             SIGNALS => self.signals_ready = true,
-            WAKER => {}
+            WAKER | SUCCESSOR => {}
             Token(token) => {
                 let key = token - FIRST_CONNECTION;
                 let Some(conn) = self.connections.get_mut(key) else { return };
@@ -281,6 +418,8 @@ impl Server {
             handler: &mut *self.handler,
             date: self.date.get(),
             draining: self.drain.is_some(),
+            shutting_down: self.drain.is_some() || self.announced.is_some(),
+            stats: &mut self.stats,
             pool: &mut self.pool,
             response: &mut self.response,
         };
@@ -332,14 +471,26 @@ impl Server {
             hook(&StateChange { id, peer, from, to, counts: self.counts });
         }
         if self.drain.is_some() && self.counts.active != active_before && self.stop.is_none() {
-            info!("active connections: {}", self.counts.active);
+            info!("{}active connections: {}", self.label, self.counts.active);
         }
     }
 
     fn may_accept(&self, now: Instant) -> bool {
-        self.listener.is_some()
-            && self.connections.len() < self.config.max_connections
-            && self.accept_paused_until.is_none_or(|until| until <= now)
+        self.listener.is_some() && !self.at_cap && self.accept_paused_until.is_none_or(|until| until <= now)
+    }
+
+    /// Stops accepting at the connection cap; resumes below 90% of it, so accepting does not
+    /// flap on every close at the edge.
+    fn update_cap(&mut self) {
+        let open = self.connections.len();
+        let cap = self.config.max_connections.max(1);
+        if !self.at_cap && open >= cap {
+            self.at_cap = true;
+            warn!("{}{open} connections open: at the connection cap, new ones wait in the backlog", self.label);
+        } else if self.at_cap && open < cap - cap / 10 {
+            self.at_cap = false;
+            info!("{}{open} connections open: accepting again", self.label);
+        }
     }
 
     /// Accepts up to a batch of connections while under the cap.
@@ -375,9 +526,6 @@ impl Server {
     }
 
     fn add_connection(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!("TCP_NODELAY on {peer}: {e}");
-        }
         let entry = self.connections.vacant_entry();
         let key = entry.key();
         let token = Token(key + FIRST_CONNECTION);
@@ -386,8 +534,10 @@ impl Server {
             return;
         }
         self.next_id += 1;
+        self.stats.accepted += 1;
         entry.insert(Connection::new(stream, self.next_id, peer, now));
         self.sync(key);
+        self.update_cap();
     }
 
     /// Pops due deadlines; acts on the ones still current, re-arms the ones that moved later.
@@ -428,7 +578,8 @@ impl Server {
         }
     }
 
-    /// Acts on pending signals and shutdown-handle requests.
+    /// Acts on pending signals, shutdown-handle requests, the end of the drain delay and a
+    /// restarted successor.
     fn check_shutdown(&mut self, now: Instant) {
         if self.signals_ready {
             self.signals_ready = false;
@@ -437,29 +588,162 @@ impl Server {
                 received.extend(signals.pending());
             }
             for signal in received {
-                self.shutdown_requested(Cause::Signal(signal), now);
+                if signal == SIGHUP {
+                    self.restart(now);
+                } else {
+                    self.shutdown_requested(Cause::Signal(signal), now);
+                }
             }
         }
         let requested = self.shutdown.requested();
         if requested > self.shutdown_seen {
             self.shutdown_seen = requested;
-            if requested == shutdown::IMMEDIATE {
-                self.stop_now(Cause::Handle);
-            } else {
-                self.shutdown_requested(Cause::Handle, now);
+            match requested {
+                shutdown::IMMEDIATE => self.stop_now(Cause::Handle),
+                shutdown::DRAIN_NOW => self.drain_now(Cause::Handle, now),
+                _ => self.shutdown_requested(Cause::Handle, now),
             }
         }
+        if let Some((until, cause)) = self.announced
+            && until <= now
+        {
+            self.drain_now(cause, now);
+        }
+        self.check_successor(now);
     }
 
-    /// A first request drains, a second signal stops at once.
+    /// A first request drains (after the drain delay), a second signal stops at once.
     fn shutdown_requested(&mut self, cause: Cause, now: Instant) {
         if self.stop.is_some() {
             return;
         }
-        if self.drain.is_none() {
-            self.begin_drain(cause, now);
-        } else if matches!(cause, Cause::Signal(_)) {
-            self.stop_now(cause);
+        if self.drain.is_none() && self.announced.is_none() {
+            for follower in &self.followers {
+                follower.graceful();
+            }
+            if let Some(systemd) = &self.systemd {
+                systemd.notifier.stopping();
+            }
+            if self.config.drain_delay.is_zero() {
+                self.begin_drain(cause, now);
+            } else {
+                let delay = self.config.drain_delay;
+                info!(
+                    "{}{}: draining in {}, serving until then (/healthz answers 503)",
+                    self.label,
+                    cause.describe(),
+                    humantime::format_duration(delay)
+                );
+                self.announced = Some((after(now, delay), cause));
+            }
+        } else if let Cause::Signal(_) = cause {
+            if self.drain_cause.is_some_and(|c| matches!(c, Cause::Restart(_))) {
+                // Handing over to a successor: this is the first signal, not a second one.
+                info!("{}: already draining after a restart", cause.describe());
+                self.drain_cause = Some(cause);
+            } else {
+                self.stop_now(cause);
+            }
+        }
+    }
+
+    /// Starts the drain now, with no (or no more) drain delay.
+    fn drain_now(&mut self, cause: Cause, now: Instant) {
+        if self.stop.is_some() || self.drain.is_some() {
+            return;
+        }
+        // A restart hands the service over rather than stopping it.
+        if self.announced.is_none()
+            && !matches!(cause, Cause::Restart(_))
+            && let Some(systemd) = &self.systemd
+        {
+            systemd.notifier.stopping();
+        }
+        for follower in &self.followers {
+            follower.drain_now();
+        }
+        self.begin_drain(cause, now);
+    }
+
+    /// SIGHUP: start a copy of this program on the same listening sockets.
+    fn restart(&mut self, now: Instant) {
+        if self.handoff.is_empty() {
+            warn!("received SIGHUP: restart is not enabled here; ignored");
+            return;
+        }
+        if self.drain.is_some() || self.announced.is_some() || self.successor.is_some() {
+            warn!("received SIGHUP: already shutting down or restarting; ignored");
+            return;
+        }
+        if let Some(systemd) = &self.systemd {
+            systemd.notifier.reloading();
+        }
+        // SAFETY: `enable_restart`'s contract: the descriptors are open until the drain begins,
+        // and this runs only before it.
+        let fds: Vec<BorrowedFd<'_>> = self.handoff.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) }).collect();
+        let spawned = listen::spawn_successor(&fds);
+        drop(fds);
+        match spawned {
+            Ok(mut successor) => {
+                let fd = successor.ready_fd();
+                match self.poll.registry().register(&mut SourceFd(&fd), SUCCESSOR, Interest::READABLE) {
+                    Ok(()) => {
+                        info!("received SIGHUP: started new process {}; serving until it is ready", successor.id());
+                        self.successor = Some(successor);
+                        self.check_successor(now);
+                    }
+                    Err(e) => {
+                        error!("received SIGHUP: cannot watch the new process: {e}; stopping it, serving on");
+                        let _ = successor.kill();
+                        self.restart_failed();
+                    }
+                }
+            }
+            Err(e) => {
+                error!("received SIGHUP: cannot start a new process: {e}; serving on");
+                self.restart_failed();
+            }
+        }
+    }
+
+    /// Ends systemd's "reloading" state after a failed restart.
+    fn restart_failed(&self) {
+        if let Some(systemd) = &self.systemd {
+            systemd.notifier.ready();
+            systemd.notifier.status("restart failed; the old process serves on");
+        }
+    }
+
+    /// A successor that reports it serves takes over: drain. One that died first: serve on.
+    fn check_successor(&mut self, now: Instant) {
+        let Some(successor) = self.successor.as_mut() else { return };
+        let state = successor.poll_ready();
+        let pid = successor.id();
+        match state {
+            Ok(ReadyState::Pending) => {}
+            Ok(ReadyState::Ready) => {
+                self.forget_successor();
+                if let Some(systemd) = &self.systemd {
+                    systemd.notifier.handoff(pid);
+                }
+                self.drain_now(Cause::Restart(pid), now);
+            }
+            Ok(ReadyState::Failed) | Err(_) => {
+                let status = self.successor.as_mut().and_then(|s| s.try_wait().ok().flatten());
+                match status {
+                    Some(status) => error!("new process {pid} failed before it was ready ({status}); serving on"),
+                    None => error!("new process {pid} closed its readiness pipe without being ready; serving on"),
+                }
+                self.forget_successor();
+                self.restart_failed();
+            }
+        }
+    }
+
+    fn forget_successor(&mut self) {
+        if let Some(successor) = self.successor.take() {
+            let fd = successor.ready_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
     }
 
@@ -479,7 +763,14 @@ impl Server {
                 debug!("deregistering the listener: {e}");
             }
         }
-        self.drain = Some(Drain { started: now, deadline: after(now, self.config.shutdown_timeout) });
+        self.announced = None;
+        self.drain_cause = Some(cause);
+        self.drain = Some(Drain {
+            started: now,
+            deadline: after(now, self.config.shutdown_timeout),
+            answered_before: self.stats.answered(),
+        });
+        self.drain_report.at_start = self.counts;
         let (mut closing, mut last_call) = (0, 0);
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -497,12 +788,16 @@ impl Server {
         if last_call > 0 {
             message.push_str(&format!(", last call for {last_call} new or just-used"));
         }
-        info!("{message}");
+        info!("{}{message}", self.label);
     }
 
     fn stop_now(&mut self, cause: Cause) {
+        for follower in &self.followers {
+            follower.immediate();
+        }
         let closed = self.close_all();
-        info!("{}: stopping now, closed {closed} connections", cause.describe());
+        self.drain_report.forced += closed as u64;
+        info!("{}{}: stopping now, closed {closed} connections", self.label, cause.describe());
         self.stop = Some(Outcome::Stopped { signal: cause.signal(), closed });
     }
 
@@ -517,11 +812,8 @@ impl Server {
             self.sync(key);
         }
         self.closed.clear();
-        for key in 0..self.connections.capacity() {
-            if let Some(mut conn) = self.connections.try_remove(key) {
-                let _ = self.poll.registry().deregister(conn.stream_mut());
-            }
-        }
+        // Dropping a stream closes its socket, which also takes it out of the poll.
+        self.connections.clear();
         count
     }
 
@@ -531,17 +823,17 @@ impl Server {
             return;
         }
         for key in self.closed.drain(..) {
-            if let Some(mut conn) = self.connections.try_remove(key) {
+            // Closing the socket (by dropping it) also removes it from the poll: no
+            // `epoll_ctl(DEL)` per connection. Its descriptor is not shared with anything.
+            if let Some(conn) = self.connections.try_remove(key) {
                 log::trace!("connection {} ({}) removed: {:?}", conn.id, conn.peer, conn.close_reason());
-                if let Err(e) = self.poll.registry().deregister(conn.stream_mut()) {
-                    debug!("deregistering connection {}: {e}", conn.id);
-                }
             }
         }
         // A closed connection frees a descriptor: retry a paused accept now.
         if self.accept_paused_until.is_some_and(|until| until > now) {
             self.accept_paused_until = Some(now);
         }
+        self.update_cap();
     }
 
     /// The outcome, once the server should stop.
@@ -552,16 +844,22 @@ impl Server {
         let drain = self.drain?;
         if self.connections.is_empty() {
             let elapsed = now.saturating_duration_since(drain.started);
-            info!("drained in {:.2}s", elapsed.as_secs_f64());
+            info!("{}drained in {:.2}s", self.label, elapsed.as_secs_f64());
             return Some(Outcome::Drained { elapsed });
         }
         if drain.deadline <= now {
             let closed = self.close_all();
-            info!("shutdown timeout: closed {closed} connections");
+            self.drain_report.forced += closed as u64;
+            info!("{}shutdown timeout: closed {closed} connections", self.label);
             return Some(Outcome::TimedOut { closed });
         }
         None
     }
+}
+
+/// Microseconds, saturating.
+fn duration_micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Accept errors that concern one connection only: try the next one. Anything else pauses

@@ -8,10 +8,12 @@ use log::warn;
 
 /// Nothing requested.
 pub(crate) const NONE: u8 = 0;
-/// Graceful drain requested.
+/// Graceful drain requested (after the drain delay, if one is configured).
 pub(crate) const GRACEFUL: u8 = 1;
+/// Graceful drain requested, starting now (no drain delay).
+pub(crate) const DRAIN_NOW: u8 = 2;
 /// Immediate stop requested.
-pub(crate) const IMMEDIATE: u8 = 2;
+pub(crate) const IMMEDIATE: u8 = 3;
 
 /// Asks a running [`Server`](crate::Server) to stop. Cheap to clone, `Send + Sync`.
 #[derive(Clone, Debug)]
@@ -30,11 +32,17 @@ impl ShutdownHandle {
         ShutdownHandle { inner: Arc::new(Inner { requested: AtomicU8::new(NONE), waker }) }
     }
 
-    /// Starts a graceful drain, as a first SIGINT/SIGTERM does: stop listening, let in-flight
-    /// requests finish, close the rest, return from [`Server::run`](crate::Server::run).
-    /// Calling it again, or after [`ShutdownHandle::immediate`], changes nothing.
+    /// Starts a graceful shutdown, as a first SIGINT/SIGTERM does: after the configured
+    /// [drain delay](crate::ServerConfig::drain_delay), stop listening, let in-flight requests
+    /// finish, close the rest, return from [`Server::run`](crate::Server::run). Calling it
+    /// again, or after a stronger request, changes nothing.
     pub fn graceful(&self) {
         self.request(GRACEFUL);
+    }
+
+    /// Starts the drain at once, skipping (or cutting short) the drain delay.
+    pub fn drain_now(&self) {
+        self.request(DRAIN_NOW);
     }
 
     /// Stops at once, as a second signal does: every connection is closed and

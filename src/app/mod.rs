@@ -1,9 +1,12 @@
 //! The built-in routes of the `quiesce` binary, as a library [`Handler`] so they can be embedded
 //! and tested like any other:
 //!
-//! - `GET|HEAD /healthz`: `200 ok`, or `503 draining` once the server drains.
+//! - `GET|HEAD /healthz`: `200 ok`, or `503 draining` from the first shutdown signal on
+//!   (through the drain delay, so load balancers stop sending traffic).
 //! - `POST /echo`: the request body back, with the request's `Content-Type`.
 //! - `GET|HEAD /plaintext`: `Hello, World!` (the body benchmark suites expect).
+//! - `GET|HEAD /metrics`: the server's counters in the Prometheus text format (when the app was
+//!   given a [`Registry`] with [`App::with_metrics`]; otherwise the hello route).
 //! - `GET|HEAD` anything else: `Hello, "<path>"` exactly as the Go program quiesce descends from
 //!   writes it (`fmt.Fprintf(w, "Hello, %q", html.EscapeString(r.URL.Path))`), after the
 //!   configured delay; `?delay=DURATION` overrides it, capped by the maximum.
@@ -16,6 +19,7 @@ mod hello;
 
 use std::time::Duration;
 
+use crate::metrics::Registry;
 use crate::{Handler, Reply, Request, Response};
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -41,12 +45,30 @@ pub struct App {
     config: AppConfig,
     /// Reused for percent-decoding paths.
     scratch: Vec<u8>,
+    metrics: Option<Registry>,
 }
 
 impl App {
     /// The routes with these settings.
     pub fn new(config: AppConfig) -> Self {
-        App { config, scratch: Vec::new() }
+        App { config, scratch: Vec::new(), metrics: None }
+    }
+
+    /// Serves `registry` at `/metrics`.
+    pub fn with_metrics(mut self, registry: Registry) -> Self {
+        self.metrics = Some(registry);
+        self
+    }
+
+    fn metrics(registry: &Registry, req: &Request<'_>, res: &mut Response) -> Reply {
+        if !is_get_or_head(req) {
+            return method_not_allowed(res, GET_HEAD);
+        }
+        let mut text = String::with_capacity(4096);
+        registry.render(&mut text);
+        res.set_body(text);
+        let _ = res.set_content_type("text/plain; version=0.0.4; charset=utf-8");
+        Reply::Now
     }
 
     fn healthz(&self, req: &Request<'_>, res: &mut Response) -> Reply {
@@ -113,6 +135,11 @@ impl Handler for App {
             res.set_status(204);
             let _ = res.add_header("Allow", allow);
             return Reply::Now;
+        }
+        if req.path() == "/metrics"
+            && let Some(registry) = &self.metrics
+        {
+            return Self::metrics(registry, req, res);
         }
         match req.path() {
             "/healthz" => self.healthz(req, res),

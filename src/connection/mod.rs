@@ -22,6 +22,7 @@ use crate::http::request::{
     leading_empty_lines, normalize_version, parse_head,
 };
 use crate::http::response::Response;
+use crate::metrics::Stats;
 use buffer::{BufPool, ReadBuf, WriteBuf};
 use state::ConnState;
 
@@ -47,11 +48,18 @@ pub(crate) fn after(t: Instant, d: Duration) -> Instant {
 pub(crate) trait Transport: Read + Write {
     /// Shuts down the write side (sends FIN) so the client sees the end of the last response.
     fn shutdown_write(&self) -> io::Result<()>;
+    /// Turns off Nagle's algorithm, so a response written while an earlier one is not yet
+    /// acknowledged goes out at once.
+    fn set_nodelay(&self) -> io::Result<()>;
 }
 
 impl Transport for mio::net::TcpStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    fn set_nodelay(&self) -> io::Result<()> {
+        mio::net::TcpStream::set_nodelay(self, true)
     }
 }
 
@@ -65,8 +73,14 @@ pub(crate) struct Env<'a> {
     pub handler: &'a mut (dyn Handler + Send),
     /// The current `Date` value.
     pub date: &'a [u8],
-    /// True once a graceful shutdown has begun.
+    /// True once a graceful drain has begun: each connection's last request is answered with
+    /// `Connection: close`.
     pub draining: bool,
+    /// True from the first shutdown request on, including the drain delay (what
+    /// `Request::server_draining` tells the handler).
+    pub shutting_down: bool,
+    /// Counters of the loop.
+    pub stats: &'a mut Stats,
     /// Free buffers.
     pub pool: &'a mut BufPool,
     /// The response the handler fills in, reused across requests.
@@ -163,6 +177,13 @@ pub(crate) struct Connection<S> {
     last_response_at: Option<Instant>,
     served: u64,
     peer_eof: bool,
+    /// TCP_NODELAY is set: done once, when the connection first stays open after a response
+    /// (a connection that serves one request and closes never needs it).
+    nodelay: bool,
+    /// After the last response, shut down the write side and read what the client still sends
+    /// before closing (so unread input does not turn into a reset that destroys the response).
+    /// Not needed when the client itself asked to close and sent nothing more.
+    linger: bool,
     delayed: Option<Delayed>,
     drain_grace: Option<Instant>,
     close_reason: Option<CloseReason>,
@@ -205,6 +226,8 @@ impl<S: Transport> Connection<S> {
             last_response_at: None,
             served: 0,
             peer_eof: false,
+            nodelay: false,
+            linger: true,
             delayed: None,
             drain_grace: None,
             close_reason: None,
@@ -391,6 +414,7 @@ impl<S: Transport> Connection<S> {
                 }
                 Ok(n) => {
                     progress = true;
+                    env.stats.bytes_in += n as u64;
                     self.last_read = env.now;
                     if discard {
                         self.read_buf.clear();
@@ -427,6 +451,7 @@ impl<S: Transport> Connection<S> {
                     return true;
                 }
                 Ok(n) => {
+                    env.stats.bytes_out += n as u64;
                     self.write_buf.written(n);
                     self.write_since = env.now;
                     progress = true;
@@ -453,6 +478,11 @@ impl<S: Transport> Connection<S> {
     fn after_flush(&mut self, env: &mut Env<'_>) -> bool {
         match self.phase {
             Phase::Closing if self.write_buf.is_empty() => {
+                if !self.linger {
+                    // Closing the socket sends the FIN.
+                    self.close(CloseReason::Done);
+                    return true;
+                }
                 // The client may already be gone; its FIN or RST ends the connection either way.
                 let _ = self.stream.shutdown_write();
                 if self.peer_eof {
@@ -550,7 +580,7 @@ impl<S: Transport> Connection<S> {
         let head = parsed.info;
         let framing = match head.body {
             BodyKind::None => {
-                let req = request_from(&parsed.req, head.version, &[], env.draining);
+                let req = request_from(&parsed.req, head.version, &[], env.shutting_down);
                 let reply = call_handler(env, &req);
                 self.read_buf.consume(len);
                 self.complete(head, reply, env);
@@ -575,6 +605,7 @@ impl<S: Transport> Connection<S> {
             if self.write_buf.is_empty() {
                 self.write_since = env.now;
             }
+            env.stats.response(100);
             self.write_buf.out(env.pool).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         self.last_read = env.now;
@@ -615,7 +646,7 @@ impl<S: Transport> Connection<S> {
             match parse_head(&data[..head.len], &mut slots, Self::head_limits(env.config)) {
                 Ok(parsed) => {
                     let body = &data[head.len..head.len + body_len];
-                    let req = request_from(&parsed.req, head.version, body, env.draining);
+                    let req = request_from(&parsed.req, head.version, body, env.shutting_down);
                     call_handler(env, &req)
                 }
                 // The same bytes parsed a moment ago; keep going rather than trust that blindly.
@@ -691,11 +722,21 @@ impl<S: Transport> Connection<S> {
         if self.write_buf.is_empty() {
             self.write_since = env.now;
         }
+        env.stats.response(response.status());
         response.encode(self.write_buf.out(env.pool), env.date, head.is_head, connection);
         if close {
+            // The client said this was its last request, and nothing follows it: a plain close
+            // is clean. Anything else (our decision, or more input) gets a lingering close.
+            self.linger = head.keep_alive || !self.read_buf.is_empty();
             self.phase = Phase::Closing;
             self.read_buf.clear();
         } else {
+            if !self.nodelay {
+                self.nodelay = true;
+                if let Err(e) = self.stream.set_nodelay() {
+                    debug!("connection {}: TCP_NODELAY: {e}", self.id);
+                }
+            }
             self.phase = Phase::Head;
         }
     }
@@ -721,6 +762,8 @@ impl<S: Transport> Connection<S> {
         let response = std::mem::take(env.response);
         self.send(&response, head, env);
         *env.response = response;
+        // The client did not ask to close: whatever it sends next must not reset the answer.
+        self.linger = true;
         true
     }
 

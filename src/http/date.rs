@@ -1,6 +1,22 @@
 //! The `Date` header value, rendered at most once a second.
 
+use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A `fmt::Write` into a fixed array; fails instead of growing.
+struct Fixed {
+    buf: [u8; 29],
+    len: usize,
+}
+
+impl fmt::Write for Fixed {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).filter(|&end| end <= self.buf.len()).ok_or(fmt::Error)?;
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
 
 /// Cached IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, always 29 bytes).
 pub(crate) struct DateCache {
@@ -22,9 +38,10 @@ impl DateCache {
         if second == self.second {
             return;
         }
-        let rendered = httpdate::fmt_http_date(now);
-        if rendered.len() == self.text.len() {
-            self.text.copy_from_slice(rendered.as_bytes());
+        // Rendered straight into the array: no allocation, even once a second.
+        let mut out = Fixed { buf: [b' '; 29], len: 0 };
+        if write!(out, "{}", httpdate::HttpDate::from(now)).is_ok() && out.len == out.buf.len() {
+            self.text = out.buf;
             self.second = second;
         }
     }

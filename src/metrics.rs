@@ -1,0 +1,287 @@
+//! Counters for `/metrics` and the exit summary.
+//!
+//! The loop counts in plain integers ([`Stats`], no atomics on the request path) and publishes
+//! them once per turn into its worker's [`Metrics`] with relaxed stores: a reader on any thread
+//! sees values at most one turn old. [`Registry`] holds every worker's `Metrics` and renders
+//! them in the Prometheus text format, per worker and summed.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::connection::state::Counts;
+
+/// Status classes counted: 1xx to 5xx.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// What the loop counts as it goes, owned by the loop (no atomics).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Stats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Responses sent by status class (index 0 is 1xx).
+    pub responses: [u64; 5],
+    /// Request bytes read.
+    pub bytes_in: u64,
+    /// Response bytes written.
+    pub bytes_out: u64,
+}
+
+impl Stats {
+    /// Counts one response with `status`.
+    pub(crate) fn response(&mut self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class] += 1;
+    }
+
+    /// Final responses (2xx to 5xx): requests answered.
+    pub(crate) fn answered(&self) -> u64 {
+        self.responses[1..].iter().sum()
+    }
+}
+
+/// What happened during a drain, for the exit summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Connections per state when the drain began.
+    pub at_start: Counts,
+    /// Requests answered after the drain began.
+    pub served: u64,
+    /// Connections closed by force (shutdown timeout or immediate stop).
+    pub forced: u64,
+    /// From the start of the drain to its end (or to now, while it runs), in microseconds.
+    pub micros: u64,
+}
+
+/// One worker's published counters; read from any thread.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    new: AtomicU64,
+    active: AtomicU64,
+    idle: AtomicU64,
+    accepted: AtomicU64,
+    responses: [AtomicU64; 5],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    draining: AtomicU64,
+    drain_start: [AtomicU64; 3],
+    drain_served: AtomicU64,
+    forced: AtomicU64,
+    drain_micros: AtomicU64,
+}
+
+impl Metrics {
+    /// Publishes the loop's counters (called once per turn).
+    pub(crate) fn publish(&self, stats: &Stats, counts: &Counts) {
+        self.new.store(counts.new as u64, Relaxed);
+        self.active.store(counts.active as u64, Relaxed);
+        self.idle.store(counts.idle as u64, Relaxed);
+        self.accepted.store(stats.accepted, Relaxed);
+        for (slot, &n) in self.responses.iter().zip(&stats.responses) {
+            slot.store(n, Relaxed);
+        }
+        self.bytes_in.store(stats.bytes_in, Relaxed);
+        self.bytes_out.store(stats.bytes_out, Relaxed);
+    }
+
+    /// Publishes the state of a shutdown (from its first request on; sets the draining flag).
+    pub(crate) fn publish_drain(&self, report: &DrainReport) {
+        self.draining.store(1, Relaxed);
+        let start = [report.at_start.new, report.at_start.active, report.at_start.idle];
+        for (slot, n) in self.drain_start.iter().zip(start) {
+            slot.store(n as u64, Relaxed);
+        }
+        self.drain_served.store(report.served, Relaxed);
+        self.forced.store(report.forced, Relaxed);
+        self.drain_micros.store(report.micros, Relaxed);
+    }
+
+    /// The drain as last published (all zero if none began).
+    pub fn drain_report(&self) -> DrainReport {
+        let [new, active, idle] = [0, 1, 2].map(|i| self.drain_start[i].load(Relaxed) as usize);
+        DrainReport {
+            at_start: Counts { new, active, idle },
+            served: self.drain_served.load(Relaxed),
+            forced: self.forced.load(Relaxed),
+            micros: self.drain_micros.load(Relaxed),
+        }
+    }
+
+    /// Active connections, as last published.
+    pub fn active(&self) -> u64 {
+        self.active.load(Relaxed)
+    }
+
+    /// Whether a drain has begun.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Relaxed) == 1
+    }
+}
+
+/// Every worker's [`Metrics`], rendered together.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    workers: Vec<Arc<Metrics>>,
+}
+
+/// One metric family: name, help, type, and how to read one value of it (per label value).
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    label: Option<(&'static str, &'static [&'static str])>,
+    read: fn(&Metrics, usize) -> u64,
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "connections",
+        help: "Open connections by state.",
+        kind: "gauge",
+        label: Some(("state", &["new", "active", "idle"])),
+        read: |m, i| [&m.new, &m.active, &m.idle][i].load(Relaxed),
+    },
+    Family {
+        name: "accepted_connections_total",
+        help: "Connections accepted.",
+        kind: "counter",
+        label: None,
+        read: |m, _| m.accepted.load(Relaxed),
+    },
+    Family {
+        name: "responses_total",
+        help: "Responses sent, by status class (1xx are interim responses).",
+        kind: "counter",
+        label: Some(("class", &CLASSES)),
+        read: |m, i| m.responses[i].load(Relaxed),
+    },
+    Family {
+        name: "received_bytes_total",
+        help: "Request bytes read.",
+        kind: "counter",
+        label: None,
+        read: |m, _| m.bytes_in.load(Relaxed),
+    },
+    Family {
+        name: "sent_bytes_total",
+        help: "Response bytes written.",
+        kind: "counter",
+        label: None,
+        read: |m, _| m.bytes_out.load(Relaxed),
+    },
+    Family {
+        name: "draining",
+        help: "1 from the first shutdown request on (drain delay included).",
+        kind: "gauge",
+        label: None,
+        read: |m, _| m.draining.load(Relaxed),
+    },
+    Family {
+        name: "drain_duration_microseconds",
+        help: "Time since the drain began, or how long it took.",
+        kind: "gauge",
+        label: None,
+        read: |m, _| m.drain_micros.load(Relaxed),
+    },
+    Family {
+        name: "forced_closes_total",
+        help: "Connections closed by force at the shutdown timeout or an immediate stop.",
+        kind: "counter",
+        label: None,
+        read: |m, _| m.forced.load(Relaxed),
+    },
+];
+
+impl Registry {
+    /// A registry of these workers' metrics, in worker order.
+    pub fn new(workers: Vec<Arc<Metrics>>) -> Self {
+        Registry { workers }
+    }
+
+    /// The workers' metrics.
+    pub fn workers(&self) -> &[Arc<Metrics>] {
+        &self.workers
+    }
+
+    /// Appends every metric in the Prometheus text exposition format (version 0.0.4): each
+    /// family summed over the workers as `quiesce_<name>`, and per worker as
+    /// `quiesce_worker_<name>{worker="N"}`.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP quiesce_info Build and process information.\n# TYPE quiesce_info gauge");
+        let _ = writeln!(
+            out,
+            "quiesce_info{{version=\"{}\",pid=\"{}\",workers=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            self.workers.len()
+        );
+        for family in FAMILIES {
+            let values = family.label.map_or(&[""][..], |(_, values)| values);
+            for per_worker in [false, true] {
+                let prefix = if per_worker { "quiesce_worker_" } else { "quiesce_" };
+                let _ = writeln!(out, "# HELP {prefix}{} {}", family.name, family.help);
+                let _ = writeln!(out, "# TYPE {prefix}{} {}", family.name, family.kind);
+                for (i, value) in values.iter().enumerate() {
+                    let label = family.label.map(|(name, _)| format!("{name}=\"{value}\""));
+                    if per_worker {
+                        for (w, metrics) in self.workers.iter().enumerate() {
+                            let labels = label.as_ref().map_or(String::new(), |l| format!(",{l}"));
+                            let _ = writeln!(
+                                out,
+                                "{prefix}{}{{worker=\"{w}\"{labels}}} {}",
+                                family.name,
+                                (family.read)(metrics, i)
+                            );
+                        }
+                    } else {
+                        let sum: u64 = self.workers.iter().map(|m| (family.read)(m, i)).sum();
+                        let labels = label.map_or(String::new(), |l| format!("{{{l}}}"));
+                        let _ = writeln!(out, "{prefix}{}{labels} {sum}", family.name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The summed drain reports of every worker: the longest drain time, the rest added up.
+    pub fn drain_report(&self) -> DrainReport {
+        self.workers.iter().map(|m| m.drain_report()).fold(DrainReport::default(), |sum, r| DrainReport {
+            at_start: Counts {
+                new: sum.at_start.new + r.at_start.new,
+                active: sum.at_start.active + r.at_start.active,
+                idle: sum.at_start.idle + r.at_start.idle,
+            },
+            served: sum.served + r.served,
+            forced: sum.forced + r.forced,
+            micros: sum.micros.max(r.micros),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_sums_and_per_worker_values() {
+        let (a, b) = (Arc::new(Metrics::default()), Arc::new(Metrics::default()));
+        let mut stats = Stats::default();
+        stats.response(200);
+        stats.response(404);
+        stats.accepted = 2;
+        a.publish(&stats, &Counts { new: 1, active: 2, idle: 3 });
+        b.publish(&stats, &Counts { new: 0, active: 1, idle: 0 });
+        let mut out = String::new();
+        Registry::new(vec![a, b]).render(&mut out);
+        assert!(out.contains("\nquiesce_connections{state=\"active\"} 3\n"), "{out}");
+        assert!(out.contains("\nquiesce_worker_connections{worker=\"1\",state=\"active\"} 1\n"), "{out}");
+        assert!(out.contains("\nquiesce_responses_total{class=\"4xx\"} 2\n"), "{out}");
+        assert!(out.contains("\nquiesce_accepted_connections_total 4\n"), "{out}");
+        assert!(out.contains("\nquiesce_worker_draining{worker=\"0\"} 0\n"), "{out}");
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').expect("a value");
+            value.parse::<u64>().expect("an integer value");
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Running quiesce as a whole process: one [`Server`] per worker thread, each with its own
+//! listening socket on the same address (`SO_REUSEPORT`) or its own descriptor of a socket
+//! inherited from systemd or from a restarting parent; one signal source, in worker 0, whose
+//! shutdown requests every other worker follows; readiness reported to systemd and to the
+//! parent; and a [`Summary`] of the shutdown at the end.
+//!
+//! No lock or shared state is on the request path: each worker owns its loop, its connections
+//! and its counters; only the shutdown handles and the published [`Metrics`] cross threads.
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::thread;
+
+use log::{error, info, warn};
+
+use crate::config::ServerConfig;
+use crate::error::Error;
+use crate::handler::Handler;
+use crate::listen::{self, Inherited, Source};
+use crate::metrics::{DrainReport, Metrics, Registry};
+use crate::server::{Outcome, Server};
+use crate::systemd::Notifier;
+
+/// Listening sockets handed to this process: by systemd socket activation (`LISTEN_FDS`) or by
+/// a quiesce that restarted into this one on SIGHUP.
+pub struct InheritedSockets(Inherited);
+
+impl InheritedSockets {
+    /// Takes the sockets named by the environment, if any, and removes those variables so that
+    /// child processes do not see them.
+    ///
+    /// Call this first in `main`, before any thread is started: it changes the environment.
+    pub fn take() -> io::Result<Option<InheritedSockets>> {
+        Ok(listen::inherited()?.map(InheritedSockets))
+    }
+
+    /// How many sockets.
+    pub fn len(&self) -> usize {
+        self.0.listeners.len()
+    }
+
+    /// Whether there are none (never true for a value returned by [`InheritedSockets::take`]).
+    pub fn is_empty(&self) -> bool {
+        self.0.listeners.is_empty()
+    }
+
+    /// Where they came from, for logs.
+    pub fn origin(&self) -> &'static str {
+        match self.0.source {
+            Source::Systemd => "systemd socket activation",
+            Source::Restart => "the previous quiesce process",
+        }
+    }
+}
+
+/// How a process run ended, over every worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// The combined outcome: a signal stop if any worker stopped on one, else a timeout if any
+    /// timed out, else drained (in the longest worker's time).
+    pub outcome: Outcome,
+    /// The drain, summed over the workers.
+    pub drain: DrainReport,
+    /// Number of workers.
+    pub workers: usize,
+}
+
+impl Summary {
+    /// The process exit code (see [`Outcome::exit_code`]).
+    pub fn exit_code(&self) -> i32 {
+        self.outcome.exit_code()
+    }
+
+    /// One line of JSON for the log: the outcome, the counts per state when the drain began,
+    /// requests served during the drain, connections closed by force and the drain time.
+    pub fn to_json(&self) -> String {
+        let outcome = match self.outcome {
+            Outcome::Drained { .. } => "drained",
+            Outcome::TimedOut { .. } => "timed_out",
+            Outcome::Stopped { .. } => "stopped",
+        };
+        let d = &self.drain;
+        let mut json = String::new();
+        let _ = write!(
+            json,
+            "{{\"event\":\"shutdown\",\"outcome\":\"{outcome}\",\"exit_code\":{},\"workers\":{},\
+             \"at_drain_start\":{{\"new\":{},\"active\":{},\"idle\":{}}},\"served_during_drain\":{},\
+             \"closed_by_force\":{},\"drain_ms\":{:.3}}}",
+            self.exit_code(),
+            self.workers,
+            d.at_start.new,
+            d.at_start.active,
+            d.at_start.idle,
+            d.served,
+            d.forced,
+            d.micros as f64 / 1000.0,
+        );
+        json
+    }
+}
+
+/// Runs `workers` servers until they have all shut down.
+///
+/// Sockets: `inherited` ones if given (worker i gets its own descriptor of socket i, or of
+/// socket i mod n when there are fewer), otherwise each worker binds `config.addr` itself, with
+/// `SO_REUSEPORT` when there is more than one. `make_handler(i, registry)` builds worker i's
+/// handler; `registry` holds every worker's metrics (for a `/metrics` route). `on_listening`
+/// is called with the bound address once every worker is set up, just before serving starts.
+pub fn run<H, F>(
+    config: ServerConfig,
+    workers: usize,
+    inherited: Option<InheritedSockets>,
+    make_handler: F,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<Summary, Error>
+where
+    H: Handler + Send + 'static,
+    F: Fn(usize, &Registry) -> H,
+{
+    let workers = workers.max(1);
+    let (listeners, ready_pipe) = listeners(&config, workers, inherited)?;
+    let metrics: Vec<Arc<Metrics>> = (0..workers).map(|_| Arc::default()).collect();
+    let registry = Registry::new(metrics.clone());
+
+    let mut servers = Vec::with_capacity(workers);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let config = ServerConfig { handle_signals: config.handle_signals && i == 0, ..config.clone() };
+        let mut server = Server::from_listener(listener, config, make_handler(i, &registry))?;
+        server.set_metrics(Arc::clone(&metrics[i]));
+        if workers > 1 {
+            server.set_label(format!("worker {i}: "));
+        }
+        servers.push(server);
+    }
+    let handoff: Vec<RawFd> = servers.iter().filter_map(Server::listener_fd).collect();
+    let local_addr = servers[0].local_addr();
+    let mut followers = servers.split_off(1);
+    let mut leader = servers.pop().ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
+    for follower in &followers {
+        leader.add_follower(follower.shutdown_handle());
+    }
+    // SAFETY: the descriptors belong to the listeners of the leader and its followers, which
+    // keep them until they drain, and they drain only once the leader has begun to.
+    unsafe { leader.enable_restart(handoff) };
+    let notifier = Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        leader.notify_systemd(Arc::clone(notifier), registry.clone());
+    }
+
+    let mut threads = Vec::with_capacity(followers.len());
+    for (i, server) in followers.drain(..).enumerate() {
+        let thread = thread::Builder::new()
+            .name(format!("quiesce-worker-{}", i + 1))
+            .spawn(move || server.run())
+            .map_err(Error::Setup)?;
+        threads.push(thread);
+    }
+
+    on_listening(local_addr);
+    match ready_pipe {
+        // Restarted by a previous process: it tells systemd (it is still the main process).
+        Some(pipe) => {
+            if let Err(e) = pipe.signal() {
+                warn!("cannot tell the previous process that this one is ready: {e}");
+            }
+        }
+        None => {
+            if let Some(notifier) = &notifier {
+                notifier.ready();
+            }
+        }
+    }
+
+    let mut outcomes = vec![leader.run()];
+    for thread in threads {
+        outcomes.push(thread.join().unwrap_or_else(|_| Err(Error::Poll(io::Error::other("worker thread panicked")))));
+    }
+    let mut combined: Option<Outcome> = None;
+    for outcome in outcomes {
+        match outcome {
+            Ok(outcome) => combined = Some(combined.map_or(outcome, |c| worse(c, outcome))),
+            Err(e) => {
+                error!("a worker failed: {e}");
+                combined = Some(
+                    combined.map_or(Outcome::TimedOut { closed: 0 }, |c| worse(c, Outcome::TimedOut { closed: 0 })),
+                );
+            }
+        }
+    }
+    let outcome = combined.ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
+    Ok(Summary { outcome, drain: registry.drain_report(), workers })
+}
+
+/// The worse of two outcomes: a signal stop over a timeout over a drain.
+fn worse(a: Outcome, b: Outcome) -> Outcome {
+    fn rank(o: &Outcome) -> u8 {
+        match o {
+            Outcome::Drained { .. } => 0,
+            Outcome::TimedOut { .. } => 1,
+            Outcome::Stopped { signal: None, .. } => 2,
+            Outcome::Stopped { signal: Some(_), .. } => 3,
+        }
+    }
+    match (a, b) {
+        (Outcome::Drained { elapsed: x }, Outcome::Drained { elapsed: y }) => Outcome::Drained { elapsed: x.max(y) },
+        (Outcome::TimedOut { closed: x }, Outcome::TimedOut { closed: y }) => Outcome::TimedOut { closed: x + y },
+        _ if rank(&b) > rank(&a) => b,
+        _ => a,
+    }
+}
+
+/// One listening socket per worker, and the readiness pipe to a restarting parent.
+fn listeners(
+    config: &ServerConfig,
+    workers: usize,
+    inherited: Option<InheritedSockets>,
+) -> Result<(Vec<TcpListener>, Option<listen::ReadyPipe>), Error> {
+    let setup = |e: io::Error| Error::Setup(e);
+    if let Some(InheritedSockets(inherited)) = inherited {
+        let given = inherited.listeners;
+        if !inherited.names.is_empty() {
+            info!("inherited socket names: {}", inherited.names.join(", "));
+        }
+        if given.len() > workers {
+            warn!("{} sockets inherited for {workers} worker(s): the extra ones are not served", given.len());
+        }
+        let mut own = Vec::with_capacity(workers);
+        for i in 0..workers {
+            own.push(listen::dup_listener(&given[i % given.len()]).map_err(setup)?);
+        }
+        return Ok((own, inherited.ready));
+    }
+    let reuse_port = config.reuse_port || workers > 1;
+    let first = listen::bind(config.addr, config.backlog, reuse_port)
+        .map_err(|source| Error::Bind { addr: config.addr, source })?;
+    // With port 0, the other workers bind the port the first one got.
+    let addr = first.local_addr().map_err(setup)?;
+    let mut all = vec![first];
+    for _ in 1..workers {
+        all.push(listen::bind(addr, config.backlog, true).map_err(|source| Error::Bind { addr, source })?);
+    }
+    Ok((all, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn combines_outcomes() {
+        let drained = |ms| Outcome::Drained { elapsed: Duration::from_millis(ms) };
+        assert_eq!(worse(drained(5), drained(9)), drained(9));
+        assert_eq!(worse(drained(5), Outcome::TimedOut { closed: 2 }), Outcome::TimedOut { closed: 2 });
+        let stopped = Outcome::Stopped { signal: Some(2), closed: 1 };
+        assert_eq!(worse(stopped, Outcome::TimedOut { closed: 2 }), stopped);
+    }
+
+    #[test]
+    fn summary_json_is_one_line() {
+        let summary = Summary {
+            outcome: Outcome::Drained { elapsed: Duration::ZERO },
+            drain: DrainReport::default(),
+            workers: 2,
+        };
+        let json = summary.to_json();
+        assert!(!json.contains('\n'));
+        assert!(
+            json.starts_with("{\"event\":\"shutdown\",\"outcome\":\"drained\",\"exit_code\":0,\"workers\":2,"),
+            "{json}"
+        );
+    }
+}
