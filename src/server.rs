@@ -446,6 +446,14 @@ impl Server {
     fn sync(&mut self, key: usize) {
         let Some(conn) = self.connections.get_mut(key) else { return };
         let state = conn.state();
+        // A request that began and ended within one turn still made the connection Active.
+        if std::mem::take(&mut conn.activity) && state != ConnState::Active && conn.reported != Some(ConnState::Active)
+        {
+            let from = conn.reported.replace(ConnState::Active);
+            let (id, peer) = (conn.id, conn.peer);
+            self.transition(id, peer, from, ConnState::Active);
+        }
+        let Some(conn) = self.connections.get_mut(key) else { return };
         if conn.reported != Some(state) {
             let from = conn.reported.replace(state);
             let (id, peer) = (conn.id, conn.peer);

@@ -165,6 +165,9 @@ pub(crate) struct Connection<S> {
     pub(crate) scheduled: Option<Instant>,
     /// Bookkeeping of the server: whether the token is in the ready queue.
     pub(crate) queued: bool,
+    /// A request began since the server last looked: it reports the connection Active even if
+    /// the request was also answered within the same turn.
+    pub(crate) activity: bool,
     phase: Phase,
     read_buf: ReadBuf,
     write_buf: WriteBuf,
@@ -215,6 +218,7 @@ impl<S: Transport> Connection<S> {
             reported: None,
             scheduled: None,
             queued: false,
+            activity: false,
             phase: Phase::Head,
             read_buf: ReadBuf::default(),
             write_buf: WriteBuf::default(),
@@ -542,7 +546,10 @@ impl<S: Transport> Connection<S> {
             }
             return false;
         }
-        self.head_started.get_or_insert(env.now);
+        if self.head_started.is_none() {
+            self.head_started = Some(env.now);
+            self.activity = true;
+        }
         let max_head = env.config.max_head_bytes;
         let data = self.read_buf.data();
         let len = match find_head_end(data, self.scanned) {
