@@ -138,18 +138,7 @@ impl MemoryConnection {
     pub fn advance(&mut self, by: Duration) {
         self.now = crate::connection::after(self.now, by);
         if self.conn.deadline(&self.config).is_some_and(|d| d <= self.now) {
-            let mut env = Env {
-                now: self.now,
-                config: &self.config,
-                handler: &mut *self.handler,
-                date: self.date.get(),
-                draining: self.draining,
-                shutting_down: self.draining,
-                stats: &mut self.stats,
-                pool: &mut self.pool,
-                response: &mut self.response,
-            };
-            self.conn.expire(&mut env);
+            self.with_env(|conn, env| conn.expire(env));
         }
         self.drive();
     }
@@ -191,28 +180,29 @@ impl MemoryConnection {
         self.conn_stream().shut_write.get() || self.is_closed()
     }
 
+    /// Runs `f` on the connection with an environment as the server builds it for one turn.
+    fn with_env<R>(&mut self, f: impl FnOnce(&mut Connection<Pipe>, &mut Env<'_>) -> R) -> R {
+        let mut env = Env {
+            now: self.now,
+            config: &self.config,
+            handler: &mut *self.handler,
+            date: self.date.get(),
+            draining: self.draining,
+            shutting_down: self.draining,
+            stats: &mut self.stats,
+            pool: &mut self.pool,
+            response: &mut self.response,
+        };
+        f(&mut self.conn, &mut env)
+    }
+
     fn conn_stream(&self) -> &Pipe {
         self.conn.stream()
     }
 
     fn drive(&mut self) {
         self.conn.writable = true;
-        loop {
-            let mut env = Env {
-                now: self.now,
-                config: &self.config,
-                handler: &mut *self.handler,
-                date: self.date.get(),
-                draining: self.draining,
-                shutting_down: self.draining,
-                stats: &mut self.stats,
-                pool: &mut self.pool,
-                response: &mut self.response,
-            };
-            if !self.conn.drive(&mut env) {
-                break;
-            }
-        }
+        while self.with_env(|conn, env| conn.drive(env)) {}
     }
 }
 
