@@ -291,7 +291,7 @@ fn delete_is_405_with_allow() {
     let mut c = connect(server.addr());
     let resp = c.request(b"DELETE /x HTTP/1.1\r\nHost: test\r\n\r\n").expect("DELETE /x");
     assert_eq!(resp.status, 405, "{resp:?}");
-    assert_eq!(resp.header("allow"), Some("GET, HEAD"), "{resp:?}");
+    assert_eq!(resp.header("allow"), Some("GET, HEAD, OPTIONS"), "{resp:?}");
     assert_common_headers(&resp, false);
 }
 
@@ -311,43 +311,49 @@ fn delay_is_a_timer_not_a_sleep() {
     let server = Quiesce::start(&[]);
     let mut slow = connect(server.addr());
     let started = Instant::now();
-    slow.send(&get("/slow?delay=300ms")).expect("send delayed");
+    slow.send(&get("/slow?delay=2s")).expect("send delayed");
+    // Once this is answered, the single-threaded server has read the delayed request.
+    sync_point(server.addr());
 
     let mut fast = connect(server.addr());
     for path in ["/plaintext", "/fast"] {
-        let t = Instant::now();
         let resp = fast.request(&get(path)).unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let took = t.elapsed();
         assert_eq!(resp.status, 200, "{resp:?}");
-        assert!(took < Duration::from_millis(200), "GET {path} took {took:?} while another request was delayed");
+        // Ordering, not speed: the delayed response is still pending.
+        assert_eq!(
+            slow.close_state(Duration::from_millis(1)),
+            CloseState::Open,
+            "GET {path} was answered only after the delayed request"
+        );
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(300),
-        "the fast requests must finish before the delayed one is due"
-    );
 
     let resp = slow.read_response().expect("delayed response");
     let took = started.elapsed();
     assert_ok_body(&resp, &hello(r#""/slow""#));
-    assert!(took >= Duration::from_millis(300), "?delay=300ms answered after only {took:?}");
-    assert!(took < Duration::from_secs(2), "?delay=300ms took {took:?}");
+    assert!(took >= Duration::from_secs(2), "?delay=2s answered after only {took:?}");
+    assert!(took < Duration::from_secs(4), "?delay=2s took {took:?}");
 }
 
 #[test]
 fn delay_flag_applies_to_hello_route() {
-    let server = Quiesce::start(&["--delay", "250ms"]);
+    let server = Quiesce::start(&["--delay", "2s"]);
+    let mut delayed = connect(server.addr());
+    let t = Instant::now();
+    delayed.send(&get("/d")).expect("send GET /d");
+    // /plaintext is not delayed: it is answered while /d is still pending.
     let mut c = connect(server.addr());
-    let t = Instant::now();
-    let resp = c.request(&get("/d")).expect("GET /d");
-    let took = t.elapsed();
-    assert_ok_body(&resp, &hello(r#""/d""#));
-    assert!(took >= Duration::from_millis(250), "--delay 250ms took {took:?}");
-    assert!(took < Duration::from_secs(2), "--delay 250ms took {took:?}");
-    // /plaintext is not delayed.
-    let t = Instant::now();
     let resp = c.request(&get("/plaintext")).expect("GET /plaintext");
     assert_ok_body(&resp, "Hello, World!");
-    assert!(t.elapsed() < Duration::from_millis(200), "/plaintext was delayed");
+    assert_eq!(
+        delayed.close_state(Duration::from_millis(1)),
+        CloseState::Open,
+        "/plaintext was answered only after the delayed /d"
+    );
+    let resp = delayed.read_response().expect("GET /d");
+    let took = t.elapsed();
+    assert_ok_body(&resp, &hello(r#""/d""#));
+    assert!(took >= Duration::from_secs(2), "--delay 2s took {took:?}");
+    assert!(took < Duration::from_secs(4), "--delay 2s took {took:?}");
 }
 
 #[test]

@@ -62,21 +62,31 @@ fn new_connections_refused_after_signal() {
 #[test]
 fn idle_connection_closed_at_signal() {
     let mut server = Quiesce::start(&[]);
-    let mut c = connect(server.addr());
+    let addr = server.addr();
+    let mut c = connect(addr);
     let resp = c.request(&get("/plaintext")).expect("request");
     assert_ok_body(&resp, "Hello, World!");
     assert!(!resp.is_close());
+    // The yardstick for "at once": a request in flight across the signal, due 2 s later.
+    let mut busy = in_flight(addr, &get("/busy?delay=2s"));
     // Time matters: the last response must be more than 100 ms old.
     thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
     server.signal(SIGINT);
-    let state = c.close_state(Duration::from_secs(2));
-    let took = t.elapsed();
+    let state = c.close_state(Duration::from_secs(3));
     assert_eq!(state, CloseState::Eof, "idle connection must be closed cleanly");
-    assert!(took < Duration::from_millis(500), "idle connection closed only after {took:?}");
-    let (status, took) = server.wait_exit_timed(Duration::from_secs(3));
+    assert_eq!(
+        busy.close_state(Duration::from_millis(1)),
+        CloseState::Open,
+        "the idle connection must be closed at once, not after the in-flight request finished"
+    );
+    let resp = busy.read_response().expect("in-flight response");
+    let answered = Instant::now();
+    assert_ok_body(&resp, &hello(r#""/busy""#));
+    assert!(resp.is_close(), "{resp:?}");
+    let status = server.wait_exit(Duration::from_secs(3));
+    let took = answered.elapsed();
     assert_exit_code(status, 0, &server);
-    assert!(took < Duration::from_secs(1), "exit took {took:?}");
+    assert!(took < Duration::from_secs(1), "exit took {took:?} after the last response");
 }
 
 // Rule 2: a New connection gets up to 1 s to send its first request; it is served with
@@ -118,21 +128,37 @@ fn healthz_while_draining_is_503() {
 // more request, served with Connection: close.
 #[test]
 fn recently_idle_connection_gets_last_call() {
-    let mut server = Quiesce::start(&[]);
-    let mut c = connect(server.addr());
-    let resp = c.request(&get("/first")).expect("first request");
-    assert_ok_body(&resp, &hello(r#""/first""#));
-    let answered = Instant::now();
-    server.signal(SIGINT);
-    server.expect_log(DRAIN_LOG, LOG_WAIT);
-    let since = answered.elapsed();
-    assert!(since < Duration::from_millis(80), "test machine too slow: {since:?} between response and drain log");
-    let resp = c.request(&get("/second")).expect("last-call request");
-    assert_ok_body(&resp, &hello(r#""/second""#));
-    assert!(resp.is_close(), "last-call request must get Connection: close: {resp:?}");
-    assert_eq!(c.close_state(Duration::from_secs(2)), CloseState::Eof);
-    let status = server.wait_exit(Duration::from_secs(2));
-    assert_exit_code(status, 0, &server);
+    // The signal goes out right after the response. Whether the server saw the response as
+    // recent is its own decision, which the drain-start line reports: with a last call the
+    // connection must be served. On a machine so slow that the drain started more than 100 ms
+    // after the response, the connection is closed as idle instead; that attempt proves nothing
+    // about this rule and is retried on a new server.
+    const ATTEMPTS: usize = 5;
+    let mut too_late = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let mut server = Quiesce::start(&[]);
+        let mut c = connect(server.addr());
+        let resp = c.request(&get("/first")).expect("first request");
+        assert_ok_body(&resp, &hello(r#""/first""#));
+        server.signal(SIGINT);
+        let line = server.expect_log(DRAIN_LOG, LOG_WAIT);
+        if !line.contains("last call for 1") {
+            assert!(line.contains("closing 1 idle"), "drain-start line: {line:?}; logs:\n{}", server.logs_text());
+            assert_eq!(c.close_state(Duration::from_secs(2)), CloseState::Eof, "idle connection closed at the signal");
+            let status = server.wait_exit(Duration::from_secs(2));
+            assert_exit_code(status, 0, &server);
+            too_late.push(line);
+            continue;
+        }
+        let resp = c.request(&get("/second")).expect("last-call request");
+        assert_ok_body(&resp, &hello(r#""/second""#));
+        assert!(resp.is_close(), "last-call request must get Connection: close: {resp:?}");
+        assert_eq!(c.close_state(Duration::from_secs(2)), CloseState::Eof);
+        let status = server.wait_exit(Duration::from_secs(2));
+        assert_exit_code(status, 0, &server);
+        return;
+    }
+    panic!("in {ATTEMPTS} attempts the server never gave the just-used connection a last call: {too_late:?}");
 }
 
 // Rule 2: a New connection that never sends anything is closed about 1 s after the signal.
