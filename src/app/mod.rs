@@ -60,7 +60,12 @@ impl App {
         self
     }
 
-    fn metrics(registry: &Registry, req: &Request<'_>, res: &mut Response) -> Reply {
+    fn serve_metrics(&self, req: &Request<'_>, res: &mut Response) -> Reply {
+        let Some(registry) = &self.metrics else {
+            res.set_status(404).set_body("no metrics here\n");
+            text(res);
+            return Reply::Now;
+        };
         if !is_get_or_head(req) {
             return method_not_allowed(res, GET_HEAD);
         }
@@ -126,8 +131,9 @@ impl Handler for App {
             text(res);
             return Reply::Now;
         }
+        let path = req.path();
         if req.method() == "OPTIONS" {
-            let allow = match req.path() {
+            let allow = match path {
                 "*" => ALL,
                 "/echo" => POST,
                 _ => GET_HEAD,
@@ -136,14 +142,10 @@ impl Handler for App {
             let _ = res.add_header("Allow", allow);
             return Reply::Now;
         }
-        if req.path() == "/metrics"
-            && let Some(registry) = &self.metrics
-        {
-            return Self::metrics(registry, req, res);
-        }
-        match req.path() {
+        match path {
             "/healthz" => self.healthz(req, res),
             "/echo" => Self::echo(req, res),
+            "/metrics" if self.metrics.is_some() => self.serve_metrics(req, res),
             "/plaintext" if is_get_or_head(req) => {
                 res.set_body("Hello, World!");
                 text(res);

@@ -16,7 +16,7 @@ use log::{debug, error};
 use crate::config::ServerConfig;
 use crate::handler::{Handler, Reply};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
-use crate::http::error::HttpError;
+use crate::http::error::{HTTPARSE_VERSION_ERROR, HttpError};
 use crate::http::request::{
     BodyKind, HeadInfo, HeadLimits, REQUEST_LINE_OVERHEAD, Request, Version, find_head_end, header_slots,
     leading_empty_lines, normalize_version, parse_head,
@@ -574,14 +574,14 @@ impl<S: Transport> Connection<S> {
             }
         };
         self.scanned = 0;
-        if let Err(e) = normalize_version(&mut self.read_buf.data_mut()[..len]) {
-            return self.fail(e, env);
-        }
 
         let data = self.read_buf.data();
         let mut slots = header_slots();
         let parsed = match parse_head(&data[..len], &mut slots, Self::head_limits(env.config)) {
             Ok(parsed) => parsed,
+            // Only a version httparse rejects needs a closer look (HTTP/1.2 is served as
+            // HTTP/1.1, HTTP/2.0 gets 505): valid requests never pay for it.
+            Err(HTTPARSE_VERSION_ERROR) => return self.retry_with_normalized_version(len, env),
             Err(e) => return self.fail(e, env),
         };
         let head = parsed.info;
@@ -618,6 +618,16 @@ impl<S: Transport> Connection<S> {
         self.last_read = env.now;
         self.phase = Phase::Body(BodyProgress { head, framing });
         true
+    }
+
+    /// The head of `len` bytes has a version httparse rejects: rewrite a later HTTP/1 minor
+    /// version to 1.1 in place and parse again, or answer the error.
+    fn retry_with_normalized_version(&mut self, len: usize, env: &mut Env<'_>) -> bool {
+        match normalize_version(&mut self.read_buf.data_mut()[..len]) {
+            Ok(true) => self.process_head(env),
+            Ok(false) => self.fail(HTTPARSE_VERSION_ERROR, env),
+            Err(e) => self.fail(e, env),
+        }
     }
 
     /// In `Body`: advances the body; answers the request once it is complete.

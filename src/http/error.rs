@@ -59,6 +59,9 @@ impl fmt::Display for HttpError {
     }
 }
 
+/// What `httparse` rejecting the version becomes (see `request::normalize_version`).
+pub(crate) const HTTPARSE_VERSION_ERROR: HttpError = HttpError::BadRequest("invalid HTTP version");
+
 /// Maps an `httparse` error to ours.
 pub(crate) fn from_httparse(e: httparse::Error) -> HttpError {
     use httparse::Error as E;
@@ -69,6 +72,6 @@ pub(crate) fn from_httparse(e: httparse::Error) -> HttpError {
         E::Status => HttpError::BadRequest("invalid request line"),
         E::Token => HttpError::BadRequest("invalid method or request line"),
         E::TooManyHeaders => HttpError::HeadTooLarge,
-        E::Version => HttpError::BadRequest("invalid HTTP version"),
+        E::Version => HTTPARSE_VERSION_ERROR,
     }
 }

@@ -64,7 +64,9 @@ impl<'a> Request<'a> {
     /// target (`http://host/x`) the part after the authority (`/x`, or `/` when empty).
     pub fn path(&self) -> &'a str {
         let target = self.target;
-        let without_query = target.split_once('?').map_or(target, |(p, _)| p);
+        // A plain loop: targets are short, and this runs for every request.
+        let end = target.bytes().position(|b| b == b'?').unwrap_or(target.len());
+        let without_query = &target[..end];
         if without_query.starts_with('/') || without_query == "*" {
             return without_query;
         }
@@ -178,19 +180,19 @@ pub(crate) fn leading_empty_lines(data: &[u8]) -> usize {
     }
 }
 
-/// Checks the version at the end of the request line before `httparse` sees it, and rewrites it
-/// in place where RFC 9110 §6.2 says how: a later HTTP/1 minor version (`HTTP/1.2`) is handled as
-/// HTTP/1.1, which `httparse` would reject. Another major version (`HTTP/2.0`, including the
-/// HTTP/2 connection preface) is 505. Anything else that is not exactly `HTTP/d.d` is left to the
-/// parser, which rejects it with 400.
-pub(crate) fn normalize_version(head: &mut [u8]) -> Result<(), HttpError> {
-    let Some(lf) = head.iter().position(|&b| b == b'\n') else { return Ok(()) };
+/// Looks at the version at the end of the request line of a head `httparse` rejected for its
+/// version, and rewrites it in place where RFC 9110 §6.2 says how: a later HTTP/1 minor version
+/// (`HTTP/1.2`) is handled as HTTP/1.1. Returns whether it rewrote anything. Another major
+/// version (`HTTP/2.0`, including the HTTP/2 connection preface) is 505. Anything else that is not
+/// exactly `HTTP/d.d` is left as it is, for the parser to reject with 400.
+pub(crate) fn normalize_version(head: &mut [u8]) -> Result<bool, HttpError> {
+    let Some(lf) = head.iter().position(|&b| b == b'\n') else { return Ok(false) };
     let line = &mut head[..lf];
     let line = match line {
         [rest @ .., b'\r'] => rest,
         _ => line,
     };
-    let Some(space) = line.iter().rposition(|&b| b == b' ') else { return Ok(()) };
+    let Some(space) = line.iter().rposition(|&b| b == b' ') else { return Ok(false) };
     match &mut line[space + 1..] {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
             if *major != b'1' {
@@ -198,10 +200,11 @@ pub(crate) fn normalize_version(head: &mut [u8]) -> Result<(), HttpError> {
             }
             if *minor > b'1' {
                 *minor = b'1';
+                return Ok(true);
             }
-            Ok(())
+            Ok(false)
         }
-        _ => Ok(()),
+        _ => Ok(false),
     }
 }
 
