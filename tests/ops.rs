@@ -974,6 +974,12 @@ fn sighup_restart_without_downtime() {
         &stats.failures[..stats.failures.len().min(5)],
         server.logs_text()
     );
+    eprintln!(
+        "restart: {} requests on fresh connections, {} after the handover, {} failures",
+        stats.ok,
+        stats.ok_after_handover,
+        stats.failures.len()
+    );
     assert!(
         stats.ok > 0 && stats.ok_after_handover > 0,
         "ok {}, after the handover {}",
@@ -1177,6 +1183,7 @@ fn out_of_descriptors_pauses_accepts_without_spinning() {
     thread::sleep(Duration::from_millis(1500));
     let (warned, cpu, elapsed) =
         (server.count_logs("accept failed") - warned_before, cpu_seconds(pid) - cpu_before, t0.elapsed().as_secs_f64());
+    eprintln!("out of descriptors: {cpu:.3}s of server CPU in {elapsed:.2}s, {warned} warning(s)");
     assert!(cpu < 0.25 * elapsed, "server used {cpu:.2}s of CPU in {elapsed:.2}s while out of descriptors");
     assert!(
         warned as f64 <= elapsed.ceil() + 1.0,
