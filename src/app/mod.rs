@@ -12,6 +12,8 @@
 //!   configured delay; `?delay=DURATION` overrides it, capped by the maximum.
 //! - `OPTIONS` on any of them: `204` with `Allow`; `OPTIONS *`: `204` with every method served.
 //!
+//! Every body is `text/plain; charset=utf-8` (the [`Response`] default) unless said otherwise.
+//!
 //! A standard method a route does not serve gets `405` with `Allow`; a method that is not one of
 //! RFC 9110's (or PATCH) gets `501` (RFC 9110 §9.1).
 
@@ -21,8 +23,6 @@ use std::time::Duration;
 
 use crate::metrics::Registry;
 use crate::{Handler, Reply, Request, Response};
-
-const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Settings of the built-in routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,6 @@ impl App {
     fn serve_metrics(&self, req: &Request<'_>, res: &mut Response) -> Reply {
         let Some(registry) = &self.metrics else {
             res.set_status(404).set_body("no metrics here\n");
-            text(res);
             return Reply::Now;
         };
         if !is_get_or_head(req) {
@@ -85,7 +84,6 @@ impl App {
         } else {
             res.set_body("ok");
         }
-        text(res);
         Reply::Now
     }
 
@@ -95,9 +93,8 @@ impl App {
         }
         let content_type =
             req.header("content-type").and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("application/octet-stream");
-        if res.set_content_type(content_type.to_owned()).is_err() {
-            text(res);
-        }
+        // An unusable Content-Type falls back to the default (text/plain).
+        let _ = res.set_content_type(content_type.to_owned());
         res.set_body(req.body());
         Reply::Now
     }
@@ -113,7 +110,6 @@ impl App {
                 Err(_) => return bad_request(res, "invalid delay: expected a duration like 250ms, 10s or 2m\n"),
             },
         };
-        text(res);
         if hello::write_hello(req.path().as_bytes(), &mut self.scratch, res.body_mut()).is_err() {
             return bad_request(res, "invalid percent-encoding in the path\n");
         }
@@ -128,7 +124,6 @@ impl Handler for App {
     fn handle(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
         if !is_standard_method(req.method()) {
             res.set_status(501).set_body("method not implemented\n");
-            text(res);
             return Reply::Now;
         }
         let path = req.path();
@@ -148,7 +143,6 @@ impl Handler for App {
             "/metrics" if self.metrics.is_some() => self.serve_metrics(req, res),
             "/plaintext" if is_get_or_head(req) => {
                 res.set_body("Hello, World!");
-                text(res);
                 Reply::Now
             }
             _ => self.hello(req, res),
@@ -170,21 +164,14 @@ fn is_get_or_head(req: &Request<'_>) -> bool {
     matches!(req.method(), "GET" | "HEAD")
 }
 
-fn text(res: &mut Response) {
-    // A constant without CR or LF: cannot be rejected.
-    let _ = res.set_content_type(TEXT);
-}
-
 fn method_not_allowed(res: &mut Response, allow: &'static str) -> Reply {
     res.set_status(405).set_body("method not allowed\n");
-    text(res);
     let _ = res.add_header("Allow", allow);
     Reply::Now
 }
 
 fn bad_request(res: &mut Response, why: &'static str) -> Reply {
     res.set_status(400).set_body(why);
-    text(res);
     Reply::Now
 }
 

@@ -128,11 +128,16 @@ impl Response {
     /// send, if any.
     pub(crate) fn encode(&self, out: &mut Vec<u8>, date: &[u8], head_only: bool, connection: Option<&str>) {
         let status = self.status;
-        out.extend_from_slice(b"HTTP/1.1 ");
-        push_decimal(out, u64::from(status));
-        out.push(b' ');
-        out.extend_from_slice(reason(status).as_bytes());
-        out.extend_from_slice(b"\r\nServer: quiesce\r\nDate: ");
+        if status == 200 {
+            // The common case, as one copy.
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: quiesce\r\nDate: ");
+        } else {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            push_decimal(out, u64::from(status));
+            out.push(b' ');
+            out.extend_from_slice(reason(status).as_bytes());
+            out.extend_from_slice(b"\r\nServer: quiesce\r\nDate: ");
+        }
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
         // No body and no Content-Length on 1xx, 204 and 304 (RFC 9110 §8.6, §15.3.5, §15.4.5).
