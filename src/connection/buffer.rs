@@ -165,6 +165,13 @@ impl WriteBuf {
         }
     }
 
+    /// Drops what was not written (the connection is closing), keeping the allocation for the
+    /// pool.
+    pub(crate) fn discard(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+    }
+
     /// Gives the buffer back to the pool if everything was written.
     pub(crate) fn release(&mut self, pool: &mut BufPool) {
         if self.is_empty() && self.buf.capacity() > 0 {

@@ -790,7 +790,8 @@ impl<S: Transport> Connection<S> {
             self.phase = Phase::Closed;
             self.close_reason = Some(reason);
             self.read_buf.clear();
-            self.write_buf = WriteBuf::default();
+            // Kept (empty) so the next drive gives it back to the pool.
+            self.write_buf.discard();
             self.delayed = None;
         }
     }
