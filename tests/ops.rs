@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -13,8 +13,8 @@ use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -260,18 +260,6 @@ fn wait_status(server: &mut Quiesce, timeout: Duration) -> ExitStatus {
 // A quiesce process started from a caller-built Command (environment, pre_exec, another path)
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Default)]
-struct LogState {
-    lines: Vec<String>,
-    eof: bool,
-}
-
-type SharedLog = Arc<(Mutex<LogState>, Condvar)>;
-
-fn lock(log: &SharedLog) -> MutexGuard<'_, LogState> {
-    log.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Like `common::Quiesce`, for a `Command` the test builds itself; killed and reaped on drop.
 struct Proc {
     child: Child,
@@ -299,24 +287,7 @@ impl Proc {
         };
         let stderr = child.stderr.take().expect("piped stderr");
         let log: SharedLog = Arc::default();
-        let collector = Arc::clone(&log);
-        thread::spawn(move || {
-            let mut reader = BufReader::new(stderr);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
-                        lock(&collector).lines.push(text);
-                        collector.1.notify_all();
-                    }
-                }
-            }
-            lock(&collector).eof = true;
-            collector.1.notify_all();
-        });
+        spawn_log_collector(stderr, Arc::clone(&log));
         let mut proc = Proc { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), log, status: None };
         match proc.wait_log("listening on http://", STARTUP_TIMEOUT).as_deref().and_then(parse_listening) {
             Some(addr) => proc.addr = addr,

@@ -27,16 +27,17 @@ pub const SIGTERM: i32 = libc::SIGTERM;
 // The server process
 // ---------------------------------------------------------------------------------------------
 
+/// Lines a child wrote to stderr, collected by a thread.
 #[derive(Default)]
-struct LogState {
-    lines: Vec<String>,
+pub struct LogState {
+    pub lines: Vec<String>,
     /// stderr reached end of file (the process closed it, normally by exiting).
-    eof: bool,
+    pub eof: bool,
 }
 
-type SharedLog = Arc<(Mutex<LogState>, Condvar)>;
+pub type SharedLog = Arc<(Mutex<LogState>, Condvar)>;
 
-fn lock(log: &SharedLog) -> MutexGuard<'_, LogState> {
+pub fn lock(log: &SharedLog) -> MutexGuard<'_, LogState> {
     log.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -217,7 +218,8 @@ impl Drop for Quiesce {
     }
 }
 
-fn spawn_log_collector(stderr: ChildStderr, log: SharedLog) {
+/// Collects `stderr` line by line into `log` until end of file, on its own thread.
+pub fn spawn_log_collector(stderr: ChildStderr, log: SharedLog) {
     thread::spawn(move || {
         let mut reader = BufReader::new(stderr);
         let mut line = Vec::new();
