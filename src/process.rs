@@ -221,6 +221,9 @@ fn listeners(
     let setup = |e: io::Error| Error::Setup(e);
     if let Some(InheritedSockets(inherited)) = inherited {
         let given = inherited.listeners;
+        if given.is_empty() {
+            return Err(Error::Setup(io::Error::other("no inherited listening socket")));
+        }
         if !inherited.names.is_empty() {
             info!("inherited socket names: {}", inherited.names.join(", "));
         }
