@@ -408,3 +408,29 @@ fn bad_duration_exits_two() {
     assert_eq!(out.status.code(), Some(2), "--delay soon exit; stderr: {}", out.stderr);
     assert!(!out.stderr.trim().is_empty(), "no message on stderr");
 }
+
+/// A client that asked to close and sent a stray CRLF after a large body (old clients do) gets
+/// the whole response and a clean end of stream: the server must not close with that input
+/// still unread in the kernel, which would reset the connection and discard the response.
+#[test]
+fn close_request_with_bytes_after_the_body_gets_the_whole_response() {
+    let server = Quiesce::start(&[]);
+    for (version, extra) in [("HTTP/1.0", ""), ("HTTP/1.1", "Connection: close\r\n")] {
+        let body = vec![b'x'; 200_000];
+        let mut stream = std::net::TcpStream::connect(server.addr()).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let head = format!("POST /echo {version}\r\nHost: test\r\n{extra}Content-Length: {}\r\n\r\n", body.len());
+        stream.write_all(head.as_bytes()).expect("head");
+        stream.write_all(&body[..100_000]).expect("first half");
+        thread::sleep(Duration::from_millis(50));
+        stream.write_all(&body[100_000..]).expect("second half");
+        stream.write_all(b"\r\n").expect("stray CRLF");
+        // Let the server answer and close before reading anything.
+        thread::sleep(Duration::from_millis(300));
+        let mut response = Vec::new();
+        std::io::Read::read_to_end(&mut stream, &mut response)
+            .unwrap_or_else(|e| panic!("{version}: {e} after {} bytes", response.len()));
+        assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"), "{version}");
+        assert!(response.ends_with(&body), "{version}: {} bytes", response.len());
+    }
+}

@@ -187,6 +187,9 @@ pub(crate) struct Connection<S> {
     /// before closing (so unread input does not turn into a reset that destroys the response).
     /// Not needed when the client itself asked to close and sent nothing more.
     linger: bool,
+    /// The last read found the socket empty (a short read, `WouldBlock` or end of stream), so
+    /// no input waits unread in the kernel. A read capped by the buffer proves nothing.
+    input_drained: bool,
     delayed: Option<Delayed>,
     drain_grace: Option<Instant>,
     close_reason: Option<CloseReason>,
@@ -232,6 +235,7 @@ impl<S: Transport> Connection<S> {
             peer_eof: false,
             nodelay: false,
             linger: true,
+            input_drained: false,
             delayed: None,
             drain_grace: None,
             close_reason: None,
@@ -413,11 +417,13 @@ impl<S: Transport> Connection<S> {
             match self.stream.read(spare) {
                 Ok(0) => {
                     self.peer_eof = true;
+                    self.input_drained = true;
                     self.readable = false;
                     return true;
                 }
                 Ok(n) => {
                     progress = true;
+                    self.input_drained = n < want;
                     env.stats.bytes_in += n as u64;
                     self.last_read = env.now;
                     if discard {
@@ -433,6 +439,7 @@ impl<S: Transport> Connection<S> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.input_drained = true;
                     self.readable = false;
                     return progress;
                 }
@@ -742,9 +749,10 @@ impl<S: Transport> Connection<S> {
         env.stats.response(response.status());
         response.encode(self.write_buf.out(env.pool), env.date, head.is_head, connection);
         if close {
-            // The client said this was its last request, and nothing follows it: a plain close
-            // is clean. Anything else (our decision, or more input) gets a lingering close.
-            self.linger = head.keep_alive || !self.read_buf.is_empty();
+            // The client said this was its last request, and nothing follows it (the socket was
+            // found empty): a plain close is clean. Anything else (our decision, more input, or
+            // input possibly left in the kernel by a capped read) gets a lingering close.
+            self.linger = head.keep_alive || !self.read_buf.is_empty() || !self.input_drained;
             self.phase = Phase::Closing;
             self.read_buf.clear();
         } else {
