@@ -347,6 +347,7 @@ impl Successor {
         self.child.id()
     }
 
+    #[cfg(test)]
     /// Reaps the successor if it has exited (`Child::try_wait`).
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         self.child.try_wait()

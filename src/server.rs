@@ -50,6 +50,8 @@ const WAKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
 /// Token of a restarted successor's readiness pipe.
 const SUCCESSOR: Token = Token(3);
+/// How long a restarted successor may take to report that it serves.
+const SUCCESSOR_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection tokens are slab keys plus this.
 const FIRST_CONNECTION: usize = 4;
 
@@ -179,6 +181,8 @@ pub struct Server {
     /// The listening sockets a restarted copy inherits on SIGHUP (empty: SIGHUP is ignored).
     handoff: Vec<RawFd>,
     successor: Option<Successor>,
+    /// A successor not ready by then is stopped, and this server serves on.
+    successor_deadline: Option<Instant>,
     systemd: Option<Systemd>,
 }
 
@@ -250,6 +254,7 @@ impl Server {
             followers: Vec::new(),
             handoff: Vec::new(),
             successor: None,
+            successor_deadline: None,
             systemd: None,
         })
     }
@@ -378,6 +383,7 @@ impl Server {
             self.deadlines.next(),
             self.drain.map(|d| d.deadline),
             self.announced.map(|(until, _)| until),
+            self.successor_deadline,
             self.accept_paused_until.filter(|_| self.listener.is_some()),
         ];
         let next = candidates.into_iter().flatten().min()?;
@@ -698,6 +704,7 @@ impl Server {
                     Ok(()) => {
                         info!("received SIGHUP: started new process {}; serving until it is ready", successor.id());
                         self.successor = Some(successor);
+                        self.successor_deadline = Some(after(now, SUCCESSOR_READY_TIMEOUT));
                         self.check_successor(now);
                     }
                     Err(e) => {
@@ -728,7 +735,17 @@ impl Server {
         let state = successor.poll_ready();
         let pid = successor.id();
         match state {
-            Ok(ReadyState::Pending) => {}
+            Ok(ReadyState::Pending) => {
+                if self.successor_deadline.is_some_and(|deadline| deadline <= now) {
+                    let status = self.successor.as_mut().map(Successor::kill);
+                    error!(
+                        "new process {pid} was not ready within {}s; stopped it ({status:?}); serving on",
+                        SUCCESSOR_READY_TIMEOUT.as_secs()
+                    );
+                    self.forget_successor();
+                    self.restart_failed();
+                }
+            }
             Ok(ReadyState::Ready) => {
                 self.forget_successor();
                 if let Some(systemd) = &self.systemd {
@@ -737,10 +754,10 @@ impl Server {
                 self.drain_now(Cause::Restart(pid), now);
             }
             Ok(ReadyState::Failed) | Err(_) => {
-                let status = self.successor.as_mut().and_then(|s| s.try_wait().ok().flatten());
-                match status {
-                    Some(status) => error!("new process {pid} failed before it was ready ({status}); serving on"),
-                    None => error!("new process {pid} closed its readiness pipe without being ready; serving on"),
+                // Reaped either way; killed first if it is still running without being ready.
+                match self.successor.as_mut().map(Successor::kill) {
+                    Some(Ok(status)) => error!("new process {pid} failed before it was ready ({status}); serving on"),
+                    _ => error!("new process {pid} closed its readiness pipe without being ready; serving on"),
                 }
                 self.forget_successor();
                 self.restart_failed();
@@ -749,6 +766,7 @@ impl Server {
     }
 
     fn forget_successor(&mut self) {
+        self.successor_deadline = None;
         if let Some(successor) = self.successor.take() {
             let fd = successor.ready_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
