@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::thread;
 
 use log::{error, info, warn};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::config::ServerConfig;
 use crate::error::Error;
@@ -22,6 +23,7 @@ use crate::handler::Handler;
 use crate::listen::{self, Inherited, Source};
 use crate::metrics::{DrainReport, Metrics, Registry};
 use crate::server::{Outcome, Server};
+use crate::shutdown::ShutdownHandle;
 use crate::systemd::Notifier;
 
 /// Listening sockets handed to this process: by systemd socket activation (`LISTEN_FDS`) or by
@@ -139,8 +141,9 @@ where
     let local_addr = servers[0].local_addr();
     let mut followers = servers.split_off(1);
     let mut leader = servers.pop().ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
-    for follower in &followers {
-        leader.add_follower(follower.shutdown_handle());
+    let follower_handles: Vec<ShutdownHandle> = followers.iter().map(Server::shutdown_handle).collect();
+    for handle in &follower_handles {
+        leader.add_follower(handle.clone());
     }
     // SAFETY: the descriptors belong to the listeners of the leader and its followers, which
     // keep them until they drain, and they drain only once the leader has begun to.
@@ -174,9 +177,25 @@ where
         }
     }
 
-    let mut outcomes = vec![leader.run()];
+    let leader_outcome = leader.run();
+    if leader_outcome.is_err() {
+        // Nobody else would tell the others to stop.
+        for handle in &follower_handles {
+            handle.immediate();
+        }
+    }
+    // Worker 0 and its signal source are gone, but others may still be draining: a signal now
+    // is the second one, and stops them at once.
+    let late_signal = (config.handle_signals && !threads.is_empty())
+        .then(|| LateSignals::watch(follower_handles))
+        .transpose()
+        .map_err(Error::Setup)?;
+    let mut outcomes = vec![leader_outcome];
     for thread in threads {
         outcomes.push(thread.join().unwrap_or_else(|_| Err(Error::Poll(io::Error::other("worker thread panicked")))));
+    }
+    if let Some(signal) = late_signal.and_then(LateSignals::finish) {
+        outcomes.push(Ok(Outcome::Stopped { signal: Some(signal), closed: 0 }));
     }
     let mut combined: Option<Outcome> = None;
     for outcome in outcomes {
@@ -192,6 +211,35 @@ where
     }
     let outcome = combined.ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
     Ok(Summary { outcome, drain: registry.drain_report(), workers })
+}
+
+/// SIGINT/SIGTERM handling on a thread of its own, once worker 0 has returned: the first
+/// signal stops every other worker at once.
+struct LateSignals {
+    handle: signal_hook::iterator::Handle,
+    thread: thread::JoinHandle<Option<i32>>,
+}
+
+impl LateSignals {
+    fn watch(followers: Vec<ShutdownHandle>) -> io::Result<LateSignals> {
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let handle = signals.handle();
+        let thread = thread::Builder::new().name("quiesce-signals".into()).spawn(move || {
+            let signal = signals.forever().next()?;
+            info!("received signal {signal}: stopping the workers still draining");
+            for follower in &followers {
+                follower.immediate();
+            }
+            Some(signal)
+        })?;
+        Ok(LateSignals { handle, thread })
+    }
+
+    /// Stops watching; the signal that arrived, if one did.
+    fn finish(self) -> Option<i32> {
+        self.handle.close();
+        self.thread.join().ok().flatten()
+    }
 }
 
 /// The worse of two outcomes: a signal stop over a timeout over a drain.
