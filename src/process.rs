@@ -226,7 +226,8 @@ impl LateSignals {
         let handle = signals.handle();
         let thread = thread::Builder::new().name("quiesce-signals".into()).spawn(move || {
             let signal = signals.forever().next()?;
-            info!("received signal {signal}: stopping the workers still draining");
+            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+            info!("received {name}: stopping the workers still draining");
             for follower in &followers {
                 follower.immediate();
             }
