@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -165,14 +165,6 @@ fn info_pid(text: &str) -> u32 {
     info_label(text, "pid").parse().expect("numeric pid label")
 }
 
-/// Extracts the address from a line containing `listening on http://IP:PORT`.
-fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let marker = "listening on http://";
-    let rest = &line[line.find(marker)? + marker.len()..];
-    let end = rest.find(|c: char| c.is_whitespace() || c == '/' || c == ',' || c == ')').unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
 /// Whether bytes (or EOF, or an error) are waiting on `c`, without consuming them.
 fn has_data(c: &Client) -> bool {
     if !c.buffered().is_empty() {
@@ -254,137 +246,6 @@ fn wait_status(server: &mut Quiesce, timeout: Duration) -> ExitStatus {
         status.is_some()
     });
     status.unwrap_or_else(|| panic!("quiesce did not exit within {timeout:?}; logs:\n{}", server.logs_text()))
-}
-
-// ---------------------------------------------------------------------------------------------
-// A quiesce process started from a caller-built Command (environment, pre_exec, another path)
-// ---------------------------------------------------------------------------------------------
-
-/// Like `common::Quiesce`, for a `Command` the test builds itself; killed and reaped on drop.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    log: SharedLog,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    /// Spawns `command` (stderr collected) and waits at most 10 s for `listening on http://`.
-    fn spawn(mut command: Command) -> Proc {
-        command.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        // A binary copied just now can be briefly busy (ETXTBSY) while another test's fork still
-        // holds the copy's write descriptor: retry a few times.
-        let mut attempts = 0;
-        let mut child = loop {
-            match command.spawn() {
-                Ok(child) => break child,
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 50 => {
-                    attempts += 1;
-                    thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("spawn {command:?}: {e}"),
-            }
-        };
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log: SharedLog = Arc::default();
-        spawn_log_collector(stderr, Arc::clone(&log));
-        let mut proc = Proc { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), log, status: None };
-        match proc.wait_log("listening on http://", STARTUP_TIMEOUT).as_deref().and_then(parse_listening) {
-            Some(addr) => proc.addr = addr,
-            None => panic!(
-                "{command:?} did not log `listening on http://IP:PORT` (exit status: {:?}); logs:\n{}",
-                proc.try_status(),
-                proc.logs_text()
-            ),
-        }
-        proc
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&mut self, sig: i32) {
-        assert!(self.try_status().is_none(), "cannot send signal {sig}: exited; logs:\n{}", self.logs_text());
-        kill(self.pid(), sig).unwrap_or_else(|e| panic!("kill({}, {sig}): {e}", self.pid()));
-    }
-
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait");
-        }
-        self.status
-    }
-
-    /// Waits at most `timeout` for the exit, then (briefly) for stderr's end.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let mut status = None;
-        wait_until(timeout, || {
-            status = self.try_status();
-            status.is_some()
-        });
-        let status =
-            status.unwrap_or_else(|| panic!("quiesce did not exit within {timeout:?}; logs:\n{}", self.logs_text()));
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut state = lock(&self.log);
-        while !state.eof && Instant::now() < deadline {
-            state = self.log.1.wait_timeout(state, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
-        }
-        status
-    }
-
-    fn logs(&self) -> Vec<String> {
-        lock(&self.log).lines.clone()
-    }
-
-    fn logs_text(&self) -> String {
-        self.logs().join("\n")
-    }
-
-    fn count_logs(&self, substr: &str) -> usize {
-        lock(&self.log).lines.iter().filter(|l| l.contains(substr)).count()
-    }
-
-    fn wait_log(&self, substr: &str, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        let mut state = lock(&self.log);
-        loop {
-            if let Some(line) = state.lines.iter().find(|l| l.contains(substr)) {
-                return Some(line.clone());
-            }
-            let now = Instant::now();
-            if state.eof || now >= deadline {
-                return None;
-            }
-            state = self.log.1.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-        }
-    }
-
-    fn expect_log(&self, substr: &str, timeout: Duration) -> String {
-        self.wait_log(substr, timeout).unwrap_or_else(|| {
-            panic!("no log line containing {substr:?} within {timeout:?}; logs:\n{}", self.logs_text())
-        })
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// The quiesce binary with `--addr 127.0.0.1:0` and `args`.
-fn quiesce_command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_quiesce"));
-    command.args(["--addr", "127.0.0.1:0"]).args(args).env_remove("NOTIFY_SOCKET");
-    command
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -656,7 +517,7 @@ fn metrics_are_prometheus_text_and_count() {
 
 /// quiesce started the way systemd does it: `listener` at fd 3, `LISTEN_FDS=1` and
 /// `LISTEN_PID` = the server's own pid (a shell exports its pid and execs the binary).
-fn socket_activated(listener: &TcpListener, args: &[&str]) -> Proc {
+fn socket_activated(listener: &TcpListener, args: &[&str]) -> Quiesce {
     let mut command = Command::new("/bin/sh");
     command
         .arg("-c")
@@ -679,7 +540,7 @@ fn socket_activated(listener: &TcpListener, args: &[&str]) -> Proc {
             Ok(())
         });
     }
-    Proc::spawn(command)
+    Quiesce::spawn(command)
 }
 
 #[test]
@@ -729,7 +590,7 @@ fn systemd_notify_ready_stopping_and_drain_status() {
 
     let mut command = quiesce_command(&[]);
     command.env("NOTIFY_SOCKET", &path);
-    let mut server = Proc::spawn(command);
+    let mut server = Quiesce::spawn(command);
     assert_eq!(recv(), "READY=1");
 
     let mut slow = connect(server.addr());
@@ -991,7 +852,7 @@ fn failed_restart_keeps_serving() {
     std::fs::copy(env!("CARGO_BIN_EXE_quiesce"), &exe).expect("copy the binary");
     let mut command = Command::new(&exe);
     command.args(["--addr", "127.0.0.1:0"]).env_remove("NOTIFY_SOCKET");
-    let mut server = Proc::spawn(command);
+    let mut server = Quiesce::spawn(command);
     let addr = server.addr();
     assert_ok_body(&fetch(addr, "/plaintext"), "Hello, World!");
 
@@ -1135,7 +996,7 @@ fn out_of_descriptors_pauses_accepts_without_spinning() {
             Ok(())
         });
     }
-    let server = Proc::spawn(command);
+    let server = Quiesce::spawn(command);
     let addr = server.addr();
     let pid = server.pid();
     let own_fds = open_fds_below(pid, LIMIT);

@@ -53,16 +53,26 @@ impl Quiesce {
     /// Spawns the binary with `--addr 127.0.0.1:0` plus `extra_args` and waits (at most 10 s)
     /// for the `listening on http://IP:PORT` line on stderr.
     pub fn start(extra_args: &[&str]) -> Quiesce {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quiesce"))
-            .arg("--addr")
-            .arg("127.0.0.1:0")
-            .args(extra_args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the quiesce binary");
+        Quiesce::spawn(quiesce_command(extra_args))
+    }
+
+    /// Spawns `command` (a quiesce the test built itself: environment, `pre_exec`, another
+    /// path) with stderr collected, and waits (at most 10 s) for `listening on http://IP:PORT`.
+    pub fn spawn(mut command: Command) -> Quiesce {
+        command.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        // A binary copied just now can be briefly busy (ETXTBSY) while another test's fork still
+        // holds the copy's write descriptor: retry a few times.
+        let mut attempts = 0;
+        let mut child = loop {
+            match command.spawn() {
+                Ok(child) => break child,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 50 => {
+                    attempts += 1;
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("spawn {command:?}: {e}"),
+            }
+        };
         let stderr = child.stderr.take().expect("piped stderr");
         let log: SharedLog = Arc::default();
         spawn_log_collector(stderr, Arc::clone(&log));
@@ -92,7 +102,7 @@ impl Quiesce {
             None => {
                 let status = server.child.try_wait().ok().flatten();
                 panic!(
-                    "quiesce {extra_args:?} did not log `listening on http://IP:PORT` within \
+                    "{command:?} did not log `listening on http://IP:PORT` within \
                      {STARTUP_TIMEOUT:?} (exit status: {status:?}); stderr so far:\n{}",
                     server.logs().join("\n")
                 );
@@ -179,6 +189,11 @@ impl Quiesce {
         self.logs().join("\n")
     }
 
+    /// How many stderr lines so far contain `substr`.
+    pub fn count_logs(&self, substr: &str) -> usize {
+        lock(&self.log).lines.iter().filter(|l| l.contains(substr)).count()
+    }
+
     /// Waits at most `timeout` for a stderr line containing `substr`.
     pub fn wait_for_log(&self, substr: &str, timeout: Duration) -> bool {
         self.wait_for_log_line(substr, timeout).is_some()
@@ -218,6 +233,14 @@ impl Drop for Quiesce {
     }
 }
 
+/// The quiesce binary with `--addr 127.0.0.1:0` and `args` (and no systemd notification socket
+/// inherited from the environment the tests run in).
+pub fn quiesce_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quiesce"));
+    command.args(["--addr", "127.0.0.1:0"]).args(args).env_remove("NOTIFY_SOCKET");
+    command
+}
+
 /// Collects `stderr` line by line into `log` until end of file, on its own thread.
 pub fn spawn_log_collector(stderr: ChildStderr, log: SharedLog) {
     thread::spawn(move || {
@@ -240,7 +263,7 @@ pub fn spawn_log_collector(stderr: ChildStderr, log: SharedLog) {
 }
 
 /// Extracts the address from a line containing `listening on http://IP:PORT`.
-fn parse_listening(line: &str) -> Option<SocketAddr> {
+pub fn parse_listening(line: &str) -> Option<SocketAddr> {
     let marker = "listening on http://";
     let rest = &line[line.find(marker)? + marker.len()..];
     let end = rest.find(|c: char| c.is_whitespace() || c == '/' || c == ',' || c == ')').unwrap_or(rest.len());
