@@ -14,6 +14,7 @@ use crate::connection::{Connection, Env, Transport};
 use crate::handler::Handler;
 use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
 use crate::http::date::DateCache;
+use crate::http::error::HTTPARSE_VERSION_ERROR;
 use crate::http::request::{HeadLimits, find_head_end, header_slots, normalize_version, parse_head};
 use crate::http::response::Response;
 use crate::metrics::Stats;
@@ -210,20 +211,21 @@ impl MemoryConnection {
 /// `max_headers` fields. Returns the head's length, or the status the server would answer.
 pub fn parse_request_head(data: &[u8], max_headers: usize) -> Result<usize, u16> {
     let len = find_head_end(data, 0).map_err(|_| 400u16)?;
-    let mut head = [0u8; 1024];
-    let mut owned = Vec::new();
-    let head: &mut [u8] = if len <= head.len() {
-        &mut head[..len]
-    } else {
-        owned.extend_from_slice(&data[..len]);
-        &mut owned
-    };
-    head.copy_from_slice(&data[..len]);
-    normalize_version(head).map_err(|e| e.status())?;
-    let mut slots = header_slots();
     let limits = HeadLimits { max_headers, max_uri_bytes: ServerConfig::default().max_uri_bytes };
-    let parsed = parse_head(head, &mut slots, limits).map_err(|e| e.status())?;
-    Ok(parsed.info.len)
+    let mut slots = header_slots();
+    // As the connection does: the version gets a second look only when httparse rejects it.
+    match parse_head(&data[..len], &mut slots, limits) {
+        Ok(parsed) => Ok(parsed.info.len),
+        Err(HTTPARSE_VERSION_ERROR) => {
+            let mut head = data[..len].to_vec();
+            if !normalize_version(&mut head).map_err(|e| e.status())? {
+                return Err(HTTPARSE_VERSION_ERROR.status());
+            }
+            let mut slots = header_slots();
+            parse_head(&head, &mut slots, limits).map(|parsed| parsed.info.len).map_err(|e| e.status())
+        }
+        Err(e) => Err(e.status()),
+    }
 }
 
 /// Decodes the chunked body at the start of `data` in place, as the connection does, feeding it
