@@ -119,7 +119,6 @@ impl Cli {
             drain_delay: self.drain_delay,
             max_connections: self.max_connections,
             backlog: self.backlog,
-            reuse_port: self.workers > 1,
             ..ServerConfig::default()
         }
     }
