@@ -10,6 +10,8 @@
 //! quoting the replacement gives the same output as quoting it after a separate escaping pass,
 //! and ASCII bytes never change how the UTF-8 around them decodes. That saves a second buffer.
 
+use crate::http::hex_value;
+
 /// The path could not be percent-decoded (a `%` not followed by two hex digits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BadPath;
@@ -60,16 +62,6 @@ pub(crate) fn percent_decode_into(src: &[u8], dst: &mut Vec<u8>) -> Result<(), B
         }
     }
     Ok(())
-}
-
-/// The value of one hex digit (`0-9`, `a-f`, `A-F`), or `None` for any other byte.
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// What Go's `html.EscapeString` replaces `b` with, or `None` if it leaves `b` alone.

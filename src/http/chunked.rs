@@ -9,6 +9,8 @@
 //! lines and trailers, no obs-fold), because a lenient chunked parser behind or in front of another
 //! one is how requests get smuggled. Trailer fields are validated and then discarded.
 
+use super::hex_value;
+
 /// Largest chunk size accepted: `i64::MAX`, the range of a signed 64-bit offset.
 const MAX_CHUNK_SIZE: u64 = i64::MAX as u64;
 
@@ -365,16 +367,6 @@ fn reject(byte: u8, what: &'static str) -> ChunkedError {
         b'\n' => malformed("bare LF in chunked framing"),
         0x00..=0x0c | 0x0e..=0x1f | 0x7f => malformed("control byte in chunked framing"),
         _ => malformed(what),
-    }
-}
-
-/// The value of an ASCII hex digit, either case.
-fn hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
     }
 }
 

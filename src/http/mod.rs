@@ -6,3 +6,9 @@ pub(crate) mod date;
 pub(crate) mod error;
 pub(crate) mod request;
 pub(crate) mod response;
+
+/// The value of one hex digit, either case.
+pub(crate) fn hex_value(byte: u8) -> Option<u8> {
+    // A digit's value is below 16, so it fits.
+    char::from(byte).to_digit(16).map(|d| d as u8)
+}
