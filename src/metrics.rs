@@ -111,11 +111,6 @@ impl Metrics {
     pub fn active(&self) -> u64 {
         self.active.load(Relaxed)
     }
-
-    /// Whether a drain has begun.
-    pub fn draining(&self) -> bool {
-        self.draining.load(Relaxed) == 1
-    }
 }
 
 /// Every worker's [`Metrics`], rendered together.
