@@ -361,17 +361,18 @@ impl Server {
             if self.stop.is_none() {
                 self.drain_report.micros = duration_micros(now.saturating_duration_since(drain.started));
             }
+            self.notify_drain_status();
         }
         self.metrics.publish_drain(&self.drain_report);
-        if self.drain.is_none() {
-            return;
-        }
-        if let Some(systemd) = self.systemd.as_mut() {
-            let active: u64 = systemd.registry.workers().iter().map(|m| m.active()).sum();
-            if systemd.last_active != Some(active) {
-                systemd.last_active = Some(active);
-                systemd.notifier.status(&format!("draining: {active} active"));
-            }
+    }
+
+    /// Tells systemd how many connections (over every worker) are still active, when it changed.
+    fn notify_drain_status(&mut self) {
+        let Some(systemd) = self.systemd.as_mut() else { return };
+        let active: u64 = systemd.registry.workers().iter().map(|m| m.active()).sum();
+        if systemd.last_active != Some(active) {
+            systemd.last_active = Some(active);
+            systemd.notifier.status(&format!("draining: {active} active"));
         }
     }
 
@@ -632,24 +633,24 @@ impl Server {
             return;
         }
         if self.drain.is_none() && self.announced.is_none() {
+            if self.config.drain_delay.is_zero() {
+                self.drain_now(cause, now);
+                return;
+            }
             for follower in &self.followers {
                 follower.graceful();
             }
             if let Some(systemd) = &self.systemd {
                 systemd.notifier.stopping();
             }
-            if self.config.drain_delay.is_zero() {
-                self.begin_drain(cause, now);
-            } else {
-                let delay = self.config.drain_delay;
-                info!(
-                    "{}{}: draining in {}, serving until then (/healthz answers 503)",
-                    self.label,
-                    cause.describe(),
-                    humantime::format_duration(delay)
-                );
-                self.announced = Some((after(now, delay), cause));
-            }
+            let delay = self.config.drain_delay;
+            info!(
+                "{}{}: draining in {}, serving until then (/healthz answers 503)",
+                self.label,
+                cause.describe(),
+                humantime::format_duration(delay)
+            );
+            self.announced = Some((after(now, delay), cause));
         } else if let Cause::Signal(_) = cause {
             if self.drain_cause.is_some_and(|c| matches!(c, Cause::Restart(_))) {
                 // Handing over to a successor: this is the first signal, not a second one.
