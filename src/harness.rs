@@ -277,6 +277,33 @@ mod tests {
         assert!(conn.is_closed());
     }
 
+    /// A head of exactly `len` bytes, then a pipelined request.
+    fn head_of(len: usize) -> Vec<u8> {
+        let start = "GET /plaintext HTTP/1.1\r\nHost: a\r\nX-Pad: ";
+        let mut head = format!("{start}{}\r\n\r\n", "p".repeat(len - start.len() - 4)).into_bytes();
+        assert_eq!(head.len(), len);
+        head.extend_from_slice(b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
+        head
+    }
+
+    #[test]
+    fn head_limit_is_exact_whole_or_in_pieces() {
+        let config = ServerConfig { max_head_bytes: 256, ..ServerConfig::default() };
+        // Whole (one read, with the next request behind it), and in two or many pieces.
+        for pieces in [1, 2, 100, usize::MAX] {
+            for (len, served) in [(256, 2), (257, 0)] {
+                let mut conn = MemoryConnection::new(config.clone(), App::default());
+                let data = head_of(len);
+                for piece in data.chunks(data.len().div_ceil(pieces.min(data.len()))) {
+                    conn.send(piece);
+                }
+                let out = String::from_utf8(conn.take_output()).unwrap();
+                assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), served, "{len} bytes in {pieces}: {out}");
+                assert_eq!(out.starts_with("HTTP/1.1 431 "), served == 0, "{len} bytes in {pieces}: {out}");
+            }
+        }
+    }
+
     #[test]
     fn header_timeout_answers_408() {
         let mut conn = MemoryConnection::new(ServerConfig::default(), App::default());

@@ -19,7 +19,7 @@ use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
 use crate::http::error::{HTTPARSE_VERSION_ERROR, HttpError};
 use crate::http::request::{
     BodyKind, HeadInfo, HeadLimits, REQUEST_LINE_OVERHEAD, Request, Version, find_head_end, header_slots,
-    leading_empty_lines, normalize_version, parse_head,
+    leading_empty_lines, normalize_version, parse_head, parse_head_prefix,
 };
 use crate::http::response::Response;
 use crate::metrics::Stats;
@@ -72,7 +72,7 @@ pub(crate) struct Env<'a> {
     /// The application.
     pub handler: &'a mut (dyn Handler + Send),
     /// The current `Date` value.
-    pub date: &'a [u8],
+    pub date: &'a [u8; 29],
     /// True once a graceful drain has begun: each connection's last request is answered with
     /// `Connection: close`.
     pub draining: bool,
@@ -558,40 +558,36 @@ impl<S: Transport> Connection<S> {
             self.activity = true;
         }
         let max_head = env.config.max_head_bytes;
+        let limits = Self::head_limits(env.config);
         let data = self.read_buf.data();
-        let len = match find_head_end(data, self.scanned) {
-            Ok(len) if len <= max_head => len,
-            Ok(_) => return self.fail(HttpError::HeadTooLarge, env),
-            Err(scanned) => {
-                self.scanned = scanned;
-                // Without its end, a request line longer than any valid one means a long target.
-                let line_cap = env.config.max_uri_bytes.saturating_add(REQUEST_LINE_OVERHEAD).min(max_head);
-                if data.len() >= line_cap && !data[..line_cap].contains(&b'\n') {
-                    return self.fail(HttpError::UriTooLong, env);
+        let (mut slots, mut retry_slots) = (header_slots(), header_slots());
+        // Most heads arrive whole: parse them at once. A head still incomplete (or one that
+        // fails) takes the careful path, which scans a growing head only once and judges errors
+        // on the whole head.
+        let whole = match self.scanned {
+            0 => parse_head_prefix(&data[..data.len().min(max_head)], &mut slots, limits).ok().flatten(),
+            _ => None,
+        };
+        let parsed = match whole {
+            Some(parsed) => parsed,
+            None => {
+                let len = match find_head_end(data, self.scanned) {
+                    Ok(len) if len <= max_head => len,
+                    Ok(_) => return self.fail(HttpError::HeadTooLarge, env),
+                    Err(scanned) => return self.head_incomplete(scanned, env),
+                };
+                self.scanned = 0;
+                match parse_head(&data[..len], &mut retry_slots, limits) {
+                    Ok(parsed) => parsed,
+                    // Only a version httparse rejects needs a closer look (HTTP/1.2 is served as
+                    // HTTP/1.1, HTTP/2.0 gets 505): valid requests never pay for it.
+                    Err(HTTPARSE_VERSION_ERROR) => return self.retry_with_normalized_version(len, env),
+                    Err(e) => return self.fail(e, env),
                 }
-                if data.len() >= max_head {
-                    return self.fail(HttpError::HeadTooLarge, env);
-                }
-                if self.peer_eof {
-                    // The client closed in the middle of a head: nothing to answer.
-                    self.end_of_input();
-                    return true;
-                }
-                return false;
             }
         };
-        self.scanned = 0;
-
-        let data = self.read_buf.data();
-        let mut slots = header_slots();
-        let parsed = match parse_head(&data[..len], &mut slots, Self::head_limits(env.config)) {
-            Ok(parsed) => parsed,
-            // Only a version httparse rejects needs a closer look (HTTP/1.2 is served as
-            // HTTP/1.1, HTTP/2.0 gets 505): valid requests never pay for it.
-            Err(HTTPARSE_VERSION_ERROR) => return self.retry_with_normalized_version(len, env),
-            Err(e) => return self.fail(e, env),
-        };
         let head = parsed.info;
+        let len = head.len;
         let framing = match head.body {
             BodyKind::None => {
                 let req = request_from(&parsed.req, head.version, &[], env.shutting_down);
@@ -625,6 +621,27 @@ impl<S: Transport> Connection<S> {
         self.last_read = env.now;
         self.phase = Phase::Body(BodyProgress { head, framing });
         true
+    }
+
+    /// No complete head yet; `scanned` is how far the search for its end got. Answers a head
+    /// that can no longer become valid, and returns whether anything changed.
+    fn head_incomplete(&mut self, scanned: usize, env: &mut Env<'_>) -> bool {
+        self.scanned = scanned;
+        let (data, config) = (self.read_buf.data(), env.config);
+        // Without its end, a request line longer than any valid one means a long target.
+        let line_cap = config.max_uri_bytes.saturating_add(REQUEST_LINE_OVERHEAD).min(config.max_head_bytes);
+        if data.len() >= line_cap && !data[..line_cap].contains(&b'\n') {
+            return self.fail(HttpError::UriTooLong, env);
+        }
+        if data.len() >= config.max_head_bytes {
+            return self.fail(HttpError::HeadTooLarge, env);
+        }
+        if self.peer_eof {
+            // The client closed in the middle of a head: nothing to answer.
+            self.end_of_input();
+            return true;
+        }
+        false
     }
 
     /// The head of `len` bytes has a version httparse rejects: rewrite a later HTTP/1 minor
@@ -707,11 +724,7 @@ impl<S: Transport> Connection<S> {
         self.served += 1;
         self.head_started = None;
         match reply {
-            Reply::Now => {
-                let response = std::mem::take(env.response);
-                self.send(&response, head, env);
-                *env.response = response;
-            }
+            Reply::Now => self.send(head, env),
             Reply::After(delay) => {
                 let response = std::mem::take(env.response);
                 self.delayed = Some(Delayed { response, head });
@@ -722,16 +735,17 @@ impl<S: Transport> Connection<S> {
 
     fn send_delayed(&mut self, env: &mut Env<'_>) {
         if let Some(delayed) = self.delayed.take() {
-            self.send(&delayed.response, delayed.head, env);
-            // Recycle its buffers.
             *env.response = delayed.response;
+            self.send(delayed.head, env);
         } else {
             self.phase = Phase::Head;
         }
     }
 
-    /// Encodes `response` into the write buffer and decides whether the connection stays open.
-    fn send(&mut self, response: &Response, head: HeadInfo, env: &mut Env<'_>) {
+    /// Encodes the response in `env.response` into the write buffer and decides whether the
+    /// connection stays open.
+    fn send(&mut self, head: HeadInfo, env: &mut Env<'_>) {
+        let response = &*env.response;
         // While draining, or once the client has closed its side, the response to the last
         // request received is the last one.
         let last = (env.draining || self.peer_eof) && self.read_buf.is_empty();
@@ -784,9 +798,7 @@ impl<S: Transport> Connection<S> {
             expect_continue: false,
             is_head: false,
         };
-        let response = std::mem::take(env.response);
-        self.send(&response, head, env);
-        *env.response = response;
+        self.send(head, env);
         // The client did not ask to close: whatever it sends next must not reset the answer.
         self.linger = true;
         true

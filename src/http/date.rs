@@ -47,7 +47,7 @@ impl DateCache {
     }
 
     /// The header value.
-    pub(crate) fn get(&self) -> &[u8] {
+    pub(crate) fn get(&self) -> &[u8; 29] {
         &self.text
     }
 }
