@@ -381,8 +381,13 @@ for rep in $(seq 1 "$REPS"); do
         start_server "$s"
         run_wrk "$s" warm "$WARMUP" "$WORK/warm.$s.txt"
     done
+    # Each repetition starts with the next server (A B C, B C A, C A B): whatever the first slot
+    # after a switch of scenario costs or gains lands on every server in turn.
+    read -r -a order <<<"$SERVERS"
+    shift_by=$(((rep - 1) % ${#order[@]}))
+    order=("${order[@]:shift_by}" "${order[@]:0:shift_by}")
     for sc in S1 S2 S3; do
-        for s in $SERVERS; do measure "$s" "$sc" "$rep"; done
+        for s in "${order[@]}"; do measure "$s" "$sc" "$rep"; done
     done
     for s in $SERVERS; do heavy "$s" "$rep"; done
     floor_exit "$rep"
