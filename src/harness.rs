@@ -15,7 +15,9 @@ use crate::handler::Handler;
 use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
 use crate::http::date::DateCache;
 use crate::http::error::HTTPARSE_VERSION_ERROR;
-use crate::http::request::{HeadLimits, find_head_end, header_slots, normalize_version, parse_head};
+use crate::http::request::{
+    HeadLimits, find_head_end, header_slots, leading_empty_lines, normalize_version, parse_head, parse_head_prefix,
+};
 use crate::http::response::Response;
 use crate::metrics::Stats;
 
@@ -208,8 +210,14 @@ impl MemoryConnection {
 }
 
 /// Parses `data` as a request head (up to its blank line, which must be there) with at most
-/// `max_headers` fields. Returns the head's length, or the status the server would answer.
+/// `max_headers` fields, after the empty lines the connection skips before a request. Returns
+/// the length of both together, or the status the server would answer.
 pub fn parse_request_head(data: &[u8], max_headers: usize) -> Result<usize, u16> {
+    let skipped = leading_empty_lines(data);
+    parse_skipped_head(&data[skipped..], max_headers).map(|len| skipped + len)
+}
+
+fn parse_skipped_head(data: &[u8], max_headers: usize) -> Result<usize, u16> {
     let len = find_head_end(data, 0).map_err(|_| 400u16)?;
     let limits = HeadLimits { max_headers, max_uri_bytes: ServerConfig::default().max_uri_bytes };
     let mut slots = header_slots();
@@ -226,6 +234,19 @@ pub fn parse_request_head(data: &[u8], max_headers: usize) -> Result<usize, u16>
         }
         Err(e) => Err(e.status()),
     }
+}
+
+/// The connection's fast path: `data` (a head, maybe followed by more) parsed at once, without
+/// first searching for the head's end. The head's length when that parse is complete and valid;
+/// `None` when the head is incomplete or invalid, and the connection takes the careful path
+/// ([`parse_request_head`]) instead. Whenever this says `Some(len)`, the careful path must say
+/// `Ok(len)`.
+pub fn parse_request_prefix(data: &[u8], max_headers: usize) -> Option<usize> {
+    let skipped = leading_empty_lines(data);
+    let limits = HeadLimits { max_headers, max_uri_bytes: ServerConfig::default().max_uri_bytes };
+    let mut slots = header_slots();
+    let parsed = parse_head_prefix(&data[skipped..], &mut slots, limits).ok().flatten()?;
+    Some(skipped + parsed.info.len)
 }
 
 /// Decodes the chunked body at the start of `data` in place, as the connection does, feeding it
@@ -319,5 +340,28 @@ mod tests {
         assert_eq!(decode_chunked(b"3\r\nab", &[], 100), Ok(None));
         assert_eq!(decode_chunked(b"\r\n", &[], 100), Err(400));
         assert_eq!(parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 100), Ok(27));
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_careful_path() {
+        let cases: [&[u8]; 7] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n",
+            // Found by the parse fuzzer: empty lines before the request are skipped by both.
+            b"\r\n\r\nS / HTTP/1.0\n\n",
+            b"GET / HTTP/1.1\nHost: a\n\nrest",
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+            b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+        ];
+        let fast: Vec<Option<usize>> = cases.iter().map(|c| parse_request_prefix(c, 100)).collect();
+        // Whole and valid; whole with bare LFs; incomplete; HTTP/1.2 and the missing Host and the
+        // obs-fold go the careful way (which serves the first and rejects the others).
+        assert_eq!(fast, [Some(27), Some(18), Some(24), None, None, None, None]);
+        for (case, fast) in cases.iter().zip(fast) {
+            if let Some(len) = fast {
+                assert_eq!(parse_request_head(case, 100), Ok(len));
+            }
+        }
     }
 }
