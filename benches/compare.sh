@@ -513,21 +513,43 @@ def get(s, sc, k):
     a = agg.get((s, sc))
     return None if a is None else a[k]
 
+def per_rep(peer, sc, k):
+    """quiesce/peer for each repetition, pairing the runs of the same repetition."""
+    def value(r):
+        return int(r["cpu_ticks"]) / int(r["requests"]) if k == "cpu" else float(r["rps"])
+    by = {(r["server"], r["rep"]): value(r) for r in runs if r["scenario"] == sc and int(r["requests"]) > 0}
+    reps = sorted({rep for (_, rep) in by}, key=int)
+    return [by["quiesce", rep] / by[peer, rep] for rep in reps if ("quiesce", rep) in by and (peer, rep) in by]
+
+rss_reps = [(int(r["rss2_kb"]) - int(r["rss0_kb"])) * 1024 / int(r["n2"]) for r in rss if r["server"] == "quiesce"]
+exit_reps = [float(r["ms"]) for r in ex if r["server"] == "quiesce"]
 checks = [
-    ("S1 CPU/req ≤ 0.8× nginx", ratio(get("quiesce", "S1", "cpu"), get("nginx", "S1", "cpu")), 0.8, "le"),
-    ("S1 CPU/req ≤ 0.85× hyper", ratio(get("quiesce", "S1", "cpu"), get("hyper", "S1", "cpu")), 0.85, "le"),
-    ("S1 syscalls/req ≤ 2.1", get("quiesce", "S1", "sys"), 2.1, "le"),
-    ("S2 CPU/req ≤ 1.0× may_minihttp", ratio(get("quiesce", "S2", "cpu"), get("may", "S2", "cpu")), 1.0, "le"),
-    ("S2 req/s ≥ may_minihttp", ratio(get("quiesce", "S2", "rps"), get("may", "S2", "rps")), 1.0, "ge"),
-    ("S3 CPU/req ≤ 0.9× nginx", ratio(get("quiesce", "S3", "cpu"), get("nginx", "S3", "cpu")), 0.9, "le"),
-    ("RSS ≤ 512 bytes per idle conn (10,000)", rss_med.get("quiesce"), 512, "le"),
-    ("SIGINT→exit with 10,000 idle ≤ 20 ms", exit_med.get("quiesce"), 20, "le"),
+    ("S1 CPU/req ≤ 0.8× nginx", ratio(get("quiesce", "S1", "cpu"), get("nginx", "S1", "cpu")),
+     per_rep("nginx", "S1", "cpu"), 0.8, "le"),
+    ("S1 CPU/req ≤ 0.85× hyper", ratio(get("quiesce", "S1", "cpu"), get("hyper", "S1", "cpu")),
+     per_rep("hyper", "S1", "cpu"), 0.85, "le"),
+    ("S1 syscalls/req ≤ 2.1", get("quiesce", "S1", "sys"), [], 2.1, "le"),
+    ("S2 CPU/req ≤ 1.0× may_minihttp", ratio(get("quiesce", "S2", "cpu"), get("may", "S2", "cpu")),
+     per_rep("may", "S2", "cpu"), 1.0, "le"),
+    ("S2 req/s ≥ may_minihttp", ratio(get("quiesce", "S2", "rps"), get("may", "S2", "rps")),
+     per_rep("may", "S2", "rps"), 1.0, "ge"),
+    ("S3 CPU/req ≤ 0.9× nginx", ratio(get("quiesce", "S3", "cpu"), get("nginx", "S3", "cpu")),
+     per_rep("nginx", "S3", "cpu"), 0.9, "le"),
+    ("RSS ≤ 512 bytes per idle conn (10,000)", rss_med.get("quiesce"), rss_reps, 512, "le"),
+    ("SIGINT→exit with 10,000 idle ≤ 20 ms", exit_med.get("quiesce"), exit_reps, 20, "le"),
 ]
-print("| target | measured | met |")
-print("|---|--:|---|")
-for name, v, lim, op in checks:
-    ok = "n/a" if v is None else ("yes" if (v <= lim if op == "le" else v >= lim) else "NO")
-    print(f"| {name} | {fmt(v, 2)} | {ok} |")
+
+def meets(v, lim, op):
+    return v <= lim if op == "le" else v >= lim
+
+# The issue's rule: a target is reached when every repetition reaches it (the strace run is one).
+print("| target | median | per repetition | met (median) | met (every repetition) |")
+print("|---|--:|---|---|---|")
+for name, v, reps, lim, op in checks:
+    ok = "n/a" if v is None else ("yes" if meets(v, lim, op) else "NO")
+    each = ", ".join(fmt(x, 2) for x in reps) or "(one run)"
+    every = "n/a" if v is None else ("yes" if meets(v, lim, op) and all(meets(x, lim, op) for x in reps) else "NO")
+    print(f"| {name} | {fmt(v, 2)} | {each} | {ok} | {every} |")
 PYEOF
 
 {
