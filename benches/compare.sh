@@ -448,8 +448,13 @@ for s in servers:
                           p99=lat["p99_us"], cpu=med(cpu), conns=med(conns),
                           sys=med(sy), errors=sum(int(r["errors"]) for r in rs), n=len(rs))
 
-def ratio(a, b):
-    return None if a is None or b in (None, 0) else a / b
+def per_rep(peer, sc, k):
+    """quiesce/peer for each repetition, pairing the runs of the same repetition."""
+    def value(r):
+        return int(r["cpu_ticks"]) / int(r["requests"]) if k == "cpu" else float(r["rps"])
+    by = {(r["server"], r["rep"]): value(r) for r in runs if r["scenario"] == sc and int(r["requests"]) > 0}
+    reps = sorted({rep for (_, rep) in by}, key=int)
+    return [by["quiesce", rep] / by[peer, rep] for rep in reps if ("quiesce", rep) in by and (peer, rep) in by]
 
 print("| server | scenario | req/s | p50 µs | p99 µs | CPU µs/req | quiesce/peer CPU | quiesce/peer req/s"
       " | syscalls/req | accepts/req | errors | note |")
@@ -462,8 +467,8 @@ for sc in scen:
             continue
         rc = rr = "—"
         if s != "quiesce" and q:
-            rc = fmt(ratio(q["cpu"], a["cpu"]), 2)
-            rr = fmt(ratio(q["rps"], a["rps"]), 2)
+            rc = fmt(med(per_rep(s, sc, "cpu")), 2)
+            rr = fmt(med(per_rep(s, sc, "rps")), 2)
         note = ""
         if sc == "S3" and a["conns"] is not None and a["conns"] < 0.9:
             note = "WARNING: keeps connections open (not a new connection per request)"
@@ -473,7 +478,8 @@ for sc in scen:
 print()
 print("CPU µs/req: server utime+stime (all threads and processes) / requests wrk completed. "
       "syscalls/req and accepts/req: a separate shorter run of S1-S3 under strace -c -f (none for S4); "
-      "accepts/req 1.0 means a new connection per request. Medians over reps.")
+      "accepts/req 1.0 means a new connection per request. Medians over reps; the quiesce/peer columns "
+      "are medians of the per-repetition ratios (quiesce and the peer in the same repetition).")
 print()
 print("| server | RSS, no idle conns (KiB) | RSS at 1,000 idle (KiB) | RSS at 10,000 idle (KiB) | "
       "bytes per idle conn (1,000) | bytes per idle conn (10,000) |")
@@ -516,27 +522,19 @@ def get(s, sc, k):
     a = agg.get((s, sc))
     return None if a is None else a[k]
 
-def per_rep(peer, sc, k):
-    """quiesce/peer for each repetition, pairing the runs of the same repetition."""
-    def value(r):
-        return int(r["cpu_ticks"]) / int(r["requests"]) if k == "cpu" else float(r["rps"])
-    by = {(r["server"], r["rep"]): value(r) for r in runs if r["scenario"] == sc and int(r["requests"]) > 0}
-    reps = sorted({rep for (_, rep) in by}, key=int)
-    return [by["quiesce", rep] / by[peer, rep] for rep in reps if ("quiesce", rep) in by and (peer, rep) in by]
-
 rss_reps = [(int(r["rss2_kb"]) - int(r["rss0_kb"])) * 1024 / int(r["n2"]) for r in rss if r["server"] == "quiesce"]
 exit_reps = [float(r["ms"]) for r in ex if r["server"] == "quiesce"]
 checks = [
-    ("S1 CPU/req ≤ 0.8× nginx", ratio(get("quiesce", "S1", "cpu"), get("nginx", "S1", "cpu")),
+    ("S1 CPU/req ≤ 0.8× nginx", med(per_rep("nginx", "S1", "cpu")),
      per_rep("nginx", "S1", "cpu"), 0.8, "le"),
-    ("S1 CPU/req ≤ 0.85× hyper", ratio(get("quiesce", "S1", "cpu"), get("hyper", "S1", "cpu")),
+    ("S1 CPU/req ≤ 0.85× hyper", med(per_rep("hyper", "S1", "cpu")),
      per_rep("hyper", "S1", "cpu"), 0.85, "le"),
     ("S1 syscalls/req ≤ 2.1", get("quiesce", "S1", "sys"), [], 2.1, "le"),
-    ("S2 CPU/req ≤ 1.0× may_minihttp", ratio(get("quiesce", "S2", "cpu"), get("may", "S2", "cpu")),
+    ("S2 CPU/req ≤ 1.0× may_minihttp", med(per_rep("may", "S2", "cpu")),
      per_rep("may", "S2", "cpu"), 1.0, "le"),
-    ("S2 req/s ≥ may_minihttp", ratio(get("quiesce", "S2", "rps"), get("may", "S2", "rps")),
+    ("S2 req/s ≥ may_minihttp", med(per_rep("may", "S2", "rps")),
      per_rep("may", "S2", "rps"), 1.0, "ge"),
-    ("S3 CPU/req ≤ 0.9× nginx", ratio(get("quiesce", "S3", "cpu"), get("nginx", "S3", "cpu")),
+    ("S3 CPU/req ≤ 0.9× nginx", med(per_rep("nginx", "S3", "cpu")),
      per_rep("nginx", "S3", "cpu"), 0.9, "le"),
     ("RSS ≤ 512 bytes per idle conn (10,000)", rss_med.get("quiesce"), rss_reps, 512, "le"),
     ("SIGINT→exit with 10,000 idle ≤ 20 ms", exit_med.get("quiesce"), exit_reps, 20, "le"),
