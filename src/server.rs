@@ -6,7 +6,8 @@
 //! 1. poll, with the time to the earliest deadline as timeout (zero when work is queued);
 //! 2. `dispatch` each event: record readiness and queue the connection, nothing else;
 //! 3. `drive_ready`: let each queued connection read, answer and write, within a budget;
-//! 4. `accept_pending`: take new connections, up to a batch and the connection cap;
+//! 4. `accept_pending`: take new connections while a zero-timeout `poll` of the listener says
+//!    more are queued (an `accept` that finds none is expensive), up to a batch and the cap;
 //! 5. `expire_deadlines`: timeouts, delayed responses, drain last calls; drive those;
 //! 6. `check_shutdown`: act on signals, the shutdown handle, the end of a drain delay and a
 //!    restarted successor's readiness;
