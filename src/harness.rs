@@ -1,4 +1,4 @@
-//! An in-memory driver for one [`Connection`]: the fuzz targets, the benchmarks and the
+//! An in-memory driver for one `Connection`: the fuzz targets, the benchmarks and the
 //! allocation test push bytes through the real state machine with no socket and no `Poll`, and
 //! with a clock they control. Not a stable API: hidden from the docs.
 

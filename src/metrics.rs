@@ -1,6 +1,6 @@
 //! Counters for `/metrics` and the exit summary.
 //!
-//! The loop counts in plain integers ([`Stats`], no atomics on the request path) and publishes
+//! The loop counts in plain integers (`Stats`, no atomics on the request path) and publishes
 //! them once per turn into its worker's [`Metrics`] with relaxed stores: a reader on any thread
 //! sees values at most one turn old. [`Registry`] holds every worker's `Metrics` and renders
 //! them in the Prometheus text format, per worker and summed.
