@@ -180,15 +180,16 @@ server_pids() { # the server's process and its children (nginx: master + worker)
     pgrep -P "$pid" 2>/dev/null || true
 }
 
-cpu_ticks() { # utime + stime of every process of the server (all threads), in clock ticks
-    local total=0 pid stat rest f
+cpu_ticks() { # "TOTAL USER": utime + stime, and utime alone, of every process of the server (all threads), in clock ticks
+    local total=0 user=0 pid stat rest f
     for pid in $(server_pids "$1"); do
         stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
         rest=${stat##*) } # fields from 3 (state) on
         read -r -a f <<<"$rest"
         total=$((total + f[11] + f[12])) # fields 14 (utime) and 15 (stime)
+        user=$((user + f[11]))
     done
-    echo "$total"
+    echo "$total $user"
 }
 
 rss_kb() { # VmRSS summed over the server's processes
@@ -228,11 +229,11 @@ run_wrk() {
 
 # measure NAME SCENARIO REP: one wrk run with CPU and accepted-connection deltas -> runs.tsv
 measure() {
-    local s=$1 sc=$2 rep=$3 out="$WORK/wrk.$1.$2.$3.txt" t0 t1 o0 o1
+    local s=$1 sc=$2 rep=$3 out="$WORK/wrk.$1.$2.$3.txt" t0 t1 u0 u1 o0 o1
     o0=$(passive_opens)
-    t0=$(cpu_ticks "$s")
+    read -r t0 u0 < <(cpu_ticks "$s")
     run_wrk "$s" "$sc" "$DURATION" "$out"
-    t1=$(cpu_ticks "$s")
+    read -r t1 u1 < <(cpu_ticks "$s")
     o1=$(passive_opens)
     local requests rps p50 p99 errors
     requests=$(awk '/requests in/ {print $1}' "$out")
@@ -244,8 +245,8 @@ measure() {
     awk -v b="$p50" 'BEGIN {exit !(b <= 0)}' && p50=-1
     errors=$(awk '/Socket errors:/ {gsub(/,/, ""); e += $4 + $6 + $8 + $10} /Non-2xx/ {e += $NF} END {print e + 0}' "$out")
     [[ -n $requests && $requests -gt 0 ]] || die "no requests completed: $s $sc ($(tail -3 "$out"))"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$s" "$sc" "$rps" "$p50" "$p99" "$requests" \
-        "$((t1 - t0))" "$((o1 - o0))" "$errors" >>"$WORK/runs.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$s" "$sc" "$rps" "$p50" "$p99" "$requests" \
+        "$((t1 - t0))" "$((o1 - o0))" "$errors" "$((u1 - u0))" >>"$WORK/runs.tsv"
     log "  $s $sc: $rps req/s, p50 ${p50}us, p99 ${p99}us, cpu $((t1 - t0)) ticks, $((o1 - o0)) host-wide accepts, $errors errors"
 }
 
@@ -369,7 +370,7 @@ syscalls() {
 }
 
 # --- run -----------------------------------------------------------------------------------------
-printf 'rep\tserver\tscenario\trps\tp50_us\tp99_us\trequests\tcpu_ticks\thost_accepts\terrors\n' >"$WORK/runs.tsv"
+printf 'rep\tserver\tscenario\trps\tp50_us\tp99_us\trequests\tcpu_ticks\thost_accepts\terrors\tuser_ticks\n' >"$WORK/runs.tsv"
 printf 'rep\tserver\trss0_kb\trss1_kb\trss2_kb\tn1\tn2\n' >"$WORK/rss.tsv"
 printf 'rep\tserver\tsignal\tms\tstatus\tidle\n' >"$WORK/exit.tsv"
 printf 'server\tscenario\tcalls\taccepts\trequests\n' >"$WORK/sys.tsv"
@@ -439,13 +440,14 @@ for s in servers:
         if not rs:
             continue
         cpu = [int(r["cpu_ticks"]) * us_per_tick / int(r["requests"]) for r in rs]
+        user = [int(r["user_ticks"]) * us_per_tick / int(r["requests"]) for r in rs if r.get("user_ticks")]
         st = [r for r in sysc if r["server"] == s and r["scenario"] == sc and int(r["requests"]) > 0]
         sy = [int(r["calls"]) / int(r["requests"]) for r in st]
         conns = [int(r["accepts"]) / int(r["requests"]) for r in st]
         # A latency of 0 is wrk's histogram failing under pipelining (see measure), not a figure.
         lat = {k: med([float(r[k]) for r in rs if float(r[k]) > 0]) for k in ("p50_us", "p99_us")}
         agg[s, sc] = dict(rps=med([float(r["rps"]) for r in rs]), p50=lat["p50_us"],
-                          p99=lat["p99_us"], cpu=med(cpu), conns=med(conns),
+                          p99=lat["p99_us"], cpu=med(cpu), user=med(user), conns=med(conns),
                           sys=med(sy), errors=sum(int(r["errors"]) for r in rs), n=len(rs))
 
 def per_rep(peer, sc, k):
@@ -456,9 +458,9 @@ def per_rep(peer, sc, k):
     reps = sorted({rep for (_, rep) in by}, key=int)
     return [by["quiesce", rep] / by[peer, rep] for rep in reps if ("quiesce", rep) in by and (peer, rep) in by]
 
-print("| server | scenario | req/s | p50 µs | p99 µs | CPU µs/req | quiesce/peer CPU | quiesce/peer req/s"
+print("| server | scenario | req/s | p50 µs | p99 µs | CPU µs/req | of it user | quiesce/peer CPU | quiesce/peer req/s"
       " | syscalls/req | accepts/req | errors | note |")
-print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
 for sc in scen:
     q = agg.get(("quiesce", sc))
     for s in servers:
@@ -473,12 +475,13 @@ for sc in scen:
         if sc == "S3" and a["conns"] is not None and a["conns"] < 0.9:
             note = "WARNING: keeps connections open (not a new connection per request)"
         print(f"| {s} | {sc} {scen[sc]} | {fmt(a['rps'])} | {fmt(a['p50'], 1)} | {fmt(a['p99'], 1)} | "
-              f"{fmt(a['cpu'], 2)} | {rc} | {rr} | {fmt(a['sys'], 2)} | {fmt(a['conns'], 3)} | {a['errors']} | "
-              f"{note} |")
+              f"{fmt(a['cpu'], 2)} | {fmt(a['user'], 2)} | {rc} | {rr} | {fmt(a['sys'], 2)} | {fmt(a['conns'], 3)} | "
+              f"{a['errors']} | {note} |")
 print()
 print("CPU µs/req: server utime+stime (all threads and processes) / requests wrk completed. "
       "syscalls/req and accepts/req: a separate shorter run of S1-S3 under strace -c -f (none for S4); "
-      "accepts/req 1.0 means a new connection per request. Medians over reps; the quiesce/peer columns "
+      "accepts/req 1.0 means a new connection per request. 'of it user': the utime part (the rest is "
+      "kernel time, including loopback delivery to wrk). Medians over reps; the quiesce/peer columns "
       "are medians of the per-repetition ratios (quiesce and the peer in the same repetition).")
 print()
 print("| server | RSS, no idle conns (KiB) | RSS at 1,000 idle (KiB) | RSS at 10,000 idle (KiB) | "
