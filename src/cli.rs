@@ -9,20 +9,20 @@
 use std::{
     ffi::OsString,
     fmt,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
 
 use quiesce::ServerConfig;
 
 /// Default listening address: `127.0.0.1:8080`.
-pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+pub const DEFAULT_ADDR: SocketAddr = ServerConfig::DEFAULT.addr;
 /// Default delay before answering requests to other paths: none.
 pub const DEFAULT_DELAY: Duration = Duration::ZERO;
 /// Default upper bound for any delay, including `?delay=`: 60 seconds.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(60);
 /// Default time allowed for in-flight requests after the first signal: 30 seconds.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = ServerConfig::DEFAULT.shutdown_timeout;
 /// Largest duration [`parse_duration`] accepts: one year (365.25 days, humantime's `1y`).
 ///
 /// The cap keeps later arithmetic such as `Instant::now() + timeout` far from overflowing.
@@ -203,11 +203,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 let n = count_value(&mut parser, "--backlog", 1, i32::MAX as usize)?;
                 cli.backlog = i32::try_from(n).unwrap_or(i32::MAX);
             }
-            Long("max-headers") => {
-                let value = take_value(&mut parser, "--max-headers")?;
-                cli.max_headers =
-                    parse_count(&value, 1, MAX_HEADERS_CAP).map_err(|why| invalid("--max-headers", &value, &why))?;
-            }
+            Long("max-headers") => cli.max_headers = count_value(&mut parser, "--max-headers", 1, MAX_HEADERS_CAP)?,
             Short(c) => return Err(UsageError(format!("unknown option '-{c}'"))),
             Long(name) => return Err(UsageError(format!("unknown option '--{name}'"))),
             Value(value) => {

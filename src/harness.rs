@@ -155,7 +155,7 @@ impl MemoryConnection {
 
     /// Everything the server has written so far.
     pub fn output(&self) -> &[u8] {
-        &self.conn_stream().output
+        &self.conn.stream().output
     }
 
     /// Takes what the server has written so far.
@@ -180,7 +180,7 @@ impl MemoryConnection {
 
     /// True once the server has shut down its write side or closed.
     pub fn write_shut(&self) -> bool {
-        self.conn_stream().shut_write.get() || self.is_closed()
+        self.conn.stream().shut_write.get() || self.is_closed()
     }
 
     /// Runs `f` on the connection with an environment as the server builds it for one turn.
@@ -197,10 +197,6 @@ impl MemoryConnection {
             response: &mut self.response,
         };
         f(&mut self.conn, &mut env)
-    }
-
-    fn conn_stream(&self) -> &Pipe {
-        self.conn.stream()
     }
 
     fn drive(&mut self) {

@@ -69,15 +69,6 @@ pub(crate) enum Source {
     Restart,
 }
 
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Source::Systemd => "systemd socket activation",
-            Source::Restart => "the restarting parent",
-        })
-    }
-}
-
 /// Listening sockets received at startup.
 #[derive(Debug)]
 pub(crate) struct Inherited {

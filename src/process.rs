@@ -138,9 +138,9 @@ where
         servers.push(server);
     }
     let handoff: Vec<RawFd> = servers.iter().filter_map(Server::listener_fd).collect();
-    let local_addr = servers[0].local_addr();
     let mut followers = servers.split_off(1);
     let mut leader = servers.pop().ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
+    let local_addr = leader.local_addr();
     let follower_handles: Vec<ShutdownHandle> = followers.iter().map(Server::shutdown_handle).collect();
     for handle in &follower_handles {
         leader.add_follower(handle.clone());

@@ -664,7 +664,7 @@ impl Server {
         } else if let Cause::Signal(_) = cause {
             if self.drain_cause.is_some_and(|c| matches!(c, Cause::Restart(_))) {
                 // Handing over to a successor: this is the first signal, not a second one.
-                info!("{}: already draining after a restart", cause.describe());
+                info!("{}{}: already draining after a restart", self.label, cause.describe());
                 self.drain_cause = Some(cause);
             } else {
                 self.stop_now(cause);
@@ -833,12 +833,12 @@ impl Server {
             follower.immediate();
         }
         let closed = self.close_all();
-        self.drain_report.forced += closed as u64;
         info!("{}{}: stopping now, closed {closed} connections", self.label, cause.describe());
         self.stop = Some(Outcome::Stopped { signal: cause.signal(), closed });
     }
 
-    /// Closes every connection (reported as Closed) and returns how many there were.
+    /// Closes every connection (reported as Closed, counted as closed by force) and returns how
+    /// many there were.
     fn close_all(&mut self) -> usize {
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         let count = keys.len();
@@ -851,6 +851,7 @@ impl Server {
         self.closed.clear();
         // Dropping a stream closes its socket, which also takes it out of the poll.
         self.connections.clear();
+        self.drain_report.forced += count as u64;
         count
     }
 
@@ -886,7 +887,6 @@ impl Server {
         }
         if drain.deadline <= now {
             let closed = self.close_all();
-            self.drain_report.forced += closed as u64;
             info!("{}shutdown timeout: closed {closed} connections", self.label);
             return Some(Outcome::TimedOut { closed });
         }

@@ -60,11 +60,7 @@ impl App {
         self
     }
 
-    fn serve_metrics(&self, req: &Request<'_>, res: &mut Response) -> Reply {
-        let Some(registry) = &self.metrics else {
-            res.set_status(404).set_body("no metrics here\n");
-            return Reply::Now;
-        };
+    fn serve_metrics(registry: &Registry, req: &Request<'_>, res: &mut Response) -> Reply {
         if !is_get_or_head(req) {
             return method_not_allowed(res, GET_HEAD);
         }
@@ -140,7 +136,10 @@ impl Handler for App {
         match path {
             "/healthz" => self.healthz(req, res),
             "/echo" => Self::echo(req, res),
-            "/metrics" if self.metrics.is_some() => self.serve_metrics(req, res),
+            "/metrics" => match &self.metrics {
+                Some(registry) => Self::serve_metrics(registry, req, res),
+                None => self.hello(req, res),
+            },
             "/plaintext" if is_get_or_head(req) => {
                 res.set_body("Hello, World!");
                 Reply::Now

@@ -790,17 +790,17 @@ impl<S: Transport> Connection<S> {
         let body = response.body_mut();
         body.extend_from_slice(error.detail().as_bytes());
         body.push(b'\n');
+        // The response asks to close. The client did not, so `send` makes it a lingering close:
+        // whatever the client sends next must not reset the answer.
         let head = HeadInfo {
             len: 0,
             version: Version::Http11,
-            keep_alive: false,
+            keep_alive: true,
             body: BodyKind::None,
             expect_continue: false,
             is_head: false,
         };
         self.send(head, env);
-        // The client did not ask to close: whatever it sends next must not reset the answer.
-        self.linger = true;
         true
     }
 

@@ -1,22 +1,7 @@
 //! The `Date` header value, rendered at most once a second.
 
-use std::fmt::{self, Write as _};
+use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// A `fmt::Write` into a fixed array; fails instead of growing.
-struct Fixed {
-    buf: [u8; 29],
-    len: usize,
-}
-
-impl fmt::Write for Fixed {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len.checked_add(s.len()).filter(|&end| end <= self.buf.len()).ok_or(fmt::Error)?;
-        self.buf[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
 
 /// Cached IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, always 29 bytes).
 pub(crate) struct DateCache {
@@ -38,10 +23,12 @@ impl DateCache {
         if second == self.second {
             return;
         }
-        // Rendered straight into the array: no allocation, even once a second.
-        let mut out = Fixed { buf: [b' '; 29], len: 0 };
-        if write!(out, "{}", httpdate::HttpDate::from(now)).is_ok() && out.len == out.buf.len() {
-            self.text = out.buf;
+        // Rendered straight into the array (a full slice refuses more): no allocation, even
+        // once a second.
+        let mut text = [b' '; 29];
+        let mut rest = &mut text[..];
+        if write!(rest, "{}", httpdate::HttpDate::from(now)).is_ok() && rest.is_empty() {
+            self.text = text;
             self.second = second;
         }
     }

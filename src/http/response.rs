@@ -182,7 +182,7 @@ fn check_value(value: &str) -> Result<(), InvalidHeader> {
     Ok(())
 }
 
-/// Appends `n` in decimal without going through `fmt` (or `memcpy`, for a few digits).
+/// Appends `n` in decimal without going through `fmt`.
 pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
@@ -194,9 +194,7 @@ pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    for &digit in &digits[i..] {
-        out.push(digit);
-    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// The reason phrase for a status code (RFC 9110 §15), empty for unknown codes.
