@@ -162,6 +162,8 @@ pub struct Server {
     next_id: u64,
     listener_ready: bool,
     signals_ready: bool,
+    /// The successor's readiness pipe had an event since it was last read.
+    successor_ready: bool,
     accept_paused_until: Option<Instant>,
     last_accept_warning: Option<Instant>,
     /// Shutdown requested; serving on until this instant (the drain delay), then draining.
@@ -241,6 +243,7 @@ impl Server {
             next_id: 0,
             listener_ready: true,
             signals_ready: false,
+            successor_ready: false,
             accept_paused_until: None,
             last_accept_warning: None,
             announced: None,
@@ -397,7 +400,8 @@ impl Server {
         match event.token() {
             LISTENER => self.listener_ready = true,
             SIGNALS => self.signals_ready = true,
-            WAKER | SUCCESSOR => {}
+            SUCCESSOR => self.successor_ready = true,
+            WAKER => {}
             Token(token) => {
                 let key = token - FIRST_CONNECTION;
                 let Some(conn) = self.connections.get_mut(key) else { return };
@@ -634,7 +638,10 @@ impl Server {
         {
             self.drain_now(cause, now);
         }
-        self.check_successor(now);
+        // The pipe is read when it has news (its event) or the successor ran out of time.
+        if std::mem::take(&mut self.successor_ready) || self.successor_deadline.is_some_and(|d| d <= now) {
+            self.check_successor(now);
+        }
     }
 
     /// A first request drains (after the drain delay), a second signal stops at once.
