@@ -223,10 +223,6 @@ fn check_summary(line: &str, outcome: &str, exit_code: i32, workers: usize) -> S
     line.to_string()
 }
 
-fn assert_exit_code(status: ExitStatus, code: i32, logs: &str) {
-    assert_eq!(status.code(), Some(code), "exit status {status:?}, expected code {code}; logs:\n{logs}");
-}
-
 /// Waits (bounded) for a log line satisfying `pred`.
 fn wait_log_where(server: &Quiesce, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
     let mut found = None;
@@ -325,7 +321,7 @@ fn workers_serve_and_drain_together() {
     drop(slow);
     let status = server.wait_exit(EXIT_WAIT);
     let logs = server.logs();
-    assert_exit_code(status, 0, &server.logs_text());
+    server.assert_exit_code(status, 0);
     assert!(logs.iter().any(|l| l.contains("worker 0: received SIGINT: draining")), "{}", server.logs_text());
     for w in 0..3 {
         let drained = format!("worker {w}: drained in");
@@ -567,7 +563,7 @@ fn systemd_socket_activation() {
         assert!(value(&text, "quiesce_accepted_connections_total") >= 10, "{text}");
         server.signal(SIGTERM);
         let status = server.wait_exit(EXIT_WAIT);
-        assert_exit_code(status, 0, &server.logs_text());
+        server.assert_exit_code(status, 0);
         check_summary(server.logs().last().expect("logs"), "drained", 0, workers);
     }
 }
@@ -630,7 +626,7 @@ fn systemd_notify_ready_stopping_and_drain_status() {
     assert!(counts[0] >= 1, "the drain began with our request active: {statuses:?}");
     assert!(counts.windows(2).all(|w| w[0] > w[1]), "active counts must fall: {statuses:?}");
     let status = server.wait_exit(EXIT_WAIT);
-    assert_exit_code(status, 0, &server.logs_text());
+    server.assert_exit_code(status, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -671,7 +667,7 @@ fn drain_delay_serves_with_healthz_503_then_drains() {
     assert_ok_body(&resp, &hello(r#""/slow""#));
     drop(slow);
     let status = server.wait_exit(EXIT_WAIT);
-    assert_exit_code(status, 0, &server.logs_text());
+    server.assert_exit_code(status, 0);
     check_summary(server.logs().last().expect("logs"), "drained", 0, 1);
 }
 
@@ -692,7 +688,7 @@ fn stop_during_drain_delay() -> (Quiesce, String) {
     server.signal(SIGTERM);
     // Far less than the 30 s delay: the second signal did not wait for it.
     let status = server.wait_exit(EXIT_WAIT);
-    assert_exit_code(status, 143, &server.logs_text());
+    server.assert_exit_code(status, 143);
     server.expect_log("received SIGTERM: stopping now, closed 1 connections", LOG_WAIT);
     assert!(idle.is_closed_within(Duration::from_secs(2)));
     let summary = check_summary(server.logs().last().expect("logs"), "stopped", 143, 1);
@@ -791,7 +787,7 @@ fn sighup_restart_without_downtime() {
     assert_ok_body(&resp, &hello(r#""/slow""#));
     drop(slow);
     let status = wait_status(&mut server, EXIT_WAIT);
-    assert_exit_code(status, 0, &server.logs_text());
+    server.assert_exit_code(status, 0);
     old_gone.store(true, Ordering::Relaxed);
     let exited = Instant::now();
     while hup.elapsed() < Duration::from_millis(1500) || exited.elapsed() < Duration::from_millis(300) {
@@ -871,7 +867,7 @@ fn failed_restart_keeps_serving() {
     assert_eq!(info_pid(&scrape(addr)), server.pid());
     server.signal(SIGTERM);
     let status = server.wait_exit(EXIT_WAIT);
-    assert_exit_code(status, 0, &server.logs_text());
+    server.assert_exit_code(status, 0);
     check_summary(server.logs().last().expect("logs"), "drained", 0, 1);
 }
 

@@ -23,15 +23,6 @@ fn in_flight(addr: SocketAddr, req: &[u8]) -> Client {
     c
 }
 
-fn assert_exit_code(status: std::process::ExitStatus, code: i32, server: &Quiesce) {
-    assert_eq!(
-        status.code(),
-        Some(code),
-        "exit status {status:?}, expected code {code}; logs:\n{}",
-        server.logs_text()
-    );
-}
-
 // Rule 1: the listener is closed once the signal is processed.
 #[test]
 fn new_connections_refused_after_signal() {
@@ -55,7 +46,7 @@ fn new_connections_refused_after_signal() {
     assert_ok_body(&resp, &hello(r#""/busy""#));
     assert!(resp.is_close(), "{resp:?}");
     let status = server.wait_exit(Duration::from_secs(3));
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
 }
 
 // Rule 2: an idle keep-alive connection whose last response is old is closed at once.
@@ -85,7 +76,7 @@ fn idle_connection_closed_at_signal() {
     assert!(resp.is_close(), "{resp:?}");
     let status = server.wait_exit(Duration::from_secs(3));
     let took = answered.elapsed();
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
     assert!(took < Duration::from_secs(1), "exit took {took:?} after the last response");
 }
 
@@ -104,7 +95,7 @@ fn late_first_request_served_with_close() {
     assert!(resp.is_close(), "late request must get Connection: close: {resp:?}");
     assert_eq!(c.close_state(Duration::from_secs(2)), CloseState::Eof);
     let status = server.wait_exit(Duration::from_secs(2));
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
 }
 
 // /healthz during the drain (asked on a New connection in its grace period).
@@ -121,7 +112,7 @@ fn healthz_while_draining_is_503() {
     assert_common_headers(&resp, false);
     assert_eq!(c.close_state(Duration::from_secs(2)), CloseState::Eof);
     let status = server.wait_exit(Duration::from_secs(2));
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
 }
 
 // Rule 2: an Idle connection whose response went out less than 100 ms ago may still send one
@@ -146,7 +137,7 @@ fn recently_idle_connection_gets_last_call() {
             assert!(line.contains("closing 1 idle"), "drain-start line: {line:?}; logs:\n{}", server.logs_text());
             assert_eq!(c.close_state(Duration::from_secs(2)), CloseState::Eof, "idle connection closed at the signal");
             let status = server.wait_exit(Duration::from_secs(2));
-            assert_exit_code(status, 0, &server);
+            server.assert_exit_code(status, 0);
             too_late.push(line);
             continue;
         }
@@ -155,7 +146,7 @@ fn recently_idle_connection_gets_last_call() {
         assert!(resp.is_close(), "last-call request must get Connection: close: {resp:?}");
         assert_eq!(c.close_state(Duration::from_secs(2)), CloseState::Eof);
         let status = server.wait_exit(Duration::from_secs(2));
-        assert_exit_code(status, 0, &server);
+        server.assert_exit_code(status, 0);
         return;
     }
     panic!("in {ATTEMPTS} attempts the server never gave the just-used connection a last call: {too_late:?}");
@@ -180,7 +171,7 @@ fn silent_new_connection_closed_after_grace() {
     );
     assert!(took <= Duration::from_secs(2), "silent new connection closed after {took:?} (expected ~1 s)");
     let status = server.wait_exit(Duration::from_secs(1));
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
 }
 
 // Rule 3: a delayed request in flight completes with its body and Connection: close; exit 0
@@ -203,7 +194,7 @@ fn in_flight_delayed_request_completes() {
         "server must close cleanly after the in-flight response"
     );
     let status = server.wait_exit(Duration::from_secs(2));
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
     assert!(
         answered.elapsed() < Duration::from_millis(1000),
         "exit took {:?} after the last response",
@@ -229,7 +220,7 @@ fn pipelined_requests_all_answered_during_drain() {
     }
     assert_eq!(c.close_state(Duration::from_secs(2)), CloseState::Eof);
     let status = server.wait_exit(Duration::from_secs(2));
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
 }
 
 // A request that itself says Connection: close, in flight at the signal.
@@ -244,7 +235,7 @@ fn connection_close_request_in_flight_completes() {
     assert!(resp.is_close(), "{resp:?}");
     assert_eq!(c.close_state(Duration::from_secs(2)), CloseState::Eof);
     let status = server.wait_exit(Duration::from_secs(2));
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
 }
 
 // Rule 4: with nothing in flight, exit 0 at once.
@@ -255,7 +246,7 @@ fn exits_zero_at_once_when_idle() {
     server.signal(SIGINT);
     let status = server.wait_exit(Duration::from_secs(3));
     let took = t.elapsed();
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
     assert!(took < Duration::from_secs(1), "exit took {took:?}");
 }
 
@@ -266,7 +257,7 @@ fn sigterm_exits_zero_at_once_when_idle() {
     server.signal(SIGTERM);
     let status = server.wait_exit(Duration::from_secs(3));
     let took = t.elapsed();
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
     assert!(took < Duration::from_secs(1), "exit took {took:?}");
 }
 
@@ -281,7 +272,7 @@ fn second_signal_exits_at_once(sig: i32, name: &str, code: i32) {
     server.signal(sig);
     let status = server.wait_exit(Duration::from_secs(2));
     let took = t.elapsed();
-    assert_exit_code(status, code, &server);
+    server.assert_exit_code(status, code);
     assert!(took < Duration::from_secs(1), "second {name}: exit took {took:?}");
     // The in-flight request never got its answer.
     match c.read_response() {
@@ -312,7 +303,7 @@ fn shutdown_timeout_exits_one() {
     server.signal(SIGINT);
     let status = server.wait_exit(Duration::from_secs(3));
     let took = t.elapsed();
-    assert_exit_code(status, 1, &server);
+    server.assert_exit_code(status, 1);
     assert!(took >= Duration::from_millis(250), "exited after {took:?}, before the 300ms shutdown timeout");
     assert!(took < Duration::from_secs(2), "exit took {took:?}");
     let line = server.expect_log("shutdown timeout: closed", Duration::from_secs(1));
@@ -355,7 +346,7 @@ fn drain_log_lines() {
     let rb = b.read_response().expect("response b");
     assert_ok_body(&rb, &hello(r#""/b""#));
     let status = server.wait_exit(Duration::from_secs(3));
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
 
     let logs = server.logs();
     let start = logs.iter().position(|l| l.contains("received SIGINT")).expect("drain-start line");
@@ -493,7 +484,7 @@ fn load_during_shutdown() {
          requests per client: {per_client:?}; failures: {failure_counts:?}"
     );
 
-    assert_exit_code(status, 0, &server);
+    server.assert_exit_code(status, 0);
     assert!(exit_took < Duration::from_secs(3), "exit took {exit_took:?} after SIGINT");
     let failures: Vec<String> = stats
         .iter()

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -158,13 +158,6 @@ impl Quiesce {
         status
     }
 
-    /// Like [`Self::wait_exit`], and also returns how long the exit took.
-    pub fn wait_exit_timed(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
-        let start = Instant::now();
-        let status = self.wait_exit(timeout);
-        (status, start.elapsed())
-    }
-
     /// Waits (bounded) until the stderr collector has seen EOF.
     pub fn wait_stderr_eof(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -187,6 +180,16 @@ impl Quiesce {
     /// The logs as one string, for assertion messages.
     pub fn logs_text(&self) -> String {
         self.logs().join("\n")
+    }
+
+    /// Asserts the exit code of `status` (from this server), with its logs in the message.
+    pub fn assert_exit_code(&self, status: ExitStatus, code: i32) {
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "exit status {status:?}, expected code {code}; logs:\n{}",
+            self.logs_text()
+        );
     }
 
     /// How many stderr lines so far contain `substr`.
@@ -586,11 +589,6 @@ impl Client {
     /// Waits at most `timeout` for the peer to close; a reset counts as closed.
     pub fn is_closed_within(&mut self, timeout: Duration) -> bool {
         matches!(self.close_state(timeout), CloseState::Eof | CloseState::Reset)
-    }
-
-    /// Half-closes our sending side.
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        self.stream.shutdown(Shutdown::Write)
     }
 }
 
