@@ -414,14 +414,11 @@ struct Reply {
 
 impl Reply {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        common::header_in(&self.headers, name)
     }
 
     fn connection_has(&self, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-            .any(|(_, v)| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        common::connection_lists(&self.headers, token)
     }
 
     /// The response for messages: status line, fields and (the start of) the body.
@@ -488,23 +485,9 @@ impl Conn {
     /// except for 1xx, 204, 304 and `head_only`.
     fn read_reply(&mut self, head_only: bool) -> Result<Reply, String> {
         loop {
-            let parsed = {
-                let mut slots = [httparse::EMPTY_HEADER; 64];
-                let mut resp = httparse::Response::new(&mut slots);
-                match resp.parse(&self.buf) {
-                    Ok(httparse::Status::Complete(len)) => Some((
-                        len,
-                        resp.code.unwrap_or(0),
-                        resp.headers
-                            .iter()
-                            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-                            .collect::<Vec<_>>(),
-                    )),
-                    Ok(httparse::Status::Partial) => None,
-                    Err(e) => return Err(format!("malformed response ({e}): {}", show_bytes(&self.buf))),
-                }
-            };
-            let Some((head_len, status, headers)) = parsed else {
+            let parsed = common::parse_response_head(&self.buf)
+                .map_err(|e| format!("malformed response ({e}): {}", show_bytes(&self.buf)))?;
+            let Some(common::ResponseHead { len: head_len, status, headers, .. }) = parsed else {
                 self.fill()?;
                 continue;
             };

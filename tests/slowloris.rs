@@ -113,30 +113,18 @@ impl Slow {
             ));
         };
         let after = answered - self.first_byte;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        let head_len = match resp.parse(&self.received) {
-            Ok(httparse::Status::Complete(len)) => len,
-            other => return Err(format!("not a complete response head ({other:?}): {got}")),
+        let head = match parse_response_head(&self.received) {
+            Ok(Some(head)) => head,
+            other => return Err(format!("not a complete response head ({:?}): {got}", other.map(|h| h.is_some()))),
         };
         if !self.received.starts_with(b"HTTP/1.1 408 ") {
             return Err(format!("expected `HTTP/1.1 408`, got {got}"));
         }
-        let has = |name: &str, token: &str| {
-            resp.headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case(name))
-                .any(|h| String::from_utf8_lossy(h.value).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        };
-        if !has("connection", "close") {
+        if !connection_lists(&head.headers, "close") {
             return Err(format!("408 without Connection: close: {got}"));
         }
-        let length = resp
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
-        if length.map(|n| head_len + n) != Some(self.received.len()) {
+        let length = header_in(&head.headers, "content-length").and_then(|v| v.trim().parse::<usize>().ok());
+        if length.map(|n| head.len + n) != Some(self.received.len()) {
             return Err(format!("the 408 is not exactly one response framed by Content-Length: {got}"));
         }
         match &self.ended {

@@ -329,6 +329,50 @@ pub fn run_cli(args: &[&str], timeout: Duration) -> CliOutput {
 // The HTTP client
 // ---------------------------------------------------------------------------------------------
 
+/// A response head as parsed by httparse.
+pub struct ResponseHead {
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+    pub status: u16,
+    /// Minor version of the status line (`HTTP/1.x`).
+    pub version: u8,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Parses the response head at the start of `buf`; `Ok(None)` while it is incomplete.
+pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, httparse::Error> {
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut slots);
+    Ok(match parsed.parse(buf)? {
+        httparse::Status::Complete(len) => Some(ResponseHead {
+            len,
+            status: parsed.code.unwrap_or(0),
+            version: parsed.version.unwrap_or(0),
+            reason: parsed.reason.unwrap_or("").to_string(),
+            headers: parsed
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect(),
+        }),
+        httparse::Status::Partial => None,
+    })
+}
+
+/// The first field called `name` (case-insensitive) among `headers`.
+pub fn header_in<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// Whether the `Connection` fields among `headers` list `token` (case-insensitive).
+pub fn connection_lists(headers: &[(String, String)], token: &str) -> bool {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .any(|(_, v)| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
 /// One parsed HTTP response.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -343,7 +387,7 @@ pub struct Response {
 impl Response {
     /// First header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        header_in(&self.headers, name)
     }
 
     /// Every header named `name` (case-insensitive).
@@ -358,7 +402,7 @@ impl Response {
 
     /// True if a `Connection` header lists `token` (case-insensitive).
     pub fn connection_has(&self, token: &str) -> bool {
-        self.headers_named("connection").iter().any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        connection_lists(&self.headers, token)
     }
 
     /// `Connection: close` present.
@@ -499,34 +543,19 @@ impl Client {
     fn read_one(&mut self, with_body: bool) -> io::Result<Response> {
         let mut seen_any = false;
         loop {
-            let parsed = {
-                let mut headers = [httparse::EMPTY_HEADER; 64];
-                let mut parsed = httparse::Response::new(&mut headers);
-                match parsed.parse(&self.buf) {
-                    Ok(httparse::Status::Complete(len)) => Some((
-                        len,
-                        parsed.code.unwrap_or(0),
-                        parsed.version.unwrap_or(0),
-                        parsed.reason.unwrap_or("").to_string(),
-                        parsed
-                            .headers
-                            .iter()
-                            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
-                            .collect::<Vec<_>>(),
-                    )),
-                    Ok(httparse::Status::Partial) => None,
-                    Err(e) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            ProtoErrorWithDetail::boxed(
-                                ProtoError::Malformed,
-                                format!("{e}: {:?}", String::from_utf8_lossy(&self.buf)),
-                            ),
-                        ));
-                    }
+            let parsed = match parse_response_head(&self.buf) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        ProtoErrorWithDetail::boxed(
+                            ProtoError::Malformed,
+                            format!("{e}: {:?}", String::from_utf8_lossy(&self.buf)),
+                        ),
+                    ));
                 }
             };
-            let Some((head_len, status, version, reason, headers)) = parsed else {
+            let Some(ResponseHead { len: head_len, status, version, reason, headers }) = parsed else {
                 if !self.buf.is_empty() {
                     seen_any = true;
                 }
