@@ -97,36 +97,20 @@ fn main() {
         black_box(parse_request_head(black_box(BROWSER_HEAD), 100)).ok();
     });
 
-    let mut conn = connection(PLAINTEXT, "Hello, World!");
-    bench(&filter, "keepalive_plaintext", 1, || {
-        conn.send(black_box(PLAINTEXT));
-        black_box(conn.output().len());
-        conn.clear_output();
-    });
-    check(&mut conn, PLAINTEXT, "Hello, World!");
-
-    let pipelined = PLAINTEXT.repeat(16);
-    let mut conn = connection(&pipelined, "Hello, World!");
-    bench(&filter, "pipelined_16_plaintext", 16, || {
-        conn.send(black_box(&pipelined));
-        black_box(conn.output().len());
-        conn.clear_output();
-    });
-    check(&mut conn, &pipelined, "Hello, World!");
-
-    let mut conn = connection(HELLO, "Hello, \"/world\"");
-    bench(&filter, "keepalive_hello_world", 1, || {
-        conn.send(black_box(HELLO));
-        black_box(conn.output().len());
-        conn.clear_output();
-    });
-    check(&mut conn, HELLO, "Hello, \"/world\"");
-
-    let mut conn = connection(BROWSER_HEAD, "Hello, World!");
-    bench(&filter, "keepalive_browser_head", 1, || {
-        conn.send(black_box(BROWSER_HEAD));
-        black_box(conn.output().len());
-        conn.clear_output();
-    });
-    check(&mut conn, BROWSER_HEAD, "Hello, World!");
+    // Through the connection: (name, requests per send, what is sent, how the answer ends).
+    let cases: [(&str, u64, Vec<u8>, &str); 4] = [
+        ("keepalive_plaintext", 1, PLAINTEXT.to_vec(), "Hello, World!"),
+        ("pipelined_16_plaintext", 16, PLAINTEXT.repeat(16), "Hello, World!"),
+        ("keepalive_hello_world", 1, HELLO.to_vec(), "Hello, \"/world\""),
+        ("keepalive_browser_head", 1, BROWSER_HEAD.to_vec(), "Hello, World!"),
+    ];
+    for (name, per_call, request, expect) in cases {
+        let mut conn = connection(&request, expect);
+        bench(&filter, name, per_call, || {
+            conn.send(black_box(&request));
+            black_box(conn.output().len());
+            conn.clear_output();
+        });
+        check(&mut conn, &request, expect);
+    }
 }
