@@ -4,6 +4,10 @@
 //!
 //! `cargo bench` runs them all (a few seconds); `cargo bench -- parse` runs the ones whose name
 //! contains `parse`.
+//!
+//! `--count NAME N` times nothing: it sends N requests of one connection scenario through
+//! [`count`], for `benches/instructions.sh` to run under callgrind, which counts the
+//! instructions executed inside that one function (repeatable, unlike time on a shared machine).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -27,6 +31,9 @@ Sec-Fetch-Mode: navigate\r\n\r\n";
 
 const PLAINTEXT: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: localhost\r\n\r\n";
 const HELLO: &[u8] = b"GET /world HTTP/1.1\r\nHost: localhost\r\n\r\n";
+/// A chunked upload to the echo route: three chunks (one with an extension) and a trailer.
+const CHUNKED_ECHO: &[u8] = b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: t\r\n\r\n";
 
 /// Time per batch the calibration aims for.
 const BATCH: Duration = Duration::from_millis(20);
@@ -86,8 +93,50 @@ fn check(conn: &mut MemoryConnection, request: &[u8], expect: &str) {
     assert!(!conn.is_closed(), "connection closed after a keep-alive request");
 }
 
+/// The connection scenarios: (name, requests per send, what is sent, how the answer ends).
+fn scenarios() -> [(&'static str, u64, Vec<u8>, &'static str); 5] {
+    [
+        ("keepalive_plaintext", 1, PLAINTEXT.to_vec(), "Hello, World!"),
+        ("pipelined_16_plaintext", 16, PLAINTEXT.repeat(16), "Hello, World!"),
+        ("keepalive_hello_world", 1, HELLO.to_vec(), "Hello, \"/world\""),
+        ("keepalive_browser_head", 1, BROWSER_HEAD.to_vec(), "Hello, World!"),
+        ("keepalive_chunked_echo", 1, CHUNKED_ECHO.to_vec(), "hello world"),
+    ]
+}
+
+/// Sends `request` `sends` times and drops the answers: the only function `--count` measures
+/// (callgrind's `--toggle-collect` names it), so setup and checks are not counted.
+#[inline(never)]
+fn count(conn: &mut MemoryConnection, request: &[u8], sends: u64) {
+    for _ in 0..sends {
+        conn.send(black_box(request));
+        black_box(conn.output().len());
+        conn.clear_output();
+    }
+}
+
+/// `--count NAME N`: N requests of scenario NAME through [`count`], checked before and after.
+fn count_mode(name: &str, requests: &str) {
+    let requests: u64 = requests.parse().expect("--count NAME N: N is a number of requests");
+    let Some((_, per_call, request, expect)) = scenarios().into_iter().find(|case| case.0 == name) else {
+        let names: Vec<&str> = scenarios().iter().map(|case| case.0).collect();
+        panic!("no scenario {name:?}; one of {names:?}");
+    };
+    assert_eq!(requests % per_call, 0, "{name} sends {per_call} requests at a time");
+    let mut conn = connection(&request, expect);
+    count(&mut conn, &request, requests / per_call);
+    check(&mut conn, &request, expect);
+    println!("{name}: {requests} requests");
+}
+
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, name, requests, ..] = &args[..]
+        && flag == "--count"
+    {
+        return count_mode(name, requests);
+    }
+    let filter: Vec<String> = args.into_iter().filter(|arg| !arg.starts_with('-')).collect();
     assert_eq!(BROWSER_HEAD.iter().filter(|&&b| b == b'\n').count(), 12, "request line, 10 fields, blank line");
 
     let len = parse_request_head(BROWSER_HEAD, 100).expect("valid head");
@@ -97,20 +146,9 @@ fn main() {
         black_box(parse_request_head(black_box(BROWSER_HEAD), 100)).ok();
     });
 
-    // Through the connection: (name, requests per send, what is sent, how the answer ends).
-    let cases: [(&str, u64, Vec<u8>, &str); 4] = [
-        ("keepalive_plaintext", 1, PLAINTEXT.to_vec(), "Hello, World!"),
-        ("pipelined_16_plaintext", 16, PLAINTEXT.repeat(16), "Hello, World!"),
-        ("keepalive_hello_world", 1, HELLO.to_vec(), "Hello, \"/world\""),
-        ("keepalive_browser_head", 1, BROWSER_HEAD.to_vec(), "Hello, World!"),
-    ];
-    for (name, per_call, request, expect) in cases {
+    for (name, per_call, request, expect) in scenarios() {
         let mut conn = connection(&request, expect);
-        bench(&filter, name, per_call, || {
-            conn.send(black_box(&request));
-            black_box(conn.output().len());
-            conn.clear_output();
-        });
+        bench(&filter, name, per_call, || count(&mut conn, &request, 1));
         check(&mut conn, &request, expect);
     }
 }

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Instructions per request on the request path, counted by callgrind: repeatable on a shared,
+# noisy machine where wall time is not (same binary + same input = same count).
+#
+#   bash benches/instructions.sh                  # this tree
+#   AGAINST=<git rev> bash benches/instructions.sh  # this tree and REV side by side, with the change
+#   DETAIL=1 bash benches/instructions.sh         # plus the costliest functions per request (inclusive)
+#
+# Each scenario of benches/request_path.rs (a warm in-memory connection served by the built-in
+# routes) sends REQUESTS requests; callgrind counts only inside `request_path::count`, so setup
+# and checks are left out. REV must have the `--count` mode of request_path.rs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REQUESTS=${REQUESTS:-16000}
+SCENARIOS=${SCENARIOS:-"keepalive_plaintext pipelined_16_plaintext keepalive_browser_head keepalive_chunked_echo keepalive_hello_world"}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if ! command -v valgrind >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
+fi
+
+# Builds the bench in the tree $1 (with target dir $2) and prints the executable's path.
+build() {
+    (cd "$1" && CARGO_TARGET_DIR="$2" cargo bench --bench request_path --no-run --message-format=json 2>/dev/null) |
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "request_path" and m.get("executable"):
+        print(m["executable"])'
+}
+
+# Runs scenario $2 of executable $1 under callgrind; prints instructions per request.
+count() {
+    local out="$work/cg.$RANDOM"
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect='request_path::count' \
+        --callgrind-out-file="$out" "$1" --count "$2" "$REQUESTS" >/dev/null 2>&1
+    local total
+    total=$(awk '/^totals:/ {print $2}' "$out")
+    if [ -n "${DETAIL:-}" ]; then
+        echo "## $2, $1" >&2
+        callgrind_annotate --inclusive=yes "$out" 2>/dev/null | python3 -c '
+import re, sys
+n = int(sys.argv[1])
+skip = re.compile(r"request_path::(main|count)|std::rt::|std::sys::backtrace|below main|libc_start|ld-linux|PROGRAM TOTALS|\?\?\?:main ")
+rows = 0
+for line in sys.stdin:
+    m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(\S.*)$", line)
+    if not m or skip.search(line):
+        continue
+    ir = int(m.group(1).replace(",", "")) / n
+    if ir < 20 or rows == 25:
+        break
+    name = re.sub(r" \[.*\]$", "", m.group(2))
+    name = re.sub(r"^(\?\?\?|[^ ]*/[^ :]*):(?!:)", "", name)
+    print(f"  {ir:8.0f}  {name}")
+    rows += 1' "$REQUESTS" >&2
+    fi
+    python3 -c "print(f'{$total / $REQUESTS:.0f}')"
+}
+
+exe=$(build . "${CARGO_TARGET_DIR:-target}")
+[ -n "$exe" ] || { echo "build failed" >&2; exit 1; }
+base_exe=""
+if [ -n "${AGAINST:-}" ]; then
+    rev=$(git rev-parse --short "$AGAINST")
+    git worktree add --detach -f "$work/tree" "$rev" >/dev/null 2>&1
+    trap 'git worktree remove --force "$work/tree" >/dev/null 2>&1; rm -rf "$work"' EXIT
+    base_exe=$(build "$work/tree" "$PWD/target/instructions-against")
+    [ -n "$base_exe" ] || { echo "build of $rev failed (does it have request_path's --count mode?)" >&2; exit 1; }
+fi
+
+echo "# instructions per request (callgrind, $REQUESTS requests per scenario; $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes'))"
+if [ -n "$base_exe" ]; then
+    printf '| %-24s | %10s | %10s | %7s |\n|---|---|---|---|\n' scenario "$rev" this change
+else
+    printf '| %-24s | %10s |\n|---|---|\n' scenario "Ir/request"
+fi
+for scenario in $SCENARIOS; do
+    now=$(count "$exe" "$scenario")
+    if [ -n "$base_exe" ]; then
+        before=$(count "$base_exe" "$scenario")
+        change=$(python3 -c "print(f'{($now - $before) / $before * 100:+.1f}%')")
+        printf '| %-24s | %10s | %10s | %7s |\n' "$scenario" "$before" "$now" "$change"
+    else
+        printf '| %-24s | %10s |\n' "$scenario" "$now"
+    fi
+done
