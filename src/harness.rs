@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::ServerConfig;
 use crate::connection::buffer::BufPool;
-use crate::connection::state::ConnState;
 use crate::connection::{Connection, Env, Transport};
+use crate::counters::{ConnState, Stats};
 use crate::handler::Handler;
 use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
 use crate::http::date::DateCache;
@@ -19,7 +19,6 @@ use crate::http::request::{
     HeadLimits, find_head_end, header_slots, leading_empty_lines, normalize_version, parse_head, parse_head_prefix,
 };
 use crate::http::response::Response;
-use crate::metrics::Stats;
 
 /// The client side of an in-memory connection: bytes waiting to be read by the server, bytes it
 /// wrote, whether the client closed its side, and how much the server may write per call.

@@ -37,6 +37,7 @@
 pub mod app;
 mod config;
 mod connection;
+mod counters;
 mod error;
 mod handler;
 #[doc(hidden)]
@@ -51,7 +52,7 @@ mod systemd;
 mod timer;
 
 pub use config::ServerConfig;
-pub use connection::state::{ConnState, Counts, StateChange};
+pub use counters::{ConnState, Counts, StateChange};
 pub use error::Error;
 pub use handler::{Handler, Reply};
 pub use http::request::{HEADER_SLOTS as MAX_HEADER_SLOTS, Request, Version};

@@ -9,50 +9,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::connection::state::Counts;
+pub use crate::counters::DrainReport;
+use crate::counters::{Counts, Stats};
 
 /// Status classes counted: 1xx to 5xx.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// What the loop counts as it goes, owned by the loop (no atomics).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Stats {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Responses sent by status class (index 0 is 1xx).
-    pub responses: [u64; 5],
-    /// Request bytes read.
-    pub bytes_in: u64,
-    /// Response bytes written.
-    pub bytes_out: u64,
-}
-
-impl Stats {
-    /// Counts one response with `status`.
-    pub(crate) fn response(&mut self, status: u16) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.responses[class] += 1;
-    }
-
-    /// Final responses (2xx to 5xx): requests answered.
-    pub(crate) fn answered(&self) -> u64 {
-        self.responses[1..].iter().sum()
-    }
-}
-
-/// What happened during a drain, for the exit summary.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct DrainReport {
-    /// Connections per state when the drain began.
-    pub at_start: Counts,
-    /// Requests answered after the drain began.
-    pub served: u64,
-    /// Connections closed by force (shutdown timeout or immediate stop).
-    pub forced: u64,
-    /// From the start of the drain to its end (or to now, while it runs), in microseconds.
-    pub micros: u64,
-}
-
 /// One worker's published counters; read from any thread.
 #[derive(Debug, Default)]
 pub struct Metrics {

@@ -18,10 +18,11 @@ use log::{error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::config::ServerConfig;
+use crate::counters::DrainReport;
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::listen::{self, Inherited, Source};
-use crate::metrics::{DrainReport, Metrics, Registry};
+use crate::metrics::{Metrics, Registry};
 use crate::server::{Outcome, Server};
 use crate::shutdown::ShutdownHandle;
 use crate::systemd::Notifier;

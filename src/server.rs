@@ -31,14 +31,15 @@ use slab::Slab;
 
 use crate::config::ServerConfig;
 use crate::connection::buffer::BufPool;
-use crate::connection::state::{ConnState, Counts, StateChange};
 use crate::connection::{Connection, DrainRole, Env, after};
+use crate::counters::{ConnState, Counts, StateChange};
+use crate::counters::{DrainReport, Stats};
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::http::date::DateCache;
 use crate::http::response::Response;
 use crate::listen::{self, ReadyState, Successor};
-use crate::metrics::{DrainReport, Metrics, Registry, Stats};
+use crate::metrics::{Metrics, Registry};
 use crate::shutdown::{self, ShutdownHandle};
 use crate::systemd::Notifier;
 use crate::timer::Deadlines;

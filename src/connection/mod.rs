@@ -4,7 +4,6 @@
 //! it an [`Env`] for each turn, and asks it for its next deadline and its state afterwards.
 
 pub(crate) mod buffer;
-pub(crate) mod state;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error};
 
 use crate::config::ServerConfig;
+use crate::counters::{ConnState, Stats};
 use crate::handler::{Handler, Reply};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
 use crate::http::error::{HTTPARSE_VERSION_ERROR, HttpError};
@@ -22,9 +22,7 @@ use crate::http::request::{
     leading_empty_lines, normalize_version, parse_head, parse_head_prefix,
 };
 use crate::http::response::Response;
-use crate::metrics::Stats;
 use buffer::{BufPool, ReadBuf, WriteBuf};
-use state::ConnState;
 
 /// Stop parsing pipelined requests while this much output waits to be written.
 const WRITE_HIGH_WATER: usize = 64 * 1024;

@@ -1,5 +1,9 @@
-//! The public lifecycle of a connection ([`ConnState`]), the live counts per state, and what the
-//! state-change hook receives.
+//! What the loop counts, and nothing else: the public lifecycle of a connection ([`ConnState`]),
+//! the live counts per state ([`Counts`]), what the state-change hook receives
+//! ([`StateChange`]), the loop's running totals (`Stats`) and what a drain did ([`DrainReport`]).
+//!
+//! A leaf: it imports nothing from the crate, so the connection (which counts), the server (which
+//! keeps the counts) and `metrics` (which publishes them) all depend on it and not on each other.
 
 use std::net::SocketAddr;
 
@@ -70,6 +74,45 @@ pub struct StateChange {
     pub to: ConnState,
     /// The live counts after this change.
     pub counts: Counts,
+}
+
+/// What the loop counts as it goes, owned by the loop (no atomics).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Stats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Responses sent by status class (index 0 is 1xx).
+    pub responses: [u64; 5],
+    /// Request bytes read.
+    pub bytes_in: u64,
+    /// Response bytes written.
+    pub bytes_out: u64,
+}
+
+impl Stats {
+    /// Counts one response with `status`.
+    pub(crate) fn response(&mut self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class] += 1;
+    }
+
+    /// Final responses (2xx to 5xx): requests answered.
+    pub(crate) fn answered(&self) -> u64 {
+        self.responses[1..].iter().sum()
+    }
+}
+
+/// What happened during a drain, for the exit summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Connections per state when the drain began.
+    pub at_start: Counts,
+    /// Requests answered after the drain began.
+    pub served: u64,
+    /// Connections closed by force (shutdown timeout or immediate stop).
+    pub forced: u64,
+    /// From the start of the drain to its end (or to now, while it runs), in microseconds.
+    pub micros: u64,
 }
 
 #[cfg(test)]
