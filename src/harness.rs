@@ -8,17 +8,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::config::ServerConfig;
-use crate::connection::buffer::BufPool;
-use crate::connection::{Connection, Env, Transport};
-use crate::counters::{ConnState, Stats};
+use crate::connection::{Connection, Draining, Env, Transport};
+use crate::counters::ConnState;
 use crate::handler::Handler;
-use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
-use crate::http::date::DateCache;
-use crate::http::error::HTTPARSE_VERSION_ERROR;
-use crate::http::request::{
-    HeadLimits, find_head_end, header_slots, leading_empty_lines, normalize_version, parse_head, parse_head_prefix,
-};
-use crate::http::response::Response;
+use crate::http::body::BodyDecoder;
+use crate::http::head::{BodyKind, HeadLimits, HeadScan, HeadStep, whole_head_len};
+use crate::timer::after;
 
 /// The client side of an in-memory connection: bytes waiting to be read by the server, bytes it
 /// wrote, whether the client closed its side, and how much the server may write per call.
@@ -82,14 +77,7 @@ impl Transport for Pipe {
 /// One connection of the real state machine over an in-memory pipe, with a manual clock.
 pub struct MemoryConnection {
     conn: Connection<Pipe>,
-    config: ServerConfig,
-    handler: Box<dyn Handler + Send>,
-    pool: BufPool,
-    response: Response,
-    date: DateCache,
-    now: Instant,
-    draining: bool,
-    stats: Stats,
+    env: Env,
 }
 
 impl MemoryConnection {
@@ -99,14 +87,7 @@ impl MemoryConnection {
         let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
         MemoryConnection {
             conn: Connection::new(Pipe::default(), 1, peer, now),
-            config,
-            handler: Box::new(handler),
-            pool: BufPool::default(),
-            response: Response::new(),
-            date: DateCache::new(),
-            now,
-            draining: false,
-            stats: Stats::default(),
+            env: Env::new(config, Box::new(handler), now),
         }
     }
 
@@ -116,15 +97,14 @@ impl MemoryConnection {
         if !pipe.eof {
             pipe.input.extend_from_slice(bytes);
         }
-        self.conn.readable = true;
+        self.conn.on_ready(true, false, false);
         self.drive();
     }
 
     /// The client shuts down its write side.
     pub fn send_eof(&mut self) {
         self.conn.stream_mut().eof = true;
-        self.conn.readable = true;
-        self.conn.read_closed_hint = true;
+        self.conn.on_ready(true, false, true);
         self.drive();
     }
 
@@ -132,23 +112,23 @@ impl MemoryConnection {
     /// reading). Raising it lets the server write again.
     pub fn set_write_limit(&mut self, limit: Option<usize>) {
         self.conn.stream_mut().write_limit = limit;
-        self.conn.writable = true;
+        self.conn.on_ready(false, true, false);
         self.drive();
     }
 
     /// Moves the clock on, fires a deadline that has passed, and drives the connection.
     pub fn advance(&mut self, by: Duration) {
-        self.now = crate::connection::after(self.now, by);
-        if self.conn.deadline(&self.config).is_some_and(|d| d <= self.now) {
-            self.with_env(|conn, env| conn.expire(env));
+        self.env.now = after(self.env.now, by);
+        if self.conn.deadline(&self.env.config).is_some_and(|d| d <= self.env.now) {
+            self.conn.expire(&mut self.env);
         }
         self.drive();
     }
 
     /// Starts a graceful drain, as the server does for each connection.
     pub fn begin_drain(&mut self) {
-        self.draining = true;
-        self.conn.begin_drain(self.now, &self.config);
+        self.env.draining = Draining::Now;
+        self.conn.drain(self.env.now, &self.env.config, true);
         self.drive();
     }
 
@@ -182,52 +162,29 @@ impl MemoryConnection {
         self.conn.stream().shut_write.get() || self.is_closed()
     }
 
-    /// Runs `f` on the connection with an environment as the server builds it for one turn.
-    fn with_env<R>(&mut self, f: impl FnOnce(&mut Connection<Pipe>, &mut Env<'_>) -> R) -> R {
-        let mut env = Env {
-            now: self.now,
-            config: &self.config,
-            handler: &mut *self.handler,
-            date: self.date.get(),
-            draining: self.draining,
-            shutting_down: self.draining,
-            stats: &mut self.stats,
-            pool: &mut self.pool,
-            response: &mut self.response,
-        };
-        f(&mut self.conn, &mut env)
-    }
-
     fn drive(&mut self) {
-        self.conn.writable = true;
-        while self.with_env(|conn, env| conn.drive(env)) {}
+        self.conn.on_ready(false, true, false);
+        while self.conn.drive(&mut self.env) {}
     }
 }
 
-/// Parses `data` as a request head (up to its blank line, which must be there) with at most
-/// `max_headers` fields, after the empty lines the connection skips before a request. Returns
-/// the length of both together, or the status the server would answer.
-pub fn parse_request_head(data: &[u8], max_headers: usize) -> Result<usize, u16> {
-    let skipped = leading_empty_lines(data);
-    parse_skipped_head(&data[skipped..], max_headers).map(|len| skipped + len)
+/// The limits the harness reads heads with: the server's defaults, with `max_headers`.
+fn limits(max_headers: usize) -> HeadLimits {
+    let config = ServerConfig::DEFAULT;
+    HeadLimits { max_head_bytes: config.max_head_bytes, max_uri_bytes: config.max_uri_bytes, max_headers }
 }
 
-fn parse_skipped_head(data: &[u8], max_headers: usize) -> Result<usize, u16> {
-    let len = find_head_end(data, 0).map_err(|_| 400u16)?;
-    let limits = HeadLimits { max_headers, max_uri_bytes: ServerConfig::default().max_uri_bytes };
-    let mut slots = header_slots();
-    // As the connection does: the version gets a second look only when httparse rejects it.
-    match parse_head(&data[..len], &mut slots, limits) {
-        Ok(parsed) => Ok(parsed.info.len),
-        Err(HTTPARSE_VERSION_ERROR) => {
-            let mut head = data[..len].to_vec();
-            if !normalize_version(&mut head).map_err(|e| e.status())? {
-                return Err(HTTPARSE_VERSION_ERROR.status());
-            }
-            let mut slots = header_slots();
-            parse_head(&head, &mut slots, limits).map(|parsed| parsed.info.len).map_err(|e| e.status())
-        }
-        Err(e) => Err(e.status()),
+/// Reads `data` as a request head the careful way (the server's [`HeadScan`], without its
+/// attempt to parse a head that arrived whole), with at most `max_headers` fields and the
+/// server's default limits, after the empty lines the connection skips before a request. Returns
+/// the length of both together, or the status the server answers; a head that is not complete
+/// in `data` is a 400, as at the end of a connection.
+pub fn parse_request_head(data: &[u8], max_headers: usize) -> Result<usize, u16> {
+    let mut data = data.to_vec();
+    match HeadScan::default().next_careful(&mut data, limits(max_headers), |_, _| ()) {
+        (skip, HeadStep::Complete(info, ())) => Ok(skip + info.len),
+        (_, HeadStep::Failed(e)) => Err(e.status()),
+        (_, HeadStep::Empty | HeadStep::Partial) => Err(400),
     }
 }
 
@@ -237,38 +194,26 @@ fn parse_skipped_head(data: &[u8], max_headers: usize) -> Result<usize, u16> {
 /// ([`parse_request_head`]) instead. Whenever this says `Some(len)`, the careful path must say
 /// `Ok(len)`.
 pub fn parse_request_prefix(data: &[u8], max_headers: usize) -> Option<usize> {
-    let skipped = leading_empty_lines(data);
-    let limits = HeadLimits { max_headers, max_uri_bytes: ServerConfig::default().max_uri_bytes };
-    let mut slots = header_slots();
-    let parsed = parse_head_prefix(&data[skipped..], &mut slots, limits).ok().flatten()?;
-    Some(skipped + parsed.info.len)
+    whole_head_len(data, limits(max_headers))
 }
 
 /// Decodes the chunked body at the start of `data` in place, as the connection does, feeding it
 /// in the pieces `splits` gives (each a length; the rest goes last). Returns the decoded body,
 /// `Ok(None)` when it is incomplete, or the status the server would answer.
 pub fn decode_chunked(data: &[u8], splits: &[usize], max_body_bytes: u64) -> Result<Option<Vec<u8>>, u16> {
-    let mut decoder =
-        ChunkedDecoder::new(ChunkedLimits { max_body_bytes, max_line_bytes: 4096, max_trailer_bytes: 8192 });
+    let mut decoder = BodyDecoder::for_head(BodyKind::Chunked, max_body_bytes).map_err(|e| e.status())?;
     let mut buf: Vec<u8> = Vec::new();
-    let (mut out, mut inp) = (0usize, 0usize);
     let mut fed = 0;
     let mut pieces = splits.iter().copied();
     loop {
         let take = pieces.next().unwrap_or(usize::MAX).min(data.len() - fed);
         buf.extend_from_slice(&data[fed..fed + take]);
         fed += take;
-        let result = decoder.decode(&mut buf, &mut out, &mut inp);
-        if inp > out {
-            buf.drain(out..inp);
-            inp = out;
-        }
-        match result {
-            Ok(true) => return Ok(Some(buf[..out].to_vec())),
-            Ok(false) if fed == data.len() => return Ok(None),
-            Ok(false) => {}
-            Err(ChunkedError::TooLarge) => return Err(413),
-            Err(ChunkedError::Malformed(_)) => return Err(400),
+        match decoder.advance(&mut buf, 0) {
+            Ok(Some(len)) => return Ok(Some(buf[..len].to_vec())),
+            Ok(None) if fed == data.len() => return Ok(None),
+            Ok(None) => {}
+            Err(e) => return Err(e.status()),
         }
     }
 }

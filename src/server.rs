@@ -30,19 +30,17 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::ServerConfig;
-use crate::connection::buffer::BufPool;
-use crate::connection::{Connection, DrainRole, Env, after};
+use crate::connection::{Connection, DrainRole, Draining, Env};
+use crate::counters::DrainReport;
 use crate::counters::{ConnState, Counts, StateChange};
-use crate::counters::{DrainReport, Stats};
 use crate::error::Error;
 use crate::handler::Handler;
-use crate::http::date::DateCache;
-use crate::http::response::Response;
 use crate::listen::{self, ReadyState, Successor};
 use crate::metrics::{Metrics, Registry};
 use crate::shutdown::{self, ShutdownHandle};
 use crate::systemd::Notifier;
 use crate::timer::Deadlines;
+use crate::timer::after;
 
 /// Token of the listening socket.
 const LISTENER: Token = Token(0);
@@ -137,6 +135,17 @@ struct Systemd {
 
 type Hook = Box<dyn FnMut(&StateChange) + Send>;
 
+/// A connection and the server's bookkeeping for it.
+struct Slot {
+    conn: Connection<TcpStream>,
+    /// The state last reported to the counts and the hook.
+    reported: Option<ConnState>,
+    /// The deadline the heap holds for it.
+    scheduled: Option<Instant>,
+    /// Whether its key is in the ready queue.
+    queued: bool,
+}
+
 /// A single-threaded HTTP/1.1 server. [`Server::bind`] it, then [`Server::run`] it on the thread
 /// that should serve.
 pub struct Server {
@@ -147,19 +156,15 @@ pub struct Server {
     shutdown: ShutdownHandle,
     /// The strongest shutdown request already acted on.
     shutdown_seen: u8,
-    connections: Slab<Connection<TcpStream>>,
+    connections: Slab<Slot>,
     deadlines: Deadlines,
     ready: VecDeque<usize>,
     closed: Vec<usize>,
     /// Scratch list of due deadlines, reused every turn.
     due: Vec<(Instant, usize)>,
-    config: ServerConfig,
-    handler: Box<dyn Handler + Send>,
+    env: Env,
     hook: Option<Hook>,
     counts: Counts,
-    date: DateCache,
-    pool: BufPool,
-    response: Response,
     next_id: u64,
     listener_ready: bool,
     signals_ready: bool,
@@ -178,7 +183,6 @@ pub struct Server {
     stop: Option<Outcome>,
     /// At the connection cap: accepting resumes below 90% of it.
     at_cap: bool,
-    stats: Stats,
     metrics: Arc<Metrics>,
     /// Other servers (workers) that drain and stop with this one.
     followers: Vec<ShutdownHandle>,
@@ -234,13 +238,9 @@ impl Server {
             ready: VecDeque::new(),
             closed: Vec::new(),
             due: Vec::new(),
-            config,
-            handler: Box::new(handler),
+            env: Env::new(config, Box::new(handler), Instant::now()),
             hook: None,
             counts: Counts::default(),
-            date: DateCache::new(),
-            pool: BufPool::default(),
-            response: Response::new(),
             next_id: 0,
             listener_ready: true,
             signals_ready: false,
@@ -254,7 +254,6 @@ impl Server {
             drain_report: DrainReport::default(),
             stop: None,
             at_cap: false,
-            stats: Stats::default(),
             metrics: Arc::default(),
             followers: Vec::new(),
             handoff: Vec::new(),
@@ -338,7 +337,9 @@ impl Server {
                 return Err(Error::Poll(e));
             }
             let now = Instant::now();
-            self.date.refresh(SystemTime::now());
+            self.env.now = now;
+            self.env.draining = self.draining();
+            self.env.date.refresh(SystemTime::now());
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -346,6 +347,7 @@ impl Server {
             self.accept_pending(now);
             self.expire_deadlines(now);
             self.check_shutdown(now);
+            self.env.draining = self.draining();
             self.reap_closed(now);
             let outcome = self.finished(now);
             self.publish(now);
@@ -357,12 +359,12 @@ impl Server {
 
     /// Publishes the counters for `/metrics`, and the drain's progress to systemd.
     fn publish(&mut self, now: Instant) {
-        self.metrics.publish(&self.stats, &self.counts);
+        self.metrics.publish(&self.env.stats, &self.counts);
         if self.announced.is_none() && self.drain.is_none() && self.stop.is_none() {
             return;
         }
         if let Some(drain) = self.drain {
-            self.drain_report.served = self.stats.answered() - drain.answered_before;
+            self.drain_report.served = self.env.stats.answered() - drain.answered_before;
             if self.stop.is_none() {
                 self.drain_report.micros = duration_micros(now.saturating_duration_since(drain.started));
             }
@@ -405,50 +407,42 @@ impl Server {
             WAKER => {}
             Token(token) => {
                 let key = token - FIRST_CONNECTION;
-                let Some(conn) = self.connections.get_mut(key) else { return };
+                let Some(slot) = self.connections.get_mut(key) else { return };
                 let failed = event.is_error();
-                if event.is_readable() || event.is_read_closed() || failed {
-                    conn.readable = true;
-                }
-                if event.is_read_closed() || failed {
-                    conn.read_closed_hint = true;
-                }
-                if event.is_writable() || event.is_write_closed() || failed {
-                    conn.writable = true;
-                }
-                if !conn.queued {
-                    conn.queued = true;
+                slot.conn.on_ready(
+                    event.is_readable(),
+                    event.is_writable() || event.is_write_closed() || failed,
+                    event.is_read_closed() || failed,
+                );
+                if !slot.queued {
+                    slot.queued = true;
                     self.ready.push_back(key);
                 }
             }
         }
     }
 
-    fn env(&mut self, now: Instant) -> (Env<'_>, &mut Slab<Connection<TcpStream>>) {
-        let env = Env {
-            now,
-            config: &self.config,
-            handler: &mut *self.handler,
-            date: self.date.get(),
-            draining: self.drain.is_some(),
-            shutting_down: self.drain.is_some() || self.announced.is_some(),
-            stats: &mut self.stats,
-            pool: &mut self.pool,
-            response: &mut self.response,
-        };
-        (env, &mut self.connections)
+    /// What connections are told of the shutdown.
+    fn draining(&self) -> Draining {
+        if self.drain.is_some() {
+            Draining::Now
+        } else if self.announced.is_some() {
+            Draining::Soon
+        } else {
+            Draining::No
+        }
     }
 
     /// Drives each queued connection once; those that used up their budget go to the back.
     fn drive_ready(&mut self, now: Instant) {
         for _ in 0..self.ready.len() {
             let Some(key) = self.ready.pop_front() else { break };
-            let (mut env, connections) = self.env(now);
-            let Some(conn) = connections.get_mut(key) else { continue };
-            conn.queued = false;
-            let more = conn.drive(&mut env);
+            let _ = now;
+            let Some(slot) = self.connections.get_mut(key) else { continue };
+            slot.queued = false;
+            let more = slot.conn.drive(&mut self.env);
             if more {
-                conn.queued = true;
+                slot.queued = true;
                 self.ready.push_back(key);
             }
             self.sync(key);
@@ -457,29 +451,28 @@ impl Server {
 
     /// Brings the counts, the hook and the deadline heap in line with the connection.
     fn sync(&mut self, key: usize) {
-        let Some(conn) = self.connections.get_mut(key) else { return };
-        let state = conn.state();
+        let Some(slot) = self.connections.get_mut(key) else { return };
+        let state = slot.conn.state();
         // A request that began and ended within one turn still made the connection Active.
-        if std::mem::take(&mut conn.activity) && state != ConnState::Active && conn.reported != Some(ConnState::Active)
-        {
-            let from = conn.reported.replace(ConnState::Active);
-            let (id, peer) = (conn.id, conn.peer);
+        if slot.conn.take_activity() && state != ConnState::Active && slot.reported != Some(ConnState::Active) {
+            let from = slot.reported.replace(ConnState::Active);
+            let (id, peer) = (slot.conn.id, slot.conn.peer);
             self.transition(id, peer, from, ConnState::Active);
         }
-        let Some(conn) = self.connections.get_mut(key) else { return };
-        if conn.reported != Some(state) {
-            let from = conn.reported.replace(state);
-            let (id, peer) = (conn.id, conn.peer);
+        let Some(slot) = self.connections.get_mut(key) else { return };
+        if slot.reported != Some(state) {
+            let from = slot.reported.replace(state);
+            let (id, peer) = (slot.conn.id, slot.conn.peer);
             if state == ConnState::Closed {
                 self.closed.push(key);
             }
             self.transition(id, peer, from, state);
         }
-        let Some(conn) = self.connections.get_mut(key) else { return };
-        if let Some(deadline) = conn.deadline(&self.config)
-            && conn.scheduled.is_none_or(|scheduled| deadline < scheduled)
+        let Some(slot) = self.connections.get_mut(key) else { return };
+        if let Some(deadline) = slot.conn.deadline(&self.env.config)
+            && slot.scheduled.is_none_or(|scheduled| deadline < scheduled)
         {
-            conn.scheduled = Some(deadline);
+            slot.scheduled = Some(deadline);
             self.deadlines.push(deadline, key);
         }
     }
@@ -504,7 +497,7 @@ impl Server {
     /// flap on every close at the edge.
     fn update_cap(&mut self) {
         let open = self.connections.len();
-        let cap = self.config.max_connections.max(1);
+        let cap = self.env.config.max_connections.max(1);
         if !self.at_cap && open >= cap {
             self.at_cap = true;
             warn!("{}{open} connections open: at the connection cap, new ones wait in the backlog", self.label);
@@ -519,7 +512,7 @@ impl Server {
         if !self.listener_ready {
             return;
         }
-        for _ in 0..self.config.accept_batch.max(1) {
+        for _ in 0..self.env.config.accept_batch.max(1) {
             if !self.may_accept(now) {
                 return;
             }
@@ -543,10 +536,10 @@ impl Server {
                 Err(e) if is_transient_accept_error(&e) => {}
                 Err(e) => {
                     // Out of descriptors or memory (or worse): pause, never spin.
-                    self.accept_paused_until = Some(after(now, self.config.accept_backoff));
+                    self.accept_paused_until = Some(after(now, self.env.config.accept_backoff));
                     let quiet = self.last_accept_warning.is_some_and(|t| now < after(t, Duration::from_secs(1)));
                     if !quiet {
-                        warn!("accept failed: {e}; pausing accepts for {:?}", self.config.accept_backoff);
+                        warn!("accept failed: {e}; pausing accepts for {:?}", self.env.config.accept_backoff);
                         self.last_accept_warning = Some(now);
                     }
                     return;
@@ -564,8 +557,13 @@ impl Server {
             return;
         }
         self.next_id += 1;
-        self.stats.accepted += 1;
-        entry.insert(Connection::new(stream, self.next_id, peer, now));
+        self.env.stats.accepted += 1;
+        entry.insert(Slot {
+            conn: Connection::new(stream, self.next_id, peer, now),
+            reported: None,
+            scheduled: None,
+            queued: false,
+        });
         self.sync(key);
         self.update_cap();
     }
@@ -579,16 +577,15 @@ impl Server {
             due.push(entry);
         }
         for &(at, key) in &due {
-            let (mut env, connections) = self.env(now);
-            let Some(conn) = connections.get_mut(key) else { continue };
-            if conn.scheduled != Some(at) {
+            let Some(slot) = self.connections.get_mut(key) else { continue };
+            if slot.scheduled != Some(at) {
                 continue; // stale entry
             }
-            conn.scheduled = None;
-            if conn.deadline(env.config).is_some_and(|deadline| deadline <= now) {
-                conn.expire(&mut env);
-                if !conn.queued {
-                    conn.queued = true;
+            slot.scheduled = None;
+            if slot.conn.deadline(&self.env.config).is_some_and(|deadline| deadline <= now) {
+                slot.conn.expire(&mut self.env);
+                if !slot.queued {
+                    slot.queued = true;
                     self.ready.push_back(key);
                 }
             } else {
@@ -604,7 +601,7 @@ impl Server {
         // Stale entries pile up when deadlines move earlier; sweep them now and then.
         if self.deadlines.len() > 2 * self.connections.len() + 1024 {
             let connections = &self.connections;
-            self.deadlines.retain(|at, key| connections.get(key).is_some_and(|c| c.scheduled == Some(at)));
+            self.deadlines.retain(|at, key| connections.get(key).is_some_and(|s| s.scheduled == Some(at)));
         }
     }
 
@@ -651,7 +648,7 @@ impl Server {
             return;
         }
         if self.drain.is_none() && self.announced.is_none() {
-            if self.config.drain_delay.is_zero() {
+            if self.env.config.drain_delay.is_zero() {
                 self.drain_now(cause, now);
                 return;
             }
@@ -661,7 +658,7 @@ impl Server {
             if let Some(systemd) = &self.systemd {
                 systemd.notifier.stopping();
             }
-            let delay = self.config.drain_delay;
+            let delay = self.env.config.drain_delay;
             info!(
                 "{}{}: draining in {}, serving until then (/healthz answers 503)",
                 self.label,
@@ -812,15 +809,15 @@ impl Server {
         self.drain_cause = Some(cause);
         self.drain = Some(Drain {
             started: now,
-            deadline: after(now, self.config.shutdown_timeout),
-            answered_before: self.stats.answered(),
+            deadline: after(now, self.env.config.shutdown_timeout),
+            answered_before: self.env.stats.answered(),
         });
         self.drain_report.at_start = self.counts;
         let (mut closing, mut last_call) = (0, 0);
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         for key in keys {
             if let Some(conn) = self.connections.get_mut(key) {
-                match conn.begin_drain(now, &self.config) {
+                match conn.conn.drain(now, &self.env.config, true) {
                     DrainRole::CloseIdle => closing += 1,
                     DrainRole::LastCall => last_call += 1,
                     DrainRole::Finish | DrainRole::Gone => {}
@@ -851,8 +848,8 @@ impl Server {
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         let count = keys.len();
         for key in keys {
-            if let Some(conn) = self.connections.get_mut(key) {
-                conn.abort();
+            if let Some(slot) = self.connections.get_mut(key) {
+                slot.conn.abort();
             }
             self.sync(key);
         }
@@ -871,7 +868,7 @@ impl Server {
         for key in self.closed.drain(..) {
             // Closing the socket (by dropping it) also removes it from the poll: no
             // `epoll_ctl(DEL)` per connection. Its descriptor is not shared with anything.
-            if let Some(conn) = self.connections.try_remove(key) {
+            if let Some(Slot { conn, .. }) = self.connections.try_remove(key) {
                 log::trace!("connection {} ({}) removed: {:?}", conn.id, conn.peer, conn.close_reason());
             }
         }

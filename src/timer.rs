@@ -1,13 +1,22 @@
-//! [`Deadlines`]: one min-heap of (instant, connection key) for every timer in the loop.
+//! Time in the loop: [`Deadlines`], one min-heap of (instant, connection key) for every
+//! connection timer, and [`after`], the one way deadlines are computed.
 //!
-//! Entries are invalidated lazily: the connection remembers which instant it has in the heap
+//! Entries are invalidated lazily: the server's slot remembers which instant it has in the heap
 //! (`scheduled`); a popped entry that does not match is stale and dropped. A deadline that moves
 //! later keeps its earlier entry, which is re-pushed when it pops, so a keep-alive connection
 //! costs no heap operation per request.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Stand-in for "never" when a configured duration does not fit in an `Instant`.
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `t + d`, saturating far in the future instead of panicking.
+pub(crate) fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).unwrap_or_else(|| t + FAR)
+}
 
 /// Pending deadlines, earliest first.
 #[derive(Debug, Default)]
@@ -48,7 +57,6 @@ impl Deadlines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn pops_in_order_only_when_due() {

@@ -2,6 +2,8 @@
 //! it: between requests both go back to a small per-loop [`BufPool`], so an idle keep-alive
 //! connection costs a few hundred bytes, not kilobytes.
 
+use crate::http::body::BodyBuffer;
+
 /// Size of a pooled buffer: enough for typical heads and small responses.
 pub(crate) const POOL_BUF_BYTES: usize = 8 * 1024;
 /// Buffers kept for reuse, each kind.
@@ -48,6 +50,7 @@ pub(crate) struct ReadBuf {
 
 impl ReadBuf {
     /// The unconsumed bytes.
+    #[cfg(test)]
     pub(crate) fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
@@ -127,6 +130,17 @@ impl ReadBuf {
         if self.is_empty() && !self.buf.is_empty() {
             pool.give_read(std::mem::take(&mut self.buf));
         }
+    }
+}
+
+/// A body is decoded in the read buffer, right after its head.
+impl BodyBuffer for ReadBuf {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.data_mut()
+    }
+
+    fn squeeze(&mut self, from: usize, to: usize) {
+        self.remove(from, to);
     }
 }
 

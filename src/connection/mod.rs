@@ -1,46 +1,39 @@
 //! One client connection: its buffers, what it is waiting for ([`Phase`]), and the lifecycle
 //! state derived from that ([`ConnState`]). It reads, parses, calls the handler and writes; it
-//! never sees the `Poll`. The server tells it when it may read or write (readiness flags), hands
-//! it an [`Env`] for each turn, and asks it for its next deadline and its state afterwards.
+//! never sees the `Poll`. The server tells it when it may read or write
+//! ([`Connection::on_ready`]), lends it the loop's [`Env`] while it works, and asks it for its
+//! next deadline and its state afterwards.
+//!
+//! Data that only means something in one phase lives in that phase's variant: where the search
+//! for a head's end got, when the head began, how far a body has come, a delayed response, how
+//! to close after the last response. What every phase shares stays on the connection: the
+//! buffers, the readiness flags, and when the output and the idle wait started.
 
 pub(crate) mod buffer;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, error};
 
 use crate::config::ServerConfig;
 use crate::counters::{ConnState, Stats};
 use crate::handler::{Handler, Reply};
-use crate::http::chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
-use crate::http::error::{HTTPARSE_VERSION_ERROR, HttpError};
-use crate::http::request::{
-    BodyKind, HeadInfo, HeadLimits, REQUEST_LINE_OVERHEAD, Request, Version, find_head_end, header_slots,
-    leading_empty_lines, normalize_version, parse_head, parse_head_prefix,
-};
+use crate::http::body::BodyDecoder;
+use crate::http::date::DateCache;
+use crate::http::error::HttpError;
+use crate::http::head::{BodyKind, HeadInfo, HeadLimits, HeadScan, HeadStep, ParsedHead};
+use crate::http::request::{Request, Version};
 use crate::http::response::Response;
+use crate::timer::after;
 use buffer::{BufPool, ReadBuf, WriteBuf};
 
 /// Stop parsing pipelined requests while this much output waits to be written.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Rounds of read / process / write per turn before yielding to other connections.
 const ROUNDS_PER_TURN: usize = 4;
-/// Room for chunked framing on top of the body limit in the read buffer.
-const CHUNK_SLACK_BYTES: usize = 8 * 1024;
-/// Chunk-size line limit (size and extensions).
-const MAX_CHUNK_LINE_BYTES: usize = 4 * 1024;
-/// Trailer section limit.
-const MAX_TRAILER_BYTES: usize = 8 * 1024;
-/// Stand-in for "never" when a configured duration does not fit in an `Instant`.
-const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// `t + d`, saturating far in the future instead of panicking.
-pub(crate) fn after(t: Instant, d: Duration) -> Instant {
-    t.checked_add(d).unwrap_or_else(|| t + FAR)
-}
 
 /// The byte stream a connection runs over: a TCP stream, or an in-memory one in tests.
 pub(crate) trait Transport: Read + Write {
@@ -61,28 +54,53 @@ impl Transport for mio::net::TcpStream {
     }
 }
 
-/// What a connection needs from the server for one turn.
-pub(crate) struct Env<'a> {
+/// What a connection knows of the server's shutdown: one value, from the server's shutdown stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Draining {
+    /// Serving as usual.
+    No,
+    /// A shutdown was asked for and the drain begins after the drain delay: requests are served
+    /// as usual, and told so ([`Request::server_draining`]).
+    Soon,
+    /// Draining: each connection's last response closes it.
+    Now,
+}
+
+/// What the loop lends every connection while it works: the clock of this turn, the shutdown
+/// as connections see it, the limits, the application, and the loop's shared scratch.
+pub(crate) struct Env {
     /// The time this loop turn started.
     pub now: Instant,
+    /// How far the server's shutdown is.
+    pub draining: Draining,
     /// Limits and timeouts.
-    pub config: &'a ServerConfig,
+    pub config: ServerConfig,
     /// The application.
-    pub handler: &'a mut (dyn Handler + Send),
-    /// The current `Date` value.
-    pub date: &'a [u8; 29],
-    /// True once a graceful drain has begun: each connection's last request is answered with
-    /// `Connection: close`.
-    pub draining: bool,
-    /// True from the first shutdown request on, including the drain delay (what
-    /// `Request::server_draining` tells the handler).
-    pub shutting_down: bool,
+    pub handler: Box<dyn Handler + Send>,
+    /// The `Date` value.
+    pub date: DateCache,
     /// Counters of the loop.
-    pub stats: &'a mut Stats,
+    pub stats: Stats,
     /// Free buffers.
-    pub pool: &'a mut BufPool,
+    pub pool: BufPool,
     /// The response the handler fills in, reused across requests.
-    pub response: &'a mut Response,
+    pub response: Response,
+}
+
+impl Env {
+    /// An environment for connections served by `handler` under `config`.
+    pub(crate) fn new(config: ServerConfig, handler: Box<dyn Handler + Send>, now: Instant) -> Self {
+        Env {
+            now,
+            draining: Draining::No,
+            config,
+            handler,
+            date: DateCache::new(),
+            stats: Stats::default(),
+            pool: BufPool::default(),
+            response: Response::new(),
+        }
+    }
 }
 
 /// Why a connection was closed (for logs).
@@ -104,37 +122,40 @@ pub(crate) enum CloseReason {
     Shutdown,
 }
 
-/// What the connection is waiting for.
+/// What the connection is waiting for, with what only that wait needs.
 #[derive(Debug)]
 enum Phase {
     /// Waiting for, or reading, a request head.
-    Head,
+    Head(HeadProgress),
     /// Head parsed; reading its body.
     Body(BodyProgress),
-    /// The handler asked for a delay: the response waits in `Connection::delayed`.
-    Waiting { until: Instant },
-    /// The last response is queued: flush it, then shut down the write side.
-    Closing,
+    /// The handler asked for a delay: its response is sent at `until`.
+    Waiting { until: Instant, delayed: Box<Delayed> },
+    /// The last response is queued: flush it, then close as said.
+    Closing(AfterFlush),
     /// Write side shut: read and discard until the client closes or `until`.
     Linger { until: Instant },
     /// Done; the server removes it.
-    Closed,
+    Closed(CloseReason),
 }
 
+/// A head on its way.
+#[derive(Debug, Default)]
+struct HeadProgress {
+    /// Where the search for its end got.
+    scan: HeadScan,
+    /// When its first byte arrived (the header timeout counts from here); `None` while no
+    /// request has begun.
+    started: Option<Instant>,
+}
+
+/// A body on its way.
 #[derive(Debug)]
 struct BodyProgress {
     head: HeadInfo,
-    framing: Framing,
-}
-
-#[derive(Debug)]
-enum Framing {
-    Length(usize),
-    /// Decoded bytes so far sit right after the head; framing is squeezed out as it is read.
-    Chunked {
-        decoder: ChunkedDecoder,
-        decoded: usize,
-    },
+    decoder: BodyDecoder,
+    /// The last read: a body may not pause for longer than the header timeout.
+    last_read: Instant,
 }
 
 /// A response the handler asked to send later, with what it needs to be encoded then.
@@ -144,6 +165,40 @@ struct Delayed {
     head: HeadInfo,
 }
 
+/// How a connection ends once its last response is flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterFlush {
+    /// Close at once: the client asked to close and sent nothing more.
+    Close,
+    /// Shut down the write side and read what the client still sends before closing, so unread
+    /// input does not turn into a reset that destroys the response.
+    Linger,
+}
+
+/// The timer of a phase, one description for both [`Connection::deadline`] and
+/// [`Connection::expire`].
+#[derive(Debug, Clone, Copy)]
+enum PhaseTimer {
+    /// A head or a body that takes too long: 408.
+    Request(Instant),
+    /// Waiting for the next request: closed silently at `idle`, or during a drain at
+    /// `last_call` if nothing is readable by then.
+    Next { idle: Instant, last_call: Option<Instant> },
+    /// A delayed response is due; the next drive sends it.
+    Delay(Instant),
+    /// The linger time is over.
+    Linger(Instant),
+}
+
+impl PhaseTimer {
+    fn at(self) -> Instant {
+        match self {
+            PhaseTimer::Request(at) | PhaseTimer::Delay(at) | PhaseTimer::Linger(at) => at,
+            PhaseTimer::Next { idle, last_call } => last_call.map_or(idle, |g| g.min(idle)),
+        }
+    }
+}
+
 /// One client connection.
 pub(crate) struct Connection<S> {
     stream: S,
@@ -151,49 +206,36 @@ pub(crate) struct Connection<S> {
     pub(crate) id: u64,
     /// The client's address.
     pub(crate) peer: SocketAddr,
-    /// Set by readiness events, cleared by `WouldBlock`.
-    pub(crate) readable: bool,
-    /// Set by readiness events, cleared by `WouldBlock`.
-    pub(crate) writable: bool,
-    /// The client has closed (or reset) its side: a short read is not proof the socket is drained.
-    pub(crate) read_closed_hint: bool,
-    /// Bookkeeping of the server: the state last reported to the counts and hook.
-    pub(crate) reported: Option<ConnState>,
-    /// Bookkeeping of the server: the deadline it has in its heap for this connection.
-    pub(crate) scheduled: Option<Instant>,
-    /// Bookkeeping of the server: whether the token is in the ready queue.
-    pub(crate) queued: bool,
-    /// A request began since the server last looked: it reports the connection Active even if
-    /// the request was also answered within the same turn.
-    pub(crate) activity: bool,
     phase: Phase,
     read_buf: ReadBuf,
     write_buf: WriteBuf,
-    /// How far the search for the end of the current head got.
-    scanned: usize,
-    head_started: Option<Instant>,
-    accepted_at: Instant,
-    last_read: Instant,
+    /// When the output last made progress (or was queued into an empty buffer): the write
+    /// timeout counts from here.
     write_since: Instant,
-    last_response_at: Option<Instant>,
+    /// When the connection last had nothing to do: accepted, or its last response went out.
+    /// The idle timeout counts from here.
+    idle_since: Instant,
+    /// During a drain: until when a new or just-used connection may still send a request.
+    last_call: Option<Instant>,
     served: u64,
+    /// Set by readiness events, cleared by `WouldBlock`.
+    readable: bool,
+    /// Set by readiness events, cleared by `WouldBlock`.
+    writable: bool,
+    /// The client has closed (or reset) its side: a short read is not proof the socket is drained.
+    read_closed_hint: bool,
     peer_eof: bool,
     /// TCP_NODELAY is set: done once, when the connection first stays open after a response
     /// (a connection that serves one request and closes never needs it).
     nodelay: bool,
-    /// After the last response, shut down the write side and read what the client still sends
-    /// before closing (so unread input does not turn into a reset that destroys the response).
-    /// Not needed when the client itself asked to close and sent nothing more.
-    linger: bool,
     /// The last read found the socket empty (a short read, `WouldBlock` or end of stream), so
     /// no input waits unread in the kernel. A read capped by the buffer proves nothing.
     input_drained: bool,
-    delayed: Option<Delayed>,
-    drain_grace: Option<Instant>,
-    close_reason: Option<CloseReason>,
+    /// A request began since [`Connection::take_activity`] was last called.
+    activity: bool,
 }
 
-/// How a connection is treated when a drain begins.
+/// How a connection is treated by a drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DrainRole {
     /// A request is in progress: it finishes.
@@ -202,7 +244,7 @@ pub(crate) enum DrainRole {
     CloseIdle,
     /// New, or idle since just now: a brief last call for a request on its way.
     LastCall,
-    /// Already closed.
+    /// Closed.
     Gone,
 }
 
@@ -213,30 +255,20 @@ impl<S: Transport> Connection<S> {
             stream,
             id,
             peer,
+            phase: Phase::Head(HeadProgress::default()),
+            read_buf: ReadBuf::default(),
+            write_buf: WriteBuf::default(),
+            write_since: now,
+            idle_since: now,
+            last_call: None,
+            served: 0,
             readable: false,
             writable: false,
             read_closed_hint: false,
-            reported: None,
-            scheduled: None,
-            queued: false,
-            activity: false,
-            phase: Phase::Head,
-            read_buf: ReadBuf::default(),
-            write_buf: WriteBuf::default(),
-            scanned: 0,
-            head_started: None,
-            accepted_at: now,
-            last_read: now,
-            write_since: now,
-            last_response_at: None,
-            served: 0,
             peer_eof: false,
             nodelay: false,
-            linger: true,
             input_drained: false,
-            delayed: None,
-            drain_grace: None,
-            close_reason: None,
+            activity: false,
         }
     }
 
@@ -245,16 +277,30 @@ impl<S: Transport> Connection<S> {
         &self.stream
     }
 
-    /// The stream (for registering and deregistering).
+    /// The stream (for registering, and for the harness's in-memory pipe).
     pub(crate) fn stream_mut(&mut self) -> &mut S {
         &mut self.stream
+    }
+
+    /// Records readiness the poll reported: the socket may be read or written, or the client
+    /// closed (or reset) its side.
+    pub(crate) fn on_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
+        self.readable |= readable || read_closed;
+        self.writable |= writable;
+        self.read_closed_hint |= read_closed;
+    }
+
+    /// Whether a request began since the last call: the server reports the connection Active
+    /// even when that request was also answered within the same turn.
+    pub(crate) fn take_activity(&mut self) -> bool {
+        std::mem::take(&mut self.activity)
     }
 
     /// The lifecycle state, derived from the phase and buffers.
     pub(crate) fn state(&self) -> ConnState {
         match self.phase {
-            Phase::Closed => ConnState::Closed,
-            Phase::Head if self.read_buf.is_empty() && self.write_buf.is_empty() => {
+            Phase::Closed(_) => ConnState::Closed,
+            Phase::Head(_) if self.read_buf.is_empty() && self.write_buf.is_empty() => {
                 if self.served == 0 {
                     ConnState::New
                 } else {
@@ -267,86 +313,96 @@ impl<S: Transport> Connection<S> {
 
     /// Why it closed, once closed.
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
-        self.close_reason
+        match self.phase {
+            Phase::Closed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// When queued output stops being acceptable if the client reads none of it.
+    fn write_deadline(&self, config: &ServerConfig) -> Option<Instant> {
+        (!self.write_buf.is_empty()).then(|| after(self.write_since, config.write_timeout))
+    }
+
+    /// The timer of the current phase, if it has one.
+    fn phase_timer(&self, config: &ServerConfig) -> Option<PhaseTimer> {
+        match &self.phase {
+            Phase::Closed(_) | Phase::Closing(_) => None,
+            Phase::Linger { until } => Some(PhaseTimer::Linger(*until)),
+            Phase::Waiting { until, .. } => Some(PhaseTimer::Delay(*until)),
+            Phase::Body(body) => Some(PhaseTimer::Request(after(body.last_read, config.header_timeout))),
+            Phase::Head(head) => match head.started {
+                Some(started) => Some(PhaseTimer::Request(after(started, config.header_timeout))),
+                None if self.write_buf.is_empty() => Some(PhaseTimer::Next {
+                    idle: after(self.idle_since, config.idle_timeout),
+                    last_call: self.last_call,
+                }),
+                None => None,
+            },
+        }
     }
 
     /// The next moment something must happen if no I/O arrives first.
     pub(crate) fn deadline(&self, config: &ServerConfig) -> Option<Instant> {
-        let write = (!self.write_buf.is_empty()).then(|| after(self.write_since, config.write_timeout));
-        let phase = match self.phase {
-            Phase::Closed => return None,
-            Phase::Linger { until } | Phase::Waiting { until } => Some(until),
-            Phase::Body(_) => Some(after(self.last_read, config.header_timeout)),
-            Phase::Closing => None,
-            Phase::Head => match self.head_started {
-                Some(started) => Some(after(started, config.header_timeout)),
-                None if self.write_buf.is_empty() => {
-                    let idle_since = self.last_response_at.unwrap_or(self.accepted_at);
-                    let idle = after(idle_since, config.idle_timeout);
-                    Some(self.drain_grace.map_or(idle, |grace| grace.min(idle)))
-                }
-                None => None,
-            },
-        };
-        match (write, phase) {
+        match (self.write_deadline(config), self.phase_timer(config).map(PhaseTimer::at)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Acts on a deadline that has passed: times out a slow head or body (408), a stuck write,
-    /// an idle connection, a drain last call, or the end of lingering. Delayed responses are sent
-    /// by the next [`Connection::drive`].
-    pub(crate) fn expire(&mut self, env: &mut Env<'_>) {
-        let (now, config) = (env.now, env.config);
-        if !self.write_buf.is_empty() && after(self.write_since, config.write_timeout) <= now {
+    /// Acts on a deadline that has passed: times out a stuck write, a slow head or body (408),
+    /// an idle connection, a drain last call, or the end of lingering. Delayed responses are
+    /// sent by the next [`Connection::drive`].
+    pub(crate) fn expire(&mut self, env: &mut Env) {
+        let now = env.now;
+        if self.write_deadline(&env.config).is_some_and(|at| at <= now) {
             self.close(CloseReason::WriteTimeout);
             return;
         }
-        match self.phase {
-            Phase::Linger { until } if until <= now => self.close(CloseReason::Done),
-            Phase::Body(_) if after(self.last_read, config.header_timeout) <= now => {
+        match self.phase_timer(&env.config) {
+            Some(PhaseTimer::Request(at)) if at <= now => {
                 self.fail(HttpError::Timeout, env);
             }
-            Phase::Head => match self.head_started {
-                Some(started) if after(started, config.header_timeout) <= now => {
-                    self.fail(HttpError::Timeout, env);
+            Some(PhaseTimer::Next { idle, last_call }) => {
+                if idle <= now {
+                    self.close(CloseReason::IdleTimeout);
+                } else if last_call.is_some_and(|at| at <= now) && !self.readable {
+                    self.close(CloseReason::Drain);
                 }
-                Some(_) => {}
-                None if self.write_buf.is_empty() => {
-                    let idle_since = self.last_response_at.unwrap_or(self.accepted_at);
-                    if after(idle_since, config.idle_timeout) <= now {
-                        self.close(CloseReason::IdleTimeout);
-                    } else if self.drain_grace.is_some_and(|grace| grace <= now) && !self.readable {
-                        self.close(CloseReason::Drain);
-                    }
-                }
-                None => {}
-            },
+            }
+            Some(PhaseTimer::Linger(at)) if at <= now => self.close(CloseReason::Done),
             _ => {}
         }
     }
 
-    /// Applies the drain policy to this connection (see [`DrainRole`]).
-    pub(crate) fn begin_drain(&mut self, now: Instant, config: &ServerConfig) -> DrainRole {
+    /// The drain's rule for this connection. When the drain begins (`starting`): a request in
+    /// progress finishes (its response is the last, see `send`); a new connection, or one used
+    /// just now, gets a last call for a request on its way; any other idle one is closed by the
+    /// next turn's deadline pass, after one more look at its socket. While the drain lasts: a
+    /// connection that has gone idle, its last call over, is closed.
+    pub(crate) fn drain(&mut self, now: Instant, config: &ServerConfig, starting: bool) -> DrainRole {
         match self.state() {
             ConnState::Closed => DrainRole::Gone,
             ConnState::Active => DrainRole::Finish,
-            ConnState::New => {
-                self.drain_grace = Some(after(now, config.drain_new_grace));
+            ConnState::New if starting => {
+                self.last_call = Some(after(now, config.drain_new_grace));
                 DrainRole::LastCall
             }
-            ConnState::Idle => {
-                let recent = self.last_response_at.is_some_and(|at| now < after(at, config.drain_idle_grace));
-                if recent {
-                    self.drain_grace = Some(after(now, config.drain_idle_grace));
+            ConnState::Idle if starting => {
+                if now < after(self.idle_since, config.drain_idle_grace) {
+                    self.last_call = Some(after(now, config.drain_idle_grace));
                     DrainRole::LastCall
                 } else {
-                    // Closed by the next turn's deadline pass, after one more look at the socket.
-                    self.drain_grace = Some(now);
+                    self.last_call = Some(now);
                     DrainRole::CloseIdle
                 }
             }
+            ConnState::Idle if self.last_call.is_none_or(|at| at <= now) => {
+                // Went idle during a drain: nothing more will be served here.
+                self.close(CloseReason::Drain);
+                DrainRole::Gone
+            }
+            ConnState::New | ConnState::Idle => DrainRole::LastCall,
         }
     }
 
@@ -358,10 +414,10 @@ impl<S: Transport> Connection<S> {
     /// Does all the work the connection can do now: read what is there, answer complete
     /// requests, write what is queued. Returns true when it stopped only because of the per-turn
     /// budget, so the server should come back to it in the next turn.
-    pub(crate) fn drive(&mut self, env: &mut Env<'_>) -> bool {
+    pub(crate) fn drive(&mut self, env: &mut Env) -> bool {
         for _ in 0..ROUNDS_PER_TURN {
             let mut progress = false;
-            if self.readable && !matches!(self.phase, Phase::Closed) {
+            if self.readable && !matches!(self.phase, Phase::Closed(_)) {
                 progress |= self.read(env);
             }
             progress |= self.process(env);
@@ -369,12 +425,11 @@ impl<S: Transport> Connection<S> {
                 progress |= self.flush(env);
             }
             progress |= self.after_flush(env);
-            if env.draining && self.state() == ConnState::Idle && self.drain_grace.is_none_or(|g| g <= env.now) {
-                // Went idle during a drain: nothing more will be served here.
-                self.close(CloseReason::Drain);
+            if env.draining == Draining::Now {
+                self.drain(env.now, &env.config, false);
             }
-            if matches!(self.phase, Phase::Closed) || !progress {
-                self.release_buffers(env.pool);
+            if matches!(self.phase, Phase::Closed(_)) || !progress {
+                self.release_buffers(&mut env.pool);
                 return false;
             }
         }
@@ -389,25 +444,19 @@ impl<S: Transport> Connection<S> {
     /// Largest amount of unconsumed input to hold in the current phase.
     fn read_cap(&self, config: &ServerConfig) -> usize {
         match &self.phase {
-            Phase::Body(body) => match body.framing {
-                Framing::Length(n) => body.head.len + n,
-                Framing::Chunked { .. } => {
-                    let max_body = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
-                    body.head.len.saturating_add(max_body).saturating_add(CHUNK_SLACK_BYTES)
-                }
-            },
+            Phase::Body(body) => body.decoder.read_cap(body.head.len, config.max_body_bytes),
             _ => config.max_head_bytes,
         }
     }
 
     /// Reads until `WouldBlock`, end of stream, or the buffer is at its cap (then `readable`
     /// stays set, and reading resumes once requests are consumed).
-    fn read(&mut self, env: &mut Env<'_>) -> bool {
-        let cap = self.read_cap(env.config);
-        let discard = matches!(self.phase, Phase::Closing | Phase::Linger { .. });
+    fn read(&mut self, env: &mut Env) -> bool {
+        let cap = self.read_cap(&env.config);
+        let discard = matches!(self.phase, Phase::Closing(_) | Phase::Linger { .. });
         let mut progress = false;
         loop {
-            let spare = self.read_buf.spare(cap, env.pool);
+            let spare = self.read_buf.spare(cap, &mut env.pool);
             if spare.is_empty() {
                 return progress;
             }
@@ -423,7 +472,9 @@ impl<S: Transport> Connection<S> {
                     progress = true;
                     self.input_drained = n < want;
                     env.stats.bytes_in += n as u64;
-                    self.last_read = env.now;
+                    if let Phase::Body(body) = &mut self.phase {
+                        body.last_read = env.now;
+                    }
                     if discard {
                         self.read_buf.clear();
                     } else {
@@ -451,7 +502,7 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Writes until the buffer is empty or `WouldBlock`.
-    fn flush(&mut self, env: &mut Env<'_>) -> bool {
+    fn flush(&mut self, env: &mut Env) -> bool {
         let mut progress = false;
         while !self.write_buf.is_empty() {
             match self.stream.write(self.write_buf.pending()) {
@@ -477,17 +528,17 @@ impl<S: Transport> Connection<S> {
             }
         }
         if progress && self.write_buf.is_empty() {
-            self.last_response_at = Some(env.now);
+            self.idle_since = env.now;
         }
         progress
     }
 
-    /// Moves on once the output is flushed: after the last response, shut down the write side
-    /// and linger; after the client's end of stream, close.
-    fn after_flush(&mut self, env: &mut Env<'_>) -> bool {
+    /// Moves on once the output is flushed: after the last response, close or shut down the
+    /// write side and linger; after the client's end of stream, close.
+    fn after_flush(&mut self, env: &mut Env) -> bool {
         match self.phase {
-            Phase::Closing if self.write_buf.is_empty() => {
-                if !self.linger {
+            Phase::Closing(after_flush) if self.write_buf.is_empty() => {
+                if after_flush == AfterFlush::Close {
                     // Closing the socket sends the FIN.
                     self.close(CloseReason::Done);
                     return true;
@@ -511,16 +562,13 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Answers every complete request in the buffer, in order.
-    fn process(&mut self, env: &mut Env<'_>) -> bool {
+    fn process(&mut self, env: &mut Env) -> bool {
         let mut progress = false;
         loop {
             let advanced = match self.phase {
-                Phase::Head => self.process_head(env),
+                Phase::Head(_) => self.process_head(env),
                 Phase::Body(_) => self.process_body(env),
-                Phase::Waiting { until } if until <= env.now => {
-                    self.send_delayed(env);
-                    true
-                }
+                Phase::Waiting { until, .. } if until <= env.now => self.send_delayed(env),
                 _ => false,
             };
             if !advanced {
@@ -530,166 +578,84 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    fn head_limits(config: &ServerConfig) -> HeadLimits {
-        HeadLimits { max_headers: config.max_headers, max_uri_bytes: config.max_uri_bytes }
-    }
-
-    /// In `Head`: parses the next head if it is complete, and answers it if it has no body.
-    fn process_head(&mut self, env: &mut Env<'_>) -> bool {
+    /// In `Head`: reads the next head if it is complete, and answers it if it has no body.
+    fn process_head(&mut self, env: &mut Env) -> bool {
         if self.write_buf.pending().len() >= WRITE_HIGH_WATER {
             return false;
         }
-        let blank = leading_empty_lines(self.read_buf.data());
-        if blank > 0 {
-            self.read_buf.consume(blank);
-            self.scanned = 0;
-        }
-        if self.read_buf.is_empty() {
-            if self.peer_eof {
-                self.end_of_input();
-                return !matches!(self.phase, Phase::Head);
-            }
-            return false;
-        }
-        if self.head_started.is_none() {
-            self.head_started = Some(env.now);
+        let Phase::Head(head) = &mut self.phase else { return false };
+        let limits = head_limits(&env.config);
+        // The handler answers a request without a body while its head is still borrowed.
+        let (skip, step) = head.scan.next(self.read_buf.data_mut(), limits, |parsed, _| {
+            (parsed.info.body == BodyKind::None).then(|| call_handler(env, parsed, &[]))
+        });
+        self.read_buf.consume(skip);
+        if !matches!(step, HeadStep::Empty) && head.started.is_none() {
+            head.started = Some(env.now);
             self.activity = true;
         }
-        let max_head = env.config.max_head_bytes;
-        let limits = Self::head_limits(env.config);
-        let data = self.read_buf.data();
-        let (mut slots, mut retry_slots) = (header_slots(), header_slots());
-        // Most heads arrive whole: parse them at once. A head still incomplete (or one that
-        // fails) takes the careful path, which scans a growing head only once and judges errors
-        // on the whole head.
-        let whole = match self.scanned {
-            0 => parse_head_prefix(&data[..data.len().min(max_head)], &mut slots, limits).ok().flatten(),
-            _ => None,
-        };
-        let parsed = match whole {
-            Some(parsed) => parsed,
-            None => {
-                let len = match find_head_end(data, self.scanned) {
-                    Ok(len) if len <= max_head => len,
-                    Ok(_) => return self.fail(HttpError::HeadTooLarge, env),
-                    Err(scanned) => return self.head_incomplete(scanned, env),
-                };
-                self.scanned = 0;
-                match parse_head(&data[..len], &mut retry_slots, limits) {
-                    Ok(parsed) => parsed,
-                    // Only a version httparse rejects needs a closer look (HTTP/1.2 is served as
-                    // HTTP/1.1, HTTP/2.0 gets 505): valid requests never pay for it.
-                    Err(HTTPARSE_VERSION_ERROR) => return self.retry_with_normalized_version(len, env),
-                    Err(e) => return self.fail(e, env),
-                }
+        match step {
+            HeadStep::Empty | HeadStep::Partial if self.peer_eof => {
+                // The client closed between requests or in the middle of a head: nothing to answer.
+                let began = matches!(step, HeadStep::Partial);
+                self.end_of_input();
+                began || !matches!(self.phase, Phase::Head(_))
             }
-        };
-        let head = parsed.info;
-        let len = head.len;
-        let framing = match head.body {
-            BodyKind::None => {
-                let req = request_from(&parsed.req, head.version, &[], env.shutting_down);
-                let reply = call_handler(env, &req);
-                self.read_buf.consume(len);
+            HeadStep::Empty | HeadStep::Partial => false,
+            HeadStep::Failed(e) => self.fail(e, env),
+            HeadStep::Complete(head, Some(reply)) => {
+                self.read_buf.consume(head.len);
                 self.complete(head, reply, env);
-                return true;
+                true
             }
-            BodyKind::Length(n) if n > env.config.max_body_bytes => {
-                return self.fail(HttpError::BodyTooLarge, env);
-            }
-            // n <= max_body_bytes, which fits in memory, hence in usize.
-            BodyKind::Length(n) => Framing::Length(usize::try_from(n).unwrap_or(usize::MAX)),
-            BodyKind::Chunked => Framing::Chunked {
-                decoder: ChunkedDecoder::new(ChunkedLimits {
-                    max_body_bytes: env.config.max_body_bytes,
-                    max_line_bytes: MAX_CHUNK_LINE_BYTES,
-                    max_trailer_bytes: MAX_TRAILER_BYTES,
-                }),
-                decoded: 0,
-            },
+            HeadStep::Complete(head, None) => self.begin_body(head, env),
+        }
+    }
+
+    /// A head with a body is complete: 413 for a declared length over the limit, `100 Continue`
+    /// when the client waits for it, then read the body.
+    fn begin_body(&mut self, head: HeadInfo, env: &mut Env) -> bool {
+        let decoder = match BodyDecoder::for_head(head.body, env.config.max_body_bytes) {
+            Ok(decoder) => decoder,
+            Err(e) => return self.fail(e, env),
         };
-        let body_present = self.read_buf.len() > len;
+        let body_present = self.read_buf.len() > head.len;
         if head.expect_continue && !body_present {
             if self.write_buf.is_empty() {
                 self.write_since = env.now;
             }
             env.stats.response(100);
-            self.write_buf.out(env.pool).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.write_buf.out(&mut env.pool).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        self.last_read = env.now;
-        self.phase = Phase::Body(BodyProgress { head, framing });
+        self.phase = Phase::Body(BodyProgress { head, decoder, last_read: env.now });
         true
     }
 
-    /// No complete head yet; `scanned` is how far the search for its end got. Answers a head
-    /// that can no longer become valid, and returns whether anything changed.
-    fn head_incomplete(&mut self, scanned: usize, env: &mut Env<'_>) -> bool {
-        self.scanned = scanned;
-        let (data, config) = (self.read_buf.data(), env.config);
-        // Without its end, a request line longer than any valid one means a long target.
-        let line_cap = config.max_uri_bytes.saturating_add(REQUEST_LINE_OVERHEAD).min(config.max_head_bytes);
-        if data.len() >= line_cap && !data[..line_cap].contains(&b'\n') {
-            return self.fail(HttpError::UriTooLong, env);
-        }
-        if data.len() >= config.max_head_bytes {
-            return self.fail(HttpError::HeadTooLarge, env);
-        }
-        if self.peer_eof {
-            // The client closed in the middle of a head: nothing to answer.
-            self.end_of_input();
-            return true;
-        }
-        false
-    }
-
-    /// The head of `len` bytes has a version httparse rejects: rewrite a later HTTP/1 minor
-    /// version to 1.1 in place and parse again, or answer the error.
-    fn retry_with_normalized_version(&mut self, len: usize, env: &mut Env<'_>) -> bool {
-        match normalize_version(&mut self.read_buf.data_mut()[..len]) {
-            Ok(true) => self.process_head(env),
-            Ok(false) => self.fail(HTTPARSE_VERSION_ERROR, env),
-            Err(e) => self.fail(e, env),
-        }
-    }
-
     /// In `Body`: advances the body; answers the request once it is complete.
-    fn process_body(&mut self, env: &mut Env<'_>) -> bool {
+    fn process_body(&mut self, env: &mut Env) -> bool {
         let Phase::Body(body) = &mut self.phase else { return false };
         let head = body.head;
-        let body_len = match &mut body.framing {
-            Framing::Length(n) => {
-                if self.read_buf.len() - head.len < *n {
-                    return self.body_incomplete();
-                }
-                *n
+        let body_len = match body.decoder.advance(&mut self.read_buf, head.len) {
+            Ok(Some(len)) => len,
+            Ok(None) if self.peer_eof => {
+                // The client closed before sending the whole body: nothing to answer.
+                self.end_of_input();
+                return true;
             }
-            Framing::Chunked { decoder, decoded } => {
-                let data = self.read_buf.data_mut();
-                let (mut out, mut inp) = (*decoded, *decoded);
-                let result = decoder.decode(&mut data[head.len..], &mut out, &mut inp);
-                *decoded = out;
-                if inp > out {
-                    self.read_buf.remove(head.len + out, head.len + inp);
-                }
-                match result {
-                    Ok(true) => out,
-                    Ok(false) => return self.body_incomplete(),
-                    Err(ChunkedError::TooLarge) => return self.fail(HttpError::BodyTooLarge, env),
-                    Err(ChunkedError::Malformed(what)) => return self.fail(HttpError::BadRequest(what), env),
-                }
-            }
+            Ok(None) => return false,
+            Err(e) => return self.fail(e, env),
         };
-        let reply = {
-            let data = self.read_buf.data();
-            let mut slots = header_slots();
-            match parse_head(&data[..head.len], &mut slots, Self::head_limits(env.config)) {
-                Ok(parsed) => {
-                    let body = &data[head.len..head.len + body_len];
-                    let req = request_from(&parsed.req, head.version, body, env.shutting_down);
-                    call_handler(env, &req)
-                }
-                // The same bytes parsed a moment ago; keep going rather than trust that blindly.
-                Err(e) => return self.fail(e, env),
+        // The head parsed a moment ago sits before the body: read it again for the borrowed
+        // view the handler gets.
+        let request = &mut self.read_buf.data_mut()[..head.len + body_len];
+        let (_, step) =
+            HeadScan::default().next(request, head_limits(&env.config), |parsed, body| call_handler(env, parsed, body));
+        let reply = match step {
+            HeadStep::Complete(_, reply) => reply,
+            // The same bytes parsed a moment ago; keep going rather than trust that blindly.
+            HeadStep::Failed(e) => return self.fail(e, env),
+            HeadStep::Empty | HeadStep::Partial => {
+                return self.fail(HttpError::BadRequest("incomplete request head"), env);
             }
         };
         self.read_buf.consume(head.len + body_len);
@@ -697,57 +663,47 @@ impl<S: Transport> Connection<S> {
         true
     }
 
-    fn body_incomplete(&mut self) -> bool {
-        if self.peer_eof {
-            // The client closed before sending the whole body: nothing to answer.
-            self.end_of_input();
-            return true;
-        }
-        false
-    }
-
     /// The client sent its last byte: finish what is queued, then close.
     fn end_of_input(&mut self) {
         self.read_buf.clear();
-        self.head_started = None;
         if self.write_buf.is_empty() {
             self.close(CloseReason::PeerClosed);
         } else {
-            self.phase = Phase::Closing;
+            self.phase = Phase::Closing(AfterFlush::Linger);
         }
     }
 
     /// The handler has answered: send now, or hold the response until its delay is over.
-    fn complete(&mut self, head: HeadInfo, reply: Reply, env: &mut Env<'_>) {
+    fn complete(&mut self, head: HeadInfo, reply: Reply, env: &mut Env) {
         self.served += 1;
-        self.head_started = None;
         match reply {
             Reply::Now => self.send(head, env),
             Reply::After(delay) => {
-                let response = std::mem::take(env.response);
-                self.delayed = Some(Delayed { response, head });
-                self.phase = Phase::Waiting { until: after(env.now, delay) };
+                let response = std::mem::take(&mut env.response);
+                let delayed = Box::new(Delayed { response, head });
+                self.phase = Phase::Waiting { until: after(env.now, delay), delayed };
             }
         }
     }
 
-    fn send_delayed(&mut self, env: &mut Env<'_>) {
-        if let Some(delayed) = self.delayed.take() {
-            *env.response = delayed.response;
-            self.send(delayed.head, env);
-        } else {
-            self.phase = Phase::Head;
+    /// In `Waiting`, once due: sends the delayed response.
+    fn send_delayed(&mut self, env: &mut Env) -> bool {
+        let waiting = std::mem::replace(&mut self.phase, Phase::Head(HeadProgress::default()));
+        if let Phase::Waiting { delayed, .. } = waiting {
+            let Delayed { response, head } = *delayed;
+            env.response = response;
+            self.send(head, env);
         }
+        true
     }
 
     /// Encodes the response in `env.response` into the write buffer and decides whether the
     /// connection stays open.
-    fn send(&mut self, head: HeadInfo, env: &mut Env<'_>) {
-        let response = &*env.response;
+    fn send(&mut self, head: HeadInfo, env: &mut Env) {
         // While draining, or once the client has closed its side, the response to the last
         // request received is the last one.
-        let last = (env.draining || self.peer_eof) && self.read_buf.is_empty();
-        let close = !head.keep_alive || response.close_requested() || last;
+        let last = (env.draining == Draining::Now || self.peer_eof) && self.read_buf.is_empty();
+        let close = !head.keep_alive || env.response.close_requested() || last;
         let connection = if close {
             Some("close")
         } else if head.version == Version::Http10 {
@@ -755,18 +711,13 @@ impl<S: Transport> Connection<S> {
         } else {
             None
         };
-        if self.write_buf.is_empty() {
-            self.write_since = env.now;
-        }
-        env.stats.response(response.status());
-        response.encode(self.write_buf.out(env.pool), env.date, head.is_head, connection);
+        self.queue_response(head.is_head, connection, env);
         if close {
             // The client said this was its last request, and nothing follows it (the socket was
             // found empty): a plain close is clean. Anything else (our decision, more input, or
             // input possibly left in the kernel by a capped read) gets a lingering close.
-            self.linger = head.keep_alive || !self.read_buf.is_empty() || !self.input_drained;
-            self.phase = Phase::Closing;
-            self.read_buf.clear();
+            let lingering = head.keep_alive || !self.read_buf.is_empty() || !self.input_drained;
+            self.closing(if lingering { AfterFlush::Linger } else { AfterFlush::Close });
         } else {
             if !self.nodelay {
                 self.nodelay = true;
@@ -774,66 +725,75 @@ impl<S: Transport> Connection<S> {
                     debug!("connection {}: TCP_NODELAY: {e}", self.id);
                 }
             }
-            self.phase = Phase::Head;
+            self.phase = Phase::Head(HeadProgress::default());
         }
     }
 
+    /// Encodes `env.response` at the end of the write buffer.
+    fn queue_response(&mut self, head_only: bool, connection: Option<&str>, env: &mut Env) {
+        if self.write_buf.is_empty() {
+            self.write_since = env.now;
+        }
+        let response = &env.response;
+        env.stats.response(response.status());
+        response.encode(self.write_buf.out(&mut env.pool), env.date.get(), head_only, connection);
+    }
+
+    /// The response just queued is the last: nothing more is read as requests.
+    fn closing(&mut self, after_flush: AfterFlush) {
+        self.phase = Phase::Closing(after_flush);
+        self.read_buf.clear();
+    }
+
     /// Answers a protocol error with its status and closes after it. Returns true (progress).
-    fn fail(&mut self, error: HttpError, env: &mut Env<'_>) -> bool {
+    fn fail(&mut self, error: HttpError, env: &mut Env) -> bool {
         debug!("connection {} ({}): {error}", self.id, self.peer);
-        self.head_started = None;
-        let response = &mut *env.response;
+        let response = &mut env.response;
         response.reset();
         response.set_status(error.status()).set_close();
         let body = response.body_mut();
         body.extend_from_slice(error.detail().as_bytes());
         body.push(b'\n');
-        // The response asks to close. The client did not, so `send` makes it a lingering close:
-        // whatever the client sends next must not reset the answer.
-        let head = HeadInfo {
-            len: 0,
-            version: Version::Http11,
-            keep_alive: true,
-            body: BodyKind::None,
-            expect_continue: false,
-            is_head: false,
-        };
-        self.send(head, env);
+        self.queue_response(false, Some("close"), env);
+        // The client did not ask to close: whatever it sends next must not reset the answer.
+        self.closing(AfterFlush::Linger);
         true
     }
 
     fn close(&mut self, reason: CloseReason) {
-        if !matches!(self.phase, Phase::Closed) {
+        if !matches!(self.phase, Phase::Closed(_)) {
             debug!("connection {} ({}) closed: {reason:?}", self.id, self.peer);
-            self.phase = Phase::Closed;
-            self.close_reason = Some(reason);
+            self.phase = Phase::Closed(reason);
             self.read_buf.clear();
             // Kept (empty) so the next drive gives it back to the pool.
             self.write_buf.discard();
-            self.delayed = None;
         }
     }
 }
 
-/// Builds the handler's view of a parsed request.
-fn request_from<'a>(
-    req: &'a httparse::Request<'_, 'a>,
-    version: Version,
-    body: &'a [u8],
-    draining: bool,
-) -> Request<'a> {
-    Request::new(req.method.unwrap_or(""), req.path.unwrap_or(""), version, req.headers, body).with_draining(draining)
+/// The limits a head is read with.
+fn head_limits(config: &ServerConfig) -> HeadLimits {
+    HeadLimits {
+        max_head_bytes: config.max_head_bytes,
+        max_uri_bytes: config.max_uri_bytes,
+        max_headers: config.max_headers,
+    }
 }
 
-/// Runs the handler on a reset response; a panic becomes a 500 that closes the connection.
-fn call_handler(env: &mut Env<'_>, req: &Request<'_>) -> Reply {
+/// Runs the handler on a reset response for the request `parsed` with `body`; a panic becomes a
+/// 500 that closes the connection.
+fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8]) -> Reply {
+    let req = &parsed.req;
+    let request =
+        Request::new(req.method.unwrap_or(""), req.path.unwrap_or(""), parsed.info.version, req.headers, body)
+            .with_draining(env.draining != Draining::No);
     env.response.reset();
     let handler = &mut *env.handler;
-    let response = &mut *env.response;
-    match catch_unwind(AssertUnwindSafe(|| handler.handle(req, response))) {
+    let response = &mut env.response;
+    match catch_unwind(AssertUnwindSafe(|| handler.handle(&request, response))) {
         Ok(reply) => reply,
         Err(_) => {
-            error!("handler panicked on {} {}; answering 500", req.method(), req.target());
+            error!("handler panicked on {} {}; answering 500", request.method(), request.target());
             response.reset();
             response.set_status(500).set_close();
             response.body_mut().extend_from_slice(b"internal server error\n");

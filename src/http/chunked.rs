@@ -9,7 +9,7 @@
 //! lines and trailers, no obs-fold), because a lenient chunked parser behind or in front of another
 //! one is how requests get smuggled. Trailer fields are validated and then discarded.
 
-use super::hex_value;
+use super::{hex_value, is_tchar};
 
 /// Largest chunk size accepted: `i64::MAX`, the range of a signed 64-bit offset.
 const MAX_CHUNK_SIZE: u64 = i64::MAX as u64;
@@ -368,15 +368,6 @@ fn reject(byte: u8, what: &'static str) -> ChunkedError {
         0x00..=0x0c | 0x0e..=0x1f | 0x7f => malformed("control byte in chunked framing"),
         _ => malformed(what),
     }
-}
-
-/// Whether `byte` is a token character (RFC 9110 §5.6.2 `tchar`).
-fn is_tchar(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
-        )
 }
 
 #[cfg(test)]

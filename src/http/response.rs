@@ -81,7 +81,7 @@ impl Response {
         value: impl Into<Cow<'static, str>>,
     ) -> Result<&mut Self, InvalidHeader> {
         let (name, value) = (name.into(), value.into());
-        if name.is_empty() || !name.bytes().all(super::request::is_tchar) {
+        if name.is_empty() || !name.bytes().all(super::is_tchar) {
             return Err(InvalidHeader(format!("bad field name {name:?}")));
         }
         if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
