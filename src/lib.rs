@@ -48,7 +48,6 @@ pub mod metrics;
 pub mod process;
 mod server;
 mod shutdown;
-mod systemd;
 mod timer;
 
 pub use config::ServerConfig;

@@ -2,7 +2,7 @@
 //! and wakes the loop through its one `mio::Waker`; the loop acts on it in its next turn.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use log::warn;
 
@@ -24,12 +24,15 @@ pub struct ShutdownHandle {
 #[derive(Debug)]
 struct Inner {
     requested: AtomicU8,
+    /// A restarted successor's pid once it serves (0: none).
+    handover: AtomicU32,
     waker: mio::Waker,
 }
 
 impl ShutdownHandle {
     pub(crate) fn new(waker: mio::Waker) -> Self {
-        ShutdownHandle { inner: Arc::new(Inner { requested: AtomicU8::new(NONE), waker }) }
+        let inner = Inner { requested: AtomicU8::new(NONE), handover: AtomicU32::new(0), waker };
+        ShutdownHandle { inner: Arc::new(inner) }
     }
 
     /// Starts a graceful shutdown, as a first SIGINT/SIGTERM does: after the configured
@@ -51,8 +54,29 @@ impl ShutdownHandle {
         self.request(IMMEDIATE);
     }
 
+    /// A restarted copy of the server, process `pid`, serves on the listening sockets now: drain
+    /// at once, as after a signal but without telling systemd that the service stops. A signal
+    /// during that drain counts as the first one, not the second.
+    pub(crate) fn hand_over(&self, pid: u32) {
+        self.inner.handover.store(pid, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// The successor that took over, once (see [`ShutdownHandle::hand_over`]).
+    pub(crate) fn take_handover(&self) -> Option<u32> {
+        // A plain load each turn; the swap only when there is news.
+        if self.inner.handover.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        Some(self.inner.handover.swap(0, Ordering::SeqCst)).filter(|&pid| pid != 0)
+    }
+
     fn request(&self, level: u8) {
         self.inner.requested.fetch_max(level, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn wake(&self) {
         if let Err(e) = self.inner.waker.wake() {
             warn!("could not wake the event loop: {e}");
         }

@@ -22,6 +22,8 @@ pub(crate) fn after(t: Instant, d: Duration) -> Instant {
 #[derive(Debug, Default)]
 pub(crate) struct Deadlines {
     heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Scratch list for [`Deadlines::take_due`], kept between turns.
+    due: Vec<(Instant, usize)>,
 }
 
 impl Deadlines {
@@ -41,6 +43,22 @@ impl Deadlines {
             Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(entry)| entry),
             _ => None,
         }
+    }
+
+    /// Every entry due at `now`, earliest first, in a list to hand back with
+    /// [`Deadlines::give_back`] (so the allocation is reused).
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<(Instant, usize)> {
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(entry) = self.pop_due(now) {
+            due.push(entry);
+        }
+        due
+    }
+
+    /// Returns the list [`Deadlines::take_due`] gave out.
+    pub(crate) fn give_back(&mut self, mut due: Vec<(Instant, usize)>) {
+        due.clear();
+        self.due = due;
     }
 
     /// Number of entries, stale ones included.

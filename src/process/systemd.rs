@@ -1,4 +1,5 @@
-//! `sd_notify` without libsystemd: one datagram per state change to the unix socket named by
+//! systemd without libsystemd: the names of socket activation's environment variables, and
+//! `sd_notify`: one datagram per state change to the unix socket named by
 //! `NOTIFY_SOCKET` (a path, or `@name` for Linux's abstract namespace). Failures are logged once
 //! and otherwise ignored: a server must not stop because its supervisor cannot hear it.
 //!
@@ -21,6 +22,12 @@ use log::warn;
 
 /// The environment variable systemd sets for `Type=notify` services.
 const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+/// Socket activation: the pid the sockets are meant for.
+pub(crate) const LISTEN_PID: &str = "LISTEN_PID";
+/// Socket activation: how many sockets start at fd 3.
+pub(crate) const LISTEN_FDS: &str = "LISTEN_FDS";
+/// Socket activation: colon-separated names of those sockets (`FileDescriptorName=`).
+pub(crate) const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 
 /// Longest a notification may block when systemd's queue is full.
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);

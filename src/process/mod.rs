@@ -4,13 +4,21 @@
 //! shutdown requests every other worker follows; readiness reported to systemd and to the
 //! parent; and a [`Summary`] of the shutdown at the end.
 //!
+//! Everything process-wide lives here, outside the reactor: what the process inherits at
+//! startup (`inherit`), the SIGHUP restart (`restart`), systemd (`systemd`), and the observer of
+//! worker 0 that ties them to its shutdown stage (`supervisor`).
+//!
 //! No lock or shared state is on the request path: each worker owns its loop, its connections
 //! and its counters; only the shutdown handles and the published [`Metrics`] cross threads.
+
+mod inherit;
+mod restart;
+mod supervisor;
+mod systemd;
 
 use std::fmt::Write as _;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::thread;
 
@@ -21,11 +29,14 @@ use crate::config::ServerConfig;
 use crate::counters::DrainReport;
 use crate::error::Error;
 use crate::handler::Handler;
-use crate::listen::{self, Inherited, Source};
+use crate::listen;
 use crate::metrics::{Metrics, Registry};
 use crate::server::{Outcome, Server};
 use crate::shutdown::ShutdownHandle;
-use crate::systemd::Notifier;
+use inherit::{Inherited, Source};
+use restart::{ReadyPipe, Restart};
+use supervisor::Supervisor;
+use systemd::Notifier;
 
 /// Listening sockets handed to this process: by systemd socket activation (`LISTEN_FDS`) or by
 /// a quiesce that restarted into this one on SIGHUP.
@@ -37,7 +48,7 @@ impl InheritedSockets {
     ///
     /// Call this first in `main`, before any thread is started: it changes the environment.
     pub fn take() -> io::Result<Option<InheritedSockets>> {
-        Ok(listen::inherited()?.map(InheritedSockets))
+        Ok(inherit::inherited()?.map(InheritedSockets))
     }
 
     /// How many sockets.
@@ -125,6 +136,9 @@ where
 {
     let workers = workers.max(1);
     let (listeners, ready_pipe) = listeners(&config, workers, inherited)?;
+    // The restart's own descriptors of every worker's socket, taken before the servers own them.
+    let restart_listeners =
+        listeners.iter().map(TcpListener::try_clone).collect::<io::Result<Vec<_>>>().map_err(Error::Setup)?;
     let metrics: Vec<Arc<Metrics>> = (0..workers).map(|_| Arc::default()).collect();
     let registry = Registry::new(metrics.clone());
 
@@ -138,7 +152,6 @@ where
         }
         servers.push(server);
     }
-    let handoff: Vec<RawFd> = servers.iter().filter_map(Server::listener_fd).collect();
     let mut followers = servers.split_off(1);
     let mut leader = servers.pop().ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
     let local_addr = leader.local_addr();
@@ -146,13 +159,9 @@ where
     for handle in &follower_handles {
         leader.add_follower(handle.clone());
     }
-    // SAFETY: the descriptors belong to the listeners of the leader and its followers, which
-    // keep them until they drain, and they drain only once the leader has begun to.
-    unsafe { leader.enable_restart(handoff) };
     let notifier = Notifier::from_env().map(Arc::new);
-    if let Some(notifier) = &notifier {
-        leader.notify_systemd(Arc::clone(notifier), registry.clone());
-    }
+    let restart = Restart::new(restart_listeners, leader.shutdown_handle(), notifier.clone());
+    leader.observe(Box::new(Supervisor::new(notifier.clone(), registry.clone(), Some(restart))));
 
     let mut threads = Vec::with_capacity(followers.len());
     for (i, server) in followers.drain(..).enumerate() {
@@ -267,7 +276,7 @@ fn listeners(
     config: &ServerConfig,
     workers: usize,
     inherited: Option<InheritedSockets>,
-) -> Result<(Vec<TcpListener>, Option<listen::ReadyPipe>), Error> {
+) -> Result<(Vec<TcpListener>, Option<ReadyPipe>), Error> {
     let setup = |e: io::Error| Error::Setup(e);
     if let Some(InheritedSockets(inherited)) = inherited {
         let given = inherited.listeners;

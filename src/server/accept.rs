@@ -1,0 +1,161 @@
+//! [`Acceptor`]: the listening socket and when to take connections from it. Edge-triggered: the
+//! listener's event says "something may be queued", and accepting goes on until a look at the
+//! queue finds it empty. Out of descriptors or memory, it pauses (never spins); at the
+//! connection cap it waits until the count is below 90% of it (never flaps at the edge).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::Registry;
+use mio::net::{TcpListener, TcpStream};
+
+use crate::config::ServerConfig;
+use crate::timer::after;
+
+/// The listener and its state.
+#[derive(Debug)]
+pub(crate) struct Acceptor {
+    /// `None` once the drain closed it.
+    listener: Option<TcpListener>,
+    /// The address it is bound to.
+    local_addr: SocketAddr,
+    /// The listener had an event since a look last found its queue empty.
+    ready: bool,
+    /// Accepting is paused until then (after running out of descriptors or memory).
+    paused_until: Option<Instant>,
+    /// When the last accept failure was logged (at most one a second).
+    last_warning: Option<Instant>,
+    /// At the connection cap: accepting resumes below 90% of it.
+    at_cap: bool,
+}
+
+impl Acceptor {
+    /// Accepts from `listener` (already registered with the poll), bound to `local_addr`.
+    pub(crate) fn new(listener: TcpListener, local_addr: SocketAddr) -> Self {
+        // Ready at first: connections may have queued before the listener was registered.
+        Acceptor {
+            listener: Some(listener),
+            local_addr,
+            ready: true,
+            paused_until: None,
+            last_warning: None,
+            at_cap: false,
+        }
+    }
+
+    /// The address the listener is (or was) bound to.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The listener's readiness event.
+    pub(crate) fn on_event(&mut self) {
+        self.ready = true;
+    }
+
+    /// Whether a connection can be taken now, so the loop should not sleep.
+    pub(crate) fn has_work(&self, now: Instant) -> bool {
+        self.ready && self.may_accept(now)
+    }
+
+    /// When a paused accept resumes.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.paused_until.filter(|_| self.listener.is_some())
+    }
+
+    fn may_accept(&self, now: Instant) -> bool {
+        self.listener.is_some() && !self.at_cap && self.paused_until.is_none_or(|until| until <= now)
+    }
+
+    /// The next connection from the queue, if one may be taken now and is there.
+    pub(crate) fn next(&mut self, now: Instant, config: &ServerConfig) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            if !self.ready || !self.may_accept(now) {
+                return None;
+            }
+            self.paused_until = None;
+            let listener = self.listener.as_ref()?;
+            match listener.accept() {
+                Ok(accepted) => {
+                    // As after WouldBlock: the listener is edge-triggered, so a connection
+                    // queued after this look brings a new event.
+                    self.ready = accept_queue_nonempty(listener);
+                    return Some(accepted);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.ready = false;
+                    return None;
+                }
+                Err(e) if is_transient_accept_error(&e) => {}
+                Err(e) => {
+                    // Out of descriptors or memory (or worse): pause, never spin.
+                    self.paused_until = Some(after(now, config.accept_backoff));
+                    let quiet = self.last_warning.is_some_and(|t| now < after(t, Duration::from_secs(1)));
+                    if !quiet {
+                        warn!("accept failed: {e}; pausing accepts for {:?}", config.accept_backoff);
+                        self.last_warning = Some(now);
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// A connection closed, freeing a descriptor: a paused accept retries now.
+    pub(crate) fn on_close(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|until| until > now) {
+            self.paused_until = Some(now);
+        }
+    }
+
+    /// Stops accepting at the connection cap; resumes below 90% of it, so accepting does not
+    /// flap on every close at the edge.
+    pub(crate) fn update_cap(&mut self, open: usize, config: &ServerConfig, label: &str) {
+        let cap = config.max_connections.max(1);
+        if !self.at_cap && open >= cap {
+            self.at_cap = true;
+            warn!("{label}{open} connections open: at the connection cap, new ones wait in the backlog");
+        } else if self.at_cap && open < cap - cap / 10 {
+            self.at_cap = false;
+            info!("{label}{open} connections open: accepting again");
+        }
+    }
+
+    /// Stops listening: takes every connection that completed its handshake (so it is served,
+    /// not reset), then closes the listener.
+    pub(crate) fn close(&mut self, registry: &Registry) -> Vec<(TcpStream, SocketAddr)> {
+        let Some(mut listener) = self.listener.take() else { return Vec::new() };
+        let mut backlog = Vec::new();
+        loop {
+            match listener.accept() {
+                Ok(accepted) => backlog.push(accepted),
+                Err(e) if is_transient_accept_error(&e) => {}
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = registry.deregister(&mut listener) {
+            debug!("deregistering the listener: {e}");
+        }
+        backlog
+    }
+}
+
+/// Whether a connection is waiting in `listener`'s accept queue (a zero-timeout `poll`). Asking
+/// is far cheaper than an `accept` that finds the queue empty: Linux sets up the new socket and
+/// its file before it looks at the queue, and tears them down again on `EAGAIN` (3.4 µs of CPU
+/// against 0.3 µs for the `poll`, measured on the benchmark machine). On an error, answers yes
+/// and lets `accept` find out.
+fn accept_queue_nonempty(listener: &TcpListener) -> bool {
+    let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: `pfd` is one valid, initialised pollfd for the duration of the call.
+    unsafe { libc::poll(&mut pfd, 1, 0) != 0 }
+}
+
+/// Accept errors that concern one connection only: try the next one. Anything else pauses
+/// accepting for `accept_backoff`, so an unknown error can slow accepts but never spin the loop.
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset)
+}

@@ -1,0 +1,617 @@
+//! [`Server`]: the reactor. One thread, one `mio::Poll`; registered in it are the listener, every
+//! connection (in a `Slab` of [`Slot`]s, key = token - `FIRST_CONNECTION`), the shutdown waker
+//! and the signal source. This is the only module that talks to mio. What happens around a
+//! server (sibling workers, systemd, the SIGHUP restart) is told through
+//! [`Observer`](stage::Observer)s at each stage change; the reactor knows none of it.
+//!
+//! One loop turn, each step one call:
+//! 1. `wait`: poll, with the time to the earliest deadline as timeout (zero when work is queued);
+//! 2. `dispatch` each event: record readiness and queue the connection, nothing else;
+//! 3. `drive_ready`: each queued connection reads, answers and writes, within a budget;
+//! 4. `accept_pending`: take new connections while a look at the queue says more are there,
+//!    up to a batch and the cap;
+//! 5. `expire_deadlines`: timeouts, delayed responses, drain last calls act, and queue their
+//!    connections, which `drive_ready` runs again in this turn (readiness came first, so a
+//!    request that arrived just in time beats its own timeout);
+//! 6. `reap_closed`: the only place a connection leaves the slab;
+//! 7. `advance_stage`: act on signals, the shutdown handle, a successor's handover and the
+//!    clock, and finish the drain once nothing is left: the one place the stage moves;
+//! 8. `publish` the counters; return once the stage is done.
+
+mod accept;
+pub(crate) mod stage;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::config::ServerConfig;
+use crate::connection::{Connection, DrainRole, Env};
+use crate::counters::{ConnState, Counts, DrainReport, StateChange};
+use crate::error::Error;
+use crate::handler::Handler;
+use crate::listen;
+use crate::metrics::Metrics;
+use crate::shutdown::{self, ShutdownHandle};
+use crate::timer::{Deadlines, after};
+use accept::Acceptor;
+pub use stage::Outcome;
+use stage::{Ask, Cause, Drain, Observer, Stage};
+
+/// Token of the listening socket.
+const LISTENER: Token = Token(0);
+/// Token of the shutdown waker.
+const WAKER: Token = Token(1);
+/// Token of the signal source.
+const SIGNALS: Token = Token(2);
+/// Connection tokens are slab keys plus this.
+const FIRST_CONNECTION: usize = 3;
+
+type Hook = Box<dyn FnMut(&StateChange) + Send>;
+
+/// A connection and the server's bookkeeping for it.
+struct Slot {
+    conn: Connection<TcpStream>,
+    /// The state last reported to the counts and the hook.
+    reported: Option<ConnState>,
+    /// The deadline the heap holds for it.
+    scheduled: Option<Instant>,
+    /// Whether its key is in a queue.
+    queued: bool,
+}
+
+/// Connections with work to do, and those to remove.
+#[derive(Default)]
+struct Queues {
+    /// To drive in this turn.
+    ready: VecDeque<usize>,
+    /// Used up their budget in this turn: driven in the next.
+    later: Vec<usize>,
+    /// Closed: removed at the end of the turn.
+    closed: Vec<usize>,
+}
+
+/// The live counts per state, the one place they change, and who hears of it.
+struct Ledger {
+    counts: Counts,
+    hook: Option<Hook>,
+    /// The id of the last connection accepted.
+    last_id: u64,
+    /// The drain's figures, for `/metrics` and the exit summary.
+    report: DrainReport,
+    /// Prefix of log lines: empty, or `worker N: ` when the process has several.
+    label: String,
+}
+
+impl Ledger {
+    /// Moves one connection from `from` to `to`; logs the active count when `draining`.
+    fn record(&mut self, id: u64, peer: SocketAddr, from: Option<ConnState>, to: ConnState, draining: bool) {
+        let active_before = self.counts.active;
+        self.counts.apply(from, to);
+        if let Some(hook) = self.hook.as_mut() {
+            hook(&StateChange { id, peer, from, to, counts: self.counts });
+        }
+        if draining && self.counts.active != active_before {
+            info!("{}active connections: {}", self.label, self.counts.active);
+        }
+    }
+}
+
+/// Where shutdown requests come from outside the loop: signals and the handle.
+struct Inbox {
+    signals: Option<Signals>,
+    /// The signal source had an event since it was last read.
+    signals_ready: bool,
+    handle: ShutdownHandle,
+    /// The strongest handle request already acted on.
+    seen: u8,
+}
+
+impl Inbox {
+    /// The signals received since the last call (none without an event: no read).
+    fn signals(&mut self) -> Vec<i32> {
+        match self.signals.as_mut() {
+            Some(signals) if std::mem::take(&mut self.signals_ready) => signals.pending().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The handle's request, when it asks for more than it did before.
+    fn handle_request(&mut self) -> Option<Ask> {
+        let requested = self.handle.requested();
+        if requested <= self.seen {
+            return None;
+        }
+        self.seen = requested;
+        Some(match requested {
+            shutdown::IMMEDIATE => Ask::Immediate(Cause::Handle),
+            shutdown::DRAIN_NOW => Ask::DrainNow(Cause::Handle),
+            _ => Ask::Graceful(Cause::Handle),
+        })
+    }
+}
+
+/// A single-threaded HTTP/1.1 server. [`Server::bind`] it, then [`Server::run`] it on the thread
+/// that should serve.
+pub struct Server {
+    poll: Poll,
+    accept: Acceptor,
+    slots: Slab<Slot>,
+    queues: Queues,
+    deadlines: Deadlines,
+    ledger: Ledger,
+    stage: Stage,
+    inbox: Inbox,
+    /// What connections share: configuration, handler, clock, buffers, counters.
+    env: Env,
+    metrics: Arc<Metrics>,
+    observers: Vec<Box<dyn Observer>>,
+}
+
+impl Server {
+    /// Binds the listening socket (with `config.backlog`, and `SO_REUSEPORT` if
+    /// `config.reuse_port`) and sets up the poll, the shutdown waker and (if
+    /// `config.handle_signals`) the signal source. Serving starts with [`Server::run`];
+    /// connections that arrive before that wait in the listen backlog.
+    pub fn bind(config: ServerConfig, handler: impl Handler + Send + 'static) -> Result<Server, Error> {
+        let listener = listen::bind(config.addr, config.backlog, config.reuse_port)
+            .map_err(|source| Error::Bind { addr: config.addr, source })?;
+        Server::from_listener(listener, config, handler)
+    }
+
+    /// Serves on a socket that is already listening (inherited from systemd or a previous
+    /// process, or bound by the caller); `config.addr` is ignored. The socket is made
+    /// non-blocking.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: ServerConfig,
+        handler: impl Handler + Send + 'static,
+    ) -> Result<Server, Error> {
+        listener.set_nonblocking(true).map_err(Error::Setup)?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new().map_err(Error::Setup)?;
+        let local_addr = listener.local_addr().map_err(Error::Setup)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(Error::Setup)?;
+        let waker = mio::Waker::new(poll.registry(), WAKER).map_err(Error::Setup)?;
+        let signals = if config.handle_signals {
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(Error::Setup)?;
+            poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(Error::Setup)?;
+            Some(signals)
+        } else {
+            None
+        };
+        Ok(Server {
+            poll,
+            accept: Acceptor::new(listener, local_addr),
+            slots: Slab::new(),
+            queues: Queues::default(),
+            deadlines: Deadlines::default(),
+            ledger: Ledger {
+                counts: Counts::default(),
+                hook: None,
+                last_id: 0,
+                report: DrainReport::default(),
+                label: String::new(),
+            },
+            stage: Stage::Serving,
+            inbox: Inbox { signals, signals_ready: false, handle: ShutdownHandle::new(waker), seen: shutdown::NONE },
+            env: Env::new(config, Box::new(handler), Instant::now()),
+            metrics: Arc::default(),
+            observers: Vec::new(),
+        })
+    }
+
+    /// The counters this server publishes (for `/metrics`; see
+    /// [`Registry`](crate::metrics::Registry)).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Names this server in its log lines (`worker N: ...`).
+    pub(crate) fn set_label(&mut self, label: String) {
+        self.ledger.label = label;
+    }
+
+    /// Publishes into `metrics` instead of this server's own (a process shares a registry).
+    pub(crate) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = metrics;
+    }
+
+    /// Tells `observer` of every stage change (and asks it about SIGHUP).
+    pub(crate) fn observe(&mut self, observer: Box<dyn Observer>) {
+        self.observers.push(observer);
+    }
+
+    /// Makes `other` drain and stop with this server: each shutdown request this server acts
+    /// on (from a signal or its handle) is passed on. This is how one signal stops all workers.
+    pub fn add_follower(&mut self, other: ShutdownHandle) {
+        self.observe(Box::new(other));
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.accept.local_addr()
+    }
+
+    /// A handle to stop this server from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.inbox.handle.clone()
+    }
+
+    /// Calls `hook` on every connection state change (New, Active, Idle, Closed), with the live
+    /// counts after it. It runs on the loop thread: keep it quick.
+    pub fn on_state_change(&mut self, hook: impl FnMut(&StateChange) + Send + 'static) {
+        self.ledger.hook = Some(Box::new(hook));
+    }
+
+    /// Serves until a shutdown completes. Errors only when the poll itself fails.
+    pub fn run(mut self) -> Result<Outcome, Error> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = self.wait(&mut events)?;
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            self.drive_ready();
+            self.accept_pending(now);
+            self.expire_deadlines(now);
+            self.drive_ready();
+            self.reap_closed(now);
+            self.advance_stage(now);
+            self.publish(now);
+            if let Stage::Done { outcome, .. } = self.stage {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// Polls until something happens or the next deadline; starts the turn's clock.
+    fn wait(&mut self, events: &mut Events) -> Result<Instant, Error> {
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            match self.poll.poll(events, timeout) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Poll(e)),
+            }
+        }
+        let now = Instant::now();
+        self.env.now = now;
+        self.env.date.refresh(SystemTime::now());
+        // Connections that used up their budget last turn go first.
+        self.queues.ready.extend(self.queues.later.drain(..));
+        Ok(now)
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.queues.later.is_empty() || self.accept.has_work(now) {
+            return Some(Duration::ZERO);
+        }
+        let candidates = [self.deadlines.next(), self.stage.deadline(), self.accept.deadline()];
+        let next = candidates.into_iter().flatten().min()?;
+        Some(next.saturating_duration_since(now))
+    }
+
+    /// Records readiness; never touches the slab's membership.
+    fn dispatch(&mut self, event: &mio::event::Event) {
+        match event.token() {
+            LISTENER => self.accept.on_event(),
+            SIGNALS => self.inbox.signals_ready = true,
+            WAKER => {}
+            Token(token) => {
+                let key = token - FIRST_CONNECTION;
+                let Some(slot) = self.slots.get_mut(key) else { return };
+                let failed = event.is_error();
+                slot.conn.on_ready(
+                    event.is_readable(),
+                    event.is_writable() || event.is_write_closed() || failed,
+                    event.is_read_closed() || failed,
+                );
+                if !slot.queued {
+                    slot.queued = true;
+                    self.queues.ready.push_back(key);
+                }
+            }
+        }
+    }
+
+    /// Drives each queued connection once; those that used up their budget wait for the next
+    /// turn.
+    fn drive_ready(&mut self) {
+        while let Some(key) = self.queues.ready.pop_front() {
+            let Some(slot) = self.slots.get_mut(key) else { continue };
+            slot.queued = false;
+            if slot.conn.drive(&mut self.env) {
+                slot.queued = true;
+                self.queues.later.push(key);
+            }
+            self.sync(key);
+        }
+    }
+
+    /// Accepts up to a batch of connections while under the cap.
+    fn accept_pending(&mut self, now: Instant) {
+        for _ in 0..self.env.config.accept_batch.max(1) {
+            let Some((stream, peer)) = self.accept.next(now, &self.env.config) else { return };
+            self.admit(stream, peer, now);
+        }
+    }
+
+    /// Registers a new connection and gives it a slot.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let entry = self.slots.vacant_entry();
+        let key = entry.key();
+        let token = Token(key + FIRST_CONNECTION);
+        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            warn!("cannot register connection from {peer}: {e}");
+            return;
+        }
+        self.ledger.last_id += 1;
+        self.env.stats.accepted += 1;
+        let conn = Connection::new(stream, self.ledger.last_id, peer, now);
+        entry.insert(Slot { conn, reported: None, scheduled: None, queued: false });
+        self.sync(key);
+        self.accept.update_cap(self.slots.len(), &self.env.config, &self.ledger.label);
+    }
+
+    /// Pops due deadlines; acts on the ones still current and queues their connections,
+    /// re-arms the ones that moved later. Everything due is popped first, so an entry re-armed
+    /// at a past instant waits for the next turn instead of being popped again in this one.
+    fn expire_deadlines(&mut self, now: Instant) {
+        let due = self.deadlines.take_due(now);
+        for &(at, key) in &due {
+            let Some(slot) = self.slots.get_mut(key) else { continue };
+            if slot.scheduled != Some(at) {
+                continue; // stale entry
+            }
+            slot.scheduled = None;
+            if slot.conn.deadline(&self.env.config).is_some_and(|deadline| deadline <= now) {
+                slot.conn.expire(&mut self.env);
+                if !slot.queued {
+                    slot.queued = true;
+                    self.queues.ready.push_back(key);
+                }
+            } else {
+                self.sync(key);
+            }
+        }
+        self.deadlines.give_back(due);
+        // Stale entries pile up when deadlines move earlier; sweep them now and then.
+        if self.deadlines.len() > 2 * self.slots.len() + 1024 {
+            let slots = &self.slots;
+            self.deadlines.retain(|at, key| slots.get(key).is_some_and(|slot| slot.scheduled == Some(at)));
+        }
+    }
+
+    /// Brings the counts, the hook and the deadline heap in line with the connection.
+    fn sync(&mut self, key: usize) {
+        let draining = matches!(self.stage, Stage::Draining(_));
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        let (id, peer) = (slot.conn.id, slot.conn.peer);
+        let state = slot.conn.state();
+        // A request that began and ended within one turn still made the connection Active.
+        if slot.conn.take_activity() && state != ConnState::Active && slot.reported != Some(ConnState::Active) {
+            let from = slot.reported.replace(ConnState::Active);
+            self.ledger.record(id, peer, from, ConnState::Active, draining);
+        }
+        if slot.reported != Some(state) {
+            let from = slot.reported.replace(state);
+            if state == ConnState::Closed {
+                self.queues.closed.push(key);
+            }
+            self.ledger.record(id, peer, from, state, draining);
+        }
+        if let Some(deadline) = slot.conn.deadline(&self.env.config)
+            && slot.scheduled.is_none_or(|scheduled| deadline < scheduled)
+        {
+            slot.scheduled = Some(deadline);
+            self.deadlines.push(deadline, key);
+        }
+    }
+
+    /// Removes closed connections: the only place the slab shrinks.
+    fn reap_closed(&mut self, now: Instant) {
+        if self.queues.closed.is_empty() {
+            return;
+        }
+        for key in self.queues.closed.drain(..) {
+            // Closing the socket (by dropping it) also removes it from the poll: no
+            // `epoll_ctl(DEL)` per connection. Its descriptor is not shared with anything.
+            if let Some(Slot { conn, .. }) = self.slots.try_remove(key) {
+                log::trace!("connection {} ({}) removed: {:?}", conn.id, conn.peer, conn.close_reason());
+            }
+        }
+        self.accept.on_close(now);
+        self.accept.update_cap(self.slots.len(), &self.env.config, &self.ledger.label);
+    }
+
+    /// Acts on what asks the stage to move (signals, the handle, the end of the drain delay, a
+    /// successor's handover) and ends the drain once nothing is left or its time is up.
+    fn advance_stage(&mut self, now: Instant) {
+        for signal in self.inbox.signals() {
+            match signal {
+                SIGHUP => self.restart(),
+                signal => self.ask(Ask::Graceful(Cause::Signal(signal)), now),
+            }
+        }
+        if let Some(ask) = self.inbox.handle_request() {
+            self.ask(ask, now);
+        }
+        if let Stage::Announced { until, cause } = self.stage
+            && until <= now
+        {
+            self.begin_drain(cause, now);
+        }
+        if let Some(pid) = self.inbox.handle.take_handover() {
+            self.ask(Ask::DrainNow(Cause::Restart(pid)), now);
+        }
+        self.finish_drain(now);
+    }
+
+    /// The stage's answer to `ask`. A first request drains (after the drain delay), a second
+    /// signal stops at once, an immediate request stops whatever the stage.
+    fn ask(&mut self, ask: Ask, now: Instant) {
+        match (ask, self.stage) {
+            (_, Stage::Done { .. }) => {}
+            (Ask::Immediate(cause), _) => self.stop(cause),
+            (Ask::Graceful(cause), Stage::Serving) if !self.env.config.drain_delay.is_zero() => {
+                self.announce(cause, now)
+            }
+            (Ask::Graceful(cause) | Ask::DrainNow(cause), Stage::Serving)
+            | (Ask::DrainNow(cause), Stage::Announced { .. }) => self.begin_drain(cause, now),
+            (Ask::Graceful(cause @ Cause::Signal(_)), Stage::Draining(mut drain))
+                if matches!(drain.cause, Cause::Restart(_)) =>
+            {
+                // Handing over to a successor: this is the first signal, not a second one.
+                info!("{}{}: already draining after a restart", self.ledger.label, cause.describe());
+                drain.cause = cause;
+                self.stage = Stage::Draining(drain);
+            }
+            (Ask::Graceful(cause @ Cause::Signal(_)), Stage::Announced { .. } | Stage::Draining(_)) => self.stop(cause),
+            // Asked again: nothing changes.
+            (Ask::Graceful(_) | Ask::DrainNow(_), _) => {}
+        }
+    }
+
+    /// SIGHUP: a restart, if an observer does restarts.
+    fn restart(&mut self) {
+        let stage = self.stage;
+        if !self.observers.iter_mut().any(|observer| observer.restart(&stage)) {
+            warn!("received SIGHUP: restart is not enabled here; ignored");
+        }
+    }
+
+    /// Serves on through the drain delay, with `/healthz` answering 503.
+    fn announce(&mut self, cause: Cause, now: Instant) {
+        let delay = self.env.config.drain_delay;
+        info!(
+            "{}{}: draining in {}, serving until then (/healthz answers 503)",
+            self.ledger.label,
+            cause.describe(),
+            humantime::format_duration(delay)
+        );
+        self.set_stage(Stage::Announced { until: after(now, delay), cause });
+    }
+
+    /// Stops listening (after accepting the backlog), applies the drain rule to every
+    /// connection and logs what it found.
+    fn begin_drain(&mut self, cause: Cause, now: Instant) {
+        // Clients that completed the handshake are served, not reset.
+        for (stream, peer) in self.accept.close(self.poll.registry()) {
+            self.admit(stream, peer, now);
+        }
+        let drain = Drain {
+            started: now,
+            deadline: after(now, self.env.config.shutdown_timeout),
+            cause,
+            answered_before: self.env.stats.answered(),
+        };
+        self.ledger.report.at_start = self.ledger.counts;
+        let (mut closing, mut last_call) = (0, 0);
+        let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            if let Some(slot) = self.slots.get_mut(key) {
+                match slot.conn.drain(now, &self.env.config, true) {
+                    DrainRole::CloseIdle => closing += 1,
+                    DrainRole::LastCall => last_call += 1,
+                    DrainRole::Finish | DrainRole::Gone => {}
+                }
+            }
+            self.sync(key);
+        }
+        // Observers hear of it before it is logged: the restart's copies of the listening
+        // sockets must be closed by the time anyone reads that the drain began.
+        self.set_stage(Stage::Draining(drain));
+        let mut message =
+            format!("{}: draining {} active, closing {closing} idle", cause.describe(), self.ledger.counts.active);
+        if last_call > 0 {
+            message.push_str(&format!(", last call for {last_call} new or just-used"));
+        }
+        info!("{}{message}", self.ledger.label);
+    }
+
+    /// Closes everything now.
+    fn stop(&mut self, cause: Cause) {
+        let closed = self.close_all();
+        info!("{}{}: stopping now, closed {closed} connections", self.ledger.label, cause.describe());
+        self.set_stage(self.stage.stopped(cause, closed));
+    }
+
+    /// Ends a drain that has nothing left, or whose shutdown timeout passed.
+    fn finish_drain(&mut self, now: Instant) {
+        let Stage::Draining(drain) = self.stage else { return };
+        if self.slots.is_empty() {
+            let elapsed = now.saturating_duration_since(drain.started);
+            info!("{}drained in {:.2}s", self.ledger.label, elapsed.as_secs_f64());
+            self.set_stage(Stage::Done { outcome: Outcome::Drained { elapsed }, drain: Some(drain) });
+        } else if drain.deadline <= now {
+            let closed = self.close_all();
+            info!("{}shutdown timeout: closed {closed} connections", self.ledger.label);
+            self.set_stage(Stage::Done { outcome: Outcome::TimedOut { closed }, drain: Some(drain) });
+        }
+    }
+
+    /// The one place the stage changes: connections and observers hear of it.
+    fn set_stage(&mut self, stage: Stage) {
+        self.stage = stage;
+        self.env.draining = stage.draining();
+        for observer in &mut self.observers {
+            observer.stage_changed(&stage);
+        }
+    }
+
+    /// Closes every connection (reported as Closed, counted as closed by force) and returns how
+    /// many there were.
+    fn close_all(&mut self) -> usize {
+        let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
+        let count = keys.len();
+        for key in keys {
+            if let Some(slot) = self.slots.get_mut(key) {
+                slot.conn.abort();
+            }
+            self.sync(key);
+        }
+        self.queues.closed.clear();
+        // Dropping a stream closes its socket, which also takes it out of the poll.
+        self.slots.clear();
+        self.ledger.report.forced += count as u64;
+        count
+    }
+
+    /// Publishes the counters for `/metrics`, and from the first shutdown request on the
+    /// drain's figures (observers hear of its progress).
+    fn publish(&mut self, now: Instant) {
+        self.metrics.publish(&self.env.stats, &self.ledger.counts);
+        let drain = match self.stage {
+            Stage::Serving => return,
+            Stage::Announced { .. } => None,
+            Stage::Draining(drain) => Some((drain, true)),
+            Stage::Done { outcome, drain } => drain.map(|d| (d, !matches!(outcome, Outcome::Stopped { .. }))),
+        };
+        if let Some((drain, running)) = drain {
+            let report = &mut self.ledger.report;
+            report.served = self.env.stats.answered() - drain.answered_before;
+            if running {
+                report.micros = duration_micros(now.saturating_duration_since(drain.started));
+            }
+            for observer in &mut self.observers {
+                observer.drain_progress();
+            }
+        }
+        self.metrics.publish_drain(&self.ledger.report);
+    }
+}
+
+/// Microseconds, saturating.
+fn duration_micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
