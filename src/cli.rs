@@ -14,13 +14,14 @@ use std::{
 };
 
 use quiesce::ServerConfig;
+use quiesce::app::AppConfig;
 
 /// Default listening address: `127.0.0.1:8080`.
 pub const DEFAULT_ADDR: SocketAddr = ServerConfig::DEFAULT.addr;
 /// Default delay before answering requests to other paths: none.
-pub const DEFAULT_DELAY: Duration = Duration::ZERO;
+pub const DEFAULT_DELAY: Duration = AppConfig::DEFAULT.delay;
 /// Default upper bound for any delay, including `?delay=`: 60 seconds.
-pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_DELAY: Duration = AppConfig::DEFAULT.max_delay;
 /// Default time allowed for in-flight requests after the first signal: 30 seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = ServerConfig::DEFAULT.shutdown_timeout;
 /// Largest duration [`parse_duration`] accepts: one year (365.25 days, humantime's `1y`).
@@ -43,84 +44,31 @@ const SIZE_HINT: &str = "expected a size like 8192, 8KiB or 1MiB";
 /// What a duration should look like, for error messages.
 const DURATION_HINT: &str = "expected a duration like 250ms, 10s or 2m";
 
-/// Everything the command line sets.
+/// Everything the command line sets: the server's configuration and the routes', as the
+/// library takes them, and what only the binary uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cli {
-    /// Address to listen on (`--addr HOST:PORT`).
-    pub addr: SocketAddr,
-    /// Delay before answering requests to other paths (`--delay DURATION`).
-    pub delay: Duration,
-    /// Upper bound for the delay, including `?delay=` (`--max-delay DURATION`).
-    pub max_delay: Duration,
-    /// Time allowed for in-flight requests after the first signal (`--shutdown-timeout`).
-    pub shutdown_timeout: Duration,
+    /// The server (`--addr`, `--shutdown-timeout`, `--drain-delay`, `--max-connections`,
+    /// `--backlog`, the limits and timeouts).
+    pub server: ServerConfig,
+    /// The built-in routes (`--delay`, `--max-delay`).
+    pub app: AppConfig,
     /// Log verbosity: 0 is info; each `-v` adds one, each `-q` takes one away.
     pub verbosity: i8,
-    /// Longest request target (`--max-uri-bytes SIZE`).
-    pub max_uri_bytes: usize,
-    /// Largest request head (`--max-header-bytes SIZE`).
-    pub max_header_bytes: usize,
-    /// Most header fields in a request (`--max-headers N`).
-    pub max_headers: usize,
-    /// Largest request body (`--max-body-bytes SIZE`).
-    pub max_body_bytes: u64,
-    /// Time for a whole request head from its first byte (`--header-timeout DURATION`).
-    pub header_timeout: Duration,
-    /// How long an idle keep-alive connection stays open (`--idle-timeout DURATION`).
-    pub idle_timeout: Duration,
-    /// How long a response write may make no progress (`--write-timeout DURATION`).
-    pub write_timeout: Duration,
     /// Worker threads, each with its own loop and listening socket (`--workers N`).
     pub workers: usize,
-    /// Time to keep serving after the first signal before draining (`--drain-delay DURATION`).
-    pub drain_delay: Duration,
-    /// Most open connections per worker (`--max-connections N`).
-    pub max_connections: usize,
-    /// Listen backlog (`--backlog N`).
-    pub backlog: i32,
 }
 
 impl Default for Cli {
     fn default() -> Self {
-        Cli {
-            addr: DEFAULT_ADDR,
-            delay: DEFAULT_DELAY,
-            max_delay: DEFAULT_MAX_DELAY,
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            verbosity: 0,
-            max_uri_bytes: DEFAULTS.max_uri_bytes,
-            max_header_bytes: DEFAULTS.max_head_bytes,
-            max_headers: DEFAULTS.max_headers,
-            max_body_bytes: DEFAULTS.max_body_bytes,
-            header_timeout: DEFAULTS.header_timeout,
-            idle_timeout: DEFAULTS.idle_timeout,
-            write_timeout: DEFAULTS.write_timeout,
-            workers: 1,
-            drain_delay: DEFAULTS.drain_delay,
-            max_connections: DEFAULTS.max_connections,
-            backlog: DEFAULTS.backlog,
-        }
+        Cli { server: ServerConfig::DEFAULT, app: AppConfig::DEFAULT, verbosity: 0, workers: 1 }
     }
 }
 
 impl Cli {
     /// The server configuration these options describe.
     pub fn server_config(&self) -> ServerConfig {
-        ServerConfig {
-            addr: self.addr,
-            shutdown_timeout: self.shutdown_timeout,
-            max_uri_bytes: self.max_uri_bytes,
-            max_head_bytes: self.max_header_bytes,
-            max_headers: self.max_headers,
-            max_body_bytes: self.max_body_bytes,
-            header_timeout: self.header_timeout,
-            idle_timeout: self.idle_timeout,
-            write_timeout: self.write_timeout,
-            drain_delay: self.drain_delay,
-            max_connections: self.max_connections,
-            backlog: self.backlog,
-            ..ServerConfig::default()
-        }
+        self.server.clone()
     }
 
     /// The log level that [`Cli::verbosity`] selects.
@@ -140,6 +88,7 @@ impl Cli {
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(clippy::large_enum_variant, reason = "made once, at startup: its size does not matter")]
 pub enum Command {
     /// Run the server with this configuration.
     Run(Cli),
@@ -181,29 +130,31 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             Short('q') | Long("quiet") => cli.verbosity = cli.verbosity.saturating_sub(1),
             Long("addr") => {
                 let value = take_value(&mut parser, "--addr")?;
-                cli.addr = parse_addr(&value).map_err(|why| invalid("--addr", &value, &why))?;
+                cli.server.addr = parse_addr(&value).map_err(|why| invalid("--addr", &value, &why))?;
             }
-            Long("delay") => cli.delay = duration_value(&mut parser, "--delay")?,
-            Long("max-delay") => cli.max_delay = duration_value(&mut parser, "--max-delay")?,
+            Long("delay") => cli.app.delay = duration_value(&mut parser, "--delay")?,
+            Long("max-delay") => cli.app.max_delay = duration_value(&mut parser, "--max-delay")?,
             Long("shutdown-timeout") => {
-                cli.shutdown_timeout = duration_value(&mut parser, "--shutdown-timeout")?;
+                cli.server.shutdown_timeout = duration_value(&mut parser, "--shutdown-timeout")?;
             }
-            Long("header-timeout") => cli.header_timeout = nonzero_duration(&mut parser, "--header-timeout")?,
-            Long("idle-timeout") => cli.idle_timeout = nonzero_duration(&mut parser, "--idle-timeout")?,
-            Long("write-timeout") => cli.write_timeout = nonzero_duration(&mut parser, "--write-timeout")?,
-            Long("max-uri-bytes") => cli.max_uri_bytes = size_value(&mut parser, "--max-uri-bytes")?,
-            Long("max-header-bytes") => cli.max_header_bytes = size_value(&mut parser, "--max-header-bytes")?,
-            Long("max-body-bytes") => cli.max_body_bytes = size_value(&mut parser, "--max-body-bytes")?,
-            Long("drain-delay") => cli.drain_delay = duration_value(&mut parser, "--drain-delay")?,
+            Long("header-timeout") => cli.server.header_timeout = nonzero_duration(&mut parser, "--header-timeout")?,
+            Long("idle-timeout") => cli.server.idle_timeout = nonzero_duration(&mut parser, "--idle-timeout")?,
+            Long("write-timeout") => cli.server.write_timeout = nonzero_duration(&mut parser, "--write-timeout")?,
+            Long("max-uri-bytes") => cli.server.max_uri_bytes = size_value(&mut parser, "--max-uri-bytes")?,
+            Long("max-header-bytes") => cli.server.max_head_bytes = size_value(&mut parser, "--max-header-bytes")?,
+            Long("max-body-bytes") => cli.server.max_body_bytes = size_value(&mut parser, "--max-body-bytes")?,
+            Long("drain-delay") => cli.server.drain_delay = duration_value(&mut parser, "--drain-delay")?,
             Long("workers") => cli.workers = count_value(&mut parser, "--workers", 1, MAX_WORKERS)?,
             Long("max-connections") => {
-                cli.max_connections = count_value(&mut parser, "--max-connections", 1, 10_000_000)?;
+                cli.server.max_connections = count_value(&mut parser, "--max-connections", 1, 10_000_000)?;
             }
             Long("backlog") => {
                 let n = count_value(&mut parser, "--backlog", 1, i32::MAX as usize)?;
-                cli.backlog = i32::try_from(n).unwrap_or(i32::MAX);
+                cli.server.backlog = i32::try_from(n).unwrap_or(i32::MAX);
             }
-            Long("max-headers") => cli.max_headers = count_value(&mut parser, "--max-headers", 1, MAX_HEADERS_CAP)?,
+            Long("max-headers") => {
+                cli.server.max_headers = count_value(&mut parser, "--max-headers", 1, MAX_HEADERS_CAP)?
+            }
             Short(c) => return Err(UsageError(format!("unknown option '-{c}'"))),
             Long(name) => return Err(UsageError(format!("unknown option '--{name}'"))),
             Value(value) => {
@@ -522,10 +473,10 @@ mod tests {
     fn defaults() {
         let cli = run(&[]);
         assert_eq!(cli, Cli::default());
-        assert_eq!(cli.addr, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(cli.delay, Duration::ZERO);
-        assert_eq!(cli.max_delay, secs(60));
-        assert_eq!(cli.shutdown_timeout, secs(30));
+        assert_eq!(cli.server.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cli.app.delay, Duration::ZERO);
+        assert_eq!(cli.app.max_delay, secs(60));
+        assert_eq!(cli.server.shutdown_timeout, secs(30));
         assert_eq!(cli.verbosity, 0);
         assert_eq!(cli.log_level(), log::LevelFilter::Info);
     }
@@ -533,52 +484,61 @@ mod tests {
     #[test]
     fn addr_both_forms() {
         let cli = both("--addr", "127.0.0.1:0");
-        assert_eq!(cli.addr, "127.0.0.1:0".parse().unwrap());
-        assert_eq!(cli, Cli { addr: cli.addr, ..Cli::default() });
-        assert_eq!(both("--addr", "0.0.0.0:65535").addr, "0.0.0.0:65535".parse().unwrap());
+        assert_eq!(cli.server.addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(
+            cli,
+            Cli { server: ServerConfig { addr: cli.server.addr, ..ServerConfig::DEFAULT }, ..Cli::default() }
+        );
+        assert_eq!(both("--addr", "0.0.0.0:65535").server.addr, "0.0.0.0:65535".parse().unwrap());
     }
 
     #[test]
     fn addr_ipv6() {
-        assert_eq!(both("--addr", "[::1]:8080").addr, "[::1]:8080".parse().unwrap());
-        assert_eq!(both("--addr", "[::]:0").addr, "[::]:0".parse().unwrap());
-        assert_eq!(both("--addr", "[2001:db8::7]:443").addr, "[2001:db8::7]:443".parse().unwrap());
+        assert_eq!(both("--addr", "[::1]:8080").server.addr, "[::1]:8080".parse().unwrap());
+        assert_eq!(both("--addr", "[::]:0").server.addr, "[::]:0".parse().unwrap());
+        assert_eq!(both("--addr", "[2001:db8::7]:443").server.addr, "[2001:db8::7]:443".parse().unwrap());
     }
 
     #[test]
     fn addr_localhost() {
-        assert_eq!(both("--addr", "localhost:9000").addr, "127.0.0.1:9000".parse().unwrap());
-        assert_eq!(both("--addr", "LocalHost:0").addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(both("--addr", "localhost:9000").server.addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(both("--addr", "LocalHost:0").server.addr, "127.0.0.1:0".parse().unwrap());
     }
 
     #[test]
     fn delay_both_forms() {
-        assert_eq!(both("--delay", "250ms").delay, ms(250));
-        assert_eq!(both("--delay", "1500ms").delay, ms(1500));
-        assert_eq!(both("--delay", "0").delay, Duration::ZERO);
+        assert_eq!(both("--delay", "250ms").app.delay, ms(250));
+        assert_eq!(both("--delay", "1500ms").app.delay, ms(1500));
+        assert_eq!(both("--delay", "0").app.delay, Duration::ZERO);
         let cli = both("--delay", "10s");
-        assert_eq!(cli, Cli { delay: secs(10), ..Cli::default() });
+        assert_eq!(cli, Cli { app: AppConfig { delay: secs(10), ..AppConfig::DEFAULT }, ..Cli::default() });
     }
 
     #[test]
     fn max_delay_both_forms() {
-        assert_eq!(both("--max-delay", "2m").max_delay, secs(120));
-        assert_eq!(both("--max-delay", "1m30s").max_delay, secs(90));
+        assert_eq!(both("--max-delay", "2m").app.max_delay, secs(120));
+        assert_eq!(both("--max-delay", "1m30s").app.max_delay, secs(90));
         let cli = both("--max-delay", "0s");
-        assert_eq!(cli, Cli { max_delay: Duration::ZERO, ..Cli::default() });
+        assert_eq!(cli, Cli { app: AppConfig { max_delay: Duration::ZERO, ..AppConfig::DEFAULT }, ..Cli::default() });
     }
 
     #[test]
     fn max_delay_below_delay_is_allowed() {
         let cli = run(&["--delay", "10s", "--max-delay", "1s"]);
-        assert_eq!((cli.delay, cli.max_delay), (secs(10), secs(1)));
+        assert_eq!((cli.app.delay, cli.app.max_delay), (secs(10), secs(1)));
     }
 
     #[test]
     fn shutdown_timeout_both_forms() {
-        assert_eq!(both("--shutdown-timeout", "1h").shutdown_timeout, secs(3600));
+        assert_eq!(both("--shutdown-timeout", "1h").server.shutdown_timeout, secs(3600));
         let cli = both("--shutdown-timeout", "0s");
-        assert_eq!(cli, Cli { shutdown_timeout: Duration::ZERO, ..Cli::default() });
+        assert_eq!(
+            cli,
+            Cli {
+                server: ServerConfig { shutdown_timeout: Duration::ZERO, ..ServerConfig::DEFAULT },
+                ..Cli::default()
+            }
+        );
     }
 
     #[test]
@@ -588,10 +548,12 @@ mod tests {
         assert_eq!(
             cli,
             Cli {
-                addr: "[::1]:0".parse().unwrap(),
-                delay: secs(2),
-                max_delay: secs(5),
-                shutdown_timeout: secs(2),
+                server: ServerConfig {
+                    addr: "[::1]:0".parse().unwrap(),
+                    shutdown_timeout: secs(2),
+                    ..ServerConfig::DEFAULT
+                },
+                app: AppConfig { delay: secs(2), max_delay: secs(5) },
                 verbosity: 1,
                 ..Cli::default()
             }
@@ -887,15 +849,16 @@ mod tests {
         assert_eq!(parse_duration(defaults[3]), Ok(DEFAULT_SHUTDOWN_TIMEOUT));
         let d = Cli::default();
         assert_eq!(defaults[4].parse::<usize>(), Ok(d.workers));
-        assert_eq!(parse_duration(defaults[5]), Ok(d.drain_delay));
-        assert_eq!(defaults[6].parse::<usize>(), Ok(d.max_connections));
-        assert_eq!(defaults[7].parse::<i32>(), Ok(d.backlog));
+        assert_eq!(parse_duration(defaults[5]), Ok(d.server.drain_delay));
+        assert_eq!(defaults[6].parse::<usize>(), Ok(d.server.max_connections));
+        assert_eq!(defaults[7].parse::<i32>(), Ok(d.server.backlog));
         let defaults = &defaults[4..];
-        let sizes = [d.max_uri_bytes as u64, d.max_header_bytes as u64, d.max_headers as u64, d.max_body_bytes];
+        let c = &d.server;
+        let sizes = [c.max_uri_bytes as u64, c.max_head_bytes as u64, c.max_headers as u64, c.max_body_bytes];
         for (text, value) in defaults[4..8].iter().zip(sizes) {
             assert_eq!(parse_size(text), Ok(value));
         }
-        for (text, value) in defaults[8..].iter().zip([d.header_timeout, d.idle_timeout, d.write_timeout]) {
+        for (text, value) in defaults[8..].iter().zip([c.header_timeout, c.idle_timeout, c.write_timeout]) {
             assert_eq!(parse_duration(text), Ok(value));
         }
     }

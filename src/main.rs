@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use log::{error, info};
-use quiesce::app::{App, AppConfig};
+use quiesce::app::App;
 use quiesce::process::{self, InheritedSockets};
 
 fn main() -> ExitCode {
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     }
 
     let config = cli.server_config();
-    let app_config = AppConfig { delay: cli.delay, max_delay: cli.max_delay };
+    let app_config = cli.app;
     let workers = cli.workers;
     let summary = process::run(
         config,

@@ -33,9 +33,14 @@ pub struct AppConfig {
     pub max_delay: Duration,
 }
 
+impl AppConfig {
+    /// The defaults, as a constant.
+    pub const DEFAULT: AppConfig = AppConfig { delay: Duration::ZERO, max_delay: Duration::from_secs(60) };
+}
+
 impl Default for AppConfig {
     fn default() -> Self {
-        AppConfig { delay: Duration::ZERO, max_delay: Duration::from_secs(60) }
+        AppConfig::DEFAULT
     }
 }
 
