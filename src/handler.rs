@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::{Request, Response};
+use crate::http::request::Request;
+use crate::http::response::Response;
 
 /// When to send the response the handler filled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

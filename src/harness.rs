@@ -174,7 +174,7 @@ fn limits(max_headers: usize) -> HeadLimits {
     HeadLimits { max_head_bytes: config.max_head_bytes, max_uri_bytes: config.max_uri_bytes, max_headers }
 }
 
-/// Reads `data` as a request head the careful way (the server's [`HeadScan`], without its
+/// Reads `data` as a request head the careful way (the server's `HeadScan`, without its
 /// attempt to parse a head that arrived whole), with at most `max_headers` fields and the
 /// server's default limits, after the empty lines the connection skips before a request. Returns
 /// the length of both together, or the status the server answers; a head that is not complete

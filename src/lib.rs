@@ -2,18 +2,24 @@
 //!
 //! # Architecture
 //!
-//! One thread runs one [`mio::Poll`] loop ([`Server::run`]). Registered in it: the listening
-//! socket, every client connection (kept in a [`slab::Slab`]; the slab key is the mio token) and a
-//! signal source for SIGINT and SIGTERM. The layers point down:
+//! One thread runs one `mio::Poll` loop ([`Server::run`]). Registered in it: the listening
+//! socket, every client connection (kept in a `slab::Slab`; the slab key is the mio token) and a
+//! signal source for SIGINT, SIGTERM and SIGHUP. The layers point down; nothing imports upward:
 //!
 //! ```text
-//! server.rs      the reactor: Poll, listener, Slab<Connection>, Deadlines, shutdown policy
-//!   connection/  one client: buffers, protocol phase, lifecycle state (never sees the Poll)
-//!     http/      parsing heads (httparse), chunked bodies, encoding responses (never sees a socket)
+//! process/       the process around the loops: workers, sockets inherited at startup, the
+//!                SIGHUP restart (both ends), systemd; hears the leader's stage changes
+//! server/        the reactor: Poll, accept, a Slab of slots (connection + bookkeeping),
+//!                deadlines, and one shutdown Stage (serving, announced, draining, done)
+//!   connection/  one client: buffers, what it waits for (Phase), its drain rule; never sees
+//!                the Poll
+//!     http/      one head reader (httparse), one body decoder, response encoding; never sees
+//!                a socket
+//! counters, config, timer, shutdown, listen: leaves the layers above share
 //! ```
 //!
 //! Each connection's lifecycle ([`ConnState`]: New, Active, Idle, Closed) is derived from its
-//! protocol phase and changed in exactly one function of the server, which keeps the live
+//! protocol phase and reported in exactly one function of the server, which keeps the live
 //! counts, so they cannot drift.
 //!
 //! Graceful shutdown ([`ShutdownHandle::graceful`], or the first SIGINT/SIGTERM) stops listening

@@ -142,16 +142,7 @@ where
     let metrics: Vec<Arc<Metrics>> = (0..workers).map(|_| Arc::default()).collect();
     let registry = Registry::new(metrics.clone());
 
-    let mut servers = Vec::with_capacity(workers);
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let config = ServerConfig { handle_signals: config.handle_signals && i == 0, ..config.clone() };
-        let mut server = Server::from_listener(listener, config, make_handler(i, &registry))?;
-        server.set_metrics(Arc::clone(&metrics[i]));
-        if workers > 1 {
-            server.set_label(format!("worker {i}: "));
-        }
-        servers.push(server);
-    }
+    let mut servers = servers(listeners, &config, &make_handler, &metrics, &registry)?;
     let mut followers = servers.split_off(1);
     let mut leader = servers.pop().ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
     let local_addr = leader.local_addr();
@@ -173,19 +164,7 @@ where
     }
 
     on_listening(local_addr);
-    match ready_pipe {
-        // Restarted by a previous process: it tells systemd (it is still the main process).
-        Some(pipe) => {
-            if let Err(e) = pipe.signal() {
-                warn!("cannot tell the previous process that this one is ready: {e}");
-            }
-        }
-        None => {
-            if let Some(notifier) = &notifier {
-                notifier.ready();
-            }
-        }
-    }
+    report_ready(ready_pipe, notifier.as_deref());
 
     let leader_outcome = leader.run();
     if leader_outcome.is_err() {
@@ -207,20 +186,64 @@ where
     if let Some(signal) = late_signal.and_then(LateSignals::finish) {
         outcomes.push(Ok(Outcome::Stopped { signal: Some(signal), closed: 0 }));
     }
-    let mut combined: Option<Outcome> = None;
-    for outcome in outcomes {
-        match outcome {
-            Ok(outcome) => combined = Some(combined.map_or(outcome, |c| worse(c, outcome))),
-            Err(e) => {
-                error!("a worker failed: {e}");
-                combined = Some(
-                    combined.map_or(Outcome::TimedOut { closed: 0 }, |c| worse(c, Outcome::TimedOut { closed: 0 })),
-                );
+    let outcome = combine(outcomes).ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
+    Ok(Summary { outcome, drain: registry.drain_report(), workers })
+}
+
+/// One server per listener: worker i gets its own handler, metrics and log label, and only
+/// worker 0 takes signals.
+fn servers<H, F>(
+    listeners: Vec<TcpListener>,
+    config: &ServerConfig,
+    make_handler: &F,
+    metrics: &[Arc<Metrics>],
+    registry: &Registry,
+) -> Result<Vec<Server>, Error>
+where
+    H: Handler + Send + 'static,
+    F: Fn(usize, &Registry) -> H,
+{
+    let workers = listeners.len();
+    let mut servers = Vec::with_capacity(workers);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let config = ServerConfig { handle_signals: config.handle_signals && i == 0, ..config.clone() };
+        let mut server = Server::from_listener(listener, config, make_handler(i, registry))?;
+        server.set_metrics(Arc::clone(&metrics[i]));
+        if workers > 1 {
+            server.set_label(format!("worker {i}: "));
+        }
+        servers.push(server);
+    }
+    Ok(servers)
+}
+
+/// Tells whoever waits for this process that it serves: the previous process after a restart
+/// (which tells systemd: it is still the main process), or else systemd.
+fn report_ready(ready_pipe: Option<ReadyPipe>, notifier: Option<&Notifier>) {
+    match ready_pipe {
+        Some(pipe) => {
+            if let Err(e) = pipe.signal() {
+                warn!("cannot tell the previous process that this one is ready: {e}");
+            }
+        }
+        None => {
+            if let Some(notifier) = notifier {
+                notifier.ready();
             }
         }
     }
-    let outcome = combined.ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
-    Ok(Summary { outcome, drain: registry.drain_report(), workers })
+}
+
+/// The process's outcome: the worst of its workers'. A worker that failed counts as timed out
+/// (it did not drain), and is logged.
+fn combine(outcomes: Vec<Result<Outcome, Error>>) -> Option<Outcome> {
+    let outcomes = outcomes.into_iter().map(|outcome| {
+        outcome.unwrap_or_else(|e| {
+            error!("a worker failed: {e}");
+            Outcome::TimedOut { closed: 0 }
+        })
+    });
+    outcomes.reduce(worse)
 }
 
 /// SIGINT/SIGTERM handling on a thread of its own, once worker 0 has returned: the first
