@@ -108,7 +108,7 @@ impl HeadScan {
             // Header fields borrow `data`, which the version rewrite changes: fresh slots for
             // each round (uninitialised, so they cost nothing).
             let mut slots: Slots<'_> = [const { MaybeUninit::uninit() }; HEADER_SLOTS];
-            if fast && let Some(parsed) = parse_whole(data, &mut slots, limits) {
+            if fast && let Some(parsed) = parse_whole(data, &mut slots, &limits) {
                 return HeadStep::Complete(parsed.info, answer(&parsed, &data[parsed.info.len..]));
             }
             let len = match find_head_end(data, self.scanned) {
@@ -120,7 +120,7 @@ impl HeadScan {
                 }
             };
             self.scanned = 0;
-            match parse_prefix(&data[..len], &mut slots, limits) {
+            match parse_prefix(&data[..len], &mut slots, &limits) {
                 Ok(Some(parsed)) => return HeadStep::Complete(parsed.info, answer(&parsed, &data[len..])),
                 Ok(None) => return HeadStep::Failed(HttpError::BadRequest("incomplete request head")),
                 // Only a version httparse rejects needs a closer look (HTTP/1.2 is served as
@@ -141,12 +141,12 @@ impl HeadScan {
 pub(crate) fn whole_head_len(data: &[u8], limits: HeadLimits) -> Option<usize> {
     let skip = leading_empty_lines(data);
     let mut slots: Slots<'_> = [const { MaybeUninit::uninit() }; HEADER_SLOTS];
-    parse_whole(&data[skip..], &mut slots, limits).map(|parsed| skip + parsed.info.len)
+    parse_whole(&data[skip..], &mut slots, &limits).map(|parsed| skip + parsed.info.len)
 }
 
 /// A head that arrived whole, parsed without first searching for its end: `Some` only when it
 /// is complete within the head limit and valid.
-fn parse_whole<'h, 'b>(data: &'b [u8], slots: &'h mut Slots<'b>, limits: HeadLimits) -> Option<ParsedHead<'h, 'b>> {
+fn parse_whole<'h, 'b>(data: &'b [u8], slots: &'h mut Slots<'b>, limits: &HeadLimits) -> Option<ParsedHead<'h, 'b>> {
     parse_prefix(&data[..data.len().min(limits.max_head_bytes)], slots, limits).ok().flatten()
 }
 
@@ -169,7 +169,7 @@ fn incomplete<R>(data: &[u8], limits: HeadLimits) -> HeadStep<R> {
 fn parse_prefix<'h, 'b>(
     data: &'b [u8],
     slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
-    limits: HeadLimits,
+    limits: &HeadLimits,
 ) -> Result<Option<ParsedHead<'h, 'b>>, HttpError> {
     let max_headers = limits.max_headers.min(slots.len());
     let mut req = httparse::Request::new(&mut []);
@@ -292,7 +292,7 @@ fn find_head_end(data: &[u8], scanned: usize) -> Result<usize, usize> {
     Err(data.len())
 }
 
-fn analyze(req: &httparse::Request<'_, '_>, len: usize, limits: HeadLimits) -> Result<HeadInfo, HttpError> {
+fn analyze(req: &httparse::Request<'_, '_>, len: usize, limits: &HeadLimits) -> Result<HeadInfo, HttpError> {
     let version = match req.version {
         Some(0) => Version::Http10,
         Some(1) => Version::Http11,
@@ -386,7 +386,7 @@ fn analyze(req: &httparse::Request<'_, '_>, len: usize, limits: HeadLimits) -> R
 /// The request target's form must suit the method (RFC 9112 §3.2): origin-form `/path` for any,
 /// absolute-form `scheme://…` for any, asterisk-form `*` only for OPTIONS, authority-form
 /// `host:port` only for CONNECT.
-fn check_target(method: &str, target: &str, limits: HeadLimits) -> Result<(), HttpError> {
+fn check_target(method: &str, target: &str, limits: &HeadLimits) -> Result<(), HttpError> {
     if target.len() > limits.max_uri_bytes {
         return Err(HttpError::UriTooLong);
     }
