@@ -11,8 +11,10 @@ pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8080`; port 0 picks a free port
     /// (see [`Server::local_addr`](crate::Server::local_addr)).
     pub addr: SocketAddr,
-    /// Whether the server handles SIGINT and SIGTERM itself: the first starts a graceful drain,
-    /// a second one stops at once. Default `true`. Embedders that manage signals themselves set it
+    /// Whether the server takes SIGINT and SIGTERM itself: the first starts a graceful drain, a
+    /// second one stops at once. It takes no other signal, except SIGHUP in a process run with
+    /// [`Options::restart_on_sighup`](crate::process::Options::restart_on_sighup) (then only
+    /// worker 0 takes them). Default `true`. Embedders that manage signals themselves set it
     /// to `false` and use a [`ShutdownHandle`](crate::ShutdownHandle).
     pub handle_signals: bool,
     /// After the first SIGINT/SIGTERM (or [`ShutdownHandle::graceful`](crate::ShutdownHandle::graceful)),

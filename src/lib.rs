@@ -4,7 +4,8 @@
 //!
 //! One thread runs one `mio::Poll` loop ([`Server::run`]). Registered in it: the listening
 //! socket, every client connection (kept in a `slab::Slab`; the slab key is the mio token) and a
-//! signal source for SIGINT, SIGTERM and SIGHUP. The layers point down; nothing imports upward:
+//! signal source for SIGINT and SIGTERM (and SIGHUP where restarts are on). The layers point
+//! down; nothing imports upward:
 //!
 //! ```text
 //! process/       the process around the loops: workers, sockets inherited at startup, the
@@ -60,7 +61,7 @@ pub use config::ServerConfig;
 pub use counters::{ConnState, Counts, StateChange};
 pub use error::Error;
 pub use handler::{Handler, Reply};
-pub use http::request::{HEADER_SLOTS as MAX_HEADER_SLOTS, Request, Version};
+pub use http::request::{HEADER_SLOTS as MAX_HEADER_SLOTS, OwnedRequest, Request, Version};
 pub use http::response::{InvalidHeader, Response};
 pub use server::{Outcome, Server};
-pub use shutdown::ShutdownHandle;
+pub use shutdown::{DrainNotice, Handles, ShutdownHandle};

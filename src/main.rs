@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use log::{error, info};
 use quiesce::app::App;
-use quiesce::process::{self, InheritedSockets};
+use quiesce::process::{self, InheritedSockets, Options};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -45,14 +45,14 @@ fn main() -> ExitCode {
     let config = cli.server_config();
     let app_config = cli.app;
     let workers = cli.workers;
+    let options = Options { workers, inherited, restart_on_sighup: true };
     let summary = process::run(
         config,
-        workers,
-        inherited,
-        |_, registry| App::new(app_config).with_metrics(registry.clone()),
-        |addr| match workers {
-            1 => info!("listening on http://{addr}"),
-            n => info!("listening on http://{addr} with {n} workers"),
+        options,
+        |worker| App::new(app_config).with_metrics(worker.registry.clone()),
+        |started| match workers {
+            1 => info!("listening on http://{}", started.addr),
+            n => info!("listening on http://{} with {n} workers", started.addr),
         },
     );
     match summary {

@@ -1,8 +1,12 @@
-//! [`ShutdownHandle`]: start a graceful or immediate stop from any thread. It sets an atomic
-//! and wakes the loop through its one `mio::Waker`; the loop acts on it in its next turn.
+//! Stopping from outside the loop, and hearing that it stops: [`ShutdownHandle`] starts a
+//! graceful or immediate stop from any thread (it sets an atomic and wakes the loop through its
+//! one `mio::Waker`; the loop acts on it in its next turn), and [`DrainNotice`] tells long-lived
+//! work that the drain began.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use log::warn;
 
@@ -85,5 +89,152 @@ impl ShutdownHandle {
     /// The strongest stop requested so far.
     pub(crate) fn requested(&self) -> u8 {
         self.inner.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// Tells long-lived work that the drain began, so it can finish on its own terms before the
+/// shutdown timeout cuts it (Go's `Server.RegisterOnShutdown`, for threads): a flag to read,
+/// a way to wait for it, and callbacks. It fires once, when the server stops accepting (after
+/// the drain delay, if there is one), or when it stops at once. Cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct DrainNotice {
+    inner: Arc<DrainInner>,
+}
+
+struct DrainInner {
+    draining: AtomicBool,
+    /// Callbacks not yet run; `None` once the drain began.
+    waiting: Mutex<Option<Vec<Callback>>>,
+    began: Condvar,
+}
+
+type Callback = Box<dyn FnOnce() + Send>;
+
+impl Default for DrainNotice {
+    fn default() -> Self {
+        DrainNotice::new()
+    }
+}
+
+impl fmt::Debug for DrainNotice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrainNotice").field("draining", &self.is_draining()).finish()
+    }
+}
+
+impl DrainNotice {
+    /// A notice that has not fired. A server makes its own; [`process::run`](crate::process::run)
+    /// gives all its workers one.
+    pub fn new() -> Self {
+        let inner = DrainInner {
+            draining: AtomicBool::new(false),
+            waiting: Mutex::new(Some(Vec::new())),
+            began: Condvar::new(),
+        };
+        DrainNotice { inner: Arc::new(inner) }
+    }
+
+    /// Whether the drain began: one atomic load.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Waits until the drain begins.
+    pub fn wait(&self) {
+        let mut waiting = lock(&self.inner.waiting);
+        while waiting.is_some() {
+            waiting = self.inner.began.wait(waiting).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Waits until the drain begins or `timeout` passes; returns whether it began.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let waiting = lock(&self.inner.waiting);
+        let (waiting, _) = self
+            .inner
+            .began
+            .wait_timeout_while(waiting, timeout, |waiting| waiting.is_some())
+            .unwrap_or_else(PoisonError::into_inner);
+        waiting.is_none()
+    }
+
+    /// Runs `callback` when the drain begins, on the server's thread (keep it quick: wake
+    /// something up, set a flag), or at once on this thread if it already began.
+    pub fn on_drain(&self, callback: impl FnOnce() + Send + 'static) {
+        let mut waiting = lock(&self.inner.waiting);
+        match waiting.as_mut() {
+            Some(callbacks) => callbacks.push(Box::new(callback)),
+            None => {
+                drop(waiting);
+                callback();
+            }
+        }
+    }
+
+    /// The drain began: sets the flag, wakes the waiters, runs the callbacks. Later calls do
+    /// nothing.
+    pub(crate) fn begin(&self) {
+        let callbacks = {
+            let mut waiting = lock(&self.inner.waiting);
+            self.inner.draining.store(true, Ordering::Release);
+            waiting.take()
+        };
+        self.inner.began.notify_all();
+        for callback in callbacks.into_iter().flatten() {
+            callback();
+        }
+    }
+}
+
+/// What a handler may need of the server it runs in, handed to the code that builds it
+/// ([`Server::bind_with`](crate::Server::bind_with), [`process::run`](crate::process::run)),
+/// so it can keep copies before the server takes it.
+#[derive(Clone, Debug)]
+pub struct Handles {
+    /// Stops the server (in a process with several workers: all of them).
+    pub shutdown: ShutdownHandle,
+    /// Fires when the drain begins.
+    pub drain: DrainNotice,
+}
+
+/// A lock that shrugs off poisoning: the guarded data stays consistent whatever panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn drain_notice_fires_once_for_flag_waiters_and_callbacks() {
+        let notice = DrainNotice::new();
+        assert!(!notice.is_draining());
+        assert!(!notice.wait_timeout(Duration::from_millis(1)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        notice.on_drain(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        let waiter = {
+            let notice = notice.clone();
+            std::thread::spawn(move || {
+                notice.wait();
+                notice.is_draining()
+            })
+        };
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "a callback ran before the drain");
+        notice.begin();
+        notice.begin();
+        assert!(waiter.join().unwrap(), "the waiter woke before the flag was set");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "callbacks run once");
+        assert!(notice.wait_timeout(Duration::ZERO));
+        // Once it has fired, a new callback runs at once, here.
+        let late = Arc::clone(&calls);
+        notice.on_drain(move || {
+            late.fetch_add(10, Ordering::SeqCst);
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 11);
     }
 }

@@ -25,7 +25,7 @@ use crate::http::body::BodyDecoder;
 use crate::http::date::DateCache;
 use crate::http::error::HttpError;
 use crate::http::head::{BodyKind, HeadInfo, HeadLimits, HeadScan, HeadStep, ParsedHead};
-use crate::http::request::{Request, Version};
+use crate::http::request::{Client, Request, Version};
 use crate::http::response::Response;
 use crate::timer::after;
 use buffer::{BufPool, ReadBuf, WriteBuf};
@@ -202,10 +202,8 @@ impl PhaseTimer {
 /// One client connection.
 pub(crate) struct Connection<S> {
     stream: S,
-    /// Unique id for the hook and logs.
-    pub(crate) id: u64,
-    /// The client's address.
-    pub(crate) peer: SocketAddr,
+    /// Its id (unique for the server's lifetime) and the client's address.
+    pub(crate) client: Client,
     phase: Phase,
     read_buf: ReadBuf,
     write_buf: WriteBuf,
@@ -253,8 +251,7 @@ impl<S: Transport> Connection<S> {
     pub(crate) fn new(stream: S, id: u64, peer: SocketAddr, now: Instant) -> Self {
         Connection {
             stream,
-            id,
-            peer,
+            client: Client { id, addr: peer },
             phase: Phase::Head(HeadProgress::default()),
             read_buf: ReadBuf::default(),
             write_buf: WriteBuf::default(),
@@ -587,7 +584,7 @@ impl<S: Transport> Connection<S> {
         let limits = head_limits(&env.config);
         // The handler answers a request without a body while its head is still borrowed.
         let (skip, step) = head.scan.next(self.read_buf.data_mut(), limits, |parsed, _| {
-            (parsed.info.body == BodyKind::None).then(|| call_handler(env, parsed, &[]))
+            (parsed.info.body == BodyKind::None).then(|| call_handler(env, parsed, &[], &self.client))
         });
         self.read_buf.consume(skip);
         if !matches!(step, HeadStep::Empty) && head.started.is_none() {
@@ -648,8 +645,8 @@ impl<S: Transport> Connection<S> {
         // The head parsed a moment ago sits before the body: read it again for the borrowed
         // view the handler gets.
         let request = &mut self.read_buf.data_mut()[..head.len + body_len];
-        let (_, step) =
-            HeadScan::default().next(request, head_limits(&env.config), |parsed, body| call_handler(env, parsed, body));
+        let (_, step) = HeadScan::default()
+            .next(request, head_limits(&env.config), |parsed, body| call_handler(env, parsed, body, &self.client));
         let reply = match step {
             HeadStep::Complete(_, reply) => reply,
             // The same bytes parsed a moment ago; keep going rather than trust that blindly.
@@ -722,7 +719,7 @@ impl<S: Transport> Connection<S> {
             if !self.nodelay {
                 self.nodelay = true;
                 if let Err(e) = self.stream.set_nodelay() {
-                    debug!("connection {}: TCP_NODELAY: {e}", self.id);
+                    debug!("connection {}: TCP_NODELAY: {e}", self.client.id);
                 }
             }
             self.phase = Phase::Head(HeadProgress::default());
@@ -747,7 +744,7 @@ impl<S: Transport> Connection<S> {
 
     /// Answers a protocol error with its status and closes after it. Returns true (progress).
     fn fail(&mut self, error: HttpError, env: &mut Env) -> bool {
-        debug!("connection {} ({}): {error}", self.id, self.peer);
+        debug!("connection {} ({}): {error}", self.client.id, self.client.addr);
         let response = &mut env.response;
         response.reset();
         response.set_status(error.status()).set_close();
@@ -762,7 +759,7 @@ impl<S: Transport> Connection<S> {
 
     fn close(&mut self, reason: CloseReason) {
         if !matches!(self.phase, Phase::Closed(_)) {
-            debug!("connection {} ({}) closed: {reason:?}", self.id, self.peer);
+            debug!("connection {} ({}) closed: {reason:?}", self.client.id, self.client.addr);
             self.phase = Phase::Closed(reason);
             self.read_buf.clear();
             // Kept (empty) so the next drive gives it back to the pool.
@@ -780,13 +777,10 @@ fn head_limits(config: &ServerConfig) -> HeadLimits {
     }
 }
 
-/// Runs the handler on a reset response for the request `parsed` with `body`; a panic becomes a
-/// 500 that closes the connection.
-fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8]) -> Reply {
-    let req = &parsed.req;
-    let request =
-        Request::new(req.method.unwrap_or(""), req.path.unwrap_or(""), parsed.info.version, req.headers, body)
-            .with_draining(env.draining != Draining::No);
+/// Runs the handler on a reset response for the request `parsed` with `body` from `client`; a
+/// panic becomes a 500 that closes the connection.
+fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8], client: &Client) -> Reply {
+    let request = Request::received(&parsed.req, parsed.info.version, body, env.draining != Draining::No, client);
     env.response.reset();
     let handler = &mut *env.handler;
     let response = &mut env.response;

@@ -32,7 +32,7 @@ use crate::handler::Handler;
 use crate::listen;
 use crate::metrics::{Metrics, Registry};
 use crate::server::{Outcome, Server};
-use crate::shutdown::ShutdownHandle;
+use crate::shutdown::{DrainNotice, Handles, ShutdownHandle};
 use inherit::{Inherited, Source};
 use restart::{ReadyPipe, Restart};
 use supervisor::Supervisor;
@@ -40,6 +40,7 @@ use systemd::Notifier;
 
 /// Listening sockets handed to this process: by systemd socket activation (`LISTEN_FDS`) or by
 /// a quiesce that restarted into this one on SIGHUP.
+#[derive(Debug)]
 pub struct InheritedSockets(Inherited);
 
 impl InheritedSockets {
@@ -116,43 +117,95 @@ impl Summary {
     }
 }
 
-/// Runs `workers` servers until they have all shut down.
+/// How [`run`] runs the process.
+#[derive(Debug)]
+pub struct Options {
+    /// Worker threads, each a server with its own loop (at least 1). Default 1.
+    pub workers: usize,
+    /// Listening sockets passed to the process ([`InheritedSockets::take`]), served instead of
+    /// binding `config.addr`. Default none.
+    pub inherited: Option<InheritedSockets>,
+    /// Take SIGHUP (when `config.handle_signals` is on) and restart on it: start a new copy of
+    /// the running executable with the same arguments on the same listening sockets, and drain
+    /// once it serves. Off by default: a program that embeds quiesce rarely wants to be
+    /// re-executed; the `quiesce` binary turns it on.
+    pub restart_on_sighup: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { workers: 1, inherited: None, restart_on_sighup: false }
+    }
+}
+
+/// What `make_handler` gets for each worker.
+#[derive(Debug)]
+pub struct Worker {
+    /// The worker's number, 0 first.
+    pub index: usize,
+    /// Every worker's metrics (for a `/metrics` route).
+    pub registry: Registry,
+    /// The process's shutdown handle (worker 0's, which every other worker follows) and the
+    /// drain notice all workers share.
+    pub handles: Handles,
+}
+
+/// What `on_started` gets, once every worker is set up and just before serving starts.
+#[derive(Debug)]
+pub struct Started {
+    /// The address the workers listen on.
+    pub addr: SocketAddr,
+    /// Stops the whole process (from another thread, as a host program would).
+    pub handles: Handles,
+}
+
+/// Runs `options.workers` servers until they have all shut down.
 ///
-/// Sockets: `inherited` ones if given (worker i gets its own descriptor of socket i, or of
+/// Sockets: `options.inherited` if given (worker i gets its own descriptor of socket i, or of
 /// socket i mod n when there are fewer), otherwise each worker binds `config.addr` itself, with
-/// `SO_REUSEPORT` when there is more than one. `make_handler(i, registry)` builds worker i's
-/// handler; `registry` holds every worker's metrics (for a `/metrics` route). `on_listening`
-/// is called with the bound address once every worker is set up, just before serving starts.
+/// `SO_REUSEPORT` when there is more than one. `make_handler` builds each worker's handler.
+/// Worker 0 takes the signals (with `config.handle_signals`); every other worker follows it.
+/// `on_started` is called once every worker is set up, just before serving starts.
 pub fn run<H, F>(
     config: ServerConfig,
-    workers: usize,
-    inherited: Option<InheritedSockets>,
+    options: Options,
     make_handler: F,
-    on_listening: impl FnOnce(SocketAddr),
+    on_started: impl FnOnce(&Started),
 ) -> Result<Summary, Error>
 where
     H: Handler + Send + 'static,
-    F: Fn(usize, &Registry) -> H,
+    F: Fn(&Worker) -> H,
 {
-    let workers = workers.max(1);
-    let (listeners, ready_pipe) = listeners(&config, workers, inherited)?;
+    let workers = options.workers.max(1);
+    let (listeners, ready_pipe) = listeners(&config, workers, options.inherited)?;
     // The restart's own descriptors of every worker's socket, taken before the servers own them.
-    let restart_listeners =
-        listeners.iter().map(TcpListener::try_clone).collect::<io::Result<Vec<_>>>().map_err(Error::Setup)?;
+    let restart_listeners = match options.restart_on_sighup {
+        true => {
+            Some(listeners.iter().map(TcpListener::try_clone).collect::<io::Result<Vec<_>>>().map_err(Error::Setup)?)
+        }
+        false => None,
+    };
     let metrics: Vec<Arc<Metrics>> = (0..workers).map(|_| Arc::default()).collect();
     let registry = Registry::new(metrics.clone());
+    let drain = DrainNotice::new();
 
-    let mut servers = servers(listeners, &config, &make_handler, &metrics, &registry)?;
+    let mut servers = servers(listeners, &config, &make_handler, &metrics, &registry, &drain)?;
     let mut followers = servers.split_off(1);
     let mut leader = servers.pop().ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
-    let local_addr = leader.local_addr();
+    let handles = Handles { shutdown: leader.shutdown_handle(), drain };
     let follower_handles: Vec<ShutdownHandle> = followers.iter().map(Server::shutdown_handle).collect();
     for handle in &follower_handles {
         leader.add_follower(handle.clone());
     }
     let notifier = Notifier::from_env().map(Arc::new);
-    let restart = Restart::new(restart_listeners, leader.shutdown_handle(), notifier.clone());
-    leader.observe(Box::new(Supervisor::new(notifier.clone(), registry.clone(), Some(restart))));
+    let restart = match restart_listeners {
+        Some(listeners) => {
+            leader.take_sighup()?;
+            Some(Restart::new(listeners, handles.shutdown.clone(), notifier.clone()))
+        }
+        None => None,
+    };
+    leader.observe(Box::new(Supervisor::new(notifier.clone(), registry.clone(), restart)));
 
     let mut threads = Vec::with_capacity(followers.len());
     for (i, server) in followers.drain(..).enumerate() {
@@ -163,7 +216,7 @@ where
         threads.push(thread);
     }
 
-    on_listening(local_addr);
+    on_started(&Started { addr: leader.local_addr(), handles });
     report_ready(ready_pipe, notifier.as_deref());
 
     let leader_outcome = leader.run();
@@ -190,24 +243,31 @@ where
     Ok(Summary { outcome, drain: registry.drain_report(), workers })
 }
 
-/// One server per listener: worker i gets its own handler, metrics and log label, and only
-/// worker 0 takes signals.
+/// One server per listener: worker i gets its own handler, metrics and log label, they all
+/// share `drain`, and only worker 0 takes signals. Each handler is given worker 0's shutdown
+/// handle: stopping it stops them all.
 fn servers<H, F>(
     listeners: Vec<TcpListener>,
     config: &ServerConfig,
     make_handler: &F,
     metrics: &[Arc<Metrics>],
     registry: &Registry,
+    drain: &DrainNotice,
 ) -> Result<Vec<Server>, Error>
 where
     H: Handler + Send + 'static,
-    F: Fn(usize, &Registry) -> H,
+    F: Fn(&Worker) -> H,
 {
     let workers = listeners.len();
-    let mut servers = Vec::with_capacity(workers);
+    let mut servers: Vec<Server> = Vec::with_capacity(workers);
     for (i, listener) in listeners.into_iter().enumerate() {
         let config = ServerConfig { handle_signals: config.handle_signals && i == 0, ..config.clone() };
-        let mut server = Server::from_listener(listener, config, make_handler(i, registry))?;
+        let leader = servers.first().map(Server::shutdown_handle);
+        let mut server = Server::assemble(listener, config, drain.clone(), |own| {
+            let shutdown = leader.unwrap_or_else(|| own.clone());
+            let handles = Handles { shutdown, drain: drain.clone() };
+            make_handler(&Worker { index: i, registry: registry.clone(), handles })
+        })?;
         server.set_metrics(Arc::clone(&metrics[i]));
         if workers > 1 {
             server.set_label(format!("worker {i}: "));

@@ -39,9 +39,10 @@ use crate::connection::{Connection, DrainRole, Env};
 use crate::counters::{ConnState, Counts, DrainReport, StateChange};
 use crate::error::Error;
 use crate::handler::Handler;
+use crate::http::request::Client;
 use crate::listen;
 use crate::metrics::Metrics;
-use crate::shutdown::{self, ShutdownHandle};
+use crate::shutdown::{self, DrainNotice, Handles, ShutdownHandle};
 use crate::timer::{Deadlines, after};
 use accept::Acceptor;
 pub use stage::Outcome;
@@ -155,6 +156,8 @@ pub struct Server {
     env: Env,
     metrics: Arc<Metrics>,
     observers: Vec<Box<dyn Observer>>,
+    /// Fires when the drain begins (shared by every worker of a process).
+    drain: DrainNotice,
 }
 
 impl Server {
@@ -163,9 +166,19 @@ impl Server {
     /// `config.handle_signals`) the signal source. Serving starts with [`Server::run`];
     /// connections that arrive before that wait in the listen backlog.
     pub fn bind(config: ServerConfig, handler: impl Handler + Send + 'static) -> Result<Server, Error> {
+        Server::bind_with(config, |_| handler)
+    }
+
+    /// [`Server::bind`], with the handler built by `make` from the server's [`Handles`]: its
+    /// shutdown handle and drain notice, for a handler that stops the server or finishes long
+    /// work when the drain begins.
+    pub fn bind_with<H: Handler + Send + 'static>(
+        config: ServerConfig,
+        make: impl FnOnce(&Handles) -> H,
+    ) -> Result<Server, Error> {
         let listener = listen::bind(config.addr, config.backlog, config.reuse_port)
             .map_err(|source| Error::Bind { addr: config.addr, source })?;
-        Server::from_listener(listener, config, handler)
+        Server::from_listener_with(listener, config, make)
     }
 
     /// Serves on a socket that is already listening (inherited from systemd or a previous
@@ -176,6 +189,30 @@ impl Server {
         config: ServerConfig,
         handler: impl Handler + Send + 'static,
     ) -> Result<Server, Error> {
+        Server::from_listener_with(listener, config, |_| handler)
+    }
+
+    /// [`Server::from_listener`], with the handler built by `make` from the server's
+    /// [`Handles`] (see [`Server::bind_with`]).
+    pub fn from_listener_with<H: Handler + Send + 'static>(
+        listener: std::net::TcpListener,
+        config: ServerConfig,
+        make: impl FnOnce(&Handles) -> H,
+    ) -> Result<Server, Error> {
+        let drain = DrainNotice::new();
+        Server::assemble(listener, config, drain.clone(), |shutdown| {
+            make(&Handles { shutdown: shutdown.clone(), drain })
+        })
+    }
+
+    /// A server on `listener` that fires `drain` when its drain begins, with the handler `make`
+    /// builds once the server's own shutdown handle exists.
+    pub(crate) fn assemble<H: Handler + Send + 'static>(
+        listener: std::net::TcpListener,
+        config: ServerConfig,
+        drain: DrainNotice,
+        make: impl FnOnce(&ShutdownHandle) -> H,
+    ) -> Result<Server, Error> {
         listener.set_nonblocking(true).map_err(Error::Setup)?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new().map_err(Error::Setup)?;
@@ -183,12 +220,14 @@ impl Server {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(Error::Setup)?;
         let waker = mio::Waker::new(poll.registry(), WAKER).map_err(Error::Setup)?;
         let signals = if config.handle_signals {
-            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(Error::Setup)?;
+            let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(Error::Setup)?;
             poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(Error::Setup)?;
             Some(signals)
         } else {
             None
         };
+        let handle = ShutdownHandle::new(waker);
+        let handler = make(&handle);
         Ok(Server {
             poll,
             accept: Acceptor::new(listener, local_addr),
@@ -203,11 +242,25 @@ impl Server {
                 label: String::new(),
             },
             stage: Stage::Serving,
-            inbox: Inbox { signals, signals_ready: false, handle: ShutdownHandle::new(waker), seen: shutdown::NONE },
+            inbox: Inbox { signals, signals_ready: false, handle, seen: shutdown::NONE },
             env: Env::new(config, Box::new(handler), Instant::now()),
             metrics: Arc::default(),
             observers: Vec::new(),
+            drain,
         })
+    }
+
+    /// Takes SIGHUP as well (when it takes signals at all): the restart of `process::run`.
+    pub(crate) fn take_sighup(&mut self) -> Result<(), Error> {
+        match self.inbox.signals.as_ref() {
+            Some(signals) => signals.add_signal(SIGHUP).map_err(Error::Setup),
+            None => Ok(()),
+        }
+    }
+
+    /// Fires when the drain begins (or the server stops at once).
+    pub fn drain_notice(&self) -> DrainNotice {
+        self.drain.clone()
     }
 
     /// The counters this server publishes (for `/metrics`; see
@@ -396,7 +449,7 @@ impl Server {
     fn sync(&mut self, key: usize) {
         let draining = matches!(self.stage, Stage::Draining(_));
         let Some(slot) = self.slots.get_mut(key) else { return };
-        let (id, peer) = (slot.conn.id, slot.conn.peer);
+        let Client { id, addr: peer } = slot.conn.client;
         let state = slot.conn.state();
         // A request that began and ended within one turn still made the connection Active.
         if slot.conn.take_activity() && state != ConnState::Active && slot.reported != Some(ConnState::Active) {
@@ -427,7 +480,7 @@ impl Server {
             // Closing the socket (by dropping it) also removes it from the poll: no
             // `epoll_ctl(DEL)` per connection. Its descriptor is not shared with anything.
             if let Some(Slot { conn, .. }) = self.slots.try_remove(key) {
-                log::trace!("connection {} ({}) removed: {:?}", conn.id, conn.peer, conn.close_reason());
+                log::trace!("connection {} ({}) removed: {:?}", conn.client.id, conn.client.addr, conn.close_reason());
             }
         }
         self.accept.on_close(now);
@@ -482,7 +535,7 @@ impl Server {
         }
     }
 
-    /// SIGHUP: a restart, if an observer does restarts.
+    /// SIGHUP (taken only where restarts are enabled): a restart.
     fn restart(&mut self) {
         let stage = self.stage;
         if !self.observers.iter_mut().any(|observer| observer.restart(&stage)) {
@@ -560,12 +613,15 @@ impl Server {
         }
     }
 
-    /// The one place the stage changes: connections and observers hear of it.
+    /// The one place the stage changes: connections, observers and long-lived work hear of it.
     fn set_stage(&mut self, stage: Stage) {
         self.stage = stage;
         self.env.draining = stage.draining();
         for observer in &mut self.observers {
             observer.stage_changed(&stage);
+        }
+        if matches!(stage, Stage::Draining(_) | Stage::Done { .. }) {
+            self.drain.begin();
         }
     }
 
