@@ -87,6 +87,10 @@ pub(crate) struct Stats {
     pub bytes_in: u64,
     /// Response bytes written.
     pub bytes_out: u64,
+    /// Answers deferred to a responder.
+    pub deferred: u64,
+    /// Streamed responses started.
+    pub streams: u64,
 }
 
 impl Stats {
@@ -111,6 +115,8 @@ pub struct DrainReport {
     pub served: u64,
     /// Connections closed by force (shutdown timeout or immediate stop).
     pub forced: u64,
+    /// Of those, how many were cut in the middle of a streamed response.
+    pub streams_cut: u64,
     /// From the start of the drain to its end (or to now, while it runs), in microseconds.
     pub micros: u64,
 }

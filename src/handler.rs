@@ -1,5 +1,7 @@
 //! The handler API: synchronous, so a handler can never block the loop. It fills in the
-//! response and says when to send it: now, or after a delay (a timer in the loop, not a sleep).
+//! response and says when to send it: now, after a delay (a timer in the loop, not a sleep), or
+//! later, from a [`Responder`](crate::Responder) that another thread finishes (blocking work,
+//! streamed responses).
 
 use std::time::Duration;
 
@@ -14,6 +16,13 @@ pub enum Reply {
     /// Send it after this long. Meanwhile the connection is Active and every other connection
     /// is served as usual; requests pipelined behind this one wait their turn.
     After(Duration),
+    /// The handler called [`Response::defer`]: the [`Responder`](crate::Responder) it got
+    /// answers, from any thread, whenever it is ready. Meanwhile the connection is Active; a
+    /// drain waits for it (up to the shutdown timeout).
+    ///
+    /// A handler that deferred the response is answered by its responder whatever it returns;
+    /// one that returns `Later` without deferring gets a 500 (and a log line).
+    Later,
 }
 
 /// Answers requests. Runs on the loop thread, one request at a time.

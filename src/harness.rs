@@ -13,7 +13,10 @@ use crate::counters::ConnState;
 use crate::handler::Handler;
 use crate::http::body::BodyDecoder;
 use crate::http::head::{BodyKind, HeadLimits, HeadScan, HeadStep, whole_head_len};
+use crate::responder::{Letter, Mailbox};
+use crate::shutdown::DrainNotice;
 use crate::timer::after;
+use std::sync::Arc;
 
 /// The client side of an in-memory connection: bytes waiting to be read by the server, bytes it
 /// wrote, whether the client closed its side, and how much the server may write per call.
@@ -78,6 +81,9 @@ impl Transport for Pipe {
 pub struct MemoryConnection {
     conn: Connection<Pipe>,
     env: Env,
+    /// Owns the waker responders wake (nothing polls it: the mailbox is read after every step).
+    _poll: mio::Poll,
+    letters: Vec<Letter>,
 }
 
 impl MemoryConnection {
@@ -85,9 +91,14 @@ impl MemoryConnection {
     pub fn new(config: ServerConfig, handler: impl Handler + Send + 'static) -> Self {
         let now = Instant::now();
         let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+        let poll = mio::Poll::new().expect("a poll for the harness's waker");
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("a waker for the harness");
+        let mailbox = Arc::new(Mailbox::new(Arc::new(waker)));
         MemoryConnection {
-            conn: Connection::new(Pipe::default(), 1, peer, now),
-            env: Env::new(config, Box::new(handler), now),
+            conn: Connection::new(Pipe::default(), 0, 1, peer, now),
+            env: Env::new(config, Box::new(handler), now, mailbox, DrainNotice::new()),
+            _poll: poll,
+            letters: Vec::new(),
         }
     }
 
@@ -125,9 +136,16 @@ impl MemoryConnection {
         self.drive();
     }
 
+    /// Delivers what responders (on any thread) posted since the last step, and drives the
+    /// connection: what the server does when its waker fires.
+    pub fn deliver(&mut self) {
+        self.drive();
+    }
+
     /// Starts a graceful drain, as the server does for each connection.
     pub fn begin_drain(&mut self) {
         self.env.draining = Draining::Now;
+        self.env.drain.begin();
         self.conn.drain(self.env.now, &self.env.config, true);
         self.drive();
     }
@@ -165,6 +183,23 @@ impl MemoryConnection {
     fn drive(&mut self) {
         self.conn.on_ready(false, true, false);
         while self.conn.drive(&mut self.env) {}
+        if self.env.mailbox.has_letters() {
+            self.deliver_letters();
+        }
+    }
+
+    /// Letters for this connection (key 0, id 1), delivered as the loop delivers them, until
+    /// none come.
+    #[cold]
+    fn deliver_letters(&mut self) {
+        while self.env.mailbox.has_letters() {
+            self.env.mailbox.take(&mut self.letters);
+            if !self.letters.drain(..).any(|letter| letter == Letter { key: 0, id: 1 }) {
+                return;
+            }
+            self.conn.on_mail();
+            while self.conn.drive(&mut self.env) {}
+        }
     }
 }
 

@@ -24,10 +24,13 @@ pub struct Metrics {
     responses: [AtomicU64; 5],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    deferred: AtomicU64,
+    streams: AtomicU64,
     draining: AtomicU64,
     drain_start: [AtomicU64; 3],
     drain_served: AtomicU64,
     forced: AtomicU64,
+    streams_cut: AtomicU64,
     drain_micros: AtomicU64,
 }
 
@@ -43,6 +46,8 @@ impl Metrics {
         }
         self.bytes_in.store(stats.bytes_in, Relaxed);
         self.bytes_out.store(stats.bytes_out, Relaxed);
+        self.deferred.store(stats.deferred, Relaxed);
+        self.streams.store(stats.streams, Relaxed);
     }
 
     /// Publishes the state of a shutdown (from its first request on; sets the draining flag).
@@ -54,6 +59,7 @@ impl Metrics {
         }
         self.drain_served.store(report.served, Relaxed);
         self.forced.store(report.forced, Relaxed);
+        self.streams_cut.store(report.streams_cut, Relaxed);
         self.drain_micros.store(report.micros, Relaxed);
     }
 
@@ -64,6 +70,7 @@ impl Metrics {
             at_start: Counts { new, active, idle },
             served: self.drain_served.load(Relaxed),
             forced: self.forced.load(Relaxed),
+            streams_cut: self.streams_cut.load(Relaxed),
             micros: self.drain_micros.load(Relaxed),
         }
     }
@@ -126,6 +133,20 @@ const FAMILIES: &[Family] = &[
         read: |m, _| m.bytes_out.load(Relaxed),
     },
     Family {
+        name: "deferred_responses_total",
+        help: "Answers a handler deferred to a responder (sent whole or streamed).",
+        kind: "counter",
+        label: None,
+        read: |m, _| m.deferred.load(Relaxed),
+    },
+    Family {
+        name: "streamed_responses_total",
+        help: "Streamed responses started.",
+        kind: "counter",
+        label: None,
+        read: |m, _| m.streams.load(Relaxed),
+    },
+    Family {
         name: "draining",
         help: "1 from the first shutdown request on (drain delay included).",
         kind: "gauge",
@@ -145,6 +166,13 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         label: None,
         read: |m, _| m.forced.load(Relaxed),
+    },
+    Family {
+        name: "cut_streams_total",
+        help: "Streamed responses cut short at the shutdown timeout or an immediate stop.",
+        kind: "counter",
+        label: None,
+        read: |m, _| m.streams_cut.load(Relaxed),
     },
 ];
 
@@ -209,6 +237,7 @@ impl Registry {
             },
             served: sum.served + r.served,
             forced: sum.forced + r.forced,
+            streams_cut: sum.streams_cut + r.streams_cut,
             micros: sum.micros.max(r.micros),
         })
     }

@@ -30,11 +30,12 @@ struct Inner {
     requested: AtomicU8,
     /// A restarted successor's pid once it serves (0: none).
     handover: AtomicU32,
-    waker: mio::Waker,
+    waker: Arc<mio::Waker>,
 }
 
 impl ShutdownHandle {
-    pub(crate) fn new(waker: mio::Waker) -> Self {
+    /// A handle that wakes the loop with `waker` (shared with the loop's mailbox).
+    pub(crate) fn new(waker: Arc<mio::Waker>) -> Self {
         let inner = Inner { requested: AtomicU8::new(NONE), handover: AtomicU32::new(0), waker };
         ShutdownHandle { inner: Arc::new(inner) }
     }

@@ -16,7 +16,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use log::{debug, error};
+use log::{debug, error, warn};
 
 use crate::config::ServerConfig;
 use crate::counters::{ConnState, Stats};
@@ -27,13 +27,19 @@ use crate::http::error::HttpError;
 use crate::http::head::{BodyKind, HeadInfo, HeadLimits, HeadScan, HeadStep, ParsedHead};
 use crate::http::request::{Client, Request, Version};
 use crate::http::response::Response;
+use crate::responder::{End, Exchange, Letter, Mailbox, Taken};
+use crate::shutdown::DrainNotice;
 use crate::timer::after;
 use buffer::{BufPool, ReadBuf, WriteBuf};
+use std::sync::Arc;
 
 /// Stop parsing pipelined requests while this much output waits to be written.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Rounds of read / process / write per turn before yielding to other connections.
 const ROUNDS_PER_TURN: usize = 4;
+/// A stream's next body bytes are taken only while less than this waits to be written, so a
+/// slow reader holds the producer back instead of growing the write buffer.
+const STREAM_LOW_WATER: usize = 16 * 1024;
 
 /// The byte stream a connection runs over: a TCP stream, or an in-memory one in tests.
 pub(crate) trait Transport: Read + Write {
@@ -85,11 +91,22 @@ pub(crate) struct Env {
     pub pool: BufPool,
     /// The response the handler fills in, reused across requests.
     pub response: Response,
+    /// Where responders post their news.
+    pub mailbox: Arc<Mailbox>,
+    /// The server's drain notice, for responders and streams.
+    pub drain: DrainNotice,
 }
 
 impl Env {
-    /// An environment for connections served by `handler` under `config`.
-    pub(crate) fn new(config: ServerConfig, handler: Box<dyn Handler + Send>, now: Instant) -> Self {
+    /// An environment for connections served by `handler` under `config`, whose responders
+    /// post to `mailbox`.
+    pub(crate) fn new(
+        config: ServerConfig,
+        handler: Box<dyn Handler + Send>,
+        now: Instant,
+        mailbox: Arc<Mailbox>,
+        drain: DrainNotice,
+    ) -> Self {
         Env {
             now,
             draining: Draining::No,
@@ -99,6 +116,8 @@ impl Env {
             stats: Stats::default(),
             pool: BufPool::default(),
             response: Response::new(),
+            mailbox,
+            drain,
         }
     }
 }
@@ -106,7 +125,8 @@ impl Env {
 /// Why a connection was closed (for logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseReason {
-    /// The client closed its side and nothing was left to answer.
+    /// The client closed its side and nothing was left to answer (or it closed while its answer
+    /// was coming from a responder, which is told it is gone).
     PeerClosed,
     /// The last response went out and the client closed (or the linger time ran out).
     Done,
@@ -131,6 +151,10 @@ enum Phase {
     Body(BodyProgress),
     /// The handler asked for a delay: its response is sent at `until`.
     Waiting { until: Instant, delayed: Box<Delayed> },
+    /// The handler deferred the answer: a responder on another thread gives it.
+    Deferred(Box<Deferred>),
+    /// A streamed response: the head went out, the body comes from the producer.
+    Streaming(Box<Streaming>),
     /// The last response is queued: flush it, then close as said.
     Closing(AfterFlush),
     /// Write side shut: read and discard until the client closes or `until`.
@@ -163,6 +187,23 @@ struct BodyProgress {
 struct Delayed {
     response: Response,
     head: HeadInfo,
+}
+
+/// An answer a responder gives.
+#[derive(Debug)]
+struct Deferred {
+    head: HeadInfo,
+    exchange: Arc<Exchange>,
+}
+
+/// A streamed response under way.
+#[derive(Debug)]
+struct Streaming {
+    exchange: Arc<Exchange>,
+    /// HTTP/1.1: the body goes in chunks. HTTP/1.0: it ends when the connection closes.
+    chunked: bool,
+    /// Close once the body is complete (HTTP/1.0, the client or the handler asked, the drain).
+    close: bool,
 }
 
 /// How a connection ends once its last response is flushed.
@@ -202,6 +243,8 @@ impl PhaseTimer {
 /// One client connection.
 pub(crate) struct Connection<S> {
     stream: S,
+    /// Its slot in the server's slab: the address of the letters its responders post.
+    key: usize,
     /// Its id (unique for the server's lifetime) and the client's address.
     pub(crate) client: Client,
     phase: Phase,
@@ -231,6 +274,8 @@ pub(crate) struct Connection<S> {
     input_drained: bool,
     /// A request began since [`Connection::take_activity`] was last called.
     activity: bool,
+    /// A responder posted news that the connection has not taken yet.
+    mail: bool,
 }
 
 /// How a connection is treated by a drain.
@@ -247,10 +292,11 @@ pub(crate) enum DrainRole {
 }
 
 impl<S: Transport> Connection<S> {
-    /// A connection just accepted.
-    pub(crate) fn new(stream: S, id: u64, peer: SocketAddr, now: Instant) -> Self {
+    /// A connection just accepted into slot `key`.
+    pub(crate) fn new(stream: S, key: usize, id: u64, peer: SocketAddr, now: Instant) -> Self {
         Connection {
             stream,
+            key,
             client: Client { id, addr: peer },
             phase: Phase::Head(HeadProgress::default()),
             read_buf: ReadBuf::default(),
@@ -266,7 +312,13 @@ impl<S: Transport> Connection<S> {
             nodelay: false,
             input_drained: false,
             activity: false,
+            mail: false,
         }
+    }
+
+    /// A responder of this connection posted news (a letter with its id reached its slot).
+    pub(crate) fn on_mail(&mut self) {
+        self.mail = true;
     }
 
     /// The stream.
@@ -324,7 +376,7 @@ impl<S: Transport> Connection<S> {
     /// The timer of the current phase, if it has one.
     fn phase_timer(&self, config: &ServerConfig) -> Option<PhaseTimer> {
         match &self.phase {
-            Phase::Closed(_) | Phase::Closing(_) => None,
+            Phase::Closed(_) | Phase::Closing(_) | Phase::Deferred(_) | Phase::Streaming(_) => None,
             Phase::Linger { until } => Some(PhaseTimer::Linger(*until)),
             Phase::Waiting { until, .. } => Some(PhaseTimer::Delay(*until)),
             Phase::Body(body) => Some(PhaseTimer::Request(after(body.last_read, config.header_timeout))),
@@ -403,9 +455,12 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    /// Closes the connection at once (shutdown timeout, immediate stop).
-    pub(crate) fn abort(&mut self) {
+    /// Closes the connection at once (shutdown timeout, immediate stop). Returns whether that
+    /// cut a streamed response short.
+    pub(crate) fn abort(&mut self) -> bool {
+        let cut = matches!(self.phase, Phase::Streaming(_));
         self.close(CloseReason::Shutdown);
+        cut
     }
 
     /// Does all the work the connection can do now: read what is there, answer complete
@@ -566,6 +621,13 @@ impl<S: Transport> Connection<S> {
                 Phase::Head(_) => self.process_head(env),
                 Phase::Body(_) => self.process_body(env),
                 Phase::Waiting { until, .. } if until <= env.now => self.send_delayed(env),
+                Phase::Deferred(_) | Phase::Streaming(_) if self.peer_eof => {
+                    // Taken as gone (as Go and nginx do): the responder hears of it.
+                    self.close(CloseReason::PeerClosed);
+                    true
+                }
+                Phase::Deferred(_) if self.mail => self.take_answer(env),
+                Phase::Streaming(_) if self.mail && self.write_buf.pending().len() < STREAM_LOW_WATER => self.pump(env),
                 _ => false,
             };
             if !advanced {
@@ -673,12 +735,137 @@ impl<S: Transport> Connection<S> {
     /// The handler has answered: send now, or hold the response until its delay is over.
     fn complete(&mut self, head: HeadInfo, reply: Reply, env: &mut Env) {
         self.served += 1;
+        if let Some(exchange) = env.response.take_deferred() {
+            return self.defer(head, reply, exchange, env);
+        }
         match reply {
             Reply::Now => self.send(head, env),
             Reply::After(delay) => {
                 let response = std::mem::take(&mut env.response);
                 let delayed = Box::new(Delayed { response, head });
                 self.phase = Phase::Waiting { until: after(env.now, delay), delayed };
+            }
+            Reply::Later => self.no_responder(head, env),
+        }
+    }
+
+    /// The handler returned `Later` without deferring: nobody would ever answer.
+    #[cold]
+    #[inline(never)]
+    fn no_responder(&mut self, head: HeadInfo, env: &mut Env) {
+        error!(
+            "connection {}: the handler returned Reply::Later without Response::defer; answering 500",
+            self.client.id
+        );
+        internal_error(&mut env.response);
+        self.send(head, env);
+    }
+
+    /// The answer comes from a responder: wait for it, looking at once if it already came.
+    #[cold]
+    #[inline(never)]
+    fn defer(&mut self, head: HeadInfo, reply: Reply, exchange: Arc<Exchange>, env: &mut Env) {
+        if reply != Reply::Later {
+            warn!("connection {}: the handler deferred its response but returned {reply:?}", self.client.id);
+        }
+        let letter = Letter { key: self.key, id: self.client.id };
+        self.mail = exchange.bind(Arc::clone(&env.mailbox), letter, env.drain.clone());
+        env.stats.deferred += 1;
+        self.phase = Phase::Deferred(Box::new(Deferred { head, exchange }));
+    }
+
+    /// In `Deferred`, with news: sends the whole response, answers 500 for a dropped
+    /// responder, or starts a stream.
+    #[inline(never)]
+    fn take_answer(&mut self, env: &mut Env) -> bool {
+        self.mail = false;
+        let Phase::Deferred(deferred) = &self.phase else { return false };
+        let taken = deferred.exchange.take();
+        if matches!(taken, Taken::Nothing) {
+            return false;
+        }
+        let Phase::Deferred(deferred) = std::mem::replace(&mut self.phase, Phase::Head(HeadProgress::default())) else {
+            return false;
+        };
+        let Deferred { head, exchange } = *deferred;
+        match taken {
+            Taken::Nothing => {}
+            Taken::Whole(response) => {
+                env.response = response;
+                self.send(head, env);
+            }
+            Taken::Dropped => {
+                error!(
+                    "connection {} ({}): a responder was dropped without an answer; answering 500",
+                    self.client.id, self.client.addr
+                );
+                internal_error(&mut env.response);
+                self.send(head, env);
+            }
+            Taken::StreamHead(response) => {
+                env.response = response;
+                self.start_stream(head, exchange, env);
+            }
+        }
+        true
+    }
+
+    /// Sends the head of a streamed response from `env.response`; for HEAD (and a status
+    /// without a body) that is the whole response.
+    #[inline(never)]
+    fn start_stream(&mut self, head: HeadInfo, exchange: Arc<Exchange>, env: &mut Env) {
+        let bodiless = head.is_head || env.response.is_bodiless();
+        let chunked = head.version == Version::Http11;
+        let last = (env.draining == Draining::Now || self.peer_eof) && self.read_buf.is_empty();
+        // Without chunks, only the end of the connection ends the body.
+        let close = !head.keep_alive || env.response.close_requested() || last || (!chunked && !bodiless);
+        let connection = if close {
+            Some("close")
+        } else if head.version == Version::Http10 {
+            Some("keep-alive")
+        } else {
+            None
+        };
+        if self.write_buf.is_empty() {
+            self.write_since = env.now;
+        }
+        env.stats.response(env.response.status());
+        env.stats.streams += 1;
+        // HEAD shows the framing GET would get; a status without a body has none.
+        env.response.encode_stream_head(self.write_buf.out(&mut env.pool), env.date.get(), chunked, connection);
+        if bodiless {
+            // Nothing of the body goes out: the producer is told the stream is closed.
+            exchange.close();
+            self.after_response(close, head.keep_alive);
+        } else {
+            self.phase = Phase::Streaming(Box::new(Streaming { exchange, chunked, close }));
+            // Body bytes may have come with the head.
+            self.mail = true;
+        }
+    }
+
+    /// In `Streaming`, with news and room: takes the producer's bytes; once the body is
+    /// complete, the connection goes on (or closes); a stream dropped unfinished is cut.
+    #[inline(never)]
+    fn pump(&mut self, env: &mut Env) -> bool {
+        self.mail = false;
+        let Phase::Streaming(streaming) = &self.phase else { return false };
+        let (was_empty, before) = (self.write_buf.is_empty(), self.write_buf.pending().len());
+        let end = streaming.exchange.take_body(self.write_buf.out(&mut env.pool), streaming.chunked);
+        let close = streaming.close;
+        if was_empty && !self.write_buf.is_empty() {
+            self.write_since = env.now;
+        }
+        match end {
+            End::Open => self.write_buf.pending().len() > before,
+            End::Finished => {
+                self.after_response(close, true);
+                true
+            }
+            End::Abandoned => {
+                warn!("connection {}: a stream was dropped unfinished; cutting the response", self.client.id);
+                self.closing(AfterFlush::Close);
+                true
             }
         }
     }
@@ -709,11 +896,16 @@ impl<S: Transport> Connection<S> {
             None
         };
         self.queue_response(head.is_head, connection, env);
+        self.after_response(close, head.keep_alive);
+    }
+
+    /// A response is complete: wait for the next request, or close. The client said this was
+    /// its last request (`!keep_alive`), and nothing follows it (the socket was found empty): a
+    /// plain close is clean. Anything else (our decision, more input, or input possibly left in
+    /// the kernel by a capped read) gets a lingering close.
+    fn after_response(&mut self, close: bool, keep_alive: bool) {
         if close {
-            // The client said this was its last request, and nothing follows it (the socket was
-            // found empty): a plain close is clean. Anything else (our decision, more input, or
-            // input possibly left in the kernel by a capped read) gets a lingering close.
-            let lingering = head.keep_alive || !self.read_buf.is_empty() || !self.input_drained;
+            let lingering = keep_alive || !self.read_buf.is_empty() || !self.input_drained;
             self.closing(if lingering { AfterFlush::Linger } else { AfterFlush::Close });
         } else {
             if !self.nodelay {
@@ -760,6 +952,12 @@ impl<S: Transport> Connection<S> {
     fn close(&mut self, reason: CloseReason) {
         if !matches!(self.phase, Phase::Closed(_)) {
             debug!("connection {} ({}) closed: {reason:?}", self.client.id, self.client.addr);
+            // A responder or producer still at work hears that its client is gone.
+            match &self.phase {
+                Phase::Deferred(deferred) => deferred.exchange.close(),
+                Phase::Streaming(streaming) => streaming.exchange.close(),
+                _ => {}
+            }
             self.phase = Phase::Closed(reason);
             self.read_buf.clear();
             // Kept (empty) so the next drive gives it back to the pool.
@@ -788,10 +986,19 @@ fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8], client:
         Ok(reply) => reply,
         Err(_) => {
             error!("handler panicked on {} {}; answering 500", request.method(), request.target());
-            response.reset();
-            response.set_status(500).set_close();
-            response.body_mut().extend_from_slice(b"internal server error\n");
+            // A responder it made is connected to nothing now: tell it.
+            if let Some(exchange) = response.take_deferred() {
+                exchange.close();
+            }
+            internal_error(response);
             Reply::Now
         }
     }
+}
+
+/// Makes `response` a 500 that closes the connection: the server failed, not the request.
+fn internal_error(response: &mut Response) {
+    response.reset();
+    response.set_status(500).set_close();
+    response.body_mut().extend_from_slice(b"internal server error\n");
 }

@@ -2,6 +2,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
+
+use crate::responder::{Exchange, Responder};
 
 /// A response under construction. The server owns one and hands it to the handler already
 /// reset, so the buffers it holds are reused from request to request.
@@ -15,6 +18,18 @@ pub struct Response {
     headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     body: Vec<u8>,
     close: bool,
+    deferred: Deferral,
+}
+
+/// The exchange of a responder made by [`Response::defer`], for the connection to take. A
+/// clone of the response is not deferred.
+#[derive(Debug, Default)]
+struct Deferral(Option<Arc<Exchange>>);
+
+impl Clone for Deferral {
+    fn clone(&self) -> Self {
+        Deferral(None)
+    }
 }
 
 /// A header field a handler may not set: a reserved or malformed name, or a value with CR, LF or
@@ -41,7 +56,14 @@ const RESERVED: [&str; 5] = ["date", "server", "content-length", "connection", "
 impl Response {
     /// An empty `200 OK`.
     pub fn new() -> Self {
-        Response { status: 200, content_type: None, headers: Vec::new(), body: Vec::new(), close: false }
+        Response {
+            status: 200,
+            content_type: None,
+            headers: Vec::new(),
+            body: Vec::new(),
+            close: false,
+            deferred: Deferral(None),
+        }
     }
 
     /// Back to an empty `200 OK`, keeping the allocated buffers.
@@ -51,6 +73,7 @@ impl Response {
         self.headers.clear();
         self.body.clear();
         self.close = false;
+        // Not the deferral: the connection takes it after every handler call.
     }
 
     /// The status code.
@@ -123,6 +146,24 @@ impl Response {
         self.close
     }
 
+    /// The answer will come later, from the returned [`Responder`], which can go to any thread
+    /// (return [`Reply::Later`](crate::Reply::Later) from the handler). Whatever this response
+    /// holds is not sent. The connection stays Active until the responder answers; requests
+    /// pipelined behind this one wait their turn.
+    ///
+    /// On a response the server did not hand to a handler, the responder is connected to
+    /// nothing: [`Responder::send`] says [`Gone`](crate::Gone).
+    pub fn defer(&mut self) -> Responder {
+        let (responder, exchange) = Responder::new();
+        self.deferred.0 = Some(exchange);
+        responder
+    }
+
+    /// The exchange of the responder [`Response::defer`] made, if it was called.
+    pub(crate) fn take_deferred(&mut self) -> Option<Arc<Exchange>> {
+        self.deferred.0.take()
+    }
+
     /// Appends the encoded response to `out`. `date` is the `Date` value; `head_only` leaves the
     /// body out (HEAD) but keeps its `Content-Length`; `connection` is the `Connection` field to
     /// send, if any.
@@ -130,6 +171,37 @@ impl Response {
     /// Every response pays for this, so the common fields go out as fixed-size copies, which
     /// compile to a few moves rather than calls to `memcpy`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>, date: &[u8; 29], head_only: bool, connection: Option<&str>) {
+        self.encode_as::<false>(out, date, head_only, connection);
+    }
+
+    /// Appends the head of a streamed response: no `Content-Length`; `Transfer-Encoding:
+    /// chunked` when `chunked` (else the body ends with the connection, or there is none).
+    pub(crate) fn encode_stream_head(
+        &self,
+        out: &mut Vec<u8>,
+        date: &[u8; 29],
+        chunked: bool,
+        connection: Option<&str>,
+    ) {
+        self.encode_as::<true>(out, date, !chunked, connection);
+    }
+
+    /// No body, and no framing fields, on 1xx, 204 and 304 (RFC 9110 §8.6, §15.3.5, §15.4.5).
+    pub(crate) fn is_bodiless(&self) -> bool {
+        self.status < 200 || self.status == 204 || self.status == 304
+    }
+
+    /// [`Response::encode`], or with `STREAM` the head of a streamed response, whose framing
+    /// field is `Transfer-Encoding: chunked` unless `no_chunks`. One body of code, compiled
+    /// twice: the plain response's copy is exactly the hand-tuned path.
+    #[inline(always)]
+    fn encode_as<const STREAM: bool>(
+        &self,
+        out: &mut Vec<u8>,
+        date: &[u8; 29],
+        head_only_or_no_chunks: bool,
+        connection: Option<&str>,
+    ) {
         let status = self.status;
         if status == 200 {
             // The common case, as one copy.
@@ -142,9 +214,16 @@ impl Response {
             out.extend_from_slice(b"\r\nServer: quiesce\r\nDate: ");
         }
         out.extend_from_slice(date);
-        // No body and no Content-Length on 1xx, 204 and 304 (RFC 9110 §8.6, §15.3.5, §15.4.5).
+        // No body and no framing on 1xx, 204 and 304 (RFC 9110 §8.6, §15.3.5, §15.4.5).
         let bodiless = status < 200 || status == 204 || status == 304;
-        if !bodiless {
+        if STREAM && !bodiless {
+            out.extend_from_slice(b"\r\nContent-Type: ");
+            let content_type = self.content_type.as_deref().unwrap_or("text/plain; charset=utf-8");
+            out.extend_from_slice(content_type.as_bytes());
+            if !head_only_or_no_chunks {
+                out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+            }
+        } else if !bodiless {
             match &self.content_type {
                 Some(ct) => {
                     out.extend_from_slice(b"\r\nContent-Type: ");
@@ -169,7 +248,7 @@ impl Response {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        if !head_only && !bodiless {
+        if !STREAM && !head_only_or_no_chunks && !bodiless {
             out.extend_from_slice(&self.body);
         }
     }

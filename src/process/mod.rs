@@ -103,7 +103,7 @@ impl Summary {
             json,
             "{{\"event\":\"shutdown\",\"outcome\":\"{outcome}\",\"exit_code\":{},\"workers\":{},\
              \"at_drain_start\":{{\"new\":{},\"active\":{},\"idle\":{}}},\"served_during_drain\":{},\
-             \"closed_by_force\":{},\"drain_ms\":{:.3}}}",
+             \"closed_by_force\":{},\"streams_cut\":{},\"drain_ms\":{:.3}}}",
             self.exit_code(),
             self.workers,
             d.at_start.new,
@@ -111,6 +111,7 @@ impl Summary {
             d.at_start.idle,
             d.served,
             d.forced,
+            d.streams_cut,
             d.micros as f64 / 1000.0,
         );
         json

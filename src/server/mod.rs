@@ -42,6 +42,7 @@ use crate::handler::Handler;
 use crate::http::request::Client;
 use crate::listen;
 use crate::metrics::Metrics;
+use crate::responder::{Letter, Mailbox};
 use crate::shutdown::{self, DrainNotice, Handles, ShutdownHandle};
 use crate::timer::{Deadlines, after};
 use accept::Acceptor;
@@ -115,6 +116,10 @@ struct Inbox {
     handle: ShutdownHandle,
     /// The strongest handle request already acted on.
     seen: u8,
+    /// The waker fired since the mailbox was last read.
+    woken: bool,
+    /// Scratch list the mailbox's letters are swapped into.
+    letters: Vec<Letter>,
 }
 
 impl Inbox {
@@ -218,7 +223,8 @@ impl Server {
         let poll = Poll::new().map_err(Error::Setup)?;
         let local_addr = listener.local_addr().map_err(Error::Setup)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(Error::Setup)?;
-        let waker = mio::Waker::new(poll.registry(), WAKER).map_err(Error::Setup)?;
+        // The one waker of this poll: shutdown requests and responders' letters share it.
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(Error::Setup)?);
         let signals = if config.handle_signals {
             let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(Error::Setup)?;
             poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(Error::Setup)?;
@@ -226,6 +232,7 @@ impl Server {
         } else {
             None
         };
+        let mailbox = Arc::new(Mailbox::new(Arc::clone(&waker)));
         let handle = ShutdownHandle::new(waker);
         let handler = make(&handle);
         Ok(Server {
@@ -242,8 +249,15 @@ impl Server {
                 label: String::new(),
             },
             stage: Stage::Serving,
-            inbox: Inbox { signals, signals_ready: false, handle, seen: shutdown::NONE },
-            env: Env::new(config, Box::new(handler), Instant::now()),
+            inbox: Inbox {
+                signals,
+                signals_ready: false,
+                handle,
+                seen: shutdown::NONE,
+                woken: false,
+                letters: Vec::new(),
+            },
+            env: Env::new(config, Box::new(handler), Instant::now(), mailbox, drain.clone()),
             metrics: Arc::default(),
             observers: Vec::new(),
             drain,
@@ -314,6 +328,7 @@ impl Server {
             for event in events.iter() {
                 self.dispatch(event);
             }
+            self.deliver_letters();
             self.drive_ready();
             self.accept_pending(now);
             self.expire_deadlines(now);
@@ -359,7 +374,7 @@ impl Server {
         match event.token() {
             LISTENER => self.accept.on_event(),
             SIGNALS => self.inbox.signals_ready = true,
-            WAKER => {}
+            WAKER => self.inbox.woken = true,
             Token(token) => {
                 let key = token - FIRST_CONNECTION;
                 let Some(slot) = self.slots.get_mut(key) else { return };
@@ -375,6 +390,28 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Hands each responder's letter to its connection, if that connection is still the one in
+    /// the slot (its id matches), and queues it; a stale letter is dropped.
+    fn deliver_letters(&mut self) {
+        if !std::mem::take(&mut self.inbox.woken) {
+            return;
+        }
+        let mut letters = std::mem::take(&mut self.inbox.letters);
+        self.env.mailbox.take(&mut letters);
+        for letter in letters.drain(..) {
+            let Some(slot) = self.slots.get_mut(letter.key) else { continue };
+            if slot.conn.client.id != letter.id {
+                continue;
+            }
+            slot.conn.on_mail();
+            if !slot.queued {
+                slot.queued = true;
+                self.queues.ready.push_back(letter.key);
+            }
+        }
+        self.inbox.letters = letters;
     }
 
     /// Drives each queued connection once; those that used up their budget wait for the next
@@ -410,7 +447,7 @@ impl Server {
         }
         self.ledger.last_id += 1;
         self.env.stats.accepted += 1;
-        let conn = Connection::new(stream, self.ledger.last_id, peer, now);
+        let conn = Connection::new(stream, key, self.ledger.last_id, peer, now);
         entry.insert(Slot { conn, reported: None, scheduled: None, queued: false });
         self.sync(key);
         self.accept.update_cap(self.slots.len(), &self.env.config, &self.ledger.label);
@@ -631,8 +668,10 @@ impl Server {
         let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
         let count = keys.len();
         for key in keys {
-            if let Some(slot) = self.slots.get_mut(key) {
-                slot.conn.abort();
+            if let Some(slot) = self.slots.get_mut(key)
+                && slot.conn.abort()
+            {
+                self.ledger.report.streams_cut += 1;
             }
             self.sync(key);
         }

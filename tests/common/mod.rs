@@ -406,6 +406,10 @@ impl Response {
     }
 
     /// `Connection: close` present.
+    pub fn is_chunked(&self) -> bool {
+        self.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    }
+
     pub fn is_close(&self) -> bool {
         self.connection_has("close")
     }
@@ -576,7 +580,11 @@ impl Client {
             }
             let mut response = Response { status, version, reason, headers, body: Vec::new() };
             let bodyless = !with_body || status == 204 || status == 304;
-            if !bodyless {
+            if !bodyless && response.is_chunked() {
+                while let Some(chunk) = self.read_chunk()? {
+                    response.body.extend_from_slice(&chunk);
+                }
+            } else if !bodyless {
                 let Some(len) = response.content_length() else {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -592,6 +600,40 @@ impl Client {
             }
             return Ok(response);
         }
+    }
+
+    /// Reads one chunk of a chunked body: its data, or `None` for the last chunk (whose empty
+    /// trailer section is consumed too).
+    pub fn read_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let malformed = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+        let line_end = loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            if self.fill()? == 0 {
+                return Err(eof_error(ProtoError::Truncated));
+            }
+        };
+        let size_text = std::str::from_utf8(&self.buf[..line_end]).map_err(|_| malformed("chunk size"))?;
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| malformed(size_text))?;
+        while self.buf.len() < line_end + 2 + size + 2 {
+            if self.fill()? == 0 {
+                return Err(eof_error(ProtoError::Truncated));
+            }
+        }
+        let data = self.buf[line_end + 2..line_end + 2 + size].to_vec();
+        if &self.buf[line_end + 2 + size..line_end + 4 + size] != b"\r\n" {
+            return Err(malformed("no CRLF after chunk data"));
+        }
+        self.buf.drain(..line_end + 4 + size);
+        Ok((size > 0).then_some(data))
+    }
+
+    /// Reads until the server closes (a body that ends with the connection), or fails with the
+    /// read error (a timeout, a reset).
+    pub fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
+        while self.fill()? > 0 {}
+        Ok(std::mem::take(&mut self.buf))
     }
 
     /// Checks, waiting at most `timeout`, whether the peer closed the connection.

@@ -1,0 +1,482 @@
+//! Answers finished off the loop. A handler calls [`Response::defer`](crate::Response::defer),
+//! returns [`Reply::Later`](crate::Reply::Later), and hands the [`Responder`] to any thread: a
+//! worker pool, a channel, another event loop. The responder either sends a whole
+//! [`Response`], or starts a [`Stream`]: a head now, body pieces over time, then a finish.
+//!
+//! Between a responder (or its stream) and its connection sits one `Exchange`: the answer under
+//! a mutex, and a flag the loop sets when the connection is gone. Each change a producer makes
+//! posts one letter, `(slab key, connection id)`, to the server's `Mailbox`, and only the first
+//! letter of a burst wakes the loop, which takes the whole list in one turn. A letter whose id
+//! does not match the connection now in that slot is stale and dropped: a responder can never
+//! reach a connection that reused its slab key. A responder dropped unsent answers 500; a stream
+//! dropped unfinished is cut (no terminal chunk, so the client can tell).
+//!
+//! Back-pressure: a stream holds at most [`STREAM_BUFFER_BYTES`] the loop has not taken yet, and
+//! the loop takes them only while the connection's own output is small, so a client that reads
+//! slowly slows the producer down: [`Stream::send`] waits for room, [`Stream::try_send`] says
+//! [`TrySendError::Full`]. A client that reads nothing is dropped by the write timeout, and the
+//! producer's next send says [`Gone`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use crate::http::response::Response;
+use crate::shutdown::DrainNotice;
+
+/// Most body bytes a stream holds that the loop has not taken yet; a piece that does not fit
+/// waits (one larger than this goes alone, into an empty buffer).
+pub const STREAM_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The connection is gone (the client left, a timeout or the shutdown closed it), or the answer
+/// was already given: nothing sent now reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+impl fmt::Display for Gone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the connection is gone")
+    }
+}
+
+impl std::error::Error for Gone {}
+
+/// Why [`Stream::try_send`] did not take a piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrySendError {
+    /// The stream's buffer is full: the client reads slower than the stream is written. Try
+    /// again later, skip the piece, or end the stream.
+    Full,
+    /// The connection is gone.
+    Gone,
+}
+
+impl fmt::Display for TrySendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full => f.write_str("the stream's buffer is full"),
+            TrySendError::Gone => Gone.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TrySendError {}
+
+/// Posted to the loop: the answer of connection `id`, in slot `key`, has news.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Letter {
+    pub key: usize,
+    pub id: u64,
+}
+
+/// The loop's mailbox: letters from other threads, in one list the loop takes whole.
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    waker: Arc<mio::Waker>,
+    letters: Mutex<Vec<Letter>>,
+    /// Letters are waiting: what the waker says to the loop, for a reader without a poll.
+    full: AtomicBool,
+}
+
+impl Mailbox {
+    /// A mailbox that wakes the loop with `waker`.
+    pub(crate) fn new(waker: Arc<mio::Waker>) -> Self {
+        Mailbox { waker, letters: Mutex::new(Vec::new()), full: AtomicBool::new(false) }
+    }
+
+    /// Posts `letter`; the first letter since the loop last looked wakes it.
+    fn post(&self, letter: Letter) {
+        let first = {
+            let mut letters = lock(&self.letters);
+            letters.push(letter);
+            self.full.store(true, Ordering::Release);
+            letters.len() == 1
+        };
+        if first && let Err(e) = self.waker.wake() {
+            log::warn!("could not wake the event loop: {e}");
+        }
+    }
+
+    /// Moves every letter posted so far into `into` (which should be empty; its allocation is
+    /// swapped in, so neither side reallocates in steady state).
+    pub(crate) fn take(&self, into: &mut Vec<Letter>) {
+        let mut letters = lock(&self.letters);
+        self.full.store(false, Ordering::Release);
+        std::mem::swap(&mut *letters, into);
+    }
+
+    /// Whether letters wait (one atomic load), for the harness, which has no poll to wake.
+    pub(crate) fn has_letters(&self) -> bool {
+        self.full.load(Ordering::Acquire)
+    }
+}
+
+/// Where an exchange posts its news, once its connection has taken it.
+#[derive(Debug)]
+struct Binding {
+    mailbox: Arc<Mailbox>,
+    letter: Letter,
+}
+
+/// The answer as the producer left it.
+#[derive(Debug)]
+enum Answer {
+    /// Nothing yet.
+    Pending,
+    /// A whole response.
+    Whole(Response),
+    /// The responder was dropped without an answer.
+    Dropped,
+    /// A streamed response: its head until the loop takes it, the body bytes the loop has not
+    /// taken, and whether the producer has finished.
+    Stream { head: Option<Response>, body: Vec<u8>, end: End },
+    /// The loop took the whole answer (or the connection is gone).
+    Taken,
+}
+
+/// How a stream's body ends, as far as the producer has said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// More may come.
+    Open,
+    /// [`Stream::finish`]: the body is complete.
+    Finished,
+    /// The stream was dropped unfinished: cut it.
+    Abandoned,
+}
+
+#[derive(Debug)]
+struct State {
+    binding: Option<Binding>,
+    /// A letter is on its way, or the loop has been told and has not looked yet.
+    posted: bool,
+    answer: Answer,
+    /// Producers waiting in [`Stream::send`] for room.
+    waiting: usize,
+}
+
+/// What sits between one responder (or its stream) and its connection.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    state: Mutex<State>,
+    /// Signalled when the loop takes body bytes or the connection goes.
+    room: Condvar,
+    /// The connection is gone, or takes nothing more: one atomic load for `is_closed`.
+    closed: AtomicBool,
+    /// The server's drain notice, once bound.
+    drain: OnceLock<DrainNotice>,
+}
+
+/// What the loop found when it looked at an exchange.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// Nothing new.
+    Nothing,
+    /// A whole response.
+    Whole(Response),
+    /// The responder was dropped without an answer.
+    Dropped,
+    /// The head of a streamed response; the body follows through [`Exchange::take_body`].
+    StreamHead(Response),
+}
+
+impl Exchange {
+    fn new() -> Exchange {
+        let state = State { binding: None, posted: false, answer: Answer::Pending, waiting: 0 };
+        Exchange {
+            state: Mutex::new(state),
+            room: Condvar::new(),
+            closed: AtomicBool::new(false),
+            drain: OnceLock::new(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn is_draining(&self) -> bool {
+        self.drain.get().is_some_and(DrainNotice::is_draining)
+    }
+
+    /// Changes the answer with `change` (unless the connection is gone) and tells the loop.
+    fn update<R>(&self, change: impl FnOnce(&mut Answer) -> R) -> Result<R, Gone> {
+        let mut state = lock(&self.state);
+        if self.is_closed() {
+            return Err(Gone);
+        }
+        let result = change(&mut state.answer);
+        let post = notice(&mut state);
+        drop(state);
+        if let Some((mailbox, letter)) = post {
+            mailbox.post(letter);
+        }
+        Ok(result)
+    }
+
+    /// The connection takes the exchange: news goes to `mailbox` as `letter` from now on.
+    /// Returns whether an answer is already there (given before the handler returned).
+    pub(crate) fn bind(&self, mailbox: Arc<Mailbox>, letter: Letter, drain: DrainNotice) -> bool {
+        let _ = self.drain.set(drain);
+        let mut state = lock(&self.state);
+        state.binding = Some(Binding { mailbox, letter });
+        let news = !matches!(state.answer, Answer::Pending);
+        state.posted = news;
+        news
+    }
+
+    /// The loop looks at the answer: a whole response, a dropped responder, or a stream's head.
+    pub(crate) fn take(&self) -> Taken {
+        let mut state = lock(&self.state);
+        state.posted = false;
+        match &mut state.answer {
+            Answer::Pending | Answer::Taken => Taken::Nothing,
+            Answer::Dropped => Taken::Dropped,
+            Answer::Stream { head, .. } => head.take().map_or(Taken::Nothing, Taken::StreamHead),
+            answer @ Answer::Whole(_) => match std::mem::replace(answer, Answer::Taken) {
+                Answer::Whole(response) => Taken::Whole(response),
+                _ => Taken::Nothing,
+            },
+        }
+    }
+
+    /// The loop takes a stream's body bytes into `out`, as one chunk when `chunked`, with the
+    /// last chunk once the producer finished; wakes producers waiting for room. Returns how the
+    /// body stands.
+    pub(crate) fn take_body(&self, out: &mut Vec<u8>, chunked: bool) -> End {
+        let mut state = lock(&self.state);
+        state.posted = false;
+        let waiting = state.waiting > 0;
+        let Answer::Stream { body, end, .. } = &mut state.answer else { return End::Abandoned };
+        if !body.is_empty() {
+            if chunked {
+                push_hex(out, body.len());
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(body);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(body);
+            }
+            body.clear();
+            // A burst must not keep its buffer for the rest of a long, quiet stream.
+            if body.capacity() > STREAM_BUFFER_BYTES / 4 {
+                *body = Vec::new();
+            }
+        }
+        let end = *end;
+        if end == End::Finished && chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        drop(state);
+        if waiting {
+            self.room.notify_all();
+        }
+        end
+    }
+
+    /// The connection is gone, or takes nothing more: producers are told, and what they left
+    /// is dropped.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let mut state = lock(&self.state);
+        state.answer = Answer::Taken;
+        let waiting = state.waiting > 0;
+        drop(state);
+        if waiting {
+            self.room.notify_all();
+        }
+    }
+}
+
+/// The letter to post for a change, if the loop is not already told.
+fn notice(state: &mut State) -> Option<(Arc<Mailbox>, Letter)> {
+    if state.posted {
+        return None;
+    }
+    let binding = state.binding.as_ref()?;
+    state.posted = true;
+    Some((Arc::clone(&binding.mailbox), binding.letter))
+}
+
+/// Appends `n` in lowercase hex.
+fn push_hex(out: &mut Vec<u8>, n: usize) {
+    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[(n >> (shift * 4)) & 0xf]);
+    }
+}
+
+/// Finishes the answer to one request, from any thread: [`Responder::send`] a whole response,
+/// or [`Responder::stream`] one. Dropping it unsent answers the client with a 500 (and logs it),
+/// so a forgotten responder can never leave its connection, and a drain, waiting forever.
+///
+/// Made by [`Response::defer`](crate::Response::defer); `Send + 'static`.
+#[derive(Debug)]
+pub struct Responder {
+    exchange: Arc<Exchange>,
+    answered: bool,
+}
+
+impl Responder {
+    /// A responder and the exchange its connection takes.
+    pub(crate) fn new() -> (Responder, Arc<Exchange>) {
+        let exchange = Arc::new(Exchange::new());
+        (Responder { exchange: Arc::clone(&exchange), answered: false }, exchange)
+    }
+
+    /// Sends the whole response, as if the handler had filled it in: the server writes `Date`,
+    /// `Content-Length` and `Connection`, leaves the body out for HEAD, and closes after it when
+    /// draining. `Err(Gone)` when the client is gone.
+    pub fn send(mut self, response: Response) -> Result<(), Gone> {
+        self.answered = true;
+        self.exchange.update(|answer| *answer = Answer::Whole(response))
+    }
+
+    /// Starts a streamed response: `head` (its status, headers and content type; its body, if
+    /// any, is the first piece) goes out now, with `Transfer-Encoding: chunked` on HTTP/1.1; on
+    /// HTTP/1.0 the body ends when the connection closes. For HEAD (or a 204 or 304) the head
+    /// is the whole response, and the stream is closed at once. `Err(Gone)` when the client is
+    /// gone.
+    pub fn stream(mut self, mut head: Response) -> Result<Stream, Gone> {
+        self.answered = true;
+        let first = std::mem::take(head.body_mut());
+        self.exchange.update(|answer| *answer = Answer::Stream { head: Some(head), body: first, end: End::Open })?;
+        Ok(Stream { exchange: Arc::clone(&self.exchange), done: false })
+    }
+
+    /// Whether the client is gone (it closed, a timeout or the shutdown closed the connection):
+    /// one atomic load, cheap enough to check often in long work and stop early.
+    pub fn is_closed(&self) -> bool {
+        self.exchange.is_closed()
+    }
+
+    /// Whether the server's drain began (see [`DrainNotice`]).
+    pub fn is_draining(&self) -> bool {
+        self.exchange.is_draining()
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if !self.answered {
+            let _ = self.exchange.update(|answer| {
+                if matches!(answer, Answer::Pending) {
+                    *answer = Answer::Dropped;
+                }
+            });
+        }
+    }
+}
+
+/// The body of a streamed response, written piece by piece from any thread, then
+/// [`Stream::finish`]ed. Dropping it unfinished cuts the response: the connection closes
+/// without the last chunk, so the client can tell it is incomplete.
+///
+/// Made by [`Responder::stream`]; `Send + 'static`.
+#[derive(Debug)]
+pub struct Stream {
+    exchange: Arc<Exchange>,
+    done: bool,
+}
+
+impl Stream {
+    /// Queues `piece`, waiting while the stream's buffer is full (the client reads slower than
+    /// the stream is written). `Err(Gone)` once the connection is gone; a client that reads
+    /// nothing is dropped by the server's write timeout, which ends the wait.
+    pub fn send(&mut self, piece: &[u8]) -> Result<(), Gone> {
+        let mut state = lock(&self.exchange.state);
+        loop {
+            if self.exchange.is_closed() {
+                return Err(Gone);
+            }
+            if push_piece(&mut state.answer, piece) {
+                break;
+            }
+            state.waiting += 1;
+            state = self.exchange.room.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state.waiting -= 1;
+        }
+        let post = notice(&mut state);
+        drop(state);
+        if let Some((mailbox, letter)) = post {
+            mailbox.post(letter);
+        }
+        Ok(())
+    }
+
+    /// Queues `piece` if there is room now: [`TrySendError::Full`] if not (for a producer that
+    /// serves many streams and must not wait on one), [`TrySendError::Gone`] once the
+    /// connection is gone.
+    pub fn try_send(&mut self, piece: &[u8]) -> Result<(), TrySendError> {
+        let pushed = self.exchange.update(|answer| push_piece(answer, piece)).map_err(|Gone| TrySendError::Gone)?;
+        if pushed { Ok(()) } else { Err(TrySendError::Full) }
+    }
+
+    /// Ends the body (with the last chunk, on HTTP/1.1). `Err(Gone)` when the connection is
+    /// gone: the client did not get the whole body.
+    pub fn finish(mut self) -> Result<(), Gone> {
+        self.done = true;
+        self.exchange.update(|answer| {
+            if let Answer::Stream { end, .. } = answer {
+                *end = End::Finished;
+            }
+        })
+    }
+
+    /// Whether the client is gone (see [`Responder::is_closed`]). A streamed HEAD response is
+    /// closed from the start.
+    pub fn is_closed(&self) -> bool {
+        self.exchange.is_closed()
+    }
+
+    /// Whether the server's drain began: time to send a last piece and finish.
+    pub fn is_draining(&self) -> bool {
+        self.exchange.is_draining()
+    }
+}
+
+/// Appends `piece` to the stream's body if it fits (a piece larger than the buffer goes alone,
+/// into an empty one). False when it must wait for room.
+fn push_piece(answer: &mut Answer, piece: &[u8]) -> bool {
+    match answer {
+        Answer::Stream { body, .. } if body.len() + piece.len() > STREAM_BUFFER_BYTES && !body.is_empty() => false,
+        Answer::Stream { body, .. } => {
+            body.extend_from_slice(piece);
+            true
+        }
+        // Nothing to append to: the loop let go of the answer (and closed the exchange, which
+        // the caller sees next).
+        _ => true,
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.exchange.update(|answer| {
+                if let Answer::Stream { end: end @ End::Open, .. } = answer {
+                    *end = End::Abandoned;
+                }
+            });
+        }
+    }
+}
+
+/// A lock that shrugs off poisoning: the state stays consistent whatever panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_lengths() {
+        for n in [0usize, 1, 9, 10, 15, 16, 255, 256, 65535, 1 << 40] {
+            let mut out = Vec::new();
+            push_hex(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{n:x}"));
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Answers finished off the loop, over real sockets: a responder sent from another thread, one
+//! dropped unsent, one whose client left, one outliving its connection while the slab key is
+//! reused; streams with a slow reader, for HEAD and HTTP/1.0; and the drain and the shutdown
+//! timeout with replies and streams in flight.
+//!
+//! The server under test defers every request but `/now` and hands the test the responder
+//! (with the request's target) through a channel, so the test decides when and how each answer
+//! comes. Everything is bounded: sockets have timeouts, waits have deadlines.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::{Client, IO_TIMEOUT, connect, get};
+use quiesce::{
+    Error, Gone, Outcome, Reply, Request, Responder, Response, Server, ServerConfig, ShutdownHandle, TrySendError,
+    metrics::Metrics,
+};
+
+/// A running server whose deferred requests come out of `requests`.
+struct Deferring {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    requests: Receiver<(String, Responder)>,
+    metrics: std::sync::Arc<Metrics>,
+    thread: Option<JoinHandle<Result<Outcome, Error>>>,
+}
+
+impl Deferring {
+    fn start(config: ServerConfig) -> Deferring {
+        let (tx, requests) = mpsc::channel();
+        let handler = move |req: &Request<'_>, res: &mut Response| {
+            if req.path() == "/now" {
+                res.set_body("now");
+                return Reply::Now;
+            }
+            let responder = res.defer();
+            let _ = tx.send((req.target().to_owned(), responder));
+            Reply::Later
+        };
+        let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..config };
+        let server = Server::bind(config, handler).expect("bind");
+        let (addr, handle, metrics) = (server.local_addr(), server.shutdown_handle(), server.metrics());
+        let thread = Some(thread::spawn(move || server.run()));
+        Deferring { addr, handle, requests, metrics, thread }
+    }
+
+    /// The next deferred request (waiting at most a few seconds).
+    fn next(&self) -> (String, Responder) {
+        self.requests.recv_timeout(IO_TIMEOUT).expect("a deferred request")
+    }
+
+    fn outcome(&mut self) -> Outcome {
+        let thread = self.thread.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !thread.is_finished() {
+            assert!(Instant::now() < deadline, "the server did not stop");
+            thread::sleep(Duration::from_millis(5));
+        }
+        thread.join().expect("server thread").expect("run")
+    }
+}
+
+impl Drop for Deferring {
+    fn drop(&mut self) {
+        self.handle.immediate();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn text(body: &str) -> Response {
+    let mut response = Response::new();
+    response.set_body(body);
+    response
+}
+
+/// Waits (bounded) until `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_responder_answers_from_another_thread_and_pipelined_requests_wait_their_turn() {
+    let server = Deferring::start(ServerConfig::default());
+    let mut client = connect(server.addr);
+    let mut pipelined = get("/later");
+    pipelined.extend_from_slice(&get("/now"));
+    client.send(&pipelined).unwrap();
+    let (target, responder) = server.next();
+    assert_eq!(target, "/later");
+    assert!(!responder.is_closed());
+    thread::spawn(move || responder.send(text("from a thread"))).join().unwrap().expect("delivered");
+    let first = client.read_response().expect("the deferred answer");
+    assert_eq!((first.status, first.text()), (200, "from a thread".to_owned()));
+    assert!(!first.is_close(), "{first:?}");
+    let second = client.read_response().expect("the request behind it");
+    assert_eq!(second.text(), "now");
+    assert_eq!(server.metrics.drain_report().forced, 0);
+}
+
+#[test]
+fn a_dropped_responder_answers_500_and_closes() {
+    let server = Deferring::start(ServerConfig::default());
+    let mut client = connect(server.addr);
+    client.send(&get("/forgotten")).unwrap();
+    let (_, responder) = server.next();
+    drop(responder);
+    let response = client.read_response().expect("an answer");
+    assert_eq!(response.status, 500);
+    assert!(response.is_close());
+    assert!(client.is_closed_within(IO_TIMEOUT));
+}
+
+#[test]
+fn a_responder_hears_that_its_client_left_and_its_send_fails() {
+    let server = Deferring::start(ServerConfig::default());
+    let mut client = connect(server.addr);
+    client.send(&get("/slow")).unwrap();
+    let (_, responder) = server.next();
+    drop(client);
+    eventually("the responder sees its client gone", || responder.is_closed());
+    assert_eq!(responder.send(text("too late")), Err(Gone));
+}
+
+#[test]
+fn a_stale_responder_never_reaches_the_connection_that_reused_its_slot() {
+    let server = Deferring::start(ServerConfig::default());
+    let mut first = connect(server.addr);
+    first.send(&get("/first")).unwrap();
+    let (_, stale) = server.next();
+    drop(first);
+    eventually("the first connection is gone", || stale.is_closed());
+    // The only connection now, so it gets the freed slot (slab key 0) again.
+    let mut second = connect(server.addr);
+    second.send(&get("/second")).unwrap();
+    let (target, fresh) = server.next();
+    assert_eq!(target, "/second");
+    assert_eq!(stale.send(text("stale")), Err(Gone));
+    fresh.send(text("fresh")).expect("delivered");
+    let response = second.read_response().expect("its own answer");
+    assert_eq!(response.text(), "fresh");
+    second.send(&get("/now")).unwrap();
+    assert_eq!(second.read_response().expect("the next one").text(), "now");
+}
+
+/// Reads the head of a streamed response on `client`.
+fn stream_head(client: &mut Client) -> common::Response {
+    let head = client.read_head_response().expect("a stream head");
+    assert_eq!(head.status, 200, "{head:?}");
+    head
+}
+
+#[test]
+fn a_stream_goes_out_in_chunks_and_finishes_with_the_last_one() {
+    let server = Deferring::start(ServerConfig::default());
+    let mut client = connect(server.addr);
+    client.send(&get("/events")).unwrap();
+    let (_, responder) = server.next();
+    let mut head = Response::new();
+    head.set_content_type("text/event-stream").unwrap();
+    head.set_body("data: first\n\n");
+    let mut stream = responder.stream(head).expect("a stream");
+    let response = stream_head(&mut client);
+    assert!(response.is_chunked(), "{response:?}");
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    assert_eq!(response.header("content-length"), None);
+    assert_eq!(client.read_chunk().unwrap().as_deref(), Some(&b"data: first\n\n"[..]));
+    // Pieces arrive as they are sent, not at the end.
+    stream.send(b"data: second\n\n").unwrap();
+    assert_eq!(client.read_chunk().unwrap().as_deref(), Some(&b"data: second\n\n"[..]));
+    stream.finish().unwrap();
+    assert_eq!(client.read_chunk().unwrap(), None, "the last chunk");
+    // The connection goes on.
+    client.send(&get("/now")).unwrap();
+    assert_eq!(client.read_response().unwrap().text(), "now");
+}
+
+#[test]
+fn a_slow_reader_holds_the_producer_back_and_loses_nothing() {
+    let server = Deferring::start(ServerConfig::default());
+    let mut client = connect(server.addr);
+    client.stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    client.send(&get("/big")).unwrap();
+    let (_, responder) = server.next();
+    let mut stream = responder.stream(Response::new()).expect("a stream");
+    let _ = stream_head(&mut client);
+    // The client reads nothing: try_send fills the kernel's socket buffers and ours, then says
+    // Full, and stays Full once the kernel takes no more.
+    let piece: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    let mut accepted = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last_progress = Instant::now();
+    loop {
+        match stream.try_send(&piece) {
+            Ok(()) => {
+                accepted += 1;
+                last_progress = Instant::now();
+            }
+            Err(TrySendError::Full) if last_progress.elapsed() > Duration::from_millis(300) => break,
+            Err(TrySendError::Full) => thread::sleep(Duration::from_millis(5)),
+            Err(TrySendError::Gone) => panic!("gone while the client was only slow"),
+        }
+        assert!(Instant::now() < deadline, "never full");
+    }
+    let bytes = accepted * piece.len();
+    // Whatever the kernel's buffers hold, quiesce holds at most its own two bounds.
+    assert!(bytes < 64 * 1024 * 1024, "{bytes} bytes taken from a client that reads nothing");
+    // A blocking producer waits now (for 8 MiB more, far beyond what any kernel buffer still
+    // takes); it finishes once the client reads.
+    const MORE: usize = 2048;
+    let producer = thread::spawn(move || {
+        for _ in 0..MORE {
+            stream.send(&piece).expect("send");
+        }
+        stream.finish().expect("finish");
+    });
+    thread::sleep(Duration::from_millis(50));
+    assert!(!producer.is_finished(), "the producer was not held back");
+    let mut received = Vec::new();
+    while let Some(chunk) = client.read_chunk().expect("a chunk") {
+        received.extend_from_slice(&chunk);
+    }
+    producer.join().unwrap();
+    assert_eq!(received.len(), bytes + MORE * 4096, "bytes lost or added");
+    assert!(received.chunks(4096).all(|c| c.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8)));
+}
+
+#[test]
+fn a_head_request_gets_the_head_only_and_the_stream_is_closed() {
+    let server = Deferring::start(ServerConfig::default());
+    let mut client = connect(server.addr);
+    client.send(b"HEAD /events HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let (_, responder) = server.next();
+    let mut stream = responder.stream(Response::new()).expect("a stream");
+    let head = client.read_head_response().expect("the head");
+    assert!(head.is_chunked(), "HEAD shows the framing GET would have: {head:?}");
+    eventually("a HEAD stream is closed", || stream.is_closed());
+    assert_eq!(stream.send(b"ignored"), Err(Gone));
+    // Nothing else came: the next response is the next request's.
+    client.send(&get("/now")).unwrap();
+    assert_eq!(client.read_response().unwrap().text(), "now");
+}
+
+#[test]
+fn an_http_1_0_stream_ends_with_the_connection() {
+    let server = Deferring::start(ServerConfig::default());
+    let mut client = connect(server.addr);
+    client.send(b"GET /events HTTP/1.0\r\n\r\n").unwrap();
+    let (_, responder) = server.next();
+    let mut stream = responder.stream(Response::new()).expect("a stream");
+    stream.send(b"one ").unwrap();
+    stream.send(b"two").unwrap();
+    stream.finish().unwrap();
+    let head = client.read_head_response().expect("the head");
+    assert!(!head.is_chunked() && head.content_length().is_none(), "{head:?}");
+    assert!(head.is_close(), "{head:?}");
+    assert_eq!(client.read_to_eof().expect("the body, then the end"), b"one two");
+}
+
+#[test]
+fn the_drain_waits_for_replies_and_streams_and_tells_producers() {
+    let mut server = Deferring::start(ServerConfig::default());
+    let mut waiting = connect(server.addr);
+    waiting.send(&get("/work")).unwrap();
+    let (_, responder) = server.next();
+    let mut streaming = connect(server.addr);
+    streaming.send(&get("/events")).unwrap();
+    let (_, stream_responder) = server.next();
+    let mut stream = stream_responder.stream(Response::new()).expect("a stream");
+    let _ = stream_head(&mut streaming);
+
+    server.handle.graceful();
+    eventually("producers hear the drain", || stream.is_draining() && responder.is_draining());
+    // Both are still served: the drain waits for them.
+    let producer = thread::spawn(move || {
+        stream.send(b"event: shutdown\ndata: bye\n\n").unwrap();
+        stream.finish().unwrap();
+    });
+    responder.send(text("done")).expect("delivered during the drain");
+    let answer = waiting.read_response().expect("the deferred answer");
+    assert_eq!(answer.text(), "done");
+    assert!(answer.is_close(), "the last response of a drain closes: {answer:?}");
+    assert_eq!(streaming.read_chunk().unwrap().as_deref(), Some(&b"event: shutdown\ndata: bye\n\n"[..]));
+    assert_eq!(streaming.read_chunk().unwrap(), None, "the last chunk");
+    producer.join().unwrap();
+    assert!(streaming.is_closed_within(IO_TIMEOUT));
+    assert!(matches!(server.outcome(), Outcome::Drained { .. }));
+    assert_eq!(server.metrics.drain_report().streams_cut, 0);
+}
+
+#[test]
+fn the_shutdown_timeout_cuts_a_stream_without_its_last_chunk() {
+    let config = ServerConfig { shutdown_timeout: Duration::from_millis(300), ..ServerConfig::default() };
+    let mut server = Deferring::start(config);
+    let mut client = connect(server.addr);
+    client.send(&get("/endless")).unwrap();
+    let (_, responder) = server.next();
+    let mut stream = responder.stream(Response::new()).expect("a stream");
+    let _ = stream_head(&mut client);
+    stream.send(b"tick").unwrap();
+    assert_eq!(client.read_chunk().unwrap().as_deref(), Some(&b"tick"[..]));
+    server.handle.graceful();
+    // The producer ignores the drain.
+    assert!(matches!(server.outcome(), Outcome::TimedOut { closed: 1 }));
+    match client.read_chunk() {
+        Err(e) => assert!(matches!(e.kind(), std::io::ErrorKind::UnexpectedEof), "{e}"),
+        Ok(chunk) => panic!("the stream was not cut: {chunk:?}"),
+    }
+    assert_eq!(stream.send(b"more"), Err(Gone));
+    let report = server.metrics.drain_report();
+    assert_eq!((report.forced, report.streams_cut), (1, 1));
+    let mut text = String::new();
+    quiesce::metrics::Registry::new(vec![server.metrics.clone()]).render(&mut text);
+    assert!(text.contains("\nquiesce_cut_streams_total 1\n"), "{text}");
+}
+
+#[test]
+fn a_stream_dropped_unfinished_is_cut() {
+    let server = Deferring::start(ServerConfig::default());
+    let mut client = connect(server.addr);
+    client.send(&get("/abandoned")).unwrap();
+    let (_, responder) = server.next();
+    let mut stream = responder.stream(Response::new()).expect("a stream");
+    stream.send(b"partial").unwrap();
+    drop(stream);
+    let _ = stream_head(&mut client);
+    assert_eq!(client.read_chunk().unwrap().as_deref(), Some(&b"partial"[..]));
+    assert!(client.read_chunk().is_err(), "a cut stream has no last chunk");
+}
+
+#[test]
+fn an_answer_given_inside_the_handler_goes_out_at_once() {
+    let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..Default::default() };
+    let handler = |_: &Request<'_>, res: &mut Response| {
+        let responder = res.defer();
+        responder.send(text("right away")).expect("bound soon after");
+        Reply::Later
+    };
+    let server = Server::bind(config, handler).unwrap();
+    let (addr, handle) = (server.local_addr(), server.shutdown_handle());
+    let thread = thread::spawn(move || server.run());
+    let mut client = connect(addr);
+    client.stream.write_all(&get("/")).unwrap();
+    assert_eq!(client.read_response().unwrap().text(), "right away");
+    handle.immediate();
+    thread.join().unwrap().unwrap();
+}
