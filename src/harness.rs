@@ -209,14 +209,41 @@ fn limits(max_headers: usize) -> HeadLimits {
     HeadLimits { max_head_bytes: config.max_head_bytes, max_uri_bytes: config.max_uri_bytes, max_headers }
 }
 
+/// Limits a head is read with, for the `_within` functions (the server takes them from
+/// [`ServerConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most header fields (431 above).
+    pub max_headers: usize,
+    /// Longest request target (414 above).
+    pub max_uri_bytes: usize,
+    /// Largest head (431 above).
+    pub max_head_bytes: usize,
+}
+
+impl From<Limits> for HeadLimits {
+    fn from(l: Limits) -> HeadLimits {
+        HeadLimits { max_head_bytes: l.max_head_bytes, max_uri_bytes: l.max_uri_bytes, max_headers: l.max_headers }
+    }
+}
+
 /// Reads `data` as a request head the careful way (the server's `HeadScan`, without its
 /// attempt to parse a head that arrived whole), with at most `max_headers` fields and the
 /// server's default limits, after the empty lines the connection skips before a request. Returns
 /// the length of both together, or the status the server answers; a head that is not complete
 /// in `data` is a 400, as at the end of a connection.
 pub fn parse_request_head(data: &[u8], max_headers: usize) -> Result<usize, u16> {
+    careful(data, limits(max_headers))
+}
+
+/// [`parse_request_head`] under `limits`.
+pub fn parse_request_head_within(data: &[u8], limits: Limits) -> Result<usize, u16> {
+    careful(data, limits.into())
+}
+
+fn careful(data: &[u8], limits: HeadLimits) -> Result<usize, u16> {
     let mut data = data.to_vec();
-    match HeadScan::default().next_careful(&mut data, limits(max_headers), |_, _| ()) {
+    match HeadScan::default().next_careful(&mut data, limits, |_, _| ()) {
         (skip, HeadStep::Complete(info, ())) => Ok(skip + info.len),
         (_, HeadStep::Failed(e)) => Err(e.status()),
         (_, HeadStep::Empty | HeadStep::Partial) => Err(400),
@@ -230,6 +257,11 @@ pub fn parse_request_head(data: &[u8], max_headers: usize) -> Result<usize, u16>
 /// `Ok(len)`.
 pub fn parse_request_prefix(data: &[u8], max_headers: usize) -> Option<usize> {
     whole_head_len(data, limits(max_headers))
+}
+
+/// [`parse_request_prefix`] under `limits`.
+pub fn parse_request_prefix_within(data: &[u8], limits: Limits) -> Option<usize> {
+    whole_head_len(data, limits.into())
 }
 
 /// Decodes the chunked body at the start of `data` in place, as the connection does, feeding it

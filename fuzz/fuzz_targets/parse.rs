@@ -12,7 +12,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quiesce::harness::{decode_chunked, parse_request_head, parse_request_prefix};
+use quiesce::harness::{
+    Limits, decode_chunked, parse_request_head, parse_request_head_within, parse_request_prefix,
+    parse_request_prefix_within,
+};
 
 fn head(data: &[u8]) {
     let Some((&max, head)) = data.split_first() else { return };
@@ -43,6 +46,37 @@ fn head(data: &[u8]) {
     if max_headers < 256 && result != Err(431) {
         assert_eq!(parse_request_head(head, 256), result, "more slots changed the outcome");
     }
+}
+
+/// Mode 3: a head under small limits (chosen by the input), so the 414 and 431 rules, which
+/// the defaults put beyond the fuzzer's input size, are reached.
+fn head_small(data: &[u8]) -> Option<()> {
+    let (&max, rest) = data.split_first()?;
+    let (&size, head) = rest.split_first()?;
+    let max_head_bytes = 16 + usize::from(size) * 8;
+    let limits = Limits { max_headers: usize::from(max % 32), max_uri_bytes: usize::from(size % 64) * 4, max_head_bytes };
+    let result = parse_request_head_within(head, limits);
+    match result {
+        Ok(len) => {
+            assert!(len > 0 && len <= head.len(), "head length {len} out of 0..={}", head.len());
+            assert_eq!(head[len - 1], b'\n', "a head ends with its blank line");
+            assert_eq!(parse_request_head_within(&head[..len], limits), Ok(len));
+            let mut longer = head.to_vec();
+            longer.extend_from_slice(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n\x00\xff");
+            assert_eq!(parse_request_head_within(&longer, limits), Ok(len));
+        }
+        Err(status) => assert!((400..600).contains(&status), "parse error mapped to {status}"),
+    }
+    if let Some(len) = parse_request_prefix_within(head, limits) {
+        assert_eq!(result, Ok(len), "the fast path accepted {len} bytes");
+    }
+    // A larger head limit can only turn a 431 (or a 414 decided without the line's end) into
+    // something else.
+    if !matches!(result, Err(414 | 431)) {
+        let roomier = Limits { max_head_bytes: max_head_bytes * 2, ..limits };
+        assert_eq!(parse_request_head_within(head, roomier), result, "a larger head limit changed the outcome");
+    }
+    Some(())
 }
 
 fn body_limit(byte: u8) -> u64 {
@@ -133,9 +167,12 @@ fn round_trip(data: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
-    match mode % 3 {
+    match mode % 4 {
         0 => head(rest),
         1 => chunked(rest),
-        _ => round_trip(rest),
+        2 => round_trip(rest),
+        _ => {
+            head_small(rest);
+        }
     }
 });

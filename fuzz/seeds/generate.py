@@ -7,8 +7,9 @@ connection_script input: [flags][n ops][n x (opcode, arg)][client byte stream]
   reading, 255: unlimited, else that many bytes per write), 6 begin drain, 7 advance arg ms.
   flags: 1 max_head_bytes 1024, 2 max_body_bytes 4096, 4 max_headers 8,
   8 max_head_bytes 64 + max_body_bytes 16, 16 drain before the quiet epilogue.
-parse input: [mode][...]: mode 0 head [max_headers][bytes]; mode 1 chunked [limit][n][n splits]
-  [bytes]; mode 2 round trip [plan_len][plan][body].
+parse input: [mode][...] (mode mod 4): 0 head [max_headers][bytes]; 1 chunked [limit][n][n splits]
+  [bytes]; 2 round trip [plan_len][plan][body]; 3 head under small limits [max][size][bytes]
+  (max_headers max % 32, max_uri_bytes (size % 64) * 4, max_head_bytes 16 + size * 8).
 """
 import os
 
@@ -98,6 +99,9 @@ PARSE = {
     "chunked_quoted": bytes([1, 0, 0]) + b"A ; n = \"q\\\"x\" ; m\r\n0123456789\r\n0\r\n\r\nGET",
     "chunked_limit": bytes([1, 3, 2, 4, 4]) + b"11\r\n" + b"x" * 17 + b"\r\n0\r\n\r\n",
     "round_trip": bytes([2, 4, 0x45, 1, 0x83, 2]) + b"hello, chunked world" * 5,
+    # Small limits: a target over max_uri_bytes (414), a head over max_head_bytes (431).
+    "small_uri": bytes([3, 10, 6]) + b"GET /" + b"a" * 40 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+    "small_head": bytes([3, 2, 12]) + GET + b"X-Pad: " + b"p" * 120 + b"\r\n\r\n",
 }
 
 

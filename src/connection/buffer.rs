@@ -116,7 +116,7 @@ impl ReadBuf {
             self.end -= self.start;
             self.start = 0;
         }
-        let limit = (self.start + cap).min(self.buf.len()).max(self.end);
+        let limit = self.start.saturating_add(cap).min(self.buf.len()).max(self.end);
         &mut self.buf[self.end..limit]
     }
 

@@ -91,7 +91,7 @@ impl BodyDecoder {
     /// The most input to hold while this body, starting at `start`, arrives.
     pub(crate) fn read_cap(&self, start: usize, max_body_bytes: u64) -> usize {
         match self {
-            BodyDecoder::Length(n) => start + n,
+            BodyDecoder::Length(n) => start.saturating_add(*n),
             BodyDecoder::Chunked { .. } => {
                 let max_body = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
                 start.saturating_add(max_body).saturating_add(CHUNK_SLACK_BYTES)

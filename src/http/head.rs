@@ -59,12 +59,11 @@ impl HeadScan {
         limits: HeadLimits,
         answer: impl FnOnce(&ParsedHead<'_, '_>, &[u8]) -> R,
     ) -> (usize, HeadStep<R>) {
-        let fast = self.scanned == 0;
-        self.read(data, limits, fast, answer)
+        self.read(data, limits, true, answer)
     }
 
-    /// [`HeadScan::next`] without the first attempt to parse a head that arrived whole: for the
-    /// harness, whose fuzz target checks that the two ways agree.
+    /// [`HeadScan::next`] without ever parsing a head the fast way (as if it had arrived whole):
+    /// for the harness, whose fuzz target checks that the two ways agree.
     pub(crate) fn next_careful<R>(
         &mut self,
         data: &mut [u8],
@@ -79,7 +78,7 @@ impl HeadScan {
         &mut self,
         data: &mut [u8],
         limits: HeadLimits,
-        fast: bool,
+        may_be_fast: bool,
         answer: impl FnOnce(&ParsedHead<'_, '_>, &[u8]) -> R,
     ) -> (usize, HeadStep<R>) {
         let skip = leading_empty_lines(data);
@@ -91,16 +90,19 @@ impl HeadScan {
         if data.is_empty() {
             return (skip, HeadStep::Empty);
         }
-        (skip, self.head(data, limits, fast, answer))
+        // Fast only when no earlier search is pending: the head may have arrived whole.
+        (skip, self.head(data, limits, may_be_fast && self.scanned == 0, may_be_fast, answer))
     }
 
-    /// `data` starts with a head (no empty lines).
+    /// `data` starts with a head (no empty lines). Parsed the fast way first when `fast`, and
+    /// again after a version rewrite when `may_be_fast`.
     #[inline(always)]
     fn head<R>(
         &mut self,
         data: &mut [u8],
         limits: HeadLimits,
         mut fast: bool,
+        may_be_fast: bool,
         answer: impl FnOnce(&ParsedHead<'_, '_>, &[u8]) -> R,
     ) -> HeadStep<R> {
         // At most twice round: once more after a version was rewritten.
@@ -126,7 +128,7 @@ impl HeadScan {
                 // Only a version httparse rejects needs a closer look (HTTP/1.2 is served as
                 // HTTP/1.1, HTTP/2.0 gets 505): valid requests never pay for it.
                 Err(HTTPARSE_VERSION_ERROR) => match normalize_version(&mut data[..len]) {
-                    Ok(true) => fast = true,
+                    Ok(true) => fast = may_be_fast,
                     Ok(false) => return HeadStep::Failed(HTTPARSE_VERSION_ERROR),
                     Err(e) => return HeadStep::Failed(e),
                 },

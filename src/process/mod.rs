@@ -34,7 +34,7 @@ use crate::metrics::{Metrics, Registry};
 use crate::server::{Outcome, Server};
 use crate::shutdown::{DrainNotice, Handles, ShutdownHandle};
 use inherit::{Inherited, Source};
-use restart::{ReadyPipe, Restart};
+use restart::{Copies, ReadyPipe, Restart};
 use supervisor::Supervisor;
 use systemd::Notifier;
 
@@ -180,10 +180,10 @@ where
     let workers = options.workers.max(1);
     let (listeners, ready_pipe) = listeners(&config, workers, options.inherited)?;
     // The restart's own descriptors of every worker's socket, taken before the servers own them.
-    let restart_listeners = match options.restart_on_sighup {
-        true => {
-            Some(listeners.iter().map(TcpListener::try_clone).collect::<io::Result<Vec<_>>>().map_err(Error::Setup)?)
-        }
+    let copies = match options.restart_on_sighup {
+        true => Some(Copies::new(
+            listeners.iter().map(TcpListener::try_clone).collect::<io::Result<Vec<_>>>().map_err(Error::Setup)?,
+        )),
         false => None,
     };
     let metrics: Vec<Arc<Metrics>> = (0..workers).map(|_| Arc::default()).collect();
@@ -191,6 +191,12 @@ where
     let drain = DrainNotice::new();
 
     let mut servers = servers(listeners, &config, &make_handler, &metrics, &registry, &drain)?;
+    if let Some(copies) = &copies {
+        // Each worker lets go of its socket's copy when it stops, whatever stops it.
+        for (i, server) in servers.iter_mut().enumerate() {
+            server.observe(Box::new(copies.keeper(i)));
+        }
+    }
     let mut followers = servers.split_off(1);
     let mut leader = servers.pop().ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
     let handles = Handles { shutdown: leader.shutdown_handle(), drain };
@@ -199,10 +205,10 @@ where
         leader.add_follower(handle.clone());
     }
     let notifier = Notifier::from_env().map(Arc::new);
-    let restart = match restart_listeners {
-        Some(listeners) => {
+    let restart = match copies {
+        Some(copies) => {
             leader.take_sighup()?;
-            Some(Restart::new(listeners, handles.shutdown.clone(), notifier.clone()))
+            Some(Restart::new(copies, handles.shutdown.clone(), notifier.clone()))
         }
         None => None,
     };

@@ -19,7 +19,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::systemd::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, Notifier};
 use crate::listen::{FIRST_INHERITED_FD, context, invalid, set_cloexec, set_nonblocking, take_fd};
-use crate::server::stage::Stage;
+use crate::server::stage::{Observer, Stage};
 use crate::shutdown::ShutdownHandle;
 
 /// How many listening sockets start at fd 3.
@@ -39,16 +40,69 @@ pub(crate) const READY_FD: &str = "QUIESCE_READY_FD";
 /// How long a restarted successor may take to report that it serves.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The parent's side: its own descriptors of every listening socket of the process, and the
-/// successor being started, if any.
+/// The restart's own descriptors of every worker's listening socket, one slot per worker. A
+/// slot is emptied when its worker stops (drains, stops at once, or dies), so a socket nobody
+/// serves is really closed; the leader's drain empties them all.
+#[derive(Debug, Clone)]
+pub(crate) struct Copies(Arc<Mutex<Vec<Option<TcpListener>>>>);
+
+impl Copies {
+    /// Keeps `listeners`, worker i's at index i.
+    pub(crate) fn new(listeners: Vec<TcpListener>) -> Copies {
+        Copies(Arc::new(Mutex::new(listeners.into_iter().map(Some).collect())))
+    }
+
+    /// Drops worker `index`'s copy.
+    fn release(&self, index: usize) {
+        if let Some(slot) = lock(&self.0).get_mut(index) {
+            *slot = None;
+        }
+    }
+
+    /// Drops every copy.
+    fn release_all(&self) {
+        lock(&self.0).iter_mut().for_each(|slot| *slot = None);
+    }
+
+    /// An observer for worker `index`'s server that drops its copy when that server stops
+    /// serving, and when it goes (a worker that fails).
+    pub(crate) fn keeper(&self, index: usize) -> Keeper {
+        Keeper { copies: self.clone(), index }
+    }
+}
+
+/// See [`Copies::keeper`].
+#[derive(Debug)]
+pub(crate) struct Keeper {
+    copies: Copies,
+    index: usize,
+}
+
+impl Observer for Keeper {
+    fn stage_changed(&mut self, stage: &Stage) {
+        if matches!(stage, Stage::Draining(_) | Stage::Done { .. }) {
+            self.copies.release(self.index);
+        }
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.copies.release(self.index);
+    }
+}
+
+/// The parent's side: the process's copies of the listening sockets, and the successor being
+/// started, if any.
 pub(crate) struct Restart {
-    /// Copies of the listening sockets for a successor; `None` once the drain began.
-    listeners: Option<Vec<TcpListener>>,
+    copies: Copies,
     /// The server that hands over when the successor is ready (the process's leader).
     handle: ShutdownHandle,
     notifier: Option<Arc<Notifier>>,
     /// The thread waiting for a successor.
     watcher: Option<Watcher>,
+    /// A successor took over: no more restarts from this process.
+    handed_over: Arc<AtomicBool>,
 }
 
 /// A thread waiting for a successor to be ready, and the way to stop it waiting.
@@ -62,73 +116,81 @@ const READY: Token = Token(0);
 const CANCEL: Token = Token(1);
 
 impl Restart {
-    /// Restarts on `listeners`, descriptors of its own of every listening socket of the
-    /// process: a ready successor is announced to systemd through `notifier`, and `handle`'s
-    /// server drains.
-    pub(crate) fn new(listeners: Vec<TcpListener>, handle: ShutdownHandle, notifier: Option<Arc<Notifier>>) -> Restart {
-        Restart { listeners: Some(listeners), handle, notifier, watcher: None }
+    /// Restarts on `copies`: a ready successor is announced to systemd through `notifier`, and
+    /// `handle`'s server drains.
+    pub(crate) fn new(copies: Copies, handle: ShutdownHandle, notifier: Option<Arc<Notifier>>) -> Restart {
+        Restart { copies, handle, notifier, watcher: None, handed_over: Arc::new(AtomicBool::new(false)) }
     }
 
     /// SIGHUP: starts a copy of this program on the same listening sockets, unless the server
-    /// is past serving or a successor is already starting.
+    /// is past serving, a successor is already starting, or one already took over.
     pub(crate) fn start(&mut self, stage: &Stage) {
         if self.watcher.as_ref().is_some_and(|w| w.thread.is_finished()) {
             self.stop_watching();
         }
-        let listeners = match (&self.listeners, stage) {
-            (Some(listeners), Stage::Serving) if self.watcher.is_none() => listeners,
-            _ => {
-                warn!("received SIGHUP: already shutting down or restarting; ignored");
-                return;
-            }
-        };
+        if !self.may_start(stage) {
+            warn!("received SIGHUP: already shutting down or restarting; ignored");
+            return;
+        }
         if let Some(notifier) = &self.notifier {
             notifier.reloading();
         }
-        let fds: Vec<BorrowedFd<'_>> = listeners.iter().map(AsFd::as_fd).collect();
-        let mut successor = match spawn_successor(&fds) {
-            Ok(successor) => successor,
+        // The watcher first: a successor must never run unwatched.
+        let (watcher, successors) = match self.watcher() {
+            Ok(watcher) => watcher,
             Err(e) => {
-                error!("received SIGHUP: cannot start a new process: {e}; serving on");
+                error!("received SIGHUP: cannot watch a new process: {e}; serving on");
                 self.failed();
                 return;
             }
         };
-        match self.watch(&successor) {
-            Ok((poll, cancel)) => {
+        let spawned = {
+            // Held while the child is made, so no worker's copy closes under the fork.
+            let copies = lock(&self.copies.0);
+            let fds: Vec<BorrowedFd<'_>> = copies.iter().flatten().map(AsFd::as_fd).collect();
+            spawn_successor(&fds)
+        };
+        match spawned {
+            Ok(successor) => {
                 info!("received SIGHUP: started new process {}; serving until it is ready", successor.id());
-                let (handle, notifier) = (self.handle.clone(), self.notifier.clone());
-                let spawned = thread::Builder::new()
-                    .name("quiesce-restart".into())
-                    .spawn(move || wait_ready(successor, poll, handle, notifier));
-                match spawned {
-                    Ok(thread) => self.watcher = Some(Watcher { thread, cancel }),
-                    Err(e) => {
-                        error!("received SIGHUP: cannot watch the new process: {e}; serving on");
-                        self.failed();
-                    }
-                }
+                // The watcher is waiting for it: the send cannot fail.
+                let _ = successors.send(successor);
+                self.watcher = Some(watcher);
             }
             Err(e) => {
-                error!("received SIGHUP: cannot watch the new process: {e}; stopping it, serving on");
-                let _ = successor.kill();
+                error!("received SIGHUP: cannot start a new process: {e}; serving on");
+                drop(successors);
+                let _ = watcher.thread.join();
                 self.failed();
             }
         }
     }
 
-    /// A poll for the watcher: the successor's readiness pipe, and a waker to cancel the wait.
-    fn watch(&self, successor: &Successor) -> io::Result<(Poll, Waker)> {
+    /// Whether a SIGHUP may start a successor: only while serving, with none starting, and
+    /// none that took over already (its handover may not have reached the loop yet).
+    fn may_start(&self, stage: &Stage) -> bool {
+        matches!(stage, Stage::Serving) && self.watcher.is_none() && !self.handed_over.load(Ordering::SeqCst)
+    }
+
+    /// A thread that waits for the successor sent to it, with a waker to cancel the wait.
+    fn watcher(&self) -> io::Result<(Watcher, mpsc::Sender<Successor>)> {
         let poll = Poll::new()?;
-        poll.registry().register(&mut SourceFd(&successor.ready_fd()), READY, Interest::READABLE)?;
         let cancel = Waker::new(poll.registry(), CANCEL)?;
-        Ok((poll, cancel))
+        let (successors, successor) = mpsc::channel::<Successor>();
+        let (handle, notifier, handed_over) =
+            (self.handle.clone(), self.notifier.clone(), Arc::clone(&self.handed_over));
+        let thread = thread::Builder::new().name("quiesce-restart".into()).spawn(move || {
+            if let Ok(successor) = successor.recv() {
+                wait_ready(successor, poll, &handle, notifier.as_deref(), &handed_over);
+            }
+        })?;
+        Ok((Watcher { thread, cancel }, successors))
     }
 
     /// The drain began: the successor, if there is one, holds its own copies; ours must go, or
     /// the kernel would go on queueing connections on a listener nobody accepts from.
     pub(crate) fn release(&mut self) {
-        self.listeners = None;
+        self.copies.release_all();
     }
 
     /// Ends systemd's "reloading" state after a restart that did not happen.
@@ -156,8 +218,22 @@ impl Drop for Restart {
 /// The watcher thread: waits (at most [`READY_TIMEOUT`]) for the successor's byte. Ready: tell
 /// systemd the successor is the main process now, and hand over. Dead, or too slow (then
 /// stopped): log it, and serve on.
-fn wait_ready(mut successor: Successor, mut poll: Poll, handle: ShutdownHandle, notifier: Option<Arc<Notifier>>) {
+fn wait_ready(
+    mut successor: Successor,
+    mut poll: Poll,
+    handle: &ShutdownHandle,
+    notifier: Option<&Notifier>,
+    handed_over: &AtomicBool,
+) {
     let pid = successor.id();
+    if let Err(e) = poll.registry().register(&mut SourceFd(&successor.ready_fd()), READY, Interest::READABLE) {
+        error!("cannot watch new process {pid}: {e}; stopping it, serving on");
+        let _ = successor.kill();
+        if let Some(notifier) = notifier {
+            restart_failed(notifier);
+        }
+        return;
+    }
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut events = Events::with_capacity(4);
     loop {
@@ -184,7 +260,8 @@ fn wait_ready(mut successor: Successor, mut poll: Poll, handle: ShutdownHandle, 
                 }
             }
             Ok(ReadyState::Ready) => {
-                if let Some(notifier) = &notifier {
+                handed_over.store(true, Ordering::SeqCst);
+                if let Some(notifier) = notifier {
                     notifier.handoff(pid);
                 }
                 handle.hand_over(pid);
@@ -200,9 +277,14 @@ fn wait_ready(mut successor: Successor, mut poll: Poll, handle: ShutdownHandle, 
             }
         }
     }
-    if let Some(notifier) = &notifier {
+    if let Some(notifier) = notifier {
         restart_failed(notifier);
     }
+}
+
+/// A lock that shrugs off poisoning: the copies stay consistent whatever panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// systemd: the reload is over, and the old process serves on.
@@ -537,6 +619,40 @@ os.write(ready, b"1")
         let reversed = [dup_listener(&listeners[1]).unwrap(), dup_listener(&listeners[0]).unwrap()];
         let first = reversed[0].as_raw_fd().min(reversed[1].as_raw_fd());
         run_check_child(Some(first), &reversed);
+    }
+
+    #[test]
+    fn no_second_restart_once_a_successor_took_over() {
+        let listener = bind(localhost(), 16, false).unwrap();
+        let poll = Poll::new().unwrap();
+        let handle = ShutdownHandle::new(Arc::new(Waker::new(poll.registry(), Token(0)).unwrap()));
+        let restart = Restart::new(Copies::new(vec![dup_listener(&listener).unwrap()]), handle.clone(), None);
+        assert!(restart.may_start(&Stage::Serving));
+        // A successor that reports ready at once, watched as a SIGHUP's would be.
+        let ready = "import os; os.write(int(os.environ['QUIESCE_READY_FD']), b'1')";
+        let successor = spawn_with_listeners(python(ready), &[listener.as_fd()], FIRST_INHERITED_FD).unwrap();
+        let pid = successor.id();
+        super::wait_ready(successor, Poll::new().unwrap(), &handle, None, &restart.handed_over);
+        // The handover is posted, but the loop has not acted on it: the stage is still Serving.
+        assert!(!restart.may_start(&Stage::Serving), "a second SIGHUP would start a second successor");
+        assert_eq!(handle.take_handover(), Some(pid));
+    }
+
+    #[test]
+    fn a_workers_copy_goes_when_its_server_stops_or_goes() {
+        let listeners = [bind(localhost(), 16, false).unwrap(), bind(localhost(), 16, false).unwrap()];
+        let copies = Copies::new(listeners.iter().map(|l| dup_listener(l).unwrap()).collect());
+        let open = |copies: &Copies| lock(&copies.0).iter().filter(|slot| slot.is_some()).count();
+        let mut first = copies.keeper(0);
+        first.stage_changed(&Stage::Serving);
+        assert_eq!(open(&copies), 2);
+        first.stage_changed(&Stage::Done {
+            outcome: crate::server::Outcome::Stopped { signal: None, closed: 0 },
+            drain: None,
+        });
+        assert_eq!(open(&copies), 1);
+        drop(copies.keeper(1));
+        assert_eq!(open(&copies), 0, "a worker that fails lets go of its copy too");
     }
 
     #[test]

@@ -75,3 +75,53 @@ impl Observer for Supervisor {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::restart::Copies;
+    use crate::{ConnState, Reply, Request, Response, Server, ServerConfig};
+    use std::net::TcpStream;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A client that connects once the drain began is refused, not queued on the socket that
+    /// the restart's copy keeps listening (to be reset when the copy goes).
+    #[test]
+    fn a_client_that_comes_once_the_drain_began_is_refused() {
+        let listener = crate::listen::bind("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let copies = Copies::new(vec![listener.try_clone().unwrap()]);
+        let config = ServerConfig { handle_signals: false, max_connections: 1, ..ServerConfig::DEFAULT };
+        let mut server =
+            Server::from_listener(listener, config, |_: &Request<'_>, _: &mut Response| Reply::Now).unwrap();
+        let handle = server.shutdown_handle();
+        let restart = Restart::new(copies.clone(), handle.clone(), None);
+        server.observe(Box::new(copies.keeper(0)));
+        server.observe(Box::new(Supervisor::new(None, Registry::new(vec![]), Some(restart))));
+        let (accepted, news) = mpsc::channel();
+        let (late, late_result) = mpsc::channel();
+        let mut new_ones = 0;
+        server.on_state_change(move |change| {
+            if change.to == ConnState::New {
+                new_ones += 1;
+                match new_ones {
+                    1 => accepted.send(()).unwrap(),
+                    // The one from the backlog, taken as the drain closes the listener.
+                    _ => late.send(TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(|_| ())).unwrap(),
+                }
+            }
+        });
+        let thread = std::thread::spawn(move || server.run());
+        let _first = TcpStream::connect(addr).unwrap();
+        news.recv_timeout(Duration::from_secs(5)).expect("the first connection is accepted");
+        // At the cap now: the second one waits in the backlog.
+        let _second = TcpStream::connect(addr).unwrap();
+        handle.drain_now();
+        let result = late_result.recv_timeout(Duration::from_secs(5)).expect("the backlog is taken at the drain");
+        let error = result.expect_err("a connect during the drain was accepted");
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
+        handle.immediate();
+        thread.join().unwrap().unwrap();
+    }
+}

@@ -561,7 +561,9 @@ impl Server {
             (Ask::Graceful(cause @ Cause::Signal(_)), Stage::Draining(mut drain))
                 if matches!(drain.cause, Cause::Restart(_)) =>
             {
-                // Handing over to a successor: this is the first signal, not a second one.
+                // Handing over to a successor: this is the first signal, not a second one. Not a
+                // change of stage (observers have nothing to do): only the cause, so that the
+                // next signal is the second one.
                 info!("{}{}: already draining after a restart", self.ledger.label, cause.describe());
                 drain.cause = cause;
                 self.stage = Stage::Draining(drain);
@@ -595,16 +597,20 @@ impl Server {
     /// Stops listening (after accepting the backlog), applies the drain rule to every
     /// connection and logs what it found.
     fn begin_drain(&mut self, cause: Cause, now: Instant) {
-        // Clients that completed the handshake are served, not reset.
-        for (stream, peer) in self.accept.close(self.poll.registry()) {
-            self.admit(stream, peer, now);
-        }
         let drain = Drain {
             started: now,
             deadline: after(now, self.env.config.shutdown_timeout),
             cause,
             answered_before: self.env.stats.answered(),
         };
+        // Observers hear of it first: other descriptors of the listening socket (a restart's)
+        // close before this server's, so the socket stops listening with it, and a client that
+        // comes now is refused rather than queued where nobody accepts.
+        self.set_stage(Stage::Draining(drain));
+        // Clients that completed the handshake are served, not reset.
+        for (stream, peer) in self.accept.close(self.poll.registry()) {
+            self.admit(stream, peer, now);
+        }
         self.ledger.report.at_start = self.ledger.counts;
         let (mut closing, mut last_call) = (0, 0);
         let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
@@ -618,9 +624,6 @@ impl Server {
             }
             self.sync(key);
         }
-        // Observers hear of it before it is logged: the restart's copies of the listening
-        // sockets must be closed by the time anyone reads that the drain began.
-        self.set_stage(Stage::Draining(drain));
         let mut message =
             format!("{}: draining {} active, closing {closing} idle", cause.describe(), self.ledger.counts.active);
         if last_call > 0 {
