@@ -38,6 +38,12 @@ pub const MAX_HEADERS_CAP: usize = quiesce::MAX_HEADER_SLOTS;
 /// Most worker threads `--workers` allows.
 pub const MAX_WORKERS: usize = 1024;
 
+/// Default number of threads for blocking work (`/work`).
+pub const DEFAULT_BLOCKING_THREADS: usize = 8;
+
+/// Most threads `--blocking-threads` allows.
+pub const MAX_BLOCKING_THREADS: usize = 1024;
+
 /// What a size should look like, for error messages.
 const SIZE_HINT: &str = "expected a size like 8192, 8KiB or 1MiB";
 
@@ -57,11 +63,19 @@ pub struct Cli {
     pub verbosity: i8,
     /// Worker threads, each with its own loop and listening socket (`--workers N`).
     pub workers: usize,
+    /// Threads for the blocking work of `/work` (`--blocking-threads N`).
+    pub blocking_threads: usize,
 }
 
 impl Default for Cli {
     fn default() -> Self {
-        Cli { server: ServerConfig::DEFAULT, app: AppConfig::DEFAULT, verbosity: 0, workers: 1 }
+        Cli {
+            server: ServerConfig::DEFAULT,
+            app: AppConfig::DEFAULT,
+            verbosity: 0,
+            workers: 1,
+            blocking_threads: DEFAULT_BLOCKING_THREADS,
+        }
     }
 }
 
@@ -145,6 +159,9 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             Long("max-body-bytes") => cli.server.max_body_bytes = size_value(&mut parser, "--max-body-bytes")?,
             Long("drain-delay") => cli.server.drain_delay = duration_value(&mut parser, "--drain-delay")?,
             Long("workers") => cli.workers = count_value(&mut parser, "--workers", 1, MAX_WORKERS)?,
+            Long("blocking-threads") => {
+                cli.blocking_threads = count_value(&mut parser, "--blocking-threads", 1, MAX_BLOCKING_THREADS)?;
+            }
             Long("max-connections") => {
                 cli.server.max_connections = count_value(&mut parser, "--max-connections", 1, 10_000_000)?;
             }
@@ -361,6 +378,8 @@ PRODUCTION:
     --max-connections N          Most open connections per worker; at the cap new ones wait in
                                  the backlog until below 90% [default: {max_conns}]
     --backlog N                  Listen backlog (the kernel may cap it) [default: {backlog}]
+    --blocking-threads N         Threads for the blocking work of /work (shared by the workers)
+                                 [default: {blocking}]
 
 LIMITS AND TIMEOUTS:
     --max-uri-bytes SIZE         Longest request target; longer gets 414 [default: {uri}]
@@ -389,6 +408,10 @@ ROUTES:
     POST /echo             the request body, sent back
     GET|HEAD /plaintext    Hello, World!
     GET|HEAD /metrics      counters in the Prometheus text format
+    GET|HEAD /work?ms=N    N ms of blocking work on a --blocking-threads pool (&spin=1: CPU
+                           work), answered from that thread: worked N ms; 503 when queued full
+    GET|HEAD /events       Server-Sent Events: data: tick K every ?every= (default 1s), ?n=
+                           events or until the drain, which sends event: shutdown and ends it
     OPTIONS                204 with Allow (OPTIONS * lists every method served)
     any other path         Hello, \"<path>\" after --delay; ?delay=DURATION overrides the
                            delay, up to --max-delay
@@ -417,6 +440,7 @@ ENVIRONMENT:
         drain_delay = DEFAULTS.drain_delay.as_secs(),
         max_conns = DEFAULTS.max_connections,
         backlog = DEFAULTS.backlog,
+        blocking = DEFAULT_BLOCKING_THREADS,
         uri = DEFAULTS.max_uri_bytes,
         head = DEFAULTS.max_head_bytes,
         slots = MAX_HEADERS_CAP,
@@ -596,6 +620,14 @@ mod tests {
         assert!(e.contains("longer than 0"), "{e}");
         let e = err(&["--max-body-bytes", "lots"]);
         assert!(e.starts_with("invalid value 'lots' for --max-body-bytes: expected a size"), "{e}");
+    }
+
+    #[test]
+    fn blocking_threads() {
+        assert_eq!(run(&[]).blocking_threads, 8);
+        assert_eq!(both("--blocking-threads", "2").blocking_threads, 2);
+        let e = err(&["--blocking-threads", "0"]);
+        assert!(e.contains("expected a number from 1 to 1024"), "{e}");
     }
 
     #[test]
@@ -842,7 +874,7 @@ mod tests {
         let help = help_text();
         let defaults: Vec<&str> =
             help.split("[default: ").skip(1).filter_map(|rest| rest.split_once(']').map(|(value, _)| value)).collect();
-        assert_eq!(defaults.len(), 15, "{defaults:?}");
+        assert_eq!(defaults.len(), 16, "{defaults:?}");
         assert_eq!(defaults[0].parse::<SocketAddr>(), Ok(DEFAULT_ADDR));
         assert_eq!(parse_duration(defaults[1]), Ok(DEFAULT_DELAY));
         assert_eq!(parse_duration(defaults[2]), Ok(DEFAULT_MAX_DELAY));
@@ -852,7 +884,8 @@ mod tests {
         assert_eq!(parse_duration(defaults[5]), Ok(d.server.drain_delay));
         assert_eq!(defaults[6].parse::<usize>(), Ok(d.server.max_connections));
         assert_eq!(defaults[7].parse::<i32>(), Ok(d.server.backlog));
-        let defaults = &defaults[4..];
+        assert_eq!(defaults[8].parse::<usize>(), Ok(d.blocking_threads));
+        let defaults = &defaults[5..];
         let c = &d.server;
         let sizes = [c.max_uri_bytes as u64, c.max_head_bytes as u64, c.max_headers as u64, c.max_body_bytes];
         for (text, value) in defaults[4..8].iter().zip(sizes) {

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use log::{error, info};
 use quiesce::app::App;
+use quiesce::app::events::Ticker;
+use quiesce::app::work::BlockingPool;
 use quiesce::process::{self, InheritedSockets, Options};
 
 fn main() -> ExitCode {
@@ -45,11 +47,29 @@ fn main() -> ExitCode {
     let config = cli.server_config();
     let app_config = cli.app;
     let workers = cli.workers;
+    // One pool for blocking work and one ticker for event streams, shared by every worker.
+    let (pool, ticker) = match (BlockingPool::new(cli.blocking_threads), Ticker::start()) {
+        (Ok(pool), Ok(ticker)) => (pool, ticker),
+        (Err(e), _) | (_, Err(e)) => {
+            error!("cannot start the threads for /work and /events: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let options = Options { workers, inherited, restart_on_sighup: true };
     let summary = process::run(
         config,
         options,
-        |worker| App::new(app_config).with_metrics(worker.registry.clone()),
+        |worker| {
+            if worker.index == 0 {
+                // The process's drain notice: every event stream ends with it.
+                let ticker = ticker.clone();
+                worker.handles.drain.on_drain(move || ticker.drain());
+            }
+            App::new(app_config)
+                .with_metrics(worker.registry.clone())
+                .with_pool(pool.clone())
+                .with_events(ticker.clone())
+        },
         |started| match workers {
             1 => info!("listening on http://{}", started.addr),
             n => info!("listening on http://{} with {n} workers", started.addr),

@@ -7,6 +7,13 @@
 //! - `GET|HEAD /plaintext`: `Hello, World!` (the body benchmark suites expect).
 //! - `GET|HEAD /metrics`: the server's counters in the Prometheus text format (when the app was
 //!   given a [`Registry`] with [`App::with_metrics`]; otherwise the hello route).
+//! - `GET|HEAD /work?ms=N` (with [`App::with_pool`]): N ms of blocking work (`&spin=1`: CPU work)
+//!   on a [`work::BlockingPool`], answered through a [`Responder`](crate::Responder):
+//!   `worked N ms`; 503 when the pool's queue is full.
+//! - `GET|HEAD /events?every=1s&n=N` (with [`App::with_events`]): Server-Sent Events
+//!   (`text/event-stream`), one `data: tick K` event per interval from one [`events::Ticker`]
+//!   for every stream; `n` events, or until the drain, which sends `event: shutdown` and ends
+//!   the stream cleanly.
 //! - `GET|HEAD` anything else: `Hello, "<path>"` exactly as the Go program quiesce descends from
 //!   writes it (`fmt.Fprintf(w, "Hello, %q", html.EscapeString(r.URL.Path))`), after the
 //!   configured delay; `?delay=DURATION` overrides it, capped by the maximum.
@@ -17,12 +24,16 @@
 //! A standard method a route does not serve gets `405` with `Allow`; a method that is not one of
 //! RFC 9110's (or PATCH) gets `501` (RFC 9110 §9.1).
 
+pub mod events;
 mod hello;
+pub mod work;
 
 use std::time::Duration;
 
 use crate::metrics::Registry;
 use crate::{Handler, Reply, Request, Response};
+use events::Ticker;
+use work::{BlockingPool, Job};
 
 /// Settings of the built-in routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,18 +62,72 @@ pub struct App {
     /// Reused for percent-decoding paths.
     scratch: Vec<u8>,
     metrics: Option<Registry>,
+    pool: Option<BlockingPool>,
+    events: Option<Ticker>,
 }
 
 impl App {
     /// The routes with these settings.
     pub fn new(config: AppConfig) -> Self {
-        App { config, scratch: Vec::new(), metrics: None }
+        App { config, scratch: Vec::new(), metrics: None, pool: None, events: None }
     }
 
     /// Serves `registry` at `/metrics`.
     pub fn with_metrics(mut self, registry: Registry) -> Self {
         self.metrics = Some(registry);
         self
+    }
+
+    /// Serves `/work` on `pool` (without one, `/work` is the hello route).
+    pub fn with_pool(mut self, pool: BlockingPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Serves `/events` from `ticker` (without one, `/events` is the hello route).
+    pub fn with_events(mut self, ticker: Ticker) -> Self {
+        self.events = Some(ticker);
+        self
+    }
+
+    fn work(&self, pool: &BlockingPool, req: &Request<'_>, res: &mut Response) -> Reply {
+        if !is_get_or_head(req) {
+            return method_not_allowed(res, GET_HEAD);
+        }
+        let ms = match req.query_param("ms").map(str::parse::<u64>) {
+            None => 0,
+            Some(Ok(ms)) => ms,
+            Some(Err(_)) => return bad_request(res, "invalid ms: expected a number of milliseconds\n"),
+        };
+        let duration = Duration::from_millis(ms).min(self.config.max_delay);
+        let spin = req.query_param("spin").is_some_and(|v| v == "1");
+        pool.submit(Job { responder: res.defer(), duration, spin });
+        Reply::Later
+    }
+
+    fn events(&self, ticker: &Ticker, req: &Request<'_>, res: &mut Response) -> Reply {
+        if !is_get_or_head(req) {
+            return method_not_allowed(res, GET_HEAD);
+        }
+        let every = match req.query_param("every").map(humantime::parse_duration) {
+            None => Duration::from_secs(1),
+            Some(Ok(every)) if !every.is_zero() => every.min(self.config.max_delay.max(Duration::from_millis(1))),
+            Some(_) => return bad_request(res, "invalid every: expected a duration like 250ms, 1s or 2m\n"),
+        };
+        let n = match req.query_param("n").map(str::parse::<u64>) {
+            None => None,
+            Some(Ok(n)) if n > 0 => Some(n),
+            Some(_) => return bad_request(res, "invalid n: expected a number of events, at least 1\n"),
+        };
+        let responder = res.defer();
+        let mut head = Response::new();
+        let _ = head.set_content_type("text/event-stream");
+        let _ = head.add_header("Cache-Control", "no-store");
+        // A client already gone needs no stream.
+        if let Ok(stream) = responder.stream(head) {
+            ticker.add(stream, every, n);
+        }
+        Reply::Later
     }
 
     fn serve_metrics(registry: &Registry, req: &Request<'_>, res: &mut Response) -> Reply {
@@ -149,6 +214,14 @@ impl Handler for App {
                 res.set_body("Hello, World!");
                 Reply::Now
             }
+            "/work" => match &self.pool {
+                Some(pool) => self.work(pool, req, res),
+                None => self.hello(req, res),
+            },
+            "/events" => match &self.events {
+                Some(ticker) => self.events(ticker, req, res),
+                None => self.hello(req, res),
+            },
             _ => self.hello(req, res),
         }
     }

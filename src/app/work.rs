@@ -1,0 +1,93 @@
+//! `GET /work?ms=N`: blocking work off the loop. The handler defers the answer and queues the
+//! job on a [`BlockingPool`], a few threads that sleep (or, with `&spin=1`, burn CPU) for the
+//! time asked and answer through the responder. The queue is bounded: when it is full the
+//! request gets 503 at once instead of waiting behind everyone else.
+
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{Responder, Response};
+
+/// Jobs waiting for a thread, at most, before new ones are refused.
+pub const QUEUE_PER_THREAD: usize = 128;
+
+/// One request's work: how long, sleeping or spinning, and where to answer.
+#[derive(Debug)]
+pub struct Job {
+    /// Where the answer goes.
+    pub responder: Responder,
+    /// How long the work takes.
+    pub duration: Duration,
+    /// Burn CPU for `duration` instead of sleeping.
+    pub spin: bool,
+}
+
+impl Job {
+    /// Does the work and answers `worked N ms`; a client gone meanwhile is not answered.
+    fn run(self) {
+        if self.spin {
+            let until = Instant::now() + self.duration;
+            while Instant::now() < until && !self.responder.is_closed() {
+                std::hint::spin_loop();
+            }
+        } else {
+            thread::sleep(self.duration);
+        }
+        let mut response = Response::new();
+        response.set_body(format!("worked {} ms\n", self.duration.as_millis()));
+        // A client that left gets nothing; the responder says so, and that is all.
+        let _ = self.responder.send(response);
+    }
+
+    /// Answers 503: the pool is full.
+    fn refuse(self) {
+        let mut response = Response::new();
+        response.set_status(503).set_body("busy: too much blocking work queued\n");
+        let _ = response.add_header("Retry-After", "1");
+        let _ = self.responder.send(response);
+    }
+}
+
+/// A few threads doing blocking work, fed through a bounded queue. Dropping the last handle
+/// lets the threads finish the queued jobs and exit; nothing waits for them.
+#[derive(Debug, Clone)]
+pub struct BlockingPool {
+    jobs: SyncSender<Job>,
+}
+
+impl BlockingPool {
+    /// Starts `threads` threads (at least one), with room for `threads *`
+    /// [`QUEUE_PER_THREAD`] jobs waiting.
+    pub fn new(threads: usize) -> std::io::Result<BlockingPool> {
+        let threads = threads.max(1);
+        let (jobs, queue) = mpsc::sync_channel(threads * QUEUE_PER_THREAD);
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads {
+            let queue = Arc::clone(&queue);
+            thread::Builder::new().name(format!("quiesce-blocking-{i}")).spawn(move || work(&queue))?;
+        }
+        Ok(BlockingPool { jobs })
+    }
+
+    /// Queues `job`, or answers it with 503 at once when the queue is full.
+    pub fn submit(&self, job: Job) {
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job.refuse(),
+        }
+    }
+}
+
+/// A pool thread: runs jobs until every handle to the pool is gone.
+fn work(queue: &Mutex<Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for the next job, not while doing it.
+        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        match next {
+            Ok(job) => job.run(),
+            Err(_) => return,
+        }
+    }
+}
