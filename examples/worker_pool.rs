@@ -1,0 +1,72 @@
+//! A worker pool doing blocking work per request: the handler copies the request out
+//! (`Request::owned`), defers the answer (`Response::defer`) and hands both to a pool of
+//! threads; a thread does the blocking part (here a sleep standing in for a database or a
+//! file) and answers through the `Responder`. The loop never waits, and a drain (Ctrl+C)
+//! waits for the work in flight.
+//!
+//!     cargo run --example worker_pool [-- ADDR]      # default 127.0.0.1:8080
+//!     curl 'http://127.0.0.1:8080/report?ms=500'
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use quiesce::{OwnedRequest, Reply, Request, Responder, Response, Server, ServerConfig};
+
+const THREADS: usize = 4;
+
+fn main() {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let config =
+        ServerConfig { addr: addr.parse().expect("an address like 127.0.0.1:8080"), ..ServerConfig::default() };
+
+    // The pool: threads taking (request, responder) pairs from one queue.
+    let (jobs, queue) = mpsc::channel::<(OwnedRequest, Responder)>();
+    let queue = Arc::new(Mutex::new(queue));
+    for _ in 0..THREADS {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || {
+            loop {
+                let next = queue.lock().unwrap().recv();
+                let Ok((request, responder)) = next else { return };
+                let answer = blocking_work(&request, &responder);
+                // Err means the client left meanwhile; nobody to tell.
+                let _ = responder.send(answer);
+            }
+        });
+    }
+
+    let handler = move |req: &Request<'_>, res: &mut Response| {
+        let responder = res.defer();
+        // A dropped responder answers 500, so a lost job never hangs its client or the drain.
+        let _ = jobs.send((req.owned(), responder));
+        Reply::Later
+    };
+    let server = Server::bind(config, handler).expect("bind");
+    eprintln!("listening on http://{}", server.local_addr());
+    let outcome = server.run().expect("event loop");
+    eprintln!("stopped: {outcome:?}");
+    std::process::exit(outcome.exit_code());
+}
+
+/// The slow part: it may block, it runs on a pool thread.
+fn blocking_work(request: &OwnedRequest, responder: &Responder) -> Response {
+    let ms: u64 = request.query_param("ms").and_then(|ms| ms.parse().ok()).unwrap_or(100).min(10_000);
+    // Long work checks now and then whether anyone still waits for it.
+    for _ in 0..ms / 10 {
+        if responder.is_closed() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let mut response = Response::new();
+    response.set_body(format!(
+        "{} {} took {ms} ms for {} (connection {})\n",
+        request.method(),
+        request.path(),
+        request.peer_addr(),
+        request.connection_id()
+    ));
+    response
+}
