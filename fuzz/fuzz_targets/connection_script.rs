@@ -13,39 +13,82 @@
 //! Keeping the HTTP bytes contiguous at the end lets libFuzzer's dictionary and the seeds work on
 //! plain HTTP, while the op section decides where the stream is split and what happens between
 //! the pieces (clock, end of stream, a client that stops reading, a drain).
+//!
+//! Requests whose path starts with `/later` are deferred: the handler keeps their responders,
+//! and ops answer them later (a whole response, a drop that must give 500, a stream whose
+//! pieces go with `try_send`, then a finish or an abandon), as another thread would.
 
 #![no_main]
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use quiesce::app::App;
 use quiesce::harness::MemoryConnection;
-use quiesce::{ConnState, Handler, Reply, Request, Response, ServerConfig};
+use quiesce::{ConnState, Handler, Reply, Request, Responder, Response, ServerConfig, Stream, Version};
 
 /// What the handler answered to one request, in call order.
 #[derive(Debug, Clone)]
 struct Answer {
     head: bool,
+    http10: bool,
     status: u16,
-    body: Vec<u8>,
+    body: Body,
 }
 
-/// `App`, recording every answer so the output can be checked against it.
+/// The body an answer has (or will have).
+#[derive(Debug, Clone, PartialEq)]
+enum Body {
+    /// A whole response with this body.
+    Fixed(Vec<u8>),
+    /// Deferred, not answered yet: nothing of it may have gone out.
+    Pending,
+    /// A streamed response: the pieces accepted so far, and how it ended.
+    Streamed(Vec<u8>, End),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum End {
+    Open,
+    Finished,
+    /// Dropped unfinished: cut without its last chunk.
+    Cut,
+}
+
+/// A deferred request: its answer's index, and its responder or stream.
+#[derive(Debug)]
+struct Deferred {
+    index: usize,
+    responder: Option<Responder>,
+    stream: Option<Stream>,
+}
+
+type Log = Arc<Mutex<Vec<Answer>>>;
+type Later = Arc<Mutex<VecDeque<Deferred>>>;
+
+/// `App`, recording every answer so the output can be checked against it, and deferring the
+/// requests to `/later...`.
 struct Recording {
     app: App,
-    log: Arc<Mutex<Vec<Answer>>>,
+    log: Log,
+    later: Later,
 }
 
 impl Handler for Recording {
     fn handle(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
+        let (head, http10) = (req.method() == "HEAD", req.version() == Version::Http10);
+        if req.path().starts_with("/later") {
+            let mut log = self.log.lock().unwrap();
+            let index = log.len();
+            log.push(Answer { head, http10, status: 0, body: Body::Pending });
+            let responder = Some(res.defer());
+            self.later.lock().unwrap().push_back(Deferred { index, responder, stream: None });
+            return Reply::Later;
+        }
         let reply = self.app.handle(req, res);
-        self.log.lock().unwrap().push(Answer {
-            head: req.method() == "HEAD",
-            status: res.status(),
-            body: res.body().to_vec(),
-        });
+        self.log.lock().unwrap().push(Answer { head, http10, status: res.status(), body: Body::Fixed(res.body().to_vec()) });
         reply
     }
 }
@@ -88,6 +131,7 @@ fn config(flags: u8) -> ServerConfig {
 struct Head {
     status: u16,
     content_length: Option<usize>,
+    chunked: bool,
     close: bool,
 }
 
@@ -108,6 +152,7 @@ fn parse_head(head: &[u8]) -> Head {
     assert!(rest.len() == 3 || rest.as_bytes()[3] == b' ', "bad status line {status_line:?}");
     let status: u16 = code.parse().unwrap();
     let mut content_length = None;
+    let mut chunked = false;
     let mut close = false;
     for line in lines {
         let (name, value) = line.split_once(": ").unwrap_or_else(|| panic!("bad header line {line:?}"));
@@ -118,19 +163,52 @@ fn parse_head(head: &[u8]) -> Head {
             assert!(!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()), "bad Content-Length {line:?}");
             content_length = Some(value.parse().unwrap());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            panic!("responses are never chunked here: {text:?}");
+            assert!(value == "chunked" && !chunked, "bad Transfer-Encoding: {text:?}");
+            chunked = true;
         } else if name.eq_ignore_ascii_case("connection") {
             close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
         }
     }
-    Head { status, content_length, close }
+    assert!(!(chunked && content_length.is_some()), "both Content-Length and chunked: {text:?}");
+    Head { status, content_length, chunked, close }
+}
+
+/// How a chunked body at `out[at..]` went: its data and where it ends, or `None` (with the data
+/// so far) when the output stops before its last chunk.
+fn read_chunks(out: &[u8], mut at: usize) -> (Vec<u8>, Option<usize>) {
+    let mut data = Vec::new();
+    loop {
+        let Some(line) = out[at..].windows(2).position(|w| w == b"\r\n") else { return (data, None) };
+        let size_text = std::str::from_utf8(&out[at..at + line]).expect("chunk size is ASCII");
+        let size = usize::from_str_radix(size_text, 16).unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+        assert!(!size_text.is_empty() && size_text.bytes().all(|b| b.is_ascii_hexdigit()), "bad chunk size line");
+        let start = at + line + 2;
+        if size == 0 {
+            if out.len() < start + 2 {
+                return (data, None);
+            }
+            assert_eq!(&out[start..start + 2], b"\r\n", "no empty trailer after the last chunk");
+            return (data, Some(start + 2));
+        }
+        if out.len() < start + size + 2 {
+            data.extend_from_slice(&out[start..out.len().min(start + size)]);
+            return (data, None);
+        }
+        data.extend_from_slice(&out[start..start + size]);
+        assert_eq!(&out[start + size..start + size + 2], b"\r\n", "no CRLF after chunk data");
+        at = start + size + 2;
+    }
 }
 
 /// Checks that `out` is a sequence of well-formed HTTP/1.1 responses answering `answers` in
 /// order, optionally followed by one error response (a protocol error or timeout, which always
 /// closes), with `100 Continue` interim responses anywhere; nothing after a `Connection: close`
-/// response. With `allow_truncated`, the last response may be cut short (the connection was
-/// dropped while the client was not reading). Returns the number of final responses.
+/// response, and nothing for (or after) an answer still pending. A streamed answer is chunked
+/// on HTTP/1.1 (its data a prefix of the pieces sent, complete with its last chunk once
+/// finished), ends with the connection on HTTP/1.0, and is the head alone for HEAD; an open or
+/// cut stream may end the output. With `allow_truncated`, the last response may be cut short
+/// (the connection was dropped while the client was not reading). Returns the number of final
+/// responses.
 fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool) -> usize {
     let mut pos = 0;
     let mut finals = 0;
@@ -151,49 +229,106 @@ fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool) -> usize 
             pos = end;
             continue;
         }
-        let (head_only, expected): (bool, Option<&Answer>) = match answers.get(finals) {
-            Some(answer) => {
-                assert_eq!(head.status, answer.status, "response {finals} status differs from the handler's");
-                (answer.head, Some(answer))
-            }
-            None => {
-                assert_eq!(finals, answers.len(), "more than one response the handler did not produce");
-                assert!(head.status >= 400, "a response the handler did not produce that is not an error");
-                assert!(head.close, "an error response that does not close");
-                (false, None)
-            }
-        };
+        let expected = answers.get(finals);
         finals += 1;
-        let bodiless = head.status == 204 || head.status == 304;
-        let body_len = if bodiless {
-            assert!(head.content_length.is_none(), "{} response with a Content-Length", head.status);
-            0
-        } else {
-            let length = head.content_length.unwrap_or_else(|| panic!("no Content-Length in {}", head.status));
-            if let Some(answer) = expected {
-                assert_eq!(length, answer.body.len(), "Content-Length is not the handler's body length");
-            }
-            if head_only { 0 } else { length }
-        };
-        if end + body_len > out.len() {
-            assert!(allow_truncated, "response body cut short");
-            return finals;
-        }
-        if let Some(answer) = expected
-            && !head_only
-            && !bodiless
-        {
-            assert_eq!(&out[end..end + body_len], &answer.body[..], "body differs from the handler's");
-        }
-        pos = end + body_len;
         closed = head.close;
+        let Some(answer) = expected else {
+            assert_eq!(finals - 1, answers.len(), "more than one response the handler did not produce");
+            assert!(head.status >= 400, "a response the handler did not produce that is not an error");
+            assert!(head.close, "an error response that does not close");
+            assert!(!head.chunked, "an error response that is chunked");
+            match fixed_body(out, end, &head, false, None, allow_truncated) {
+                Some(length) => pos = end + length,
+                None => return finals,
+            }
+            continue;
+        };
+        assert_ne!(answer.body, Body::Pending, "a response for an answer still pending");
+        assert_eq!(head.status, answer.status, "response {} status differs from the handler's", finals - 1);
+        match &answer.body {
+            Body::Pending => {}
+            Body::Fixed(body) => {
+                assert!(!head.chunked, "a whole response that is chunked");
+                match fixed_body(out, end, &head, answer.head, Some(body), allow_truncated) {
+                    Some(length) => pos = end + length,
+                    None => return finals,
+                }
+            }
+            Body::Streamed(_, _) if answer.head => {
+                // The head alone, with the framing GET would have had.
+                assert_eq!(head.chunked, !answer.http10, "a HEAD stream's framing");
+                assert!(head.content_length.is_none(), "a stream with a Content-Length");
+                pos = end;
+            }
+            Body::Streamed(sent, stream_end) if answer.http10 => {
+                assert!(!head.chunked && head.content_length.is_none() && head.close, "HTTP/1.0 stream framing");
+                let body = &out[end..];
+                assert!(sent.starts_with(body), "an HTTP/1.0 stream's body is not what was sent");
+                if *stream_end == End::Finished && !allow_truncated {
+                    // Complete once the output is (the end is the connection's).
+                    assert!(body.len() <= sent.len());
+                }
+                return finals;
+            }
+            Body::Streamed(sent, stream_end) => {
+                assert!(head.chunked && head.content_length.is_none(), "HTTP/1.1 stream framing");
+                let (data, done) = read_chunks(out, end);
+                assert!(sent.starts_with(&data), "a stream's chunks are not what was sent");
+                match done {
+                    Some(next) => {
+                        assert_eq!(*stream_end, End::Finished, "a last chunk for a stream that was not finished");
+                        assert_eq!(&data, sent, "a finished stream's body is not what was sent");
+                        pos = next;
+                    }
+                    None => {
+                        assert!(
+                            *stream_end != End::Finished || allow_truncated,
+                            "a finished stream without its last chunk"
+                        );
+                        return finals;
+                    }
+                }
+            }
+        }
     }
     finals
 }
 
+/// The length of a Content-Length body at `out[end..]` (none for HEAD or a 204/304), checked
+/// against `expected`; `None` when the output stops inside it (allowed with `allow_truncated`).
+fn fixed_body(
+    out: &[u8],
+    end: usize,
+    head: &Head,
+    head_only: bool,
+    expected: Option<&Vec<u8>>,
+    allow_truncated: bool,
+) -> Option<usize> {
+    if head.status == 204 || head.status == 304 {
+        assert!(head.content_length.is_none(), "{} response with a Content-Length", head.status);
+        return Some(0);
+    }
+    let length = head.content_length.unwrap_or_else(|| panic!("no Content-Length in {}", head.status));
+    if let Some(body) = expected {
+        assert_eq!(length, body.len(), "Content-Length is not the handler's body length");
+    }
+    if head_only {
+        return Some(0);
+    }
+    if end + length > out.len() {
+        assert!(allow_truncated, "response body cut short");
+        return None;
+    }
+    if let Some(body) = expected {
+        assert_eq!(&out[end..end + length], &body[..], "body differs from the handler's");
+    }
+    Some(length)
+}
+
 struct Run {
     conn: MemoryConnection,
-    log: Arc<Mutex<Vec<Answer>>>,
+    log: Log,
+    later: Later,
     write_limit: Option<usize>,
     /// The connection was closed while the client was not reading: a response may be cut short.
     dropped_unread: bool,
@@ -233,20 +368,144 @@ impl Run {
     }
 }
 
+impl Run {
+    /// The first deferred request whose responder is still unused.
+    fn waiting(&self) -> Option<usize> {
+        self.later.lock().unwrap().iter().position(|d| d.responder.is_some())
+    }
+
+    /// The first deferred request with an open stream.
+    fn streaming(&self) -> Option<usize> {
+        self.later.lock().unwrap().iter().position(|d| d.stream.is_some())
+    }
+
+    fn record(&self, index: usize, status: u16, body: Body) {
+        let mut log = self.log.lock().unwrap();
+        log[index].status = status;
+        log[index].body = body;
+    }
+
+    /// Op 8: the oldest waiting responder sends a whole response, as another thread would.
+    fn answer(&mut self, arg: u8) {
+        let Some(at) = self.waiting() else { return };
+        let (index, responder) = {
+            let mut later = self.later.lock().unwrap();
+            let deferred = later.remove(at).unwrap();
+            (deferred.index, deferred.responder.unwrap())
+        };
+        let status = [200, 201, 404, 503, 204][usize::from(arg) % 5];
+        let body = if status == 204 { Vec::new() } else { format!("later {index}").into_bytes() };
+        let mut response = Response::new();
+        response.set_status(status).set_body(&body);
+        let gone = self.conn.is_closed();
+        assert_eq!(responder.is_closed(), gone, "is_closed() disagrees with the connection");
+        let sent = responder.send(response);
+        assert_eq!(sent.is_err(), gone, "a send was refused by a live connection, or taken by a closed one");
+        if sent.is_ok() {
+            self.record(index, status, Body::Fixed(body));
+        }
+        self.step(MemoryConnection::deliver);
+    }
+
+    /// Op 9: the oldest waiting responder is dropped unsent: the client gets a 500.
+    fn drop_responder(&mut self) {
+        let Some(at) = self.waiting() else { return };
+        let deferred = self.later.lock().unwrap().remove(at).unwrap();
+        if !self.conn.is_closed() {
+            self.record(deferred.index, 500, Body::Fixed(b"internal server error\n".to_vec()));
+        }
+        drop(deferred);
+        self.step(MemoryConnection::deliver);
+    }
+
+    /// Op 10: a piece for the oldest open stream (odd arg), or a new stream from the oldest
+    /// waiting responder.
+    fn stream(&mut self, arg: u8) {
+        if arg % 2 == 1
+            && let Some(at) = self.streaming()
+        {
+            let piece = vec![b'a' + arg % 26; usize::from(arg) * 4];
+            let mut later = self.later.lock().unwrap();
+            let index = later[at].index;
+            let stream = later[at].stream.as_mut().unwrap();
+            match stream.try_send(&piece) {
+                Ok(()) => {
+                    drop(later);
+                    let mut log = self.log.lock().unwrap();
+                    if let Body::Streamed(sent, _) = &mut log[index].body {
+                        sent.extend_from_slice(&piece);
+                    }
+                }
+                Err(quiesce::TrySendError::Full) => {}
+                Err(quiesce::TrySendError::Gone) => assert!(stream.is_closed(), "Gone, but is_closed() says no"),
+            }
+        } else if let Some(at) = self.waiting() {
+            let (index, responder) = {
+                let mut later = self.later.lock().unwrap();
+                (later[at].index, later[at].responder.take().unwrap())
+            };
+            let gone = self.conn.is_closed();
+            match responder.stream(Response::new()) {
+                Ok(stream) => {
+                    assert!(!gone, "a stream started on a closed connection");
+                    self.record(index, 200, Body::Streamed(Vec::new(), End::Open));
+                    self.later.lock().unwrap()[at].stream = Some(stream);
+                }
+                Err(_) => {
+                    assert!(gone, "a stream refused by a live connection");
+                    self.later.lock().unwrap().remove(at);
+                }
+            }
+        }
+        self.step(MemoryConnection::deliver);
+    }
+
+    /// Op 11: the oldest open stream is finished (even arg) or dropped unfinished (odd).
+    fn end_stream(&mut self, arg: u8) {
+        let Some(at) = self.streaming() else { return };
+        let deferred = self.later.lock().unwrap().remove(at).unwrap();
+        let stream = deferred.stream.unwrap();
+        let end = if arg % 2 == 0 {
+            match stream.finish() {
+                Ok(()) => End::Finished,
+                Err(_) => End::Open,
+            }
+        } else {
+            drop(stream);
+            End::Cut
+        };
+        if let Body::Streamed(_, recorded) = &mut self.log.lock().unwrap()[deferred.index].body {
+            *recorded = end;
+        }
+        self.step(MemoryConnection::deliver);
+    }
+
+    /// Before the quiet epilogue: every responder and stream still out is dropped (a worker
+    /// that gives up), so nothing waits for ever.
+    fn give_up(&mut self) {
+        while self.waiting().is_some() {
+            self.drop_responder();
+        }
+        while self.streaming().is_some() {
+            self.end_stream(1);
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else { return };
     let Some((&n_ops, rest)) = rest.split_first() else { return };
     let op_bytes = (usize::from(n_ops) * 2).min(rest.len() & !1);
     let (ops, mut stream) = rest.split_at(op_bytes);
 
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let handler = Recording { app: App::default(), log: Arc::clone(&log) };
+    let (log, later): (Log, Later) = Default::default();
+    let handler = Recording { app: App::default(), log: Arc::clone(&log), later: Arc::clone(&later) };
     let conn = MemoryConnection::new(config(flags), handler);
-    let mut run = Run { conn, log, write_limit: None, dropped_unread: false, shut_at: None };
+    let mut run = Run { conn, log, later, write_limit: None, dropped_unread: false, shut_at: None };
 
     for op in ops.chunks_exact(2) {
         let (code, arg) = (op[0], op[1]);
-        match code % 8 {
+        match code % 12 {
             0..=2 => {
                 let k = if arg == 255 { stream.len() } else { (usize::from(arg) + 1).min(stream.len()) };
                 let (piece, tail) = stream.split_at(k);
@@ -265,7 +524,11 @@ fuzz_target!(|data: &[u8]| {
                 run.step(|c| c.set_write_limit(limit));
             }
             6 => run.step(|c| c.begin_drain()),
-            _ => run.step(|c| c.advance(Duration::from_millis(u64::from(arg)))),
+            7 => run.step(|c| c.advance(Duration::from_millis(u64::from(arg)))),
+            8 => run.answer(arg),
+            9 => run.drop_responder(),
+            10 => run.stream(arg),
+            _ => run.end_stream(arg),
         }
     }
     if !stream.is_empty() {
@@ -278,10 +541,11 @@ fuzz_target!(|data: &[u8]| {
     let answers = run.log.lock().unwrap().clone();
     check_output(run.conn.output(), &answers, run.dropped_unread);
 
-    // Epilogue: the client goes quiet (optionally the server drains). Every timeout and delay is
-    // at most 60 s, and each quiet 121 s step fires at least one deadline, so the connection must
-    // end up closed within about one step per request it holds (pipelined delayed requests each
-    // take a step).
+    // Epilogue: whatever is still deferred is given up on, and the client goes quiet (optionally
+    // the server drains). Every timeout and delay is at most 60 s, and each quiet 121 s step
+    // fires at least one deadline, so the connection must end up closed within about one step
+    // per request it holds (pipelined delayed requests each take a step).
+    run.give_up();
     if flags & 16 != 0 {
         run.step(|c| c.begin_drain());
     }

@@ -2,9 +2,12 @@
 """Writes the seed inputs in seeds/connection_script/ and seeds/parse/ (run from anywhere).
 
 connection_script input: [flags][n ops][n x (opcode, arg)][client byte stream]
-  opcodes (mod 8): 0-2 send next arg+1 bytes (arg 255: all the rest), 3 EOF,
+  opcodes (mod 12): 0-2 send next arg+1 bytes (arg 255: all the rest), 3 EOF,
   4 advance DURATIONS_MS[arg] (arg >= 26: (arg-26)*300 ms), 5 write limit (0: stopped
-  reading, 255: unlimited, else that many bytes per write), 6 begin drain, 7 advance arg ms.
+  reading, 255: unlimited, else that many bytes per write), 6 begin drain, 7 advance arg ms,
+  8 answer the oldest deferred (/later...) request (status by arg), 9 drop its responder,
+  10 odd arg: a piece of arg*4 bytes for the oldest open stream; even: start a stream,
+  11 even arg: finish the oldest open stream; odd: drop it unfinished.
   flags: 1 max_head_bytes 1024, 2 max_body_bytes 4096, 4 max_headers 8,
   8 max_head_bytes 64 + max_body_bytes 16, 16 drain before the quiet epilogue.
 parse input: [mode][...] (mode mod 4): 0 head [max_headers][bytes]; 1 chunked [limit][n][n splits]
@@ -36,6 +39,9 @@ def ms(n):
     return (7, n)
 
 
+ANSWER, DROP, START, PIECE, FINISH, CUT = (8, 0), (9, 0), (10, 0), (10, 5), (11, 0), (11, 1)
+
+
 # DURATIONS_MS indexes
 D100MS, D500MS, D1S, D2S, D10S, D30S, D60S, D70S = 4, 8, 11, 13, 15, 19, 23, 25
 
@@ -54,7 +60,18 @@ CHUNKED = (b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application
 EXPECT_HEAD = (b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
                b"Expect: 100-continue\r\n\r\n")
 
+LATER = b"GET /later HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
 CONNECTION = {
+    "later_answer": script(0, [SEND_ALL, ANSWER, EOF], LATER + GET),
+    "later_drop": script(0, [SEND_ALL, DROP], LATER),
+    "later_stream": script(0, [SEND_ALL, START, PIECE, PIECE, FINISH, EOF], LATER + GET),
+    "later_stream_cut": script(0, [SEND_ALL, START, PIECE, CUT], LATER),
+    "later_stream_http10": script(0, [SEND_ALL, START, PIECE, FINISH], b"GET /later HTTP/1.0\r\n\r\n"),
+    "later_stream_head": script(0, [SEND_ALL, START, PIECE, FINISH, EOF], b"HEAD /later HTTP/1.1\r\nHost: a\r\n\r\n" + GET),
+    "later_slow_reader": script(0, [limit(0), SEND_ALL, START] + [PIECE] * 20 + [adv(D30S), FINISH], LATER),
+    "later_drain": script(16, [SEND_ALL, START, DRAIN, PIECE, FINISH], LATER),
+    "later_client_gone": script(0, [SEND_ALL, EOF, ANSWER], LATER),
     "get": script(0, [SEND_ALL, EOF], GET),
     "get_close": script(0, [SEND_ALL], b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
     "pipelined": script(0, [send(10), send(40), SEND_ALL, ms(5), EOF],
