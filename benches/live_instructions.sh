@@ -27,7 +27,7 @@ server_pid=""
 cleanup() {
     [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
     [ -n "${tree:-}" ] && git worktree remove --force "$tree" >/dev/null 2>&1 || true
-    rm -rf "$work"
+    [ -n "${KEEP:-}" ] && cp "$work"/cg.* "$KEEP"/ 2>/dev/null; rm -rf "$work"
 }
 trap cleanup EXIT
 

@@ -47,14 +47,9 @@ fn main() -> ExitCode {
     let config = cli.server_config();
     let app_config = cli.app;
     let workers = cli.workers;
-    // One pool for blocking work and one ticker for event streams, shared by every worker.
-    let (pool, ticker) = match (BlockingPool::new(cli.blocking_threads), Ticker::start()) {
-        (Ok(pool), Ok(ticker)) => (pool, ticker),
-        (Err(e), _) | (_, Err(e)) => {
-            error!("cannot start the threads for /work and /events: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    // One pool for blocking work and one ticker for event streams, shared by every worker
+    // (their threads start when first used).
+    let (pool, ticker) = (BlockingPool::new(cli.blocking_threads), Ticker::new());
     let options = Options { workers, inherited, restart_on_sighup: true };
     let summary = process::run(
         config,

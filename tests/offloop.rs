@@ -46,8 +46,11 @@ fn a_full_queue_answers_503_at_once() {
         client.stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         statuses.push(client.read_response().expect("an answer").status);
     }
-    assert_eq!(statuses.iter().filter(|&&s| s == 503).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 128);
+    // One refused, or two if the busy job was still queued when the rest arrived (the thread
+    // starts with the first job); every other one is served, none lost.
+    let refused = statuses.iter().filter(|&&s| s == 503).count();
+    assert!((1..=2).contains(&refused), "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 129 - refused, "{statuses:?}");
     assert_eq!(busy.read_response().unwrap().status, 200);
 }
 

@@ -4,10 +4,13 @@
 //! client never holds the others up (it misses the ticks its buffer has no room for). After `n`
 //! events a stream finishes. When the drain begins, every stream gets `event: shutdown` and a
 //! clean end, and so does a stream opened during the drain.
+//!
+//! The thread starts with the first stream (see `work.rs` on why a server should have no
+//! thread it does not use).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,12 +44,20 @@ struct Shared {
     changed: Condvar,
 }
 
-/// The one thread that writes every `/events` stream. Cheap to clone.
+/// The one thread that writes every `/events` stream; it starts with the first. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ticker {
     shared: Arc<Shared>,
     /// Stops the thread when the last handle goes.
     _owner: Arc<Owner>,
+    /// The thread started (false: it could not).
+    started: Arc<OnceLock<bool>>,
+}
+
+impl Default for Ticker {
+    fn default() -> Self {
+        Ticker::new()
+    }
 }
 
 /// Tells the thread to stop when dropped (when the last [`Ticker`] goes).
@@ -61,16 +72,28 @@ impl Drop for Owner {
 }
 
 impl Ticker {
-    /// Starts the thread.
-    pub fn start() -> std::io::Result<Ticker> {
+    /// A ticker; its thread starts with the first stream.
+    pub fn new() -> Ticker {
         let shared = Arc::new(Shared::default());
-        let thread_shared = Arc::clone(&shared);
-        thread::Builder::new().name("quiesce-events".into()).spawn(move || run(&thread_shared))?;
-        Ok(Ticker { _owner: Arc::new(Owner(Arc::clone(&shared))), shared })
+        Ticker { _owner: Arc::new(Owner(Arc::clone(&shared))), shared, started: Arc::default() }
     }
 
     /// Sends `stream` an event every `every`, `n` times (or until the drain).
     pub fn add(&self, stream: Stream, every: Duration, n: Option<u64>) {
+        let started = *self.started.get_or_init(|| {
+            let shared = Arc::clone(&self.shared);
+            match thread::Builder::new().name("quiesce-events".into()).spawn(move || run(&shared)) {
+                Ok(_) => true,
+                Err(e) => {
+                    log::error!("cannot start the thread for event streams: {e}");
+                    false
+                }
+            }
+        });
+        if !started {
+            // Nobody would ever write it: end it now.
+            return end(Ticking { stream, every, left: None, sent: 0 }, b"event: error\ndata: unavailable\n\n");
+        }
         let ticking = Ticking { stream, every: every.max(Duration::from_millis(1)), left: n, sent: 0 };
         lock(&self.shared.state).added.push(ticking);
         self.shared.changed.notify_all();

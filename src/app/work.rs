@@ -2,9 +2,14 @@
 //! job on a [`BlockingPool`], a few threads that sleep (or, with `&spin=1`, burn CPU) for the
 //! time asked and answer through the responder. The queue is bounded: when it is full the
 //! request gets 503 at once instead of waiting behind everyone else.
+//!
+//! The threads start with the first job. A process with more than one thread pays for it on
+//! every system call (glibc then wraps each in cancellation-point handling: about 140
+//! instructions per keep-alive request here, 5% of the whole), so a server that never serves
+//! `/work` must not have them.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -50,34 +55,50 @@ impl Job {
     }
 }
 
-/// A few threads doing blocking work, fed through a bounded queue. Dropping the last handle
-/// lets the threads finish the queued jobs and exit; nothing waits for them.
+/// A few threads doing blocking work, fed through a bounded queue; they start with the first
+/// job. Cheap to clone. Dropping the last handle lets the threads finish the queued jobs and
+/// exit; nothing waits for them.
 #[derive(Debug, Clone)]
 pub struct BlockingPool {
-    jobs: SyncSender<Job>,
+    threads: usize,
+    /// The queue, once the threads started (`None` if they could not).
+    jobs: Arc<OnceLock<Option<SyncSender<Job>>>>,
 }
 
 impl BlockingPool {
-    /// Starts `threads` threads (at least one), with room for `threads *`
-    /// [`QUEUE_PER_THREAD`] jobs waiting.
-    pub fn new(threads: usize) -> std::io::Result<BlockingPool> {
-        let threads = threads.max(1);
-        let (jobs, queue) = mpsc::sync_channel(threads * QUEUE_PER_THREAD);
-        let queue = Arc::new(Mutex::new(queue));
-        for i in 0..threads {
-            let queue = Arc::clone(&queue);
-            thread::Builder::new().name(format!("quiesce-blocking-{i}")).spawn(move || work(&queue))?;
-        }
-        Ok(BlockingPool { jobs })
+    /// A pool of `threads` threads (at least one), with room for `threads *`
+    /// [`QUEUE_PER_THREAD`] jobs waiting. No thread starts before the first job.
+    pub fn new(threads: usize) -> BlockingPool {
+        BlockingPool { threads: threads.max(1), jobs: Arc::default() }
     }
 
-    /// Queues `job`, or answers it with 503 at once when the queue is full.
+    /// Queues `job`, or answers it with 503 at once when the queue is full (or the threads
+    /// could not start).
     pub fn submit(&self, job: Job) {
-        match self.jobs.try_send(job) {
+        let Some(jobs) = self.jobs.get_or_init(|| start(self.threads)) else { return job.refuse() };
+        match jobs.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job.refuse(),
         }
     }
+}
+
+/// Starts the threads; `None` (and a log line) if the system refuses.
+fn start(threads: usize) -> Option<SyncSender<Job>> {
+    let (jobs, queue) = mpsc::sync_channel(threads * QUEUE_PER_THREAD);
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..threads {
+        let queue = Arc::clone(&queue);
+        if let Err(e) = thread::Builder::new().name(format!("quiesce-blocking-{i}")).spawn(move || work(&queue)) {
+            log::error!("cannot start the threads for blocking work: {e}");
+            // The threads already started serve on with the queue; none at all means refusing.
+            if i == 0 {
+                return None;
+            }
+            break;
+        }
+    }
+    Some(jobs)
 }
 
 /// A pool thread: runs jobs until every handle to the pool is gone.
