@@ -288,6 +288,7 @@ pub fn decode_chunked(data: &[u8], splits: &[usize], max_body_bytes: u64) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Response;
     use crate::app::App;
 
     #[test]
@@ -330,6 +331,41 @@ mod tests {
                 assert_eq!(out.starts_with("HTTP/1.1 431 "), served == 0, "{len} bytes in {pieces}: {out}");
             }
         }
+    }
+
+    /// A handler that defers every request and hands the responders to the test.
+    fn deferring() -> (MemoryConnection, std::sync::mpsc::Receiver<crate::Responder>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handler = move |_: &crate::Request<'_>, res: &mut Response| {
+            tx.send(res.defer()).unwrap();
+            crate::Reply::Later
+        };
+        (MemoryConnection::new(ServerConfig::default(), handler), rx)
+    }
+
+    #[test]
+    fn the_write_timeout_drops_a_stream_whose_client_reads_nothing() {
+        let (mut conn, responders) = deferring();
+        conn.send(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut stream = responders.recv().unwrap().stream(Response::new()).unwrap();
+        conn.deliver();
+        assert!(conn.output().starts_with(b"HTTP/1.1 200 OK\r\n"));
+        // The client stops reading; the producer fills what the server may hold.
+        conn.set_write_limit(Some(0));
+        let piece = [b'x'; 4096];
+        let mut taken = 0;
+        while stream.try_send(&piece).is_ok() {
+            taken += piece.len();
+            conn.deliver();
+            assert!(taken < 1 << 20, "the stream never filled up: no back-pressure");
+        }
+        assert!(!conn.is_closed());
+        conn.advance(Duration::from_secs(29));
+        assert!(!conn.is_closed(), "dropped before the write timeout");
+        conn.advance(Duration::from_secs(2));
+        assert!(conn.is_closed(), "a client that reads nothing holds the stream open");
+        assert!(stream.is_closed());
+        assert_eq!(stream.try_send(b"more"), Err(crate::TrySendError::Gone));
     }
 
     #[test]

@@ -470,6 +470,45 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mio::{Events, Poll, Token};
+    use std::time::Duration;
+
+    #[test]
+    fn a_burst_of_letters_wakes_the_loop_once_and_is_taken_whole() {
+        let mut poll = Poll::new().unwrap();
+        let mailbox = Mailbox::new(Arc::new(mio::Waker::new(poll.registry(), Token(7)).unwrap()));
+        for id in 1..=3 {
+            mailbox.post(Letter { key: 0, id });
+        }
+        let mut events = Events::with_capacity(8);
+        poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(events.iter().filter(|e| e.token() == Token(7)).count(), 1);
+        let mut letters = Vec::new();
+        mailbox.take(&mut letters);
+        assert_eq!(letters.iter().map(|l| l.id).collect::<Vec<_>>(), [1, 2, 3]);
+        // Nothing new: no wake-up.
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty());
+        assert!(!mailbox.has_letters());
+        // The next letter wakes it again.
+        mailbox.post(Letter { key: 1, id: 4 });
+        poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(events.iter().count(), 1);
+    }
+
+    #[test]
+    fn a_responder_connected_to_nothing_says_gone() {
+        let mut response = Response::new();
+        let first = response.defer();
+        let second = response.defer();
+        assert!(first.is_closed(), "a second defer leaves the first responder connected to nothing");
+        assert_eq!(first.send(Response::new()), Err(Gone));
+        assert!(!second.is_closed());
+        drop(response);
+        assert!(second.is_closed(), "dropped with a response the server never took");
+        assert!(!second.is_draining());
+        assert_eq!(second.stream(Response::new()).map(|_| ()), Err(Gone));
+    }
 
     #[test]
     fn hex_lengths() {

@@ -32,6 +32,16 @@ impl Clone for Deferral {
     }
 }
 
+/// A response dropped with a deferral the server never took: its responder is connected to
+/// nothing, and says so.
+impl Drop for Deferral {
+    fn drop(&mut self) {
+        if let Some(exchange) = self.0.take() {
+            exchange.close();
+        }
+    }
+}
+
 /// A header field a handler may not set: a reserved or malformed name, or a value with CR, LF or
 /// NUL (which would let one response smuggle another).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,10 +162,13 @@ impl Response {
     /// pipelined behind this one wait their turn.
     ///
     /// On a response the server did not hand to a handler, the responder is connected to
-    /// nothing: [`Responder::send`] says [`Gone`](crate::Gone).
+    /// nothing: [`Responder::send`] says [`Gone`](crate::Gone). So is the responder of an
+    /// earlier call, when `defer` is called again: the last one answers.
     pub fn defer(&mut self) -> Responder {
         let (responder, exchange) = Responder::new();
-        self.deferred.0 = Some(exchange);
+        if let Some(earlier) = self.deferred.0.replace(exchange) {
+            earlier.close();
+        }
         responder
     }
 

@@ -1,5 +1,7 @@
 //! Benchmark peer: hyper 1.x HTTP/1.1 on a tokio current_thread runtime (one thread),
 //! `GET /plaintext` -> `Hello, World!`, keep-alive; hyper honours `Connection: close`.
+//! `GET /work?ms=N` sleeps N ms on tokio's blocking pool (`spawn_blocking`) and answers
+//! `worked N ms`: the same work as quiesce's `/work`, done the way a hyper user would.
 //! On SIGINT it stops accepting and shuts connections down gracefully
 //! (`hyper_util::server::graceful`: idle ones are closed, in-flight ones finish), then exits.
 //!
@@ -22,6 +24,20 @@ use tokio::net::TcpListener;
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let mut res = if req.uri().path() == "/plaintext" {
         Response::new(Full::new(Bytes::from_static(b"Hello, World!")))
+    } else if req.uri().path() == "/work" {
+        let ms: u64 = req
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("ms=")))
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0);
+        let worked = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            ms
+        })
+        .await
+        .unwrap_or(0);
+        Response::new(Full::new(Bytes::from(format!("worked {worked} ms\n"))))
     } else {
         let mut res = Response::new(Full::new(Bytes::from_static(b"not found\n")));
         *res.status_mut() = StatusCode::NOT_FOUND;
