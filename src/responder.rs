@@ -306,6 +306,43 @@ fn push_hex(out: &mut Vec<u8>, n: usize) {
     }
 }
 
+/// An exchange in a response's deferral slot, not yet taken by a connection: dropped untaken
+/// (with its response, or replaced by a second `defer`), it closes, so its responder says Gone.
+struct Untaken(Option<Arc<Exchange>>);
+
+impl Drop for Untaken {
+    fn drop(&mut self) {
+        if let Some(exchange) = self.0.take() {
+            exchange.close();
+        }
+    }
+}
+
+impl Response {
+    /// The answer will come later, from the returned [`Responder`], which can go to any thread
+    /// (return [`Reply::Later`](crate::Reply::Later) from the handler). Whatever this response
+    /// holds is not sent. The connection stays Active until the responder answers; requests
+    /// pipelined behind this one wait their turn.
+    ///
+    /// On a response the server did not hand to a handler, the responder is connected to
+    /// nothing: [`Responder::send`] says [`Gone`]. So is the responder of an earlier call, when
+    /// `defer` is called again: the last one answers.
+    pub fn defer(&mut self) -> Responder {
+        let (responder, exchange) = Responder::new();
+        // An earlier responder's exchange, replaced, closes as it drops.
+        self.deferred.0 = Some(Box::new(Untaken(Some(exchange))));
+        responder
+    }
+
+    /// The exchange of the responder [`Response::defer`] made, if it was called. After every
+    /// handler call: inlined, it is a load and a branch when nothing was deferred.
+    #[inline]
+    pub(crate) fn take_deferred(&mut self) -> Option<Arc<Exchange>> {
+        let slot = self.deferred.0.take()?;
+        slot.downcast::<Untaken>().ok()?.0.take()
+    }
+}
+
 /// Finishes the answer to one request, from any thread: [`Responder::send`] a whole response,
 /// or [`Responder::stream`] one. Dropping it unsent answers the client with a 500 (and logs it),
 /// so a forgotten responder can never leave its connection, and a drain, waiting forever.

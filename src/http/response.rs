@@ -1,10 +1,8 @@
 //! [`Response`]: what a handler fills in, and how the server encodes it onto the wire.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
-
-use crate::responder::{Exchange, Responder};
 
 /// A response under construction. The server owns one and hands it to the handler already
 /// reset, so the buffers it holds are reused from request to request.
@@ -18,13 +16,14 @@ pub struct Response {
     headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     body: Vec<u8>,
     close: bool,
-    deferred: Deferral,
+    pub(crate) deferred: Deferral,
 }
 
-/// The exchange of a responder made by [`Response::defer`], for the connection to take. A
-/// clone of the response is not deferred.
-#[derive(Debug, Default)]
-struct Deferral(Option<Arc<Exchange>>);
+/// Where [`Response::defer`] (see `responder.rs`) leaves the answer-later machinery for the
+/// connection to take: opaque here, so this module needs nothing of it. A clone of the response
+/// leaves it empty.
+#[derive(Default)]
+pub(crate) struct Deferral(pub(crate) Option<Box<dyn Any + Send>>);
 
 impl Clone for Deferral {
     fn clone(&self) -> Self {
@@ -32,13 +31,9 @@ impl Clone for Deferral {
     }
 }
 
-/// A response dropped with a deferral the server never took: its responder is connected to
-/// nothing, and says so.
-impl Drop for Deferral {
-    fn drop(&mut self) {
-        if let Some(exchange) = self.0.take() {
-            exchange.close();
-        }
+impl fmt::Debug for Deferral {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Deferral(deferred)" } else { "Deferral(none)" })
     }
 }
 
@@ -154,27 +149,6 @@ impl Response {
     /// Whether the handler asked to close the connection after this response.
     pub fn close_requested(&self) -> bool {
         self.close
-    }
-
-    /// The answer will come later, from the returned [`Responder`], which can go to any thread
-    /// (return [`Reply::Later`](crate::Reply::Later) from the handler). Whatever this response
-    /// holds is not sent. The connection stays Active until the responder answers; requests
-    /// pipelined behind this one wait their turn.
-    ///
-    /// On a response the server did not hand to a handler, the responder is connected to
-    /// nothing: [`Responder::send`] says [`Gone`](crate::Gone). So is the responder of an
-    /// earlier call, when `defer` is called again: the last one answers.
-    pub fn defer(&mut self) -> Responder {
-        let (responder, exchange) = Responder::new();
-        if let Some(earlier) = self.deferred.0.replace(exchange) {
-            earlier.close();
-        }
-        responder
-    }
-
-    /// The exchange of the responder [`Response::defer`] made, if it was called.
-    pub(crate) fn take_deferred(&mut self) -> Option<Arc<Exchange>> {
-        self.deferred.0.take()
     }
 
     /// Appends the encoded response to `out`. `date` is the `Date` value; `head_only` leaves the
