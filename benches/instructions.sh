@@ -15,7 +15,9 @@ cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-16000}
 SCENARIOS=${SCENARIOS:-"keepalive_plaintext pipelined_16_plaintext keepalive_browser_head keepalive_chunked_echo keepalive_hello_world"}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'drop_against; rm -rf "$work"' EXIT
+# shellcheck source=benches/callgrind.sh
+. "$(dirname "$0")/callgrind.sh"
 
 if ! command -v valgrind >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
@@ -41,50 +43,14 @@ count() {
     total=$(awk '/^totals:/ {print $2}' "$out")
     if [ -n "${DETAIL:-}" ]; then
         echo "## $2, $1" >&2
-        callgrind_annotate --inclusive=yes "$out" 2>/dev/null | python3 -c '
-import re, sys
-n = int(sys.argv[1])
-skip = re.compile(r"request_path::(main|count)|std::rt::|std::sys::backtrace|below main|libc_start|ld-linux|PROGRAM TOTALS|\?\?\?:main ")
-rows = 0
-for line in sys.stdin:
-    m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(\S.*)$", line)
-    if not m or skip.search(line):
-        continue
-    ir = int(m.group(1).replace(",", "")) / n
-    if ir < 20 or rows == 25:
-        break
-    name = re.sub(r" \[.*\]$", "", m.group(2))
-    name = re.sub(r"^(\?\?\?|[^ ]*/[^ :]*):(?!:)", "", name)
-    print(f"  {ir:8.0f}  {name}")
-    rows += 1' "$REQUESTS" >&2
+        detail "$out" 'request_path::(main|count)|std::rt::|std::sys::backtrace|below main|libc_start|ld-linux|PROGRAM TOTALS|\?\?\?:main '
     fi
     python3 -c "print(f'{$total / $REQUESTS:.0f}')"
 }
 
 exe=$(build . "${CARGO_TARGET_DIR:-target}")
 [ -n "$exe" ] || { echo "build failed" >&2; exit 1; }
-base_exe=""
-if [ -n "${AGAINST:-}" ]; then
-    rev=$(git rev-parse --short "$AGAINST")
-    git worktree add --detach -f "$work/tree" "$rev" >/dev/null 2>&1
-    trap 'git worktree remove --force "$work/tree" >/dev/null 2>&1; rm -rf "$work"' EXIT
-    base_exe=$(build "$work/tree" "$PWD/target/instructions-against")
-    [ -n "$base_exe" ] || { echo "build of $rev failed (does it have request_path's --count mode?)" >&2; exit 1; }
-fi
-
-echo "# instructions per request (callgrind, $REQUESTS requests per scenario; $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes'))"
-if [ -n "$base_exe" ]; then
-    printf '| %-24s | %10s | %10s | %7s |\n|---|---|---|---|\n' scenario "$rev" this change
-else
-    printf '| %-24s | %10s |\n|---|---|\n' scenario "Ir/request"
-fi
-for scenario in $SCENARIOS; do
-    now=$(count "$exe" "$scenario")
-    if [ -n "$base_exe" ]; then
-        before=$(count "$base_exe" "$scenario")
-        change=$(python3 -c "print(f'{($now - $before) / $before * 100:+.1f}%')")
-        printf '| %-24s | %10s | %10s | %7s |\n' "$scenario" "$before" "$now" "$change"
-    else
-        printf '| %-24s | %10s |\n' "$scenario" "$now"
-    fi
-done
+base_exe=$(against)
+[ -z "${AGAINST:-}" ] || [ -n "$base_exe" ] || { echo "build of $AGAINST failed (does it have request_path's --count mode?)" >&2; exit 1; }
+# shellcheck disable=SC2086 # SCENARIOS is a list
+table "instructions per request" "$exe" "$base_exe" $SCENARIOS

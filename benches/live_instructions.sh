@@ -26,10 +26,12 @@ work=$(mktemp -d)
 server_pid=""
 cleanup() {
     [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
-    [ -n "${tree:-}" ] && git worktree remove --force "$tree" >/dev/null 2>&1 || true
+    drop_against
     [ -n "${KEEP:-}" ] && cp "$work"/cg.* "$KEEP"/ 2>/dev/null; rm -rf "$work"
 }
 trap cleanup EXIT
+# shellcheck source=benches/callgrind.sh
+. "$(dirname "$0")/callgrind.sh"
 
 if ! command -v valgrind >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
@@ -131,46 +133,12 @@ count_once() {
     total=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
     if [ -n "${DETAIL:-}" ]; then
         echo "## $scenario, $binary" >&2
-        callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | python3 -c '
-import re, sys
-n = int(sys.argv[1]); rows = 0
-skip = re.compile(r"PROGRAM TOTALS|below main|libc_start|lang_start|rust_begin_short|quiesce::main|thread_start|start_thread|clone3")
-for line in sys.stdin:
-    m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(\S.*)$", line)
-    if not m or skip.search(line):
-        continue
-    ir = int(m.group(1).replace(",", "")) / n
-    if ir < 20 or rows == 30:
-        break
-    name = re.sub(r" \[.*\]$", "", m.group(2))
-    name = re.sub(r"^(\?\?\?|[^ ]*/[^ :]*):(?!:)", "", name)
-    print(f"  {ir:8.0f}  {name}"); rows += 1' "$REQUESTS" >&2
+        detail "$dump" 'PROGRAM TOTALS|below main|libc_start|lang_start|rust_begin_short|quiesce::main|thread_start|start_thread|clone3'
     fi
     python3 -c "print(f'{$total / $REQUESTS:.0f}')"
 }
 
 binary=$(build . "${CARGO_TARGET_DIR:-$PWD/target}")
-base=""
-if [ -n "${AGAINST:-}" ]; then
-    rev=$(git rev-parse --short "$AGAINST")
-    tree="$work/tree"
-    git worktree add --detach -f "$tree" "$rev" >/dev/null 2>&1
-    base=$(build "$tree" "$PWD/target/instructions-against")
-fi
-
-echo "# live server: instructions per request (callgrind, $REQUESTS requests per scenario; $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes'))"
-if [ -n "$base" ]; then
-    printf '| %-10s | %10s | %10s | %7s |\n|---|---|---|---|\n' scenario "$rev" this change
-else
-    printf '| %-10s | %10s |\n|---|---|\n' scenario "Ir/request"
-fi
-for scenario in $SCENARIOS; do
-    now=$(count "$binary" "$scenario")
-    if [ -n "$base" ]; then
-        before=$(count "$base" "$scenario")
-        change=$(python3 -c "print(f'{($now - $before) / $before * 100:+.1f}%')")
-        printf '| %-10s | %10s | %10s | %7s |\n' "$scenario" "$before" "$now" "$change"
-    else
-        printf '| %-10s | %10s |\n' "$scenario" "$now"
-    fi
-done
+base=$(against)
+# shellcheck disable=SC2086 # SCENARIOS is a list
+table "live server: instructions per request" "$binary" "$base" $SCENARIOS

@@ -56,6 +56,7 @@ pub mod process;
 mod responder;
 mod server;
 mod shutdown;
+mod sync;
 mod timer;
 
 pub use config::ServerConfig;

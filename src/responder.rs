@@ -19,10 +19,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 use crate::http::response::Response;
 use crate::shutdown::DrainNotice;
+use crate::sync::lock;
 
 /// Most body bytes a stream holds that the loop has not taken yet; a piece that does not fit
 /// waits (one larger than this goes alone, into an empty buffer).
@@ -497,11 +498,6 @@ impl Drop for Stream {
             });
         }
     }
-}
-
-/// A lock that shrugs off poisoning: the state stays consistent whatever panicked.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

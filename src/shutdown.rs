@@ -5,9 +5,10 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::sync::lock;
 use log::warn;
 
 /// Nothing requested.
@@ -196,11 +197,6 @@ pub struct Handles {
     pub shutdown: ShutdownHandle,
     /// Fires when the drain begins.
     pub drain: DrainNotice,
-}
-
-/// A lock that shrugs off poisoning: the guarded data stays consistent whatever panicked.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -10,10 +10,11 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::sync::lock;
 use crate::{Stream, TrySendError};
 
 /// The last event a stream gets when the drain begins.
@@ -211,8 +212,4 @@ fn tick(ticking: &mut Ticking) -> Next {
 fn end(mut ticking: Ticking, last: &[u8]) {
     let _ = ticking.stream.try_send(last);
     let _ = ticking.stream.finish();
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -9,7 +9,7 @@
 //! `/work` must not have them.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -105,7 +105,7 @@ fn start(threads: usize) -> Option<SyncSender<Job>> {
 fn work(queue: &Mutex<Receiver<Job>>) {
     loop {
         // The lock is held only while waiting for the next job, not while doing it.
-        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let next = crate::sync::lock(queue).recv();
         match next {
             Ok(job) => job.run(),
             Err(_) => return,

@@ -816,16 +816,8 @@ impl<S: Transport> Connection<S> {
     fn start_stream(&mut self, head: HeadInfo, exchange: Arc<Exchange>, env: &mut Env) {
         let bodiless = head.is_head || env.response.is_bodiless();
         let chunked = head.version == Version::Http11;
-        let last = (env.draining == Draining::Now || self.peer_eof) && self.read_buf.is_empty();
         // Without chunks, only the end of the connection ends the body.
-        let close = !head.keep_alive || env.response.close_requested() || last || (!chunked && !bodiless);
-        let connection = if close {
-            Some("close")
-        } else if head.version == Version::Http10 {
-            Some("keep-alive")
-        } else {
-            None
-        };
+        let (close, connection) = self.ending(&head, env, !chunked && !bodiless);
         if self.write_buf.is_empty() {
             self.write_since = env.now;
         }
@@ -884,10 +876,18 @@ impl<S: Transport> Connection<S> {
     /// Encodes the response in `env.response` into the write buffer and decides whether the
     /// connection stays open.
     fn send(&mut self, head: HeadInfo, env: &mut Env) {
-        // While draining, or once the client has closed its side, the response to the last
-        // request received is the last one.
+        let (close, connection) = self.ending(&head, env, false);
+        self.queue_response(head.is_head, connection, env);
+        self.after_response(close, head.keep_alive);
+    }
+
+    /// Whether the response to `head` in `env.response` is the connection's last (the client or
+    /// the handler asked, `must_close`, or, while draining or once the client has closed its
+    /// side, nothing more was received), and the `Connection` field it carries.
+    #[inline(always)]
+    fn ending(&self, head: &HeadInfo, env: &Env, must_close: bool) -> (bool, Option<&'static str>) {
         let last = (env.draining == Draining::Now || self.peer_eof) && self.read_buf.is_empty();
-        let close = !head.keep_alive || env.response.close_requested() || last;
+        let close = must_close || !head.keep_alive || env.response.close_requested() || last;
         let connection = if close {
             Some("close")
         } else if head.version == Version::Http10 {
@@ -895,8 +895,7 @@ impl<S: Transport> Connection<S> {
         } else {
             None
         };
-        self.queue_response(head.is_head, connection, env);
-        self.after_response(close, head.keep_alive);
+        (close, connection)
     }
 
     /// A response is complete: wait for the next request, or close. The client said this was

@@ -20,7 +20,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use super::systemd::{LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, Notifier};
 use crate::listen::{FIRST_INHERITED_FD, context, invalid, set_cloexec, set_nonblocking, take_fd};
 use crate::server::stage::{Observer, Stage};
 use crate::shutdown::ShutdownHandle;
+use crate::sync::lock;
 
 /// How many listening sockets start at fd 3.
 pub(crate) const RESTART_FDS: &str = "QUIESCE_LISTEN_FDS";
@@ -280,11 +281,6 @@ fn wait_ready(
     if let Some(notifier) = notifier {
         restart_failed(notifier);
     }
-}
-
-/// A lock that shrugs off poisoning: the copies stay consistent whatever panicked.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// systemd: the reload is over, and the old process serves on.
