@@ -43,6 +43,9 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// Times the thread woke, for the test that it sleeps when it has nothing to do.
+    #[cfg(test)]
+    turns: std::sync::atomic::AtomicUsize,
 }
 
 /// The one thread that writes every `/events` stream; it starts with the first. Cheap to clone.
@@ -114,10 +117,13 @@ fn run(shared: &Shared) {
     let mut streams: Vec<Option<Ticking>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+    // The drain was seen and every stream then open ended: from now on only new streams (ended
+    // at once) or the stop wake the thread, which must not spin while the drain lasts.
+    let mut drained = false;
     loop {
         let (added, draining, stopped) = {
             let mut state = lock(&shared.state);
-            if state.added.is_empty() && !state.draining && !state.stopped {
+            if state.added.is_empty() && (drained || !state.draining) && !state.stopped {
                 let wait = due.peek().map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
                 state = match wait {
                     Some(wait) => shared.changed.wait_timeout(state, wait).unwrap_or_else(PoisonError::into_inner).0,
@@ -126,6 +132,8 @@ fn run(shared: &Shared) {
             }
             (std::mem::take(&mut state.added), state.draining, state.stopped)
         };
+        #[cfg(test)]
+        shared.turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = Instant::now();
         for ticking in added {
             let index = free.pop().unwrap_or(streams.len());
@@ -145,6 +153,7 @@ fn run(shared: &Shared) {
             due.clear();
             free.clear();
             streams.clear();
+            drained = draining;
             if stopped {
                 return;
             }
@@ -195,7 +204,8 @@ fn tick(ticking: &mut Ticking) -> Next {
     let event = format!("data: tick {}\n\n", ticking.sent + 1);
     match ticking.stream.try_send(event.as_bytes()) {
         Ok(()) => ticking.sent += 1,
-        Err(TrySendError::Full) => {}
+        // Missed, and not counted: the client still gets its `n` events.
+        Err(TrySendError::Full) => return Next::At(ticking.every),
         Err(TrySendError::Gone) => return Next::Gone,
     }
     if let Some(left) = &mut ticking.left {
@@ -212,4 +222,62 @@ fn tick(ticking: &mut Ticking) -> Next {
 fn end(mut ticking: Ticking, last: &[u8]) {
     let _ = ticking.stream.try_send(last);
     let _ = ticking.stream.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Response;
+    use crate::responder::{End, Exchange, Responder};
+    use std::sync::atomic::Ordering;
+
+    /// A stream connected to no connection, and its exchange, to read what the ticker wrote.
+    fn stream() -> (Stream, Arc<Exchange>) {
+        let (responder, exchange) = Responder::new();
+        (responder.stream(Response::new()).unwrap(), exchange)
+    }
+
+    /// Reads the stream's body until it ends (bounded: 10 s).
+    fn until_finished(exchange: &Exchange) -> Vec<u8> {
+        let mut body = Vec::new();
+        for _ in 0..1000 {
+            if exchange.take_body(&mut body, false) == End::Finished {
+                return body;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the stream never finished: {:?}", String::from_utf8_lossy(&body));
+    }
+
+    #[test]
+    fn the_drain_ends_every_stream_then_the_thread_sleeps() {
+        let ticker = Ticker::new();
+        let (first, first_exchange) = stream();
+        ticker.add(first, Duration::from_secs(3600), None);
+        ticker.drain();
+        assert_eq!(until_finished(&first_exchange), SHUTDOWN_EVENT);
+
+        // Nothing to do for the rest of the drain: the thread waits instead of spinning.
+        let turns = ticker.shared.turns.load(Ordering::Relaxed);
+        thread::sleep(Duration::from_millis(200));
+        let more = ticker.shared.turns.load(Ordering::Relaxed) - turns;
+        assert!(more <= 1, "the ticker thread woke {more} times with nothing to do");
+
+        // A stream opened during the drain ends at once.
+        let (late, late_exchange) = stream();
+        ticker.add(late, Duration::from_secs(3600), None);
+        assert_eq!(until_finished(&late_exchange), SHUTDOWN_EVENT);
+    }
+
+    #[test]
+    fn a_tick_with_no_room_is_not_counted() {
+        let (mut stream, exchange) = stream();
+        stream.try_send(&vec![b'x'; crate::STREAM_BUFFER_BYTES]).unwrap();
+        let mut ticking = Ticking { stream, every: Duration::from_secs(1), left: Some(1), sent: 0 };
+        assert!(matches!(tick(&mut ticking), Next::At(_)), "a full buffer skips the tick");
+        assert_eq!((ticking.sent, ticking.left), (0, Some(1)));
+        exchange.take_body(&mut Vec::new(), false);
+        assert!(matches!(tick(&mut ticking), Next::Finish), "the one event is sent once there is room");
+        assert_eq!(ticking.sent, 1);
+    }
 }
