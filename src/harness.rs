@@ -13,7 +13,7 @@ use crate::counters::ConnState;
 use crate::handler::Handler;
 use crate::http::body::BodyDecoder;
 use crate::http::head::{BodyKind, HeadLimits, HeadScan, HeadStep, whole_head_len};
-use crate::responder::{Letter, Mailbox};
+use crate::responder::{Letter, LoopThread, Mailbox};
 use crate::shutdown::DrainNotice;
 use crate::timer::after;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ struct Pipe {
     /// Most bytes one `write` accepts; `Some(0)` means the client stopped reading.
     write_limit: Option<usize>,
     shut_write: Cell<bool>,
+    /// The server asked for its close to be a reset.
+    reset: Cell<bool>,
 }
 
 impl Read for Pipe {
@@ -75,6 +77,11 @@ impl Transport for Pipe {
     fn set_nodelay(&self) -> io::Result<()> {
         Ok(())
     }
+
+    fn reset_on_close(&self) -> io::Result<()> {
+        self.reset.set(true);
+        Ok(())
+    }
 }
 
 /// One connection of the real state machine over an in-memory pipe, with a manual clock.
@@ -94,6 +101,8 @@ impl MemoryConnection {
         let poll = mio::Poll::new().expect("a poll for the harness's waker");
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("a waker for the harness");
         let mailbox = Arc::new(Mailbox::new(Arc::new(waker)));
+        // The handler runs on the caller's thread, as it would on the server's.
+        LoopThread::mark();
         MemoryConnection {
             conn: Connection::new(Pipe::default(), 0, 1, peer, now),
             env: Env::new(config, Box::new(handler), now, mailbox, DrainNotice::new()),
@@ -178,6 +187,12 @@ impl MemoryConnection {
     /// True once the server has shut down its write side or closed.
     pub fn write_shut(&self) -> bool {
         self.conn.stream().shut_write.get() || self.is_closed()
+    }
+
+    /// True once the server has closed with a reset (the client's read fails: what it got is
+    /// incomplete), not a FIN.
+    pub fn was_reset(&self) -> bool {
+        self.conn.stream().reset.get() && self.is_closed()
     }
 
     fn drive(&mut self) {

@@ -9,7 +9,8 @@
 //! letter of a burst wakes the loop, which takes the whole list in one turn. A letter whose id
 //! does not match the connection now in that slot is stale and dropped: a responder can never
 //! reach a connection that reused its slab key. A responder dropped unsent answers 500; a stream
-//! dropped unfinished is cut (no terminal chunk, so the client can tell).
+//! dropped unfinished is cut (no terminal chunk on HTTP/1.1, a reset on HTTP/1.0, so the client
+//! can tell). However the connection ends, even with its server dropped, producers hear of it.
 //!
 //! Back-pressure: a stream holds at most [`STREAM_BUFFER_BYTES`] the loop has not taken yet, and
 //! the loop takes them only while the connection's own output is small, so a client that reads
@@ -17,9 +18,10 @@
 //! [`TrySendError::Full`]. A client that reads nothing is dropped by the write timeout, and the
 //! producer's next send says [`Gone`].
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::http::response::Response;
 use crate::shutdown::DrainNotice;
@@ -62,6 +64,34 @@ impl fmt::Display for TrySendError {
 }
 
 impl std::error::Error for TrySendError {}
+
+thread_local! {
+    /// This thread runs an event loop: a [`Stream::send`] here must never wait for room, since
+    /// only this thread makes room.
+    static ON_LOOP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as an event loop's while it lives.
+pub(crate) struct LoopThread {
+    was: bool,
+}
+
+impl LoopThread {
+    pub(crate) fn enter() -> LoopThread {
+        LoopThread { was: ON_LOOP.replace(true) }
+    }
+
+    /// Marks the current thread for good (the harness, whose steps run on its caller's thread).
+    pub(crate) fn mark() {
+        ON_LOOP.set(true);
+    }
+}
+
+impl Drop for LoopThread {
+    fn drop(&mut self) {
+        ON_LOOP.set(self.was);
+    }
+}
 
 /// Posted to the loop: the answer of connection `id`, in slot `key`, has news.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +163,9 @@ enum Answer {
     Stream { head: Option<Response>, body: Vec<u8>, end: End },
     /// The loop took the whole answer (or the connection is gone).
     Taken,
+    /// A streamed response with no body (HEAD, 204, 304): its head was the whole response, so
+    /// the stream is closed, and finishing it succeeds.
+    Complete,
 }
 
 /// How a stream's body ends, as far as the producer has said.
@@ -207,11 +240,7 @@ impl Exchange {
             return Err(Gone);
         }
         let result = change(&mut state.answer);
-        let post = notice(&mut state);
-        drop(state);
-        if let Some((mailbox, letter)) = post {
-            mailbox.post(letter);
-        }
+        tell(state);
         Ok(result)
     }
 
@@ -231,7 +260,7 @@ impl Exchange {
         let mut state = lock(&self.state);
         state.posted = false;
         match &mut state.answer {
-            Answer::Pending | Answer::Taken => Taken::Nothing,
+            Answer::Pending | Answer::Taken | Answer::Complete => Taken::Nothing,
             Answer::Dropped => Taken::Dropped,
             Answer::Stream { head, .. } => head.take().map_or(Taken::Nothing, Taken::StreamHead),
             answer @ Answer::Whole(_) => match std::mem::replace(answer, Answer::Taken) {
@@ -278,9 +307,20 @@ impl Exchange {
     /// The connection is gone, or takes nothing more: producers are told, and what they left
     /// is dropped.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.end_as(Answer::Taken);
+    }
+
+    /// A stream's head was its whole response (no body for HEAD, 204, 304): closed, and
+    /// [`Stream::finish`] succeeds.
+    pub(crate) fn complete(&self) {
+        self.end_as(Answer::Complete);
+    }
+
+    fn end_as(&self, last: Answer) {
         let mut state = lock(&self.state);
-        state.answer = Answer::Taken;
+        // Under the lock, with the answer: `finish` sees both or neither.
+        self.closed.store(true, Ordering::Release);
+        state.answer = last;
         let waiting = state.waiting > 0;
         drop(state);
         if waiting {
@@ -289,14 +329,17 @@ impl Exchange {
     }
 }
 
-/// The letter to post for a change, if the loop is not already told.
-fn notice(state: &mut State) -> Option<(Arc<Mailbox>, Letter)> {
+/// After a change: posts a letter, outside the lock, unless the loop is already told (or the
+/// exchange is not bound yet: `bind` looks).
+fn tell(mut state: MutexGuard<'_, State>) {
     if state.posted {
-        return None;
+        return;
     }
-    let binding = state.binding.as_ref()?;
+    let Some(binding) = state.binding.as_ref() else { return };
+    let (mailbox, letter) = (Arc::clone(&binding.mailbox), binding.letter);
     state.posted = true;
-    Some((Arc::clone(&binding.mailbox), binding.letter))
+    drop(state);
+    mailbox.post(letter);
 }
 
 /// Appends `n` in lowercase hex.
@@ -365,8 +408,9 @@ impl Responder {
     /// Sends the whole response, as if the handler had filled it in: the server writes `Date`,
     /// `Content-Length` and `Connection`, leaves the body out for HEAD, and closes after it when
     /// draining. `Err(Gone)` when the client is gone.
-    pub fn send(mut self, response: Response) -> Result<(), Gone> {
+    pub fn send(mut self, mut response: Response) -> Result<(), Gone> {
         self.answered = true;
+        disconnect(&mut response);
         self.exchange.update(|answer| *answer = Answer::Whole(response))
     }
 
@@ -377,6 +421,7 @@ impl Responder {
     /// gone.
     pub fn stream(mut self, mut head: Response) -> Result<Stream, Gone> {
         self.answered = true;
+        disconnect(&mut head);
         let first = std::mem::take(head.body_mut());
         self.exchange.update(|answer| *answer = Answer::Stream { head: Some(head), body: first, end: End::Open })?;
         Ok(Stream { exchange: Arc::clone(&self.exchange), done: false })
@@ -394,6 +439,15 @@ impl Responder {
     }
 }
 
+/// A responder made from a response that is itself an answer (`defer` called on it) is
+/// connected to nothing: its deferral must not travel with the answer to the connection, where
+/// the next request's handler would seem to have deferred.
+fn disconnect(response: &mut Response) {
+    if let Some(exchange) = response.take_deferred() {
+        exchange.close();
+    }
+}
+
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
@@ -408,7 +462,7 @@ impl Drop for Responder {
 
 /// The body of a streamed response, written piece by piece from any thread, then
 /// [`Stream::finish`]ed. Dropping it unfinished cuts the response: the connection closes
-/// without the last chunk, so the client can tell it is incomplete.
+/// without the last chunk (on HTTP/1.0, with a reset), so the client can tell it is incomplete.
 ///
 /// Made by [`Responder::stream`]; `Send + 'static`.
 #[derive(Debug)]
@@ -421,24 +475,24 @@ impl Stream {
     /// Queues `piece`, waiting while the stream's buffer is full (the client reads slower than
     /// the stream is written). `Err(Gone)` once the connection is gone; a client that reads
     /// nothing is dropped by the server's write timeout, which ends the wait.
+    ///
+    /// On the server's own thread (in a handler, or a [`DrainNotice`] callback) it never
+    /// waits, since only that thread makes room: the piece is queued past the buffer's limit.
+    /// Send a few pieces there at most; a long stream belongs on another thread.
     pub fn send(&mut self, piece: &[u8]) -> Result<(), Gone> {
         let mut state = lock(&self.exchange.state);
         loop {
             if self.exchange.is_closed() {
                 return Err(Gone);
             }
-            if push_piece(&mut state.answer, piece) {
+            if push_piece(&mut state.answer, piece, ON_LOOP.get()) {
                 break;
             }
             state.waiting += 1;
             state = self.exchange.room.wait(state).unwrap_or_else(PoisonError::into_inner);
             state.waiting -= 1;
         }
-        let post = notice(&mut state);
-        drop(state);
-        if let Some((mailbox, letter)) = post {
-            mailbox.post(letter);
-        }
+        tell(state);
         Ok(())
     }
 
@@ -446,19 +500,25 @@ impl Stream {
     /// serves many streams and must not wait on one), [`TrySendError::Gone`] once the
     /// connection is gone.
     pub fn try_send(&mut self, piece: &[u8]) -> Result<(), TrySendError> {
-        let pushed = self.exchange.update(|answer| push_piece(answer, piece)).map_err(|Gone| TrySendError::Gone)?;
+        let pushed =
+            self.exchange.update(|answer| push_piece(answer, piece, false)).map_err(|Gone| TrySendError::Gone)?;
         if pushed { Ok(()) } else { Err(TrySendError::Full) }
     }
 
     /// Ends the body (with the last chunk, on HTTP/1.1). `Err(Gone)` when the connection is
-    /// gone: the client did not get the whole body.
+    /// gone: the client did not get the whole body. For a response without a body (HEAD, 204,
+    /// 304) it succeeds once the head is on its way.
     pub fn finish(mut self) -> Result<(), Gone> {
         self.done = true;
-        self.exchange.update(|answer| {
-            if let Answer::Stream { end, .. } = answer {
-                *end = End::Finished;
-            }
-        })
+        let mut state = lock(&self.exchange.state);
+        match &mut state.answer {
+            Answer::Complete => return Ok(()),
+            _ if self.exchange.is_closed() => return Err(Gone),
+            Answer::Stream { end, .. } => *end = End::Finished,
+            _ => {}
+        }
+        tell(state);
+        Ok(())
     }
 
     /// Whether the client is gone (see [`Responder::is_closed`]). A streamed HEAD response is
@@ -474,10 +534,14 @@ impl Stream {
 }
 
 /// Appends `piece` to the stream's body if it fits (a piece larger than the buffer goes alone,
-/// into an empty one). False when it must wait for room.
-fn push_piece(answer: &mut Answer, piece: &[u8]) -> bool {
+/// into an empty one), or in any case when `anyway`. False when it must wait for room.
+fn push_piece(answer: &mut Answer, piece: &[u8], anyway: bool) -> bool {
     match answer {
-        Answer::Stream { body, .. } if body.len() + piece.len() > STREAM_BUFFER_BYTES && !body.is_empty() => false,
+        Answer::Stream { body, .. }
+            if !anyway && body.len() + piece.len() > STREAM_BUFFER_BYTES && !body.is_empty() =>
+        {
+            false
+        }
         Answer::Stream { body, .. } => {
             body.extend_from_slice(piece);
             true

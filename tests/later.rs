@@ -132,6 +132,11 @@ fn a_responder_hears_that_its_client_left_and_its_send_fails() {
     assert_eq!(responder.send(text("too late")), Err(Gone));
 }
 
+/// What guards this is one exchange per request: the old responder's exchange closed with its
+/// connection, so its send fails before any letter is posted. (The id in each letter guards
+/// the rarer case of a letter posted just before that close and delivered after the slot's
+/// reuse, which no test here can time; at worst such a letter makes the new connection look at
+/// its own exchange and find nothing new.)
 #[test]
 fn a_stale_responder_never_reaches_the_connection_that_reused_its_slot() {
     let server = Deferring::start(ServerConfig::default());
@@ -246,6 +251,8 @@ fn a_head_request_gets_the_head_only_and_the_stream_is_closed() {
     assert!(head.is_chunked(), "HEAD shows the framing GET would have: {head:?}");
     eventually("a HEAD stream is closed", || stream.is_closed());
     assert_eq!(stream.send(b"ignored"), Err(Gone));
+    // Its whole response (the head) went out: finishing succeeds, whenever it comes.
+    assert_eq!(stream.finish(), Ok(()));
     // Nothing else came: the next response is the next request's.
     client.send(&get("/now")).unwrap();
     assert_eq!(client.read_response().unwrap().text(), "now");
@@ -265,6 +272,23 @@ fn an_http_1_0_stream_ends_with_the_connection() {
     assert!(!head.is_chunked() && head.content_length().is_none(), "{head:?}");
     assert!(head.is_close(), "{head:?}");
     assert_eq!(client.read_to_eof().expect("the body, then the end"), b"one two");
+}
+
+#[test]
+fn a_cut_http_1_0_stream_ends_with_a_reset_not_a_fin() {
+    let server = Deferring::start(ServerConfig::default());
+    let mut client = connect(server.addr);
+    client.send(b"GET /events HTTP/1.0\r\n\r\n").unwrap();
+    let (_, responder) = server.next();
+    let mut stream = responder.stream(Response::new()).expect("a stream");
+    stream.send(b"partial").unwrap();
+    drop(stream);
+    let _ = client.read_head_response().expect("the head");
+    // A FIN would end this body as if it were whole: the client must see a failure instead.
+    match client.read_to_eof() {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Ok(body) => panic!("a cut HTTP/1.0 stream looked complete: {:?}", String::from_utf8_lossy(&body)),
+    }
 }
 
 #[test]
@@ -354,4 +378,112 @@ fn an_answer_given_inside_the_handler_goes_out_at_once() {
     assert_eq!(client.read_response().unwrap().text(), "right away");
     handle.immediate();
     thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_response_deferred_by_its_producer_does_not_travel_to_the_next_request() {
+    let server = Deferring::start(ServerConfig::default());
+    let mut client = connect(server.addr);
+    client.send(&get("/later")).unwrap();
+    let (_, responder) = server.next();
+    let mut answer = text("first");
+    // A responder made from an answer is connected to nothing, and stays so.
+    let stray = answer.defer();
+    responder.send(answer).expect("delivered");
+    assert_eq!(client.read_response().unwrap().text(), "first");
+    assert!(stray.is_closed());
+    client.send(&get("/now")).unwrap();
+    let next = client.read_response().expect("the next request's answer");
+    assert_eq!((next.status, next.text()), (200, "now".to_owned()), "{next:?}");
+}
+
+#[test]
+fn a_handler_may_stream_a_few_pieces_itself_without_waiting_for_itself() {
+    let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..Default::default() };
+    // 120 KiB, more than a stream's buffer: on another thread `send` would wait for the loop,
+    // which is this thread.
+    let handler = |_: &Request<'_>, res: &mut Response| {
+        let mut stream = res.defer().stream(Response::new()).expect("a stream");
+        for piece in [b'a', b'b', b'c'] {
+            stream.send(&[piece; 40 * 1024]).expect("queued");
+        }
+        stream.finish().expect("finished");
+        Reply::Later
+    };
+    let server = Server::bind(config, handler).unwrap();
+    let (addr, handle) = (server.local_addr(), server.shutdown_handle());
+    let thread = thread::spawn(move || server.run());
+    let mut client = connect(addr);
+    client.send(&get("/")).unwrap();
+    let _ = stream_head(&mut client);
+    let mut body = Vec::new();
+    while let Some(chunk) = client.read_chunk().expect("a chunk") {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(body.len(), 120 * 1024);
+    assert!(body[..40 * 1024].iter().all(|&b| b == b'a') && body[80 * 1024..].iter().all(|&b| b == b'c'));
+    handle.immediate();
+    thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn an_answer_ready_when_the_client_half_closes_still_goes_out() {
+    let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..Default::default() };
+    let handler = |_: &Request<'_>, res: &mut Response| {
+        res.defer().send(text("ready")).expect("bound soon after");
+        Reply::Later
+    };
+    let server = Server::bind(config, handler).unwrap();
+    let (addr, handle) = (server.local_addr(), server.shutdown_handle());
+    let thread = thread::spawn(move || server.run());
+    // The request and the FIN mostly arrive in the same read: the answer, given before the
+    // handler returned, must go out as a `Reply::Now` one would.
+    for _ in 0..10 {
+        let mut client = connect(addr);
+        client.send(&get("/")).unwrap();
+        client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let response = client.read_response().expect("the answer, though the client half-closed");
+        assert_eq!(response.text(), "ready");
+    }
+    handle.immediate();
+    thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_producer_waiting_for_room_hears_when_the_server_dies() {
+    let (tx, requests) = mpsc::channel();
+    let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..Default::default() };
+    let mut server = Server::bind(config, move |_: &Request<'_>, res: &mut Response| {
+        let _ = tx.send(res.defer());
+        Reply::Later
+    })
+    .unwrap();
+    let addr = server.local_addr();
+    // A bug in the embedder's hook kills the loop at the second connection.
+    let mut accepted = 0;
+    server.on_state_change(move |change| {
+        if change.to == quiesce::ConnState::New {
+            accepted += 1;
+            assert!(accepted < 2, "a hook that fails");
+        }
+    });
+    let loop_thread = thread::spawn(move || server.run());
+    let mut client = connect(addr);
+    client.send(&get("/big")).unwrap();
+    let responder = requests.recv_timeout(IO_TIMEOUT).expect("a deferred request");
+    let (done, outcome) = mpsc::channel();
+    // The client reads nothing: the producer ends up waiting for room.
+    thread::spawn(move || {
+        let mut stream = responder.stream(Response::new()).expect("a stream");
+        let piece = vec![b'x'; 16 * 1024];
+        let gone = loop {
+            if let Err(gone) = stream.send(&piece) {
+                break gone;
+            }
+        };
+        let _ = done.send(gone);
+    });
+    let _second = connect(addr);
+    assert!(loop_thread.join().is_err(), "the loop's thread died");
+    assert_eq!(outcome.recv_timeout(IO_TIMEOUT), Ok(Gone), "the producer still waits for a dead server");
 }

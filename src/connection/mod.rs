@@ -48,11 +48,18 @@ pub(crate) trait Transport: Read + Write {
     /// Turns off Nagle's algorithm, so a response written while an earlier one is not yet
     /// acknowledged goes out at once.
     fn set_nodelay(&self) -> io::Result<()>;
+    /// Makes the close that follows a reset (`SO_LINGER` 0) instead of a FIN, for a response
+    /// whose end the client must not take for complete.
+    fn reset_on_close(&self) -> io::Result<()>;
 }
 
 impl Transport for mio::net::TcpStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    fn reset_on_close(&self) -> io::Result<()> {
+        socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO))
     }
 
     fn set_nodelay(&self) -> io::Result<()> {
@@ -214,6 +221,9 @@ enum AfterFlush {
     /// Shut down the write side and read what the client still sends before closing, so unread
     /// input does not turn into a reset that destroys the response.
     Linger,
+    /// Close with a reset: a cut HTTP/1.0 stream, whose body ends with the connection, so a FIN
+    /// would make it look complete.
+    Reset,
 }
 
 /// The timer of a phase, one description for both [`Connection::deadline`] and
@@ -590,8 +600,13 @@ impl<S: Transport> Connection<S> {
     fn after_flush(&mut self, env: &mut Env) -> bool {
         match self.phase {
             Phase::Closing(after_flush) if self.write_buf.is_empty() => {
-                if after_flush == AfterFlush::Close {
-                    // Closing the socket sends the FIN.
+                if after_flush == AfterFlush::Reset
+                    && let Err(e) = self.stream.reset_on_close()
+                {
+                    debug!("connection {}: SO_LINGER: {e}", self.client.id);
+                }
+                if after_flush != AfterFlush::Linger {
+                    // Closing the socket sends the FIN (or, with `Reset`, the reset).
                     self.close(CloseReason::Done);
                     return true;
                 }
@@ -622,8 +637,12 @@ impl<S: Transport> Connection<S> {
                 Phase::Body(_) => self.process_body(env),
                 Phase::Waiting { until, .. } if until <= env.now => self.send_delayed(env),
                 Phase::Deferred(_) | Phase::Streaming(_) if self.peer_eof => {
-                    // Taken as gone (as Go and nginx do): the responder hears of it.
-                    self.close(CloseReason::PeerClosed);
+                    // Taken as gone (as Go and nginx do): the responder hears of it. A whole
+                    // answer already given (in the same turn as the EOF) still goes out.
+                    let answered = self.mail && matches!(self.phase, Phase::Deferred(_)) && self.take_answer(env);
+                    if !answered || matches!(self.phase, Phase::Streaming(_)) {
+                        self.close(CloseReason::PeerClosed);
+                    }
                     true
                 }
                 Phase::Deferred(_) if self.mail => self.take_answer(env),
@@ -826,8 +845,9 @@ impl<S: Transport> Connection<S> {
         // HEAD shows the framing GET would get; a status without a body has none.
         env.response.encode_stream_head(self.write_buf.out(&mut env.pool), env.date.get(), chunked, connection);
         if bodiless {
-            // Nothing of the body goes out: the producer is told the stream is closed.
-            exchange.close();
+            // Nothing of the body goes out: the producer is told the stream is closed (and
+            // complete: finishing it succeeds).
+            exchange.complete();
             self.after_response(close, head.keep_alive);
         } else {
             self.phase = Phase::Streaming(Box::new(Streaming { exchange, chunked, close }));
@@ -844,7 +864,7 @@ impl<S: Transport> Connection<S> {
         let Phase::Streaming(streaming) = &self.phase else { return false };
         let (was_empty, before) = (self.write_buf.is_empty(), self.write_buf.pending().len());
         let end = streaming.exchange.take_body(self.write_buf.out(&mut env.pool), streaming.chunked);
-        let close = streaming.close;
+        let (close, chunked) = (streaming.close, streaming.chunked);
         if was_empty && !self.write_buf.is_empty() {
             self.write_since = env.now;
         }
@@ -856,7 +876,8 @@ impl<S: Transport> Connection<S> {
             }
             End::Abandoned => {
                 warn!("connection {}: a stream was dropped unfinished; cutting the response", self.client.id);
-                self.closing(AfterFlush::Close);
+                // Without chunks, only a reset tells the client the body is incomplete.
+                self.closing(if chunked { AfterFlush::Close } else { AfterFlush::Reset });
                 true
             }
         }
@@ -951,17 +972,29 @@ impl<S: Transport> Connection<S> {
     fn close(&mut self, reason: CloseReason) {
         if !matches!(self.phase, Phase::Closed(_)) {
             debug!("connection {} ({}) closed: {reason:?}", self.client.id, self.client.addr);
-            // A responder or producer still at work hears that its client is gone.
-            match &self.phase {
-                Phase::Deferred(deferred) => deferred.exchange.close(),
-                Phase::Streaming(streaming) => streaming.exchange.close(),
-                _ => {}
-            }
+            let_go(&self.phase);
             self.phase = Phase::Closed(reason);
             self.read_buf.clear();
             // Kept (empty) so the next drive gives it back to the pool.
             self.write_buf.discard();
         }
+    }
+}
+
+/// A responder or producer still at work hears that its client is gone.
+fn let_go(phase: &Phase) {
+    match phase {
+        Phase::Deferred(deferred) => deferred.exchange.close(),
+        Phase::Streaming(streaming) => streaming.exchange.close(),
+        _ => {}
+    }
+}
+
+/// However a connection ends (closed, or dropped with its server: an error, a panic on the
+/// loop's thread, an embedder dropping it), a producer never waits for it for ever.
+impl<S> Drop for Connection<S> {
+    fn drop(&mut self) {
+        let_go(&self.phase);
     }
 }
 

@@ -42,7 +42,7 @@ use crate::handler::Handler;
 use crate::http::request::Client;
 use crate::listen;
 use crate::metrics::Metrics;
-use crate::responder::{Letter, Mailbox};
+use crate::responder::{Letter, LoopThread, Mailbox};
 use crate::shutdown::{self, DrainNotice, Handles, ShutdownHandle};
 use crate::timer::{Deadlines, after};
 use accept::Acceptor;
@@ -322,6 +322,7 @@ impl Server {
 
     /// Serves until a shutdown completes. Errors only when the poll itself fails.
     pub fn run(mut self) -> Result<Outcome, Error> {
+        let _loop_thread = LoopThread::enter();
         let mut events = Events::with_capacity(1024);
         loop {
             let now = self.wait(&mut events)?;
