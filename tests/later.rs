@@ -292,6 +292,25 @@ fn a_cut_http_1_0_stream_ends_with_a_reset_not_a_fin() {
 }
 
 #[test]
+fn the_shutdown_timeout_resets_an_http_1_0_stream() {
+    let config = ServerConfig { shutdown_timeout: Duration::from_millis(300), ..ServerConfig::default() };
+    let mut server = Deferring::start(config);
+    let mut client = connect(server.addr);
+    client.send(b"GET /endless HTTP/1.0\r\n\r\n").unwrap();
+    let (_, responder) = server.next();
+    let mut stream = responder.stream(Response::new()).expect("a stream");
+    stream.send(b"tick").unwrap();
+    let _ = client.read_head_response().expect("the head");
+    server.handle.graceful();
+    // The producer ignores the drain.
+    assert!(matches!(server.outcome(), Outcome::TimedOut { closed: 1 }));
+    match client.read_to_eof() {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Ok(body) => panic!("a stream cut by the shutdown looked complete: {:?}", String::from_utf8_lossy(&body)),
+    }
+}
+
+#[test]
 fn the_drain_waits_for_replies_and_streams_and_tells_producers() {
     let mut server = Deferring::start(ServerConfig::default());
     let mut waiting = connect(server.addr);

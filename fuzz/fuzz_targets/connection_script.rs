@@ -207,9 +207,10 @@ fn read_chunks(out: &[u8], mut at: usize) -> (Vec<u8>, Option<usize>) {
 /// on HTTP/1.1 (its data a prefix of the pieces sent, complete with its last chunk once
 /// finished), ends with the connection on HTTP/1.0, and is the head alone for HEAD; an open or
 /// cut stream may end the output. With `allow_truncated`, the last response may be cut short
-/// (the connection was dropped while the client was not reading). Returns the number of final
-/// responses.
-fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool) -> usize {
+/// (the connection was dropped while the client was not reading). `ended`: the server wrote
+/// its last byte (closed, or shut its write side), so a finished HTTP/1.0 stream is complete.
+/// Returns the number of final responses.
+fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool, ended: bool) -> usize {
     let mut pos = 0;
     let mut finals = 0;
     let mut closed = false;
@@ -264,9 +265,9 @@ fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool) -> usize 
                 assert!(!head.chunked && head.content_length.is_none() && head.close, "HTTP/1.0 stream framing");
                 let body = &out[end..];
                 assert!(sent.starts_with(body), "an HTTP/1.0 stream's body is not what was sent");
-                if *stream_end == End::Finished && !allow_truncated {
+                if *stream_end == End::Finished && ended && !allow_truncated {
                     // Complete once the output is (the end is the connection's).
-                    assert!(body.len() <= sent.len());
+                    assert_eq!(body, &sent[..], "a finished HTTP/1.0 stream's body is not all that was sent");
                 }
                 return finals;
             }
@@ -360,7 +361,7 @@ impl Run {
                 if !closed {
                     // The write side is shut only once everything queued went out.
                     let answers = self.log.lock().unwrap().clone();
-                    check_output(self.conn.output(), &answers, false);
+                    check_output(self.conn.output(), &answers, false, true);
                 }
             }
             None => {}
@@ -539,12 +540,13 @@ fuzz_target!(|data: &[u8]| {
     run.write_limit = None;
     run.step(|c| c.set_write_limit(None));
     let answers = run.log.lock().unwrap().clone();
-    check_output(run.conn.output(), &answers, run.dropped_unread);
+    check_output(run.conn.output(), &answers, run.dropped_unread, run.conn.write_shut());
 
-    // Epilogue: whatever is still deferred is given up on, and the client goes quiet (optionally
-    // the server drains). Every timeout and delay is at most 60 s, and each quiet 121 s step
-    // fires at least one deadline, so the connection must end up closed within about one step
-    // per request it holds (pipelined delayed requests each take a step).
+    // Epilogue: whatever is deferred is given up on (also what a pipelined request defers
+    // later in the epilogue), and the client goes quiet (optionally the server drains). Every
+    // timeout and delay is at most 60 s, and each quiet 121 s step fires at least one deadline,
+    // so the connection must end up closed within about one step per request it holds
+    // (pipelined delayed requests each take a step).
     run.give_up();
     if flags & 16 != 0 {
         run.step(|c| c.begin_drain());
@@ -555,8 +557,22 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         run.step(|c| c.advance(Duration::from_secs(121)));
+        run.give_up();
     }
     assert!(run.conn.is_closed(), "still {:?} after {max_steps} quiet periods of 121 s", run.conn.state());
     let answers = run.log.lock().unwrap().clone();
-    check_output(run.conn.output(), &answers, run.dropped_unread);
+    let finals = check_output(run.conn.output(), &answers, run.dropped_unread, true);
+    // An HTTP/1.0 stream ends the output if it started: finished (and read), the connection
+    // ends with a FIN; otherwise with a reset, since a FIN would make the body look complete.
+    if let Some(last) = finals.checked_sub(1).and_then(|i| answers.get(i))
+        && let Body::Streamed(_, end) = &last.body
+        && last.http10
+        && !last.head
+    {
+        if *end != End::Finished {
+            assert!(run.conn.was_reset(), "an unfinished HTTP/1.0 stream ended with a FIN");
+        } else if !run.dropped_unread {
+            assert!(!run.conn.was_reset(), "a finished HTTP/1.0 stream ended with a reset");
+        }
+    }
 });

@@ -147,6 +147,9 @@ pub(crate) enum CloseReason {
     Drain,
     /// The server stopped (shutdown timeout or immediate stop).
     Shutdown,
+    /// A stream was dropped unfinished: the response ends without its last chunk (or, on
+    /// HTTP/1.0, with a reset).
+    Cut,
 }
 
 /// What the connection is waiting for, with what only that wait needs.
@@ -221,9 +224,8 @@ enum AfterFlush {
     /// Shut down the write side and read what the client still sends before closing, so unread
     /// input does not turn into a reset that destroys the response.
     Linger,
-    /// Close with a reset: a cut HTTP/1.0 stream, whose body ends with the connection, so a FIN
-    /// would make it look complete.
-    Reset,
+    /// Close at once: a stream was dropped unfinished (see [`CloseReason::Cut`]).
+    Cut,
 }
 
 /// The timer of a phase, one description for both [`Connection::deadline`] and
@@ -286,6 +288,10 @@ pub(crate) struct Connection<S> {
     activity: bool,
     /// A responder posted news that the connection has not taken yet.
     mail: bool,
+    /// A response whose body ends with the connection (an HTTP/1.0 stream) went out: closed
+    /// for any reason but [`CloseReason::Done`] (a timeout, the shutdown, a cut stream), the
+    /// connection resets, or its FIN would make the body look complete.
+    close_delimited: bool,
 }
 
 /// How a connection is treated by a drain.
@@ -323,6 +329,7 @@ impl<S: Transport> Connection<S> {
             input_drained: false,
             activity: false,
             mail: false,
+            close_delimited: false,
         }
     }
 
@@ -600,13 +607,12 @@ impl<S: Transport> Connection<S> {
     fn after_flush(&mut self, env: &mut Env) -> bool {
         match self.phase {
             Phase::Closing(after_flush) if self.write_buf.is_empty() => {
-                if after_flush == AfterFlush::Reset
-                    && let Err(e) = self.stream.reset_on_close()
-                {
-                    debug!("connection {}: SO_LINGER: {e}", self.client.id);
+                if after_flush == AfterFlush::Cut {
+                    self.close(CloseReason::Cut);
+                    return true;
                 }
-                if after_flush != AfterFlush::Linger {
-                    // Closing the socket sends the FIN (or, with `Reset`, the reset).
+                if after_flush == AfterFlush::Close {
+                    // Closing the socket sends the FIN.
                     self.close(CloseReason::Done);
                     return true;
                 }
@@ -850,6 +856,7 @@ impl<S: Transport> Connection<S> {
             exchange.complete();
             self.after_response(close, head.keep_alive);
         } else {
+            self.close_delimited = !chunked;
             self.phase = Phase::Streaming(Box::new(Streaming { exchange, chunked, close }));
             // Body bytes may have come with the head.
             self.mail = true;
@@ -864,7 +871,7 @@ impl<S: Transport> Connection<S> {
         let Phase::Streaming(streaming) = &self.phase else { return false };
         let (was_empty, before) = (self.write_buf.is_empty(), self.write_buf.pending().len());
         let end = streaming.exchange.take_body(self.write_buf.out(&mut env.pool), streaming.chunked);
-        let (close, chunked) = (streaming.close, streaming.chunked);
+        let close = streaming.close;
         if was_empty && !self.write_buf.is_empty() {
             self.write_since = env.now;
         }
@@ -876,8 +883,7 @@ impl<S: Transport> Connection<S> {
             }
             End::Abandoned => {
                 warn!("connection {}: a stream was dropped unfinished; cutting the response", self.client.id);
-                // Without chunks, only a reset tells the client the body is incomplete.
-                self.closing(if chunked { AfterFlush::Close } else { AfterFlush::Reset });
+                self.closing(AfterFlush::Cut);
                 true
             }
         }
@@ -972,6 +978,12 @@ impl<S: Transport> Connection<S> {
     fn close(&mut self, reason: CloseReason) {
         if !matches!(self.phase, Phase::Closed(_)) {
             debug!("connection {} ({}) closed: {reason:?}", self.client.id, self.client.addr);
+            if self.close_delimited
+                && reason != CloseReason::Done
+                && let Err(e) = self.stream.reset_on_close()
+            {
+                debug!("connection {}: SO_LINGER: {e}", self.client.id);
+            }
             let_go(&self.phase);
             self.phase = Phase::Closed(reason);
             self.read_buf.clear();
