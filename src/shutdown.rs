@@ -162,6 +162,11 @@ impl DrainNotice {
 
     /// Runs `callback` when the drain begins, on the server's thread (keep it quick: wake
     /// something up, set a flag), or at once on this thread if it already began.
+    ///
+    /// A callback is kept until the drain, with all it captured: register one per producer
+    /// (a pool, a thread serving many streams), not one per request or stream, which would
+    /// grow without bound on a long-running server. A producer of many streams keeps them
+    /// together and ends them all from its one callback, as the binary's `/events` ticker does.
     pub fn on_drain(&self, callback: impl FnOnce() + Send + 'static) {
         let mut waiting = lock(&self.inner.waiting);
         match waiting.as_mut() {

@@ -28,13 +28,14 @@ fn example(name: &str) -> Command {
 fn worker_pool_answers_from_its_threads_and_drains_the_work_in_flight() {
     let mut server = Quiesce::spawn(example("worker_pool"));
     let mut slow = connect(server.addr());
-    slow.send(&get("/report?ms=600")).unwrap();
+    // Long enough that the signal surely comes while it runs: the answer must close.
+    slow.send(&get("/report?ms=2000")).unwrap();
     // Four threads: other requests are answered meanwhile.
     let quick = connect(server.addr()).request(&get("/quick?ms=0")).expect("an answer");
     assert!(quick.text().starts_with("GET /quick took 0 ms for 127.0.0.1:"), "{}", quick.text());
     server.signal(SIGINT);
     let answer = slow.read_response().expect("the work in flight is answered");
-    assert!(answer.text().starts_with("GET /report took 600 ms"), "{}", answer.text());
+    assert!(answer.text().starts_with("GET /report took 2000 ms"), "{}", answer.text());
     assert!(answer.is_close(), "{answer:?}");
     let status = server.wait_exit(Duration::from_secs(10));
     server.assert_exit_code(status, 0);

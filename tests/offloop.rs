@@ -76,13 +76,16 @@ fn event_streams_tick_n_times_and_end() {
     assert_eq!(client.request(&get("/plaintext")).unwrap().text(), "Hello, World!", "a body followed the HEAD");
 }
 
+/// The server's count of deferred answers so far (each `/work` and `/events` request defers).
+fn deferred(addr: std::net::SocketAddr) -> u64 {
+    let metrics = connect(addr).request(&get("/metrics")).expect("metrics").text();
+    let line = metrics.lines().find(|l| l.starts_with("quiesce_deferred_responses_total ")).expect("the counter");
+    line.rsplit_once(' ').and_then(|(_, n)| n.parse().ok()).expect("a number")
+}
+
 #[test]
 fn sigterm_answers_the_work_in_flight_and_ends_every_stream_cleanly() {
     let mut server = Quiesce::start(&[]);
-    let mut workers: Vec<Client> = (0..4).map(|_| connect(server.addr())).collect();
-    for worker in &mut workers {
-        worker.send(&get("/work?ms=800")).unwrap();
-    }
     let mut streams: Vec<Client> = (0..8).map(|_| connect(server.addr())).collect();
     for stream in &mut streams {
         stream.send(&get("/events?every=50ms")).unwrap();
@@ -90,6 +93,17 @@ fn sigterm_answers_the_work_in_flight_and_ends_every_stream_cleanly() {
         assert!(head.is_chunked());
         // The stream is live: a tick arrives.
         assert!(stream.read_chunk().expect("a tick").is_some());
+    }
+    let mut workers: Vec<Client> = (0..4).map(|_| connect(server.addr())).collect();
+    for worker in &mut workers {
+        worker.send(&get("/work?ms=800")).unwrap();
+    }
+    // The signal comes once the server has every job (not before: a request still on its way
+    // would meet the drain instead), and long before the work ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while deferred(server.addr()) < 12 {
+        assert!(std::time::Instant::now() < deadline, "the work never reached the server");
+        std::thread::sleep(Duration::from_millis(5));
     }
     server.signal(SIGTERM);
     for worker in &mut workers {

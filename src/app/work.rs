@@ -30,8 +30,14 @@ pub struct Job {
 }
 
 impl Job {
-    /// Does the work and answers `worked N ms`; a client gone meanwhile is not answered.
+    /// Does the work and answers `worked N ms`; a client gone meanwhile is not answered, and
+    /// one gone before the job's turn came costs no work at all (a queue of jobs whose clients
+    /// gave up must not keep the pool busy and turn new clients away). The sleep stands for a
+    /// blocking call, which cannot be stopped half-way; the spin checks as it goes.
     fn run(self) {
+        if self.responder.is_closed() {
+            return;
+        }
         if self.spin {
             let until = Instant::now() + self.duration;
             while Instant::now() < until && !self.responder.is_closed() {
@@ -110,5 +116,24 @@ fn work(queue: &Mutex<Receiver<Job>>) {
             Ok(job) => job.run(),
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_whose_client_left_costs_no_work() {
+        // Connected to nothing: closed, as a responder whose client left is.
+        let responder = Response::new().defer();
+        assert!(responder.is_closed());
+        let job = Job { responder, duration: Duration::from_secs(3600), spin: false };
+        let (done, finished) = mpsc::channel();
+        thread::spawn(move || {
+            job.run();
+            let _ = done.send(());
+        });
+        assert_eq!(finished.recv_timeout(Duration::from_secs(10)), Ok(()), "it slept for its gone client");
     }
 }
