@@ -6,7 +6,21 @@
 against() {
     [ -n "${AGAINST:-}" ] || return 0
     git worktree add --detach -f "$work/tree" "$(git rev-parse --short "$AGAINST")" >/dev/null 2>&1
-    build "$work/tree" "$PWD/target/instructions-against"
+    build "$work/tree" "$PWD/target/instructions-base"
+}
+
+# The executable of this tree (with its uncommitted changes). With AGAINST it is built from a
+# copy whose path, and target directory's, are as long as the worktree's: the code generated
+# changes with the length of the paths compiled in (by about 10 instructions per request), and
+# the comparison must not see that.
+this() {
+    if [ -z "${AGAINST:-}" ]; then
+        build . "${CARGO_TARGET_DIR:-$PWD/target}"
+        return
+    fi
+    mkdir -p "$work/this"
+    tar --exclude=./target --exclude=./fuzz --exclude=./.git -cf - . | tar -xf - -C "$work/this"
+    build "$work/this" "$PWD/target/instructions-this"
 }
 
 # Removes the worktree against() made (for the caller's EXIT trap).

@@ -48,7 +48,7 @@ count() {
     python3 -c "print(f'{$total / $REQUESTS:.0f}')"
 }
 
-exe=$(build . "${CARGO_TARGET_DIR:-target}")
+exe=$(this)
 [ -n "$exe" ] || { echo "build failed" >&2; exit 1; }
 base_exe=$(against)
 [ -z "${AGAINST:-}" ] || [ -n "$base_exe" ] || { echo "build of $AGAINST failed (does it have request_path's --count mode?)" >&2; exit 1; }

@@ -138,7 +138,7 @@ count_once() {
     python3 -c "print(f'{$total / $REQUESTS:.0f}')"
 }
 
-binary=$(build . "${CARGO_TARGET_DIR:-$PWD/target}")
+binary=$(this)
 base=$(against)
 # shellcheck disable=SC2086 # SCENARIOS is a list
 table "live server: instructions per request" "$binary" "$base" $SCENARIOS
