@@ -929,6 +929,7 @@ impl<S: Transport> Connection<S> {
     /// its last request (`!keep_alive`), and nothing follows it (the socket was found empty): a
     /// plain close is clean. Anything else (our decision, more input, or input possibly left in
     /// the kernel by a capped read) gets a lingering close.
+    #[inline(always)]
     fn after_response(&mut self, close: bool, keep_alive: bool) {
         if close {
             let lingering = keep_alive || !self.read_buf.is_empty() || !self.input_drained;
