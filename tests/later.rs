@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::{Client, IO_TIMEOUT, connect, get};
 use quiesce::{
-    Error, Gone, Outcome, Reply, Request, Responder, Response, Server, ServerConfig, ShutdownHandle, TrySendError,
-    metrics::Metrics,
+    Error, Gone, Handler, Outcome, Reply, Request, Responder, Response, Server, ServerConfig, ShutdownHandle,
+    TrySendError, metrics::Metrics,
 };
 
 /// A running server whose deferred requests come out of `requests`.
@@ -71,6 +71,27 @@ impl Drop for Deferring {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// A server running `handler` (one that answers by itself, unlike `Deferring`'s).
+struct Serving {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    thread: JoinHandle<Result<Outcome, Error>>,
+}
+
+fn serve(handler: impl Handler + Send + 'static) -> Serving {
+    let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..Default::default() };
+    let server = Server::bind(config, handler).expect("bind");
+    let (addr, handle) = (server.local_addr(), server.shutdown_handle());
+    Serving { addr, handle, thread: thread::spawn(move || server.run()) }
+}
+
+impl Serving {
+    fn stop(self) {
+        self.handle.immediate();
+        self.thread.join().expect("server thread").expect("run");
     }
 }
 
@@ -258,13 +279,26 @@ fn a_head_request_gets_the_head_only_and_the_stream_is_closed() {
     assert_eq!(client.read_response().unwrap().text(), "now");
 }
 
-#[test]
-fn an_http_1_0_stream_ends_with_the_connection() {
-    let server = Deferring::start(ServerConfig::default());
+/// An HTTP/1.0 client of `server`, and the stream that answers it.
+fn http_1_0_stream(server: &Deferring) -> (Client, quiesce::Stream) {
     let mut client = connect(server.addr);
     client.send(b"GET /events HTTP/1.0\r\n\r\n").unwrap();
     let (_, responder) = server.next();
-    let mut stream = responder.stream(Response::new()).expect("a stream");
+    (client, responder.stream(Response::new()).expect("a stream"))
+}
+
+/// The client's read of the body fails with a reset: a FIN would end it as if whole.
+fn assert_ends_with_reset(client: &mut Client) {
+    match client.read_to_eof() {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Ok(body) => panic!("a cut HTTP/1.0 stream looked complete: {:?}", String::from_utf8_lossy(&body)),
+    }
+}
+
+#[test]
+fn an_http_1_0_stream_ends_with_the_connection() {
+    let server = Deferring::start(ServerConfig::default());
+    let (mut client, mut stream) = http_1_0_stream(&server);
     stream.send(b"one ").unwrap();
     stream.send(b"two").unwrap();
     stream.finish().unwrap();
@@ -277,37 +311,24 @@ fn an_http_1_0_stream_ends_with_the_connection() {
 #[test]
 fn a_cut_http_1_0_stream_ends_with_a_reset_not_a_fin() {
     let server = Deferring::start(ServerConfig::default());
-    let mut client = connect(server.addr);
-    client.send(b"GET /events HTTP/1.0\r\n\r\n").unwrap();
-    let (_, responder) = server.next();
-    let mut stream = responder.stream(Response::new()).expect("a stream");
+    let (mut client, mut stream) = http_1_0_stream(&server);
     stream.send(b"partial").unwrap();
     drop(stream);
     let _ = client.read_head_response().expect("the head");
-    // A FIN would end this body as if it were whole: the client must see a failure instead.
-    match client.read_to_eof() {
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
-        Ok(body) => panic!("a cut HTTP/1.0 stream looked complete: {:?}", String::from_utf8_lossy(&body)),
-    }
+    assert_ends_with_reset(&mut client);
 }
 
 #[test]
 fn the_shutdown_timeout_resets_an_http_1_0_stream() {
     let config = ServerConfig { shutdown_timeout: Duration::from_millis(300), ..ServerConfig::default() };
     let mut server = Deferring::start(config);
-    let mut client = connect(server.addr);
-    client.send(b"GET /endless HTTP/1.0\r\n\r\n").unwrap();
-    let (_, responder) = server.next();
-    let mut stream = responder.stream(Response::new()).expect("a stream");
+    let (mut client, mut stream) = http_1_0_stream(&server);
     stream.send(b"tick").unwrap();
     let _ = client.read_head_response().expect("the head");
     server.handle.graceful();
     // The producer ignores the drain.
     assert!(matches!(server.outcome(), Outcome::TimedOut { closed: 1 }));
-    match client.read_to_eof() {
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
-        Ok(body) => panic!("a stream cut by the shutdown looked complete: {:?}", String::from_utf8_lossy(&body)),
-    }
+    assert_ends_with_reset(&mut client);
 }
 
 #[test]
@@ -383,20 +404,15 @@ fn a_stream_dropped_unfinished_is_cut() {
 
 #[test]
 fn an_answer_given_inside_the_handler_goes_out_at_once() {
-    let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..Default::default() };
-    let handler = |_: &Request<'_>, res: &mut Response| {
+    let server = serve(|_: &Request<'_>, res: &mut Response| {
         let responder = res.defer();
         responder.send(text("right away")).expect("bound soon after");
         Reply::Later
-    };
-    let server = Server::bind(config, handler).unwrap();
-    let (addr, handle) = (server.local_addr(), server.shutdown_handle());
-    let thread = thread::spawn(move || server.run());
-    let mut client = connect(addr);
+    });
+    let mut client = connect(server.addr);
     client.stream.write_all(&get("/")).unwrap();
     assert_eq!(client.read_response().unwrap().text(), "right away");
-    handle.immediate();
-    thread.join().unwrap().unwrap();
+    server.stop();
 }
 
 #[test]
@@ -418,21 +434,17 @@ fn a_response_deferred_by_its_producer_does_not_travel_to_the_next_request() {
 
 #[test]
 fn a_handler_may_stream_a_few_pieces_itself_without_waiting_for_itself() {
-    let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..Default::default() };
     // 120 KiB, more than a stream's buffer: on another thread `send` would wait for the loop,
     // which is this thread.
-    let handler = |_: &Request<'_>, res: &mut Response| {
+    let server = serve(|_: &Request<'_>, res: &mut Response| {
         let mut stream = res.defer().stream(Response::new()).expect("a stream");
         for piece in [b'a', b'b', b'c'] {
             stream.send(&[piece; 40 * 1024]).expect("queued");
         }
         stream.finish().expect("finished");
         Reply::Later
-    };
-    let server = Server::bind(config, handler).unwrap();
-    let (addr, handle) = (server.local_addr(), server.shutdown_handle());
-    let thread = thread::spawn(move || server.run());
-    let mut client = connect(addr);
+    });
+    let mut client = connect(server.addr);
     client.send(&get("/")).unwrap();
     let _ = stream_head(&mut client);
     let mut body = Vec::new();
@@ -441,31 +453,25 @@ fn a_handler_may_stream_a_few_pieces_itself_without_waiting_for_itself() {
     }
     assert_eq!(body.len(), 120 * 1024);
     assert!(body[..40 * 1024].iter().all(|&b| b == b'a') && body[80 * 1024..].iter().all(|&b| b == b'c'));
-    handle.immediate();
-    thread.join().unwrap().unwrap();
+    server.stop();
 }
 
 #[test]
 fn an_answer_ready_when_the_client_half_closes_still_goes_out() {
-    let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..Default::default() };
-    let handler = |_: &Request<'_>, res: &mut Response| {
+    let server = serve(|_: &Request<'_>, res: &mut Response| {
         res.defer().send(text("ready")).expect("bound soon after");
         Reply::Later
-    };
-    let server = Server::bind(config, handler).unwrap();
-    let (addr, handle) = (server.local_addr(), server.shutdown_handle());
-    let thread = thread::spawn(move || server.run());
+    });
     // The request and the FIN mostly arrive in the same read: the answer, given before the
     // handler returned, must go out as a `Reply::Now` one would.
     for _ in 0..10 {
-        let mut client = connect(addr);
+        let mut client = connect(server.addr);
         client.send(&get("/")).unwrap();
         client.stream.shutdown(std::net::Shutdown::Write).unwrap();
         let response = client.read_response().expect("the answer, though the client half-closed");
         assert_eq!(response.text(), "ready");
     }
-    handle.immediate();
-    thread.join().unwrap().unwrap();
+    server.stop();
 }
 
 #[test]
