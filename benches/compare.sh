@@ -137,6 +137,7 @@ http {
     server {
         listen 127.0.0.1:$1;
         location = /plaintext { default_type text/plain; return 200 'Hello, World!'; }
+        location = /json { default_type application/json; return 200 '{"message":"Hello, World!"}'; }
     }
 }
 EOF
@@ -220,6 +221,7 @@ run_wrk() {
     local s=$1 sc=$2 d=$3 out=$4 url="http://127.0.0.1:${PORT[$1]}/plaintext" args
     case $sc in
         S1 | S4 | warm) args=(-c "$C_KEEPALIVE" "$url") ;;
+        S5) args=(-c "$C_KEEPALIVE" "http://127.0.0.1:${PORT[$1]}/json") ;;
         S2) args=(-c "$C_KEEPALIVE" -s "$ROOT/benches/pipeline.lua" "$url" -- "$PIPELINE_DEPTH") ;;
         S3) args=(-c "$C_CLOSE" -H 'Connection: close' "$url") ;;
     esac
@@ -388,7 +390,7 @@ for rep in $(seq 1 "$REPS"); do
     read -r -a order <<<"$SERVERS"
     shift_by=$(((rep - 1) % ${#order[@]}))
     order=("${order[@]:shift_by}" "${order[@]:0:shift_by}")
-    for sc in S1 S2 S3; do
+    for sc in S1 S2 S3 S5; do
         for s in "${order[@]}"; do measure "$s" "$sc" "$rep"; done
     done
     for s in $SERVERS; do heavy "$s" "$rep"; done
@@ -432,7 +434,7 @@ def fmt(x, nd=0):
 runs, rss, ex, sysc = rows("runs.tsv"), rows("rss.tsv"), rows("exit.tsv"), rows("sys.tsv")
 us_per_tick = 1e6 / clk
 scen = {"S1": "keep-alive, 64 conns", "S2": "pipelined x16, 64 conns", "S3": "Connection: close, 32 conns",
-        "S4": f"S1 + {s4_idle:,} idle conns"}
+        "S4": f"S1 + {s4_idle:,} idle conns", "S5": "keep-alive GET /json, 64 conns"}
 agg = {}
 for s in servers:
     for sc in scen:

@@ -98,6 +98,27 @@ fn plaintext() {
     assert!(ct.starts_with("text/plain"), "Content-Type of /plaintext: {ct:?}");
 }
 
+#[test]
+fn json() {
+    let server = Quiesce::start(&[]);
+    let mut c = connect(server.addr());
+    let resp = c.request(&get("/json")).expect("GET /json");
+    assert_ok_body(&resp, r#"{"message":"Hello, World!"}"#);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    assert_eq!(c.request(b"POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").unwrap().status, 405);
+}
+
+#[test]
+fn health_and_metrics_are_never_cached() {
+    let server = Quiesce::start(&[]);
+    let mut c = connect(server.addr());
+    for path in ["/healthz", "/metrics"] {
+        let resp = c.request(&get(path)).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(resp.status, 200, "{path}");
+        assert_eq!(resp.header("cache-control"), Some("no-store"), "{path}");
+    }
+}
+
 // --- connection handling -----------------------------------------------------------------------
 
 #[test]

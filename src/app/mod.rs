@@ -138,6 +138,7 @@ impl App {
         registry.render(&mut text);
         res.set_body(text);
         let _ = res.set_content_type("text/plain; version=0.0.4; charset=utf-8");
+        no_store(res);
         Reply::Now
     }
 
@@ -150,6 +151,9 @@ impl App {
         } else {
             res.set_body("ok");
         }
+        // A cache between a balancer and this server must never answer "ok" for it during a
+        // drain: the answer changes without notice.
+        no_store(res);
         Reply::Now
     }
 
@@ -214,6 +218,12 @@ impl Handler for App {
                 res.set_body("Hello, World!");
                 Reply::Now
             }
+            "/json" if is_get_or_head(req) => {
+                // The shape the common HTTP benchmark suites use: a fixed object, served as JSON.
+                res.set_body(r#"{"message":"Hello, World!"}"#);
+                let _ = res.set_content_type("application/json");
+                Reply::Now
+            }
             "/work" => match &self.pool {
                 Some(pool) => self.work(pool, req, res),
                 None => self.hello(req, res),
@@ -239,6 +249,11 @@ fn is_standard_method(method: &str) -> bool {
 
 fn is_get_or_head(req: &Request<'_>) -> bool {
     matches!(req.method(), "GET" | "HEAD")
+}
+
+/// `Cache-Control: no-store`: the answer is about this moment (health, counters).
+fn no_store(res: &mut Response) {
+    let _ = res.add_header("Cache-Control", "no-store");
 }
 
 fn method_not_allowed(res: &mut Response, allow: &'static str) -> Reply {

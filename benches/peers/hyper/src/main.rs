@@ -1,5 +1,6 @@
 //! Benchmark peer: hyper 1.x HTTP/1.1 on a tokio current_thread runtime (one thread),
-//! `GET /plaintext` -> `Hello, World!`, keep-alive; hyper honours `Connection: close`.
+//! `GET /plaintext` -> `Hello, World!`, `GET /json` -> `{"message":"Hello, World!"}`,
+//! keep-alive; hyper honours `Connection: close`.
 //! `GET /work?ms=N` sleeps N ms on tokio's blocking pool (`spawn_blocking`) and answers
 //! `worked N ms`: the same work as quiesce's `/work`, done the way a hyper user would.
 //! On SIGINT it stops accepting and shuts connections down gracefully
@@ -24,6 +25,10 @@ use tokio::net::TcpListener;
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let mut res = if req.uri().path() == "/plaintext" {
         Response::new(Full::new(Bytes::from_static(b"Hello, World!")))
+    } else if req.uri().path() == "/json" {
+        let mut res = Response::new(Full::new(Bytes::from_static(br#"{"message":"Hello, World!"}"#)));
+        res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(res);
     } else if req.uri().path() == "/work" {
         let ms: u64 = req
             .uri()

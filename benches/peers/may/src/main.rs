@@ -1,5 +1,5 @@
 //! Benchmark peer: may_minihttp with ONE may worker thread (plus may's timer thread, which only
-//! fires timeouts), `GET /plaintext` -> `Hello, World!`, keep-alive. may_minihttp ignores
+//! fires timeouts), `GET /plaintext` -> `Hello, World!`, `GET /json` -> a JSON object, keep-alive. may_minihttp ignores
 //! `Connection: close` and has no graceful shutdown: SIGINT kills it (default disposition).
 //!
 //! Usage: peer-may [--addr 127.0.0.1:PORT]
@@ -16,6 +16,9 @@ impl HttpService for Plaintext {
         if req.path() == "/plaintext" {
             rsp.header("Content-Type: text/plain");
             rsp.body("Hello, World!");
+        } else if req.path() == "/json" {
+            rsp.header("Content-Type: application/json");
+            rsp.body(r#"{"message":"Hello, World!"}"#);
         } else {
             rsp.status_code(404, "Not Found");
             rsp.header("Content-Type: text/plain");
