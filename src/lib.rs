@@ -2,10 +2,13 @@
 //!
 //! # Architecture
 //!
-//! One thread runs one `mio::Poll` loop ([`Server::run`]). Registered in it: the listening
-//! socket, every client connection (kept in a `slab::Slab`; the slab key is the mio token) and a
-//! signal source for SIGINT and SIGTERM (and SIGHUP where restarts are on). The layers point
+//! One thread runs one [`mio::Poll`] loop ([`Server::run`]). Registered in it: the listening
+//! socket, every client connection (kept in a [`slab::Slab`]; the slab key is the mio token) and
+//! a signal source for SIGINT and SIGTERM (and SIGHUP where restarts are on). The layers point
 //! down; nothing imports upward:
+//!
+//! [`mio::Poll`]: https://docs.rs/mio/1/mio/struct.Poll.html
+//! [`slab::Slab`]: https://docs.rs/slab/0.4/slab/struct.Slab.html
 //!
 //! ```text
 //! process/       the process around the loops: workers, sockets inherited at startup, the
@@ -39,6 +42,12 @@
 //! let outcome = server.run().expect("poll failed");
 //! std::process::exit(outcome.exit_code());
 //! ```
+//!
+//! # Features
+//!
+//! `cli` (on by default) builds the `quiesce` binary and compiles what only it needs (command
+//! line, log output). As a library, depend on it with `default-features = false`: then only the
+//! core crates are compiled (mio, signal-hook, httparse, slab and a few small helpers).
 #![deny(missing_docs)]
 
 pub mod app;
