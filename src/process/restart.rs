@@ -153,7 +153,10 @@ impl Restart {
         };
         match spawned {
             Ok(successor) => {
-                info!("received SIGHUP: started new process {}; serving until it is ready", successor.id());
+                info!(
+                    event = "restart", pid = successor.id();
+                    "received SIGHUP: started new process {}; serving until it is ready", successor.id()
+                );
                 // The watcher is waiting for it: the send cannot fail.
                 let _ = successors.send(successor);
                 self.watcher = Some(watcher);

@@ -117,10 +117,10 @@ impl Acceptor {
         let cap = config.max_connections.max(1);
         if !self.at_cap && open >= cap {
             self.at_cap = true;
-            warn!("{label}{open} connections open: at the connection cap, new ones wait in the backlog");
+            warn!(event = "at_cap", open; "{label}{open} connections open: at the connection cap, new ones wait in the backlog");
         } else if self.at_cap && open < cap - cap / 10 {
             self.at_cap = false;
-            info!("{label}{open} connections open: accepting again");
+            info!(event = "accepting", open; "{label}{open} connections open: accepting again");
         }
     }
 

@@ -103,7 +103,7 @@ impl Ledger {
             hook(&StateChange { id, peer, from, to, counts: self.counts });
         }
         if draining && self.counts.active != active_before {
-            info!("{}active connections: {}", self.label, self.counts.active);
+            info!(event = "active", active = self.counts.active; "{}active connections: {}", self.label, self.counts.active);
         }
     }
 }
@@ -568,7 +568,7 @@ impl Server {
                 // Handing over to a successor: this is the first signal, not a second one. Not a
                 // change of stage (observers have nothing to do): only the cause, so that the
                 // next signal is the second one.
-                info!("{}{}: already draining after a restart", self.ledger.label, cause.describe());
+                info!(event = "signal", cause:% = cause.describe(); "{}{}: already draining after a restart", self.ledger.label, cause.describe());
                 drain.cause = cause;
                 self.stage = Stage::Draining(drain);
             }
@@ -590,6 +590,7 @@ impl Server {
     fn announce(&mut self, cause: Cause, now: Instant) {
         let delay = self.env.config.drain_delay;
         info!(
+            event = "announced", cause:% = cause.describe(), delay_ms = delay.as_millis() as u64;
             "{}{}: draining in {}, serving until then (/healthz answers 503)",
             self.ledger.label,
             cause.describe(),
@@ -628,18 +629,24 @@ impl Server {
             }
             self.sync(key);
         }
-        let mut message =
-            format!("{}: draining {} active, closing {closing} idle", cause.describe(), self.ledger.counts.active);
+        let active = self.ledger.counts.active;
+        let mut message = format!("{}: draining {active} active, closing {closing} idle", cause.describe());
         if last_call > 0 {
             message.push_str(&format!(", last call for {last_call} new or just-used"));
         }
-        info!("{}{message}", self.ledger.label);
+        info!(
+            event = "draining", cause:% = cause.describe(), active, closing_idle = closing, last_call;
+            "{}{message}", self.ledger.label
+        );
     }
 
     /// Closes everything now.
     fn stop(&mut self, cause: Cause) {
         let closed = self.close_all();
-        info!("{}{}: stopping now, closed {closed} connections", self.ledger.label, cause.describe());
+        info!(
+            event = "stopped", cause:% = cause.describe(), closed;
+            "{}{}: stopping now, closed {closed} connections", self.ledger.label, cause.describe()
+        );
         self.set_stage(self.stage.stopped(cause, closed));
     }
 
@@ -648,11 +655,14 @@ impl Server {
         let Stage::Draining(drain) = self.stage else { return };
         if self.slots.is_empty() {
             let elapsed = now.saturating_duration_since(drain.started);
-            info!("{}drained in {:.2}s", self.ledger.label, elapsed.as_secs_f64());
+            info!(
+                event = "drained", drain_ms = elapsed.as_millis() as u64;
+                "{}drained in {:.2}s", self.ledger.label, elapsed.as_secs_f64()
+            );
             self.set_stage(Stage::Done { outcome: Outcome::Drained { elapsed }, drain: Some(drain) });
         } else if drain.deadline <= now {
             let closed = self.close_all();
-            info!("{}shutdown timeout: closed {closed} connections", self.ledger.label);
+            info!(event = "shutdown_timeout", closed; "{}shutdown timeout: closed {closed} connections", self.ledger.label);
             self.set_stage(Stage::Done { outcome: Outcome::TimedOut { closed }, drain: Some(drain) });
         }
     }
