@@ -16,6 +16,8 @@ use std::{
 use quiesce::ServerConfig;
 use quiesce::app::AppConfig;
 
+use crate::logging::LogFormat;
+
 /// Default listening address: `127.0.0.1:8080`.
 pub const DEFAULT_ADDR: SocketAddr = ServerConfig::DEFAULT.addr;
 /// Default delay before answering requests to other paths: none.
@@ -65,6 +67,10 @@ pub struct Cli {
     pub workers: usize,
     /// Threads for the blocking work of `/work` (`--blocking-threads N`).
     pub blocking_threads: usize,
+    /// How log lines (and access log lines) are written (`--log-format text|json`).
+    pub log_format: LogFormat,
+    /// Where the access log goes (`--access-log PATH`, `-` for stdout); none by default.
+    pub access_log: Option<String>,
 }
 
 impl Default for Cli {
@@ -75,6 +81,8 @@ impl Default for Cli {
             verbosity: 0,
             workers: 1,
             blocking_threads: DEFAULT_BLOCKING_THREADS,
+            log_format: LogFormat::Text,
+            access_log: None,
         }
     }
 }
@@ -171,6 +179,21 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             }
             Long("max-headers") => {
                 cli.server.max_headers = count_value(&mut parser, "--max-headers", 1, MAX_HEADERS_CAP)?
+            }
+            Long("log-format") => {
+                let value = take_value(&mut parser, "--log-format")?;
+                cli.log_format = match value.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => return Err(invalid("--log-format", &value, "expected text or json")),
+                };
+            }
+            Long("access-log") => {
+                let value = take_value(&mut parser, "--access-log")?;
+                if value.is_empty() {
+                    return Err(invalid("--access-log", &value, "expected a file name, or - for stdout"));
+                }
+                cli.access_log = Some(value);
             }
             Short(c) => return Err(UsageError(format!("unknown option '-{c}'"))),
             Long(name) => return Err(UsageError(format!("unknown option '--{name}'"))),
@@ -396,6 +419,12 @@ LIMITS AND TIMEOUTS:
 OTHER:
     -v, --verbose                More logging: -v debug, -vv trace
     -q, --quiet                  Less logging: -q warnings, -qq errors, -qqq nothing
+    --log-format FORMAT          text (a line with its UTC time) or json (an object per line,
+                                 for log shippers); under systemd's journal, lines carry their
+                                 syslog priority instead of a time [default: text]
+    --access-log PATH            Append a line per answered request to PATH (- for stdout):
+                                 Common Log Format plus duration, connection and drain, or JSON
+                                 with --log-format json [default: none]
     -h, --help                   Print this help and exit
     -V, --version                Print the version and exit
 
@@ -432,6 +461,9 @@ EXIT CODES:
 ENVIRONMENT:
     RUST_LOG    log filter in env_logger syntax (e.g. RUST_LOG=debug); when set, it is used
                 instead of the level chosen with -v and -q
+    JOURNAL_STREAM
+                set by systemd: when it names stderr, log lines carry syslog priorities (<6>)
+                instead of times
 ",
         addr = DEFAULT_ADDR,
         delay = DEFAULT_DELAY.as_secs(),
@@ -869,12 +901,27 @@ mod tests {
     }
 
     #[test]
+    fn log_format_and_access_log() {
+        assert_eq!(both("--log-format", "json").log_format, LogFormat::Json);
+        assert_eq!(both("--log-format", "text").log_format, LogFormat::Text);
+        assert!(err(&["--log-format", "yaml"]).contains("expected text or json"));
+        assert_eq!(
+            both("--access-log", "/var/log/quiesce/access.log").access_log.as_deref(),
+            Some("/var/log/quiesce/access.log")
+        );
+        assert_eq!(both("--access-log", "-").access_log.as_deref(), Some("-"));
+        assert!(err(&["--access-log="]).contains("--access-log"));
+    }
+
+    #[test]
     fn help_defaults_match_parsed_defaults() {
         // The defaults printed in the help must parse back to the real defaults.
         let help = help_text();
         let defaults: Vec<&str> =
             help.split("[default: ").skip(1).filter_map(|rest| rest.split_once(']').map(|(value, _)| value)).collect();
-        assert_eq!(defaults.len(), 16, "{defaults:?}");
+        assert_eq!(defaults.len(), 18, "{defaults:?}");
+        assert_eq!((defaults[16], Cli::default().log_format), ("text", LogFormat::Text));
+        assert_eq!((defaults[17], Cli::default().access_log), ("none", None));
         assert_eq!(defaults[0].parse::<SocketAddr>(), Ok(DEFAULT_ADDR));
         assert_eq!(parse_duration(defaults[1]), Ok(DEFAULT_DELAY));
         assert_eq!(parse_duration(defaults[2]), Ok(DEFAULT_MAX_DELAY));
@@ -891,7 +938,7 @@ mod tests {
         for (text, value) in defaults[4..8].iter().zip(sizes) {
             assert_eq!(parse_size(text), Ok(value));
         }
-        for (text, value) in defaults[8..].iter().zip([c.header_timeout, c.idle_timeout, c.write_timeout]) {
+        for (text, value) in defaults[8..11].iter().zip([c.header_timeout, c.idle_timeout, c.write_timeout]) {
             assert_eq!(parse_duration(text), Ok(value));
         }
     }

@@ -159,6 +159,11 @@ impl MemoryConnection {
         self.drive();
     }
 
+    /// Records every answered request in `log`, as [`Server::set_access_log`](crate::Server::set_access_log).
+    pub fn set_access_log(&mut self, log: impl crate::AccessLog + 'static) {
+        self.env.access = Some(Box::new(log));
+    }
+
     /// Everything the server has written so far.
     pub fn output(&self) -> &[u8] {
         &self.conn.stream().output
@@ -201,6 +206,19 @@ impl MemoryConnection {
         if self.env.mailbox.has_letters() {
             self.deliver_letters();
         }
+        if self.env.access.is_some() {
+            self.end_access_turn();
+        }
+    }
+
+    /// What the server does for the access log after a turn, and as it lets go of a closed
+    /// connection.
+    #[cold]
+    fn end_access_turn(&mut self) {
+        if self.is_closed() {
+            self.conn.record_stream(&mut self.env);
+        }
+        self.env.end_access_turn();
     }
 
     /// Letters for this connection (key 0, id 1), delivered as the loop delivers them, until

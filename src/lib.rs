@@ -50,6 +50,7 @@
 //! core crates are compiled (mio, signal-hook, httparse, slab and a few small helpers).
 #![deny(missing_docs)]
 
+mod access;
 pub mod app;
 mod config;
 mod connection;
@@ -68,6 +69,7 @@ mod shutdown;
 mod sync;
 mod timer;
 
+pub use access::{AccessLog, AccessRecord};
 pub use config::ServerConfig;
 pub use counters::{ConnState, Counts, StateChange};
 pub use error::Error;

@@ -1,9 +1,12 @@
 //! The `quiesce` binary: command line -> `ServerConfig` -> workers -> exit code.
 
+mod access_log;
 mod cli;
+mod logging;
 
-use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use log::{error, info};
 use quiesce::app::App;
@@ -30,7 +33,8 @@ fn main() -> ExitCode {
         }
         cli::Command::Run(cli) => cli,
     };
-    init_logging(&cli);
+    let output = logging::Output::new(cli.log_format);
+    output.install(cli.log_level());
 
     // Before any thread starts: this reads and clears LISTEN_FDS and friends.
     let inherited = match InheritedSockets::take() {
@@ -43,6 +47,14 @@ fn main() -> ExitCode {
     if let Some(inherited) = &inherited {
         info!("using {} listening socket(s) from {}", inherited.len(), inherited.origin());
     }
+
+    let access_file = match cli.access_log.as_deref().map(access_log::open).transpose() {
+        Ok(file) => file,
+        Err(e) => {
+            error!("cannot open the access log {}: {e}", cli.access_log.as_deref().unwrap_or_default());
+            return ExitCode::from(1);
+        }
+    };
 
     let config = cli.server_config();
     let app_config = cli.app;
@@ -60,20 +72,25 @@ fn main() -> ExitCode {
                 let ticker = ticker.clone();
                 worker.handles.drain.on_drain(move || ticker.drain());
             }
+            if let Some(file) = &access_file {
+                worker.set_access_log(access_log::Writer::new(Arc::clone(file), cli.log_format));
+            }
             App::new(app_config)
                 .with_metrics(worker.registry.clone())
                 .with_pool(pool.clone())
                 .with_events(ticker.clone())
         },
         |started| match workers {
-            1 => info!("listening on http://{}", started.addr),
-            n => info!("listening on http://{} with {n} workers", started.addr),
+            1 => info!(event = "listening", addr:% = started.addr, workers = 1; "listening on http://{}", started.addr),
+            n => {
+                info!(event = "listening", addr:% = started.addr, workers = n; "listening on http://{} with {n} workers", started.addr)
+            }
         },
     );
     match summary {
         Ok(summary) => {
             if cli.log_level() != log::LevelFilter::Off {
-                eprintln!("{}", summary.to_json());
+                eprintln!("{}", output.summary(&summary.to_json(), SystemTime::now()));
             }
             ExitCode::from(u8::try_from(summary.exit_code()).unwrap_or(1))
         }
@@ -82,16 +99,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// `-v`/`-q` set the level; `RUST_LOG`, when set, takes precedence.
-fn init_logging(cli: &cli::Cli) {
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(cli.log_level());
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    builder
-        .format(|buf, record| writeln!(buf, "quiesce: {}: {}", record.level().as_str().to_lowercase(), record.args()));
-    builder.init();
 }

@@ -272,12 +272,13 @@ impl Exchange {
 
     /// The loop takes a stream's body bytes into `out`, as one chunk when `chunked`, with the
     /// last chunk once the producer finished; wakes producers waiting for room. Returns how the
-    /// body stands.
-    pub(crate) fn take_body(&self, out: &mut Vec<u8>, chunked: bool) -> End {
+    /// body stands, and how many body bytes it took.
+    pub(crate) fn take_body(&self, out: &mut Vec<u8>, chunked: bool) -> (End, usize) {
         let mut state = lock(&self.state);
         state.posted = false;
         let waiting = state.waiting > 0;
-        let Answer::Stream { body, end, .. } = &mut state.answer else { return End::Abandoned };
+        let Answer::Stream { body, end, .. } = &mut state.answer else { return (End::Abandoned, 0) };
+        let taken = body.len();
         if !body.is_empty() {
             if chunked {
                 push_hex(out, body.len());
@@ -301,7 +302,7 @@ impl Exchange {
         if waiting {
             self.room.notify_all();
         }
-        end
+        (end, taken)
     }
 
     /// The connection is gone, or takes nothing more: producers are told, and what they left

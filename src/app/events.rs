@@ -241,7 +241,7 @@ mod tests {
     fn until_finished(exchange: &Exchange) -> Vec<u8> {
         let mut body = Vec::new();
         for _ in 0..1000 {
-            if exchange.take_body(&mut body, false) == End::Finished {
+            if exchange.take_body(&mut body, false).0 == End::Finished {
                 return body;
             }
             thread::sleep(Duration::from_millis(10));

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use log::{debug, error, warn};
 
+use crate::access::{AccessLog, Answer, Pending};
 use crate::config::ServerConfig;
 use crate::counters::{ConnState, Stats};
 use crate::handler::{Handler, Reply};
@@ -102,6 +103,10 @@ pub(crate) struct Env {
     pub mailbox: Arc<Mailbox>,
     /// The server's drain notice, for responders and streams.
     pub drain: DrainNotice,
+    /// Where each answered request is recorded, if anywhere.
+    pub access: Option<Box<dyn AccessLog>>,
+    /// Something was recorded this turn: the log's `end_of_turn` is due.
+    pub access_used: bool,
 }
 
 impl Env {
@@ -125,6 +130,17 @@ impl Env {
             response: Response::new(),
             mailbox,
             drain,
+            access: None,
+            access_used: false,
+        }
+    }
+
+    /// The access log's turn ends, if it recorded something.
+    pub(crate) fn end_access_turn(&mut self) {
+        if std::mem::take(&mut self.access_used)
+            && let Some(log) = self.access.as_mut()
+        {
+            log.end_of_turn();
         }
     }
 }
@@ -188,6 +204,8 @@ struct HeadProgress {
 struct BodyProgress {
     head: HeadInfo,
     decoder: BodyDecoder,
+    /// When the request's first byte arrived.
+    started: Instant,
     /// The last read: a body may not pause for longer than the header timeout.
     last_read: Instant,
 }
@@ -292,6 +310,9 @@ pub(crate) struct Connection<S> {
     /// for any reason but [`CloseReason::Done`] (a timeout, the shutdown, a cut stream), the
     /// connection resets, or its FIN would make the body look complete.
     close_delimited: bool,
+    /// The request being answered, for the access log (made at the first request once one is
+    /// on).
+    access: Option<Box<Pending>>,
 }
 
 /// How a connection is treated by a drain.
@@ -330,6 +351,7 @@ impl<S: Transport> Connection<S> {
             activity: false,
             mail: false,
             close_delimited: false,
+            access: None,
         }
     }
 
@@ -671,7 +693,12 @@ impl<S: Transport> Connection<S> {
         let limits = head_limits(&env.config);
         // The handler answers a request without a body while its head is still borrowed.
         let (skip, step) = head.scan.next(self.read_buf.data_mut(), limits, |parsed, _| {
-            (parsed.info.body == BodyKind::None).then(|| call_handler(env, parsed, &[], &self.client))
+            (parsed.info.body == BodyKind::None).then(|| {
+                if env.access.is_some() {
+                    note_request(&mut self.access, parsed, head.started.unwrap_or(env.now));
+                }
+                call_handler(env, parsed, &[], &self.client)
+            })
         });
         self.read_buf.consume(skip);
         if !matches!(step, HeadStep::Empty) && head.started.is_none() {
@@ -692,13 +719,16 @@ impl<S: Transport> Connection<S> {
                 self.complete(head, reply, env);
                 true
             }
-            HeadStep::Complete(head, None) => self.begin_body(head, env),
+            HeadStep::Complete(info, None) => {
+                let started = head.started.unwrap_or(env.now);
+                self.begin_body(info, started, env)
+            }
         }
     }
 
     /// A head with a body is complete: 413 for a declared length over the limit, `100 Continue`
     /// when the client waits for it, then read the body.
-    fn begin_body(&mut self, head: HeadInfo, env: &mut Env) -> bool {
+    fn begin_body(&mut self, head: HeadInfo, started: Instant, env: &mut Env) -> bool {
         let decoder = match BodyDecoder::for_head(head.body, env.config.max_body_bytes) {
             Ok(decoder) => decoder,
             Err(e) => return self.fail(e, env),
@@ -711,14 +741,14 @@ impl<S: Transport> Connection<S> {
             env.stats.response(100);
             self.write_buf.out(&mut env.pool).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        self.phase = Phase::Body(BodyProgress { head, decoder, last_read: env.now });
+        self.phase = Phase::Body(BodyProgress { head, decoder, started, last_read: env.now });
         true
     }
 
     /// In `Body`: advances the body; answers the request once it is complete.
     fn process_body(&mut self, env: &mut Env) -> bool {
         let Phase::Body(body) = &mut self.phase else { return false };
-        let head = body.head;
+        let (head, started) = (body.head, body.started);
         let body_len = match body.decoder.advance(&mut self.read_buf, head.len) {
             Ok(Some(len)) => len,
             Ok(None) if self.peer_eof => {
@@ -732,8 +762,12 @@ impl<S: Transport> Connection<S> {
         // The head parsed a moment ago sits before the body: read it again for the borrowed
         // view the handler gets.
         let request = &mut self.read_buf.data_mut()[..head.len + body_len];
-        let (_, step) = HeadScan::default()
-            .next(request, head_limits(&env.config), |parsed, body| call_handler(env, parsed, body, &self.client));
+        let (_, step) = HeadScan::default().next(request, head_limits(&env.config), |parsed, body| {
+            if env.access.is_some() {
+                note_request(&mut self.access, parsed, started);
+            }
+            call_handler(env, parsed, body, &self.client)
+        });
         let reply = match step {
             HeadStep::Complete(_, reply) => reply,
             // The same bytes parsed a moment ago; keep going rather than trust that blindly.
@@ -854,8 +888,14 @@ impl<S: Transport> Connection<S> {
             // Nothing of the body goes out: the producer is told the stream is closed (and
             // complete: finishing it succeeds).
             exchange.complete();
+            if env.access.is_some() {
+                self.record_answer(env.response.status(), 0, env);
+            }
             self.after_response(close, head.keep_alive);
         } else {
+            if let Some(pending) = self.access.as_mut() {
+                pending.stream_started(env.response.status());
+            }
             self.close_delimited = !chunked;
             self.phase = Phase::Streaming(Box::new(Streaming { exchange, chunked, close }));
             // Body bytes may have come with the head.
@@ -870,19 +910,24 @@ impl<S: Transport> Connection<S> {
         self.mail = false;
         let Phase::Streaming(streaming) = &self.phase else { return false };
         let (was_empty, before) = (self.write_buf.is_empty(), self.write_buf.pending().len());
-        let end = streaming.exchange.take_body(self.write_buf.out(&mut env.pool), streaming.chunked);
+        let (end, taken) = streaming.exchange.take_body(self.write_buf.out(&mut env.pool), streaming.chunked);
         let close = streaming.close;
+        if let Some(pending) = self.access.as_mut() {
+            pending.streamed += taken as u64;
+        }
         if was_empty && !self.write_buf.is_empty() {
             self.write_since = env.now;
         }
         match end {
             End::Open => self.write_buf.pending().len() > before,
             End::Finished => {
+                self.record_stream(env);
                 self.after_response(close, true);
                 true
             }
             End::Abandoned => {
                 warn!("connection {}: a stream was dropped unfinished; cutting the response", self.client.id);
+                self.record_stream(env);
                 self.closing(AfterFlush::Cut);
                 true
             }
@@ -953,6 +998,46 @@ impl<S: Transport> Connection<S> {
         let response = &env.response;
         env.stats.response(response.status());
         response.encode(self.write_buf.out(&mut env.pool), env.date.get(), head_only, connection);
+        if env.access.is_some() {
+            self.record_response(head_only, env);
+        }
+    }
+
+    /// Records the response just queued from `env.response` in the access log.
+    #[cold]
+    #[inline(never)]
+    fn record_response(&mut self, head_only: bool, env: &mut Env) {
+        let response = &env.response;
+        let bytes = if head_only || response.is_bodiless() { 0 } else { response.body().len() as u64 };
+        let status = response.status();
+        self.record_answer(status, bytes, env);
+    }
+
+    /// Records the answer to the request being answered in the access log.
+    #[cold]
+    #[inline(never)]
+    fn record_answer(&mut self, status: u16, body_bytes: u64, env: &mut Env) {
+        let Some(log) = env.access.as_mut() else { return };
+        let pending = self.access.get_or_insert_with(Box::default);
+        let answer = Answer {
+            peer: self.client.addr,
+            connection_id: self.client.id,
+            status,
+            body_bytes,
+            during_drain: env.draining != Draining::No,
+        };
+        log.record(&pending.finish(answer, env.now));
+        env.access_used = true;
+    }
+
+    /// A stream that ended (finished, dropped) is recorded with what it sent; so is one the
+    /// connection closed in the middle of (a timeout, the shutdown, the client leaving): the
+    /// server calls this as it lets go of a closed connection.
+    pub(crate) fn record_stream(&mut self, env: &mut Env) {
+        if let Some(status) = self.access.as_ref().and_then(|p| p.unfinished_stream()) {
+            let bytes = self.access.as_ref().map_or(0, |p| p.streamed);
+            self.record_answer(status, bytes, env);
+        }
     }
 
     /// The response just queued is the last: nothing more is read as requests.
@@ -1039,6 +1124,14 @@ fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8], client:
             Reply::Now
         }
     }
+}
+
+/// Keeps what the access log needs of `request` until its answer.
+#[cold]
+#[inline(never)]
+fn note_request(access: &mut Option<Box<Pending>>, parsed: &ParsedHead<'_, '_>, started: Instant) {
+    let (method, target) = (parsed.req.method.unwrap_or(""), parsed.req.path.unwrap_or(""));
+    access.get_or_insert_with(Box::default).begin(method, target, parsed.info.version, started);
 }
 
 /// Makes `response` a 500 that closes the connection: the server failed, not the request.

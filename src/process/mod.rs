@@ -16,7 +16,8 @@ mod restart;
 mod supervisor;
 mod systemd;
 
-use std::fmt::Write as _;
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use std::thread;
 use log::{error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use crate::access::AccessLog;
 use crate::config::ServerConfig;
 use crate::counters::DrainReport;
 use crate::error::Error;
@@ -140,7 +142,6 @@ impl Default for Options {
 }
 
 /// What `make_handler` gets for each worker.
-#[derive(Debug)]
 pub struct Worker {
     /// The worker's number, 0 first.
     pub index: usize,
@@ -149,6 +150,26 @@ pub struct Worker {
     /// The process's shutdown handle (worker 0's, which every other worker follows) and the
     /// drain notice all workers share.
     pub handles: Handles,
+    access_log: RefCell<Option<Box<dyn AccessLog>>>,
+}
+
+impl Worker {
+    /// Gives this worker's server an access log (see
+    /// [`Server::set_access_log`](crate::Server::set_access_log)); each worker has its own.
+    pub fn set_access_log(&self, log: impl AccessLog + 'static) {
+        *self.access_log.borrow_mut() = Some(Box::new(log));
+    }
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("index", &self.index)
+            .field("registry", &self.registry)
+            .field("handles", &self.handles)
+            .field("access_log", &self.access_log.borrow().is_some())
+            .finish()
+    }
 }
 
 /// What `on_started` gets, once every worker is set up and just before serving starts.
@@ -270,11 +291,18 @@ where
     for (i, listener) in listeners.into_iter().enumerate() {
         let config = ServerConfig { handle_signals: config.handle_signals && i == 0, ..config.clone() };
         let leader = servers.first().map(Server::shutdown_handle);
+        let mut access_log = None;
         let mut server = Server::assemble(listener, config, drain.clone(), |own| {
             let shutdown = leader.unwrap_or_else(|| own.clone());
             let handles = Handles { shutdown, drain: drain.clone() };
-            make_handler(&Worker { index: i, registry: registry.clone(), handles })
+            let worker = Worker { index: i, registry: registry.clone(), handles, access_log: RefCell::new(None) };
+            let handler = make_handler(&worker);
+            access_log = worker.access_log.into_inner();
+            handler
         })?;
+        if let Some(log) = access_log {
+            server.set_boxed_access_log(log);
+        }
         server.set_metrics(Arc::clone(&metrics[i]));
         if workers > 1 {
             server.set_label(format!("worker {i}: "));

@@ -34,6 +34,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::access::AccessLog;
 use crate::config::ServerConfig;
 use crate::connection::{Connection, DrainRole, Env};
 use crate::counters::{ConnState, Counts, DrainReport, StateChange};
@@ -314,6 +315,18 @@ impl Server {
         self.inbox.handle.clone()
     }
 
+    /// Records every answered request in `log` (see [`AccessRecord`](crate::AccessRecord)): a
+    /// closure `|record: &AccessRecord<'_>| …` will do, or a writer that buffers within a turn
+    /// and writes in [`AccessLog::end_of_turn`](crate::AccessLog::end_of_turn). It runs on the
+    /// loop thread: keep it quick.
+    pub fn set_access_log(&mut self, log: impl AccessLog + 'static) {
+        self.set_boxed_access_log(Box::new(log));
+    }
+
+    pub(crate) fn set_boxed_access_log(&mut self, log: Box<dyn AccessLog>) {
+        self.env.access = Some(log);
+    }
+
     /// Calls `hook` on every connection state change (New, Active, Idle, Closed), with the live
     /// counts after it. It runs on the loop thread: keep it quick.
     pub fn on_state_change(&mut self, hook: impl FnMut(&StateChange) + Send + 'static) {
@@ -338,8 +351,10 @@ impl Server {
             self.advance_stage(now);
             self.publish(now);
             if let Stage::Done { outcome, .. } = self.stage {
+                self.last_access_records();
                 return Ok(outcome);
             }
+            self.env.end_access_turn();
         }
     }
 
@@ -520,12 +535,24 @@ impl Server {
         for key in self.queues.closed.drain(..) {
             // Closing the socket (by dropping it) also removes it from the poll: no
             // `epoll_ctl(DEL)` per connection. Its descriptor is not shared with anything.
-            if let Some(Slot { conn, .. }) = self.slots.try_remove(key) {
+            if let Some(Slot { mut conn, .. }) = self.slots.try_remove(key) {
                 log::trace!("connection {} ({}) removed: {:?}", conn.client.id, conn.client.addr, conn.close_reason());
+                if self.env.access.is_some() {
+                    conn.record_stream(&mut self.env);
+                }
             }
         }
         self.accept.on_close(now);
         self.accept.update_cap(self.slots.len(), &self.env.config, &self.ledger.label);
+    }
+
+    /// The server stops (its connections are gone: drained, or closed and recorded by
+    /// `close_all`): the access log writes out what it holds.
+    fn last_access_records(&mut self) {
+        if self.env.access.is_some() {
+            self.env.access_used = true;
+            self.env.end_access_turn();
+        }
     }
 
     /// Acts on what asks the stage to move (signals, the handle, the end of the drain delay, a
@@ -685,10 +712,13 @@ impl Server {
         let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
         let count = keys.len();
         for key in keys {
-            if let Some(slot) = self.slots.get_mut(key)
-                && slot.conn.abort()
-            {
-                self.ledger.report.streams_cut += 1;
+            if let Some(slot) = self.slots.get_mut(key) {
+                if slot.conn.abort() {
+                    self.ledger.report.streams_cut += 1;
+                }
+                if self.env.access.is_some() {
+                    slot.conn.record_stream(&mut self.env);
+                }
             }
             self.sync(key);
         }

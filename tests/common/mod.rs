@@ -269,7 +269,8 @@ pub fn spawn_log_collector(stderr: ChildStderr, log: SharedLog) {
 pub fn parse_listening(line: &str) -> Option<SocketAddr> {
     let marker = "listening on http://";
     let rest = &line[line.find(marker)? + marker.len()..];
-    let end = rest.find(|c: char| c.is_whitespace() || c == '/' || c == ',' || c == ')').unwrap_or(rest.len());
+    // Ends at a space, a path, a list, a parenthesis or (in a JSON log line) a quote.
+    let end = rest.find(|c: char| c.is_whitespace() || matches!(c, '/' | ',' | ')' | '"')).unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 

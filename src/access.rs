@@ -1,0 +1,127 @@
+//! One record per answered request: what an access log writes, or what an embedder counts.
+//! Set an [`AccessLog`] with [`Server::set_access_log`](crate::Server::set_access_log) (or
+//! [`Worker::set_access_log`](crate::process::Worker::set_access_log) under `process::run`);
+//! without one, the request path pays one branch per request and nothing else.
+//!
+//! A record is made when the server has the whole answer: a response when it is queued, a
+//! stream when it ends (finished, dropped, or cut by a timeout or the shutdown), a protocol
+//! error when its 4xx/5xx is queued. A request whose client left before any answer has none.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::http::request::Version;
+
+/// One answered request.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRecord<'a> {
+    /// The client.
+    pub peer: SocketAddr,
+    /// The connection's id (as [`Request::connection_id`](crate::Request::connection_id)).
+    pub connection_id: u64,
+    /// The method, or `-` when the request could not be read (a 400, a 408).
+    pub method: &'a str,
+    /// The request target as sent, or `-`.
+    pub target: &'a str,
+    /// The request's version, when it was read.
+    pub version: Option<Version>,
+    /// The status sent.
+    pub status: u16,
+    /// Body bytes of the response (none for HEAD, 204 or 304; for a stream, what went out).
+    pub body_bytes: u64,
+    /// From the first byte of the request to the answer being queued (for a stream, its end).
+    pub duration: Duration,
+    /// Answered once the server was shutting down (from the first signal on, the drain delay
+    /// included: when [`Request::server_draining`](crate::Request::server_draining) says so).
+    pub during_drain: bool,
+}
+
+/// Takes each [`AccessRecord`] on the server's thread. `record` must be quick: it runs inside
+/// the loop (format into a buffer there, and write the buffer out in `end_of_turn`).
+pub trait AccessLog: Send {
+    /// One answered request.
+    fn record(&mut self, record: &AccessRecord<'_>);
+
+    /// The loop's turn ends (after a turn that recorded something, and once more when the
+    /// server stops): the time to write out what was buffered, in one write.
+    fn end_of_turn(&mut self) {}
+}
+
+impl<F: FnMut(&AccessRecord<'_>) + Send> AccessLog for F {
+    fn record(&mut self, record: &AccessRecord<'_>) {
+        self(record);
+    }
+}
+
+/// What a connection keeps of the request it is answering, while an access log is on: the
+/// request line outlives the read buffer the handler saw (a deferred answer or a stream comes
+/// much later). One per connection, reused: no allocation per request once warm.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// Method, then target.
+    line: String,
+    method_len: usize,
+    version: Option<Version>,
+    started: Option<Instant>,
+    /// A request is being answered and has no record yet.
+    live: bool,
+    /// A stream's status, once its head went out.
+    stream_status: Option<u16>,
+    /// A stream's body bytes so far.
+    pub(crate) streamed: u64,
+}
+
+impl Pending {
+    /// A request reached its handler.
+    pub(crate) fn begin(&mut self, method: &str, target: &str, version: Version, started: Instant) {
+        self.line.clear();
+        self.line.push_str(method);
+        self.line.push_str(target);
+        self.method_len = method.len();
+        self.version = Some(version);
+        self.started = Some(started);
+        self.live = true;
+        self.stream_status = None;
+        self.streamed = 0;
+    }
+
+    /// The request being answered is streamed, with `status`.
+    pub(crate) fn stream_started(&mut self, status: u16) {
+        self.stream_status = Some(status);
+    }
+
+    /// A stream whose end was not recorded yet (the connection closed in its middle): its
+    /// status.
+    pub(crate) fn unfinished_stream(&self) -> Option<u16> {
+        self.stream_status.filter(|_| self.live)
+    }
+
+    /// The record of the answer (`-` for a request that never reached its handler), and the
+    /// request is done with. `started` stands in for a request that was not read.
+    pub(crate) fn finish<'a>(&'a mut self, answer: Answer, started: Instant) -> AccessRecord<'a> {
+        let live = std::mem::replace(&mut self.live, false);
+        let (method, target) = if live { self.line.split_at(self.method_len) } else { ("-", "-") };
+        let started = if live { self.started.unwrap_or(started) } else { started };
+        AccessRecord {
+            peer: answer.peer,
+            connection_id: answer.connection_id,
+            method,
+            target,
+            version: if live { self.version } else { None },
+            status: answer.status,
+            body_bytes: answer.body_bytes,
+            duration: Instant::now().saturating_duration_since(started),
+            during_drain: answer.during_drain,
+        }
+    }
+}
+
+/// What the connection knows of an answer when it is recorded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answer {
+    pub peer: SocketAddr,
+    pub connection_id: u64,
+    pub status: u16,
+    pub body_bytes: u64,
+    pub during_drain: bool,
+}

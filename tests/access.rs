@@ -1,0 +1,194 @@
+//! The access log: the binary's `--access-log` (Common Log Format plus duration, connection and
+//! drain; JSON with `--log-format json`) and the library's `Server::set_access_log`, which sees
+//! the same records: whole answers, protocol errors, deferred answers, streams (finished, or cut
+//! by the shutdown), answers given during the drain.
+
+mod common;
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::{Quiesce, SIGTERM, connect, get, head};
+use quiesce::{AccessRecord, Outcome, Reply, Request, Response, Server, ServerConfig, Version};
+
+/// A fresh path for this test's log file (removed when dropped).
+struct LogFile(std::path::PathBuf);
+
+impl LogFile {
+    fn new(name: &str) -> LogFile {
+        LogFile(std::env::temp_dir().join(format!("quiesce-{name}-{}.log", std::process::id())))
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.0).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn every_answered_request_gets_a_line_in_common_log_format() {
+    let log = LogFile::new("access-text");
+    let mut server = Quiesce::start(&["--access-log", log.path(), "--drain-delay", "1s"]);
+    let mut client = connect(server.addr());
+    assert_eq!(client.request(&get("/plaintext")).unwrap().status, 200);
+    client.send(&head("/json")).unwrap();
+    assert_eq!(client.read_head_response().unwrap().status, 200);
+    let echo = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
+    assert_eq!(client.request(echo).unwrap().status, 200);
+    assert_eq!(client.request(&get("/work?ms=1")).unwrap().status, 200);
+    let mut events = connect(server.addr());
+    events.send(&get("/events?every=1ms&n=2")).unwrap();
+    let _ = events.read_head_response().unwrap();
+    while events.read_chunk().unwrap().is_some() {}
+    assert_eq!(connect(server.addr()).request(b"GET / HTTP/1.1\r\n\r\n").unwrap().status, 400);
+    // During the drain delay: still served, marked.
+    server.signal(SIGTERM);
+    server.expect_log("draining in 1s", Duration::from_secs(5));
+    assert_eq!(client.request(&get("/healthz")).unwrap().status, 503);
+    drop(client);
+    let status = server.wait_exit(Duration::from_secs(10));
+    server.assert_exit_code(status, 0);
+
+    let lines = log.lines();
+    let expected = [
+        ("\"GET /plaintext HTTP/1.1\" 200 13 ", "drain=no"),
+        ("\"HEAD /json HTTP/1.1\" 200 0 ", "drain=no"),
+        ("\"POST /echo HTTP/1.1\" 200 5 ", "drain=no"),
+        ("\"GET /work?ms=1 HTTP/1.1\" 200 12 ", "drain=no"),
+        ("\"GET /events?every=1ms&n=2 HTTP/1.1\" 200 ", "drain=no"),
+        ("\"-\" 400 ", "drain=no"),
+        ("\"GET /healthz HTTP/1.1\" 503 8 ", "drain=yes"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    for (line, (request, drain)) in lines.iter().zip(expected) {
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(line.contains("/2026:") || line.contains(" +0000] "), "{line}");
+        assert!(line.contains(request), "{line} lacks {request}");
+        assert!(line.ends_with(drain), "{line}");
+        let us = line.split(" us=").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse::<u64>().ok());
+        assert!(us.is_some(), "no duration: {line}");
+        assert!(line.contains(" conn="), "{line}");
+    }
+    // Two events of "data: tick K\n\n": 28 body bytes.
+    assert!(lines[4].contains(" 200 28 "), "{}", lines[4]);
+    // A connection's requests share its id.
+    let conn = |line: &str| line.split(" conn=").nth(1).and_then(|r| r.split(' ').next()).unwrap().to_owned();
+    assert_eq!(conn(&lines[0]), conn(&lines[3]));
+    assert_ne!(conn(&lines[0]), conn(&lines[4]));
+}
+
+#[test]
+fn json_access_lines_with_log_format_json() {
+    let log = LogFile::new("access-json");
+    let mut server = Quiesce::start(&["--access-log", log.path(), "--log-format", "json", "--workers", "2"]);
+    for _ in 0..4 {
+        assert_eq!(connect(server.addr()).request(&get("/plaintext")).unwrap().status, 200);
+    }
+    server.signal(SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(10));
+    server.assert_exit_code(status, 0);
+    let lines = log.lines();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    for line in &lines {
+        assert!(line.starts_with("{\"ts\":\"") && line.ends_with("\"draining\":false}"), "{line}");
+        for field in [
+            "\"client\":\"127.0.0.1:",
+            "\"method\":\"GET\"",
+            "\"target\":\"/plaintext\"",
+            "\"version\":\"HTTP/1.1\"",
+            "\"status\":200",
+            "\"bytes\":13",
+            "\"duration_us\":",
+            "\"conn\":",
+        ] {
+            assert!(line.contains(field), "{line} lacks {field}");
+        }
+    }
+}
+
+#[test]
+fn a_library_hook_sees_deferred_answers_and_streams_cut_by_the_shutdown() {
+    let config = ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        handle_signals: false,
+        shutdown_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (responders, deferred) = mpsc::channel();
+    let mut server = Server::bind(config, move |req: &Request<'_>, res: &mut Response| {
+        if req.path() == "/now" {
+            res.set_body("now");
+            return Reply::Now;
+        }
+        let _ = responders.send(res.defer());
+        Reply::Later
+    })
+    .unwrap();
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        method: String,
+        target: String,
+        version: Option<Version>,
+        status: u16,
+        bytes: u64,
+        draining: bool,
+    }
+    let (records, seen) = mpsc::channel();
+    server.set_access_log(move |r: &AccessRecord<'_>| {
+        let _ = records.send(Seen {
+            method: r.method.to_owned(),
+            target: r.target.to_owned(),
+            version: r.version,
+            status: r.status,
+            bytes: r.body_bytes,
+            draining: r.during_drain,
+        });
+    });
+    let (addr, handle) = (server.local_addr(), server.shutdown_handle());
+    let thread = thread::spawn(move || server.run());
+
+    let mut client = connect(addr);
+    client.send(&get("/later")).unwrap();
+    let responder = deferred.recv_timeout(Duration::from_secs(5)).unwrap();
+    let mut answer = Response::new();
+    answer.set_status(201).set_body("made");
+    responder.send(answer).unwrap();
+    assert_eq!(client.read_response().unwrap().status, 201);
+    assert_eq!(client.request(&get("/now")).unwrap().text(), "now");
+    let mut streaming = connect(addr);
+    streaming.send(b"GET /stream HTTP/1.0\r\n\r\n").unwrap();
+    let mut stream = deferred.recv_timeout(Duration::from_secs(5)).unwrap().stream(Response::new()).unwrap();
+    stream.send(b"twelve bytes").unwrap();
+    let _ = streaming.read_head_response().unwrap();
+    // The producer ignores the drain: the shutdown timeout cuts its stream.
+    handle.graceful();
+    assert!(matches!(thread.join().unwrap().unwrap(), Outcome::TimedOut { closed: 1 }));
+
+    let seen: Vec<Seen> = seen.try_iter().collect();
+    let record = |method: &str, target: &str, version, status, bytes, draining| Seen {
+        method: method.into(),
+        target: target.into(),
+        version: Some(version),
+        status,
+        bytes,
+        draining,
+    };
+    assert_eq!(
+        seen,
+        [
+            record("GET", "/later", Version::Http11, 201, 4, false),
+            record("GET", "/now", Version::Http11, 200, 3, false),
+            record("GET", "/stream", Version::Http10, 200, 12, true),
+        ]
+    );
+}
