@@ -7,7 +7,9 @@
 #   REPS=1 DURATION=2s bash benches/compare.sh    # quick smoke run
 #
 # Environment: REPS (3), DURATION (10s), WARMUP (2s), STRACE_DURATION (3s), IDLE (10000),
-# SERVERS ("quiesce nginx hyper may"), SERVER_CPU (0), CLIENT_CPU (1), BASE_PORT (18080).
+# SCENARIOS ("S1 S2 S3 S5"; S4 comes with the idle phase), SERVERS ("quiesce nginx hyper may";
+# "quiesce-log" is quiesce with --access-log, for the access log's cost), SERVER_CPU (0),
+# CLIENT_CPU (1), BASE_PORT (18080), RESULT (latest: the file under benches/results/).
 # Installs wrk, nginx, strace, curl with apt-get when missing (Debian/Ubuntu, as root).
 set -euo pipefail
 
@@ -15,6 +17,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 REPS=${REPS:-3}
+SCENARIOS=${SCENARIOS:-"S1 S2 S3 S5"}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 STRACE_DURATION=${STRACE_DURATION:-3s}
@@ -29,7 +32,7 @@ PIPELINE_DEPTH=16
 IDLE_BATCH=1000 # RSS is also read after this many idle connections
 
 COMMAND="REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP STRACE_DURATION=$STRACE_DURATION IDLE=$IDLE"
-COMMAND+=" SERVERS=\"$SERVERS\" bash benches/compare.sh${*:+ $*}"
+COMMAND+=" SCENARIOS=\"$SCENARIOS\" SERVERS=\"$SERVERS\" bash benches/compare.sh${*:+ $*}"
 
 log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
@@ -109,7 +112,7 @@ forget() { # forget a pid we waited for
 declare -A PORT PID
 i=0
 for s in $SERVERS; do
-    case $s in quiesce | nginx | hyper | may) ;; *) die "unknown server '$s'" ;; esac
+    case $s in quiesce | quiesce-log | nginx | hyper | may) ;; *) die "unknown server '$s'" ;; esac
     PORT[$s]=$((BASE_PORT + i))
     i=$((i + 1))
 done
@@ -147,6 +150,7 @@ start_server() { # $1 = name; sets PID[$1]
     local s=$1 port=${PORT[$1]} cmd
     case $s in
         quiesce) cmd=("$QUIESCE" --addr "127.0.0.1:$port" "${QUIESCE_ARGS[@]}") ;;
+        quiesce-log) cmd=("$QUIESCE" --addr "127.0.0.1:$port" "${QUIESCE_ARGS[@]}" --access-log "$WORK/access.log") ;;
         nginx)
             write_nginx_conf "$port"
             cmd=("$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf")
@@ -250,6 +254,11 @@ measure() {
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$s" "$sc" "$rps" "$p50" "$p99" "$requests" \
         "$((t1 - t0))" "$((o1 - o0))" "$errors" "$((u1 - u0))" >>"$WORK/runs.tsv"
     log "  $s $sc: $rps req/s, p50 ${p50}us, p99 ${p99}us, cpu $((t1 - t0)) ticks, $((o1 - o0)) host-wide accepts, $errors errors"
+    if [[ $s == quiesce-log ]]; then
+        # The log must hold a line per request (plus the warm-up's and the readiness probes').
+        log "  quiesce-log wrote $(wc -l <"$WORK/access.log") access log lines for $requests requests"
+        : >"$WORK/access.log"
+    fi
 }
 
 # hold NAME COUNT -> starts a holder of COUNT idle connections and waits until it is ready;
@@ -390,10 +399,10 @@ for rep in $(seq 1 "$REPS"); do
     read -r -a order <<<"$SERVERS"
     shift_by=$(((rep - 1) % ${#order[@]}))
     order=("${order[@]:shift_by}" "${order[@]:0:shift_by}")
-    for sc in S1 S2 S3 S5; do
+    for sc in $SCENARIOS; do
         for s in "${order[@]}"; do measure "$s" "$sc" "$rep"; done
     done
-    for s in $SERVERS; do heavy "$s" "$rep"; done
+    for s in $SERVERS; do if [[ $s == quiesce-log ]]; then stop_server "$s"; else heavy "$s" "$rep"; fi; done
     floor_exit "$rep"
 done
 
@@ -401,7 +410,7 @@ log "syscalls per request (strace -c -f, $STRACE_DURATION per run)"
 for s in $SERVERS; do
     start_server "$s"
     run_wrk "$s" warm "$WARMUP" "$WORK/warm.$s.txt"
-    for sc in S1 S2 S3; do syscalls "$s" "$sc"; done
+    for sc in $SCENARIOS; do [[ $sc == S5 ]] || syscalls "$s" "$sc"; done
     stop_server "$s"
 done
 
@@ -545,6 +554,19 @@ checks = [
     ("SIGINT→exit with 10,000 idle ≤ 20 ms", exit_med.get("quiesce"), exit_reps, 20, "le"),
 ]
 
+if "quiesce-log" in servers:
+    by = {(r["server"], r["rep"], r["scenario"]): int(r["cpu_ticks"]) / int(r["requests"]) for r in runs}
+    print("Access log cost (quiesce --access-log FILE vs quiesce, same repetition): CPU per request, on/off")
+    print()
+    print("| scenario | per repetition | median |")
+    print("|---|---|--:|")
+    for sc in scen:
+        ratios = [by["quiesce-log", rep, sc] / by["quiesce", rep, sc] for (s, rep, c) in sorted(by)
+                  if s == "quiesce" and c == sc and ("quiesce-log", rep, sc) in by]
+        if ratios:
+            print(f"| {sc} | {', '.join(fmt(x, 3) for x in ratios)} | {fmt(med(ratios), 3)} |")
+    print()
+
 def meets(v, lim, op):
     return v <= lim if op == "le" else v >= lim
 
@@ -594,5 +616,5 @@ cat "$WORK/summary.md"
         cat "$f"
         echo '```'
     done
-} >"$ROOT/benches/results/latest.md"
-log "raw numbers: benches/results/latest.md"
+} >"$ROOT/benches/results/${RESULT:-latest}.md"
+log "raw numbers: benches/results/${RESULT:-latest}.md"

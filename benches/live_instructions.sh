@@ -7,6 +7,7 @@
 #   bash benches/live_instructions.sh                   # this tree
 #   AGAINST=<git rev> bash benches/live_instructions.sh # REV and this tree side by side
 #   DETAIL=1 RUNS=1 bash benches/live_instructions.sh   # plus the costliest functions (inclusive)
+#   SERVER_ARGS="--access-log /tmp/a.log" bash benches/live_instructions.sh  # the server with these flags
 #
 # Scenarios (REQUESTS each, after a warm-up that callgrind's counters are zeroed after):
 #   keepalive   one keep-alive connection, one GET /plaintext at a time
@@ -110,7 +111,8 @@ count() {
 # Runs SCENARIO against BINARY under callgrind once; prints instructions per request.
 count_once() {
     local binary=$1 scenario=$2 out="$work/cg.$2.$RANDOM"
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" --addr "127.0.0.1:$PORT" -qqq \
+    # shellcheck disable=SC2086 # SERVER_ARGS is a list
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" --addr "127.0.0.1:$PORT" -qqq ${SERVER_ARGS:-} \
         >/dev/null 2>"$out.log" &
     server_pid=$!
     for _ in $(seq 600); do
