@@ -209,10 +209,11 @@ fn read_chunks(out: &[u8], mut at: usize) -> (Vec<u8>, Option<usize>) {
 /// cut stream may end the output. With `allow_truncated`, the last response may be cut short
 /// (the connection was dropped while the client was not reading). `ended`: the server wrote
 /// its last byte (closed, or shut its write side), so a finished HTTP/1.0 stream is complete.
-/// Returns the number of final responses.
-fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool, ended: bool) -> usize {
+/// Returns the statuses of the final responses.
+fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool, ended: bool) -> Vec<u16> {
     let mut pos = 0;
     let mut finals = 0;
+    let mut statuses = Vec::new();
     let mut closed = false;
     while pos < out.len() {
         assert!(!closed, "bytes after a 'Connection: close' response: {:?}", String::from_utf8_lossy(&out[pos..]));
@@ -221,7 +222,7 @@ fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool, ended: bo
             let rest = &out[pos..];
             let n = rest.len().min(9);
             assert_eq!(&rest[..n], &b"HTTP/1.1 "[..n], "truncated response does not start like one");
-            return finals;
+            return statuses;
         };
         let head = parse_head(&out[pos..end]);
         if head.status < 200 {
@@ -232,6 +233,7 @@ fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool, ended: bo
         }
         let expected = answers.get(finals);
         finals += 1;
+        statuses.push(head.status);
         closed = head.close;
         let Some(answer) = expected else {
             assert_eq!(finals - 1, answers.len(), "more than one response the handler did not produce");
@@ -240,7 +242,7 @@ fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool, ended: bo
             assert!(!head.chunked, "an error response that is chunked");
             match fixed_body(out, end, &head, false, None, allow_truncated) {
                 Some(length) => pos = end + length,
-                None => return finals,
+                None => return statuses,
             }
             continue;
         };
@@ -252,7 +254,7 @@ fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool, ended: bo
                 assert!(!head.chunked, "a whole response that is chunked");
                 match fixed_body(out, end, &head, answer.head, Some(body), allow_truncated) {
                     Some(length) => pos = end + length,
-                    None => return finals,
+                    None => return statuses,
                 }
             }
             Body::Streamed(_, _) if answer.head => {
@@ -269,7 +271,7 @@ fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool, ended: bo
                     // Complete once the output is (the end is the connection's).
                     assert_eq!(body, &sent[..], "a finished HTTP/1.0 stream's body is not all that was sent");
                 }
-                return finals;
+                return statuses;
             }
             Body::Streamed(sent, stream_end) => {
                 assert!(head.chunked && head.content_length.is_none(), "HTTP/1.1 stream framing");
@@ -286,13 +288,13 @@ fn check_output(out: &[u8], answers: &[Answer], allow_truncated: bool, ended: bo
                             *stream_end != End::Finished || allow_truncated,
                             "a finished stream without its last chunk"
                         );
-                        return finals;
+                        return statuses;
                     }
                 }
             }
         }
     }
-    finals
+    statuses
 }
 
 /// The length of a Content-Length body at `out[end..]` (none for HEAD or a 204/304), checked
@@ -501,7 +503,13 @@ fuzz_target!(|data: &[u8]| {
 
     let (log, later): (Log, Later) = Default::default();
     let handler = Recording { app: App::default(), log: Arc::clone(&log), later: Arc::clone(&later) };
-    let conn = MemoryConnection::new(config(flags), handler);
+    let mut conn = MemoryConnection::new(config(flags), handler);
+    // The access log is on unless flag 32 says no: its records are checked against the output.
+    let records: Option<Arc<Mutex<Vec<u16>>>> = (flags & 32 == 0).then(Default::default);
+    if let Some(records) = &records {
+        let records = Arc::clone(records);
+        conn.set_access_log(move |r: &quiesce::AccessRecord<'_>| records.lock().unwrap().push(r.status));
+    }
     let mut run = Run { conn, log, later, write_limit: None, dropped_unread: false, shut_at: None };
 
     for op in ops.chunks_exact(2) {
@@ -561,7 +569,17 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(run.conn.is_closed(), "still {:?} after {max_steps} quiet periods of 121 s", run.conn.state());
     let answers = run.log.lock().unwrap().clone();
-    let finals = check_output(run.conn.output(), &answers, run.dropped_unread, true);
+    let statuses = check_output(run.conn.output(), &answers, run.dropped_unread, true);
+    let finals = statuses.len();
+    // The access log has a record for every response the client got, in order, with its
+    // status; more only for answers queued and then lost with the connection (the client
+    // stopped reading), and never more than the handler's answers plus one protocol error.
+    if let Some(records) = &records {
+        let records = records.lock().unwrap();
+        assert!(records.len() >= finals, "{} access records for {finals} responses: {records:?} vs {statuses:?}", records.len());
+        assert!(records.len() <= answers.len() + 1, "more access records than answers: {records:?} vs {answers:?}");
+        assert_eq!(&records[..finals], &statuses[..], "the access log's statuses are not the responses'");
+    }
     // An HTTP/1.0 stream ends the output if it started: finished (and read), the connection
     // ends with a FIN; otherwise with a reset, since a FIN would make the body look complete.
     if let Some(last) = finals.checked_sub(1).and_then(|i| answers.get(i))
