@@ -94,14 +94,8 @@ impl Writer {
                 } else {
                     out.push(b'-');
                 }
-                out.extend_from_slice(b"\" ");
-                push_u64(out, u64::from(record.status));
-                out.push(b' ');
-                push_u64(out, record.body_bytes);
-                out.extend_from_slice(b" us=");
-                push_u64(out, micros);
-                out.extend_from_slice(b" conn=");
-                push_u64(out, record.connection_id);
+                let numbers = [u64::from(record.status), record.body_bytes, micros, record.connection_id];
+                push_numbers(out, [b"\" ", b" ", b" us=", b" conn="], numbers);
                 out.extend_from_slice(if record.during_drain { b" drain=yes\n" } else { b" drain=no\n" });
             }
             LogFormat::Json => {
@@ -121,14 +115,8 @@ impl Writer {
                 out.extend_from_slice(text.as_bytes());
                 out.extend_from_slice(b",\"version\":\"");
                 out.extend_from_slice(version.as_bytes());
-                out.extend_from_slice(b"\",\"status\":");
-                push_u64(out, u64::from(record.status));
-                out.extend_from_slice(b",\"bytes\":");
-                push_u64(out, record.body_bytes);
-                out.extend_from_slice(b",\"duration_us\":");
-                push_u64(out, micros);
-                out.extend_from_slice(b",\"conn\":");
-                push_u64(out, record.connection_id);
+                let numbers = [u64::from(record.status), record.body_bytes, micros, record.connection_id];
+                push_numbers(out, [b"\",\"status\":", b",\"bytes\":", b",\"duration_us\":", b",\"conn\":"], numbers);
                 out.extend_from_slice(if record.during_drain {
                     b",\"draining\":true}\n"
                 } else {
@@ -177,7 +165,15 @@ impl AccessLog for Writer {
     }
 }
 
-/// Appends `n` in decimal.
+/// Appends each label followed by its number.
+fn push_numbers(out: &mut Vec<u8>, labels: [&[u8]; 4], numbers: [u64; 4]) {
+    for (label, n) in labels.into_iter().zip(numbers) {
+        out.extend_from_slice(label);
+        push_u64(out, n);
+    }
+}
+
+/// Appends `n` in decimal (the library's own formatter is private to it).
 fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
