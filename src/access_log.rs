@@ -8,19 +8,27 @@
 //! ```
 //!
 //! Each worker has its own buffer: a record is formatted into it on the loop's thread, and the
-//! buffer goes out in one `write` at the end of the loop's turn (or as soon as it holds 64 KiB),
-//! so a slow disk holds the loop up for one write at most. The file is opened for appending,
-//! so the workers' writes never interleave inside a line. What a write did not take waits for
-//! the next turn; past 1 MiB waiting, new lines are dropped and counted (a disk that takes
-//! nothing must not take the server's memory), and the count is logged.
+//! buffer goes out at the end of the loop's turn (or as soon as it holds 64 KiB):
+//!
+//! - to a regular file, in one `write` by the loop itself, so a slow disk holds the loop up for
+//!   one write at most; the file is opened for appending, so the workers' writes never
+//!   interleave inside a line, and what a write did not take waits for the next turn;
+//! - to anything else (stdout as a pipe, a socket, a terminal: a reader that may stall for
+//!   ever), through one writer thread: the loop only hands its buffer over, and never waits.
+//!
+//! Either way, past 1 MiB waiting (4 MiB for the writer thread), new lines are dropped and
+//! counted (a destination that takes nothing must not take the server's memory, nor stop it
+//! serving or draining), and the count is logged.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::warn;
 use quiesce::{AccessLog, AccessRecord, Version};
@@ -31,21 +39,152 @@ use crate::logging::{LogFormat, push_json_str};
 const WRITE_AT: usize = 64 * 1024;
 /// Most bytes held back when writes take less than is logged; further lines are dropped.
 const MAX_HELD: usize = 1024 * 1024;
+/// Most bytes waiting for the writer thread, from every worker.
+const MAX_QUEUED: usize = 4 * 1024 * 1024;
+
+/// Where the lines go.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// A regular file: each worker writes its buffer itself, once per turn.
+    File(Arc<File>),
+    /// A pipe, a socket, a terminal: one thread writes, the loops hand it their buffers.
+    Thread(Arc<Handoff>),
+}
 
 /// Opens the access log's destination: `-` is stdout, anything else a file opened for
-/// appending (created with mode 0640).
-pub fn open(path: &str) -> io::Result<Arc<File>> {
-    if path == "-" {
+/// appending (created with mode 0640). A destination that is not a regular file gets the
+/// writer thread.
+pub fn open(path: &str) -> io::Result<Sink> {
+    let file = if path == "-" {
         use std::os::fd::AsFd;
-        return Ok(Arc::new(File::from(io::stdout().as_fd().try_clone_to_owned()?)));
+        File::from(io::stdout().as_fd().try_clone_to_owned()?)
+    } else {
+        OpenOptions::new().append(true).create(true).mode(0o640).open(path)?
+    };
+    if file.metadata()?.file_type().is_file() {
+        Ok(Sink::File(Arc::new(file)))
+    } else {
+        Handoff::start(file).map(Sink::Thread)
     }
-    OpenOptions::new().append(true).create(true).mode(0o640).open(path).map(Arc::new)
+}
+
+impl Sink {
+    /// The server stopped: waits (at most `timeout`) for the writer thread to write what it
+    /// holds, and says what it could not. A regular file has nothing left by then.
+    pub fn finish(&self, timeout: Duration) {
+        if let Sink::Thread(handoff) = self {
+            let left = handoff.finish(timeout);
+            if left > 0 {
+                warn!("access log: {left} bytes not written: the destination stopped taking them");
+            }
+        }
+    }
+}
+
+/// Buffers on their way from the loops to the writer thread.
+#[derive(Debug)]
+pub struct Handoff {
+    queue: Mutex<Queue>,
+    /// A buffer came, or the end.
+    more: Condvar,
+    /// The thread wrote everything and stopped.
+    finished: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    buffers: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Written-out buffers, for the loops to reuse (no allocation per turn).
+    spare: Vec<Vec<u8>>,
+    closing: bool,
+    done: bool,
+}
+
+impl Handoff {
+    /// Starts the writer thread for `file`.
+    fn start(file: File) -> io::Result<Arc<Handoff>> {
+        let handoff = Arc::new(Handoff { queue: Mutex::default(), more: Condvar::new(), finished: Condvar::new() });
+        let theirs = Arc::clone(&handoff);
+        thread::Builder::new().name("quiesce-access-log".into()).spawn(move || theirs.write_all_to(file))?;
+        Ok(handoff)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands `buf` over (leaving a spare buffer in its place), unless that would hold more
+    /// than [`MAX_QUEUED`]: then `Err` with the number of lines dropped, and `buf` is emptied.
+    fn give(&self, buf: &mut Vec<u8>) -> Result<(), u64> {
+        let mut queue = self.lock();
+        if queue.bytes + buf.len() > MAX_QUEUED || queue.done {
+            drop(queue);
+            let lines = buf.iter().filter(|&&b| b == b'\n').count() as u64;
+            buf.clear();
+            return Err(lines);
+        }
+        let spare = queue.spare.pop().unwrap_or_default();
+        queue.bytes += buf.len();
+        queue.buffers.push_back(std::mem::replace(buf, spare));
+        drop(queue);
+        self.more.notify_one();
+        Ok(())
+    }
+
+    /// The writer thread: writes each buffer whole, waiting as long as the destination takes.
+    fn write_all_to(&self, mut file: File) {
+        let mut failed = false;
+        loop {
+            let mut queue = self.lock();
+            while queue.buffers.is_empty() && !queue.closing {
+                queue = self.more.wait(queue).unwrap_or_else(PoisonError::into_inner);
+            }
+            let Some(mut buf) = queue.buffers.pop_front() else {
+                queue.done = true;
+                drop(queue);
+                self.finished.notify_all();
+                return;
+            };
+            drop(queue);
+            if let Err(e) = file.write_all(&buf)
+                && !failed
+            {
+                warn!("access log: {e}; lines are lost until it works again");
+                failed = true;
+            }
+            let written = buf.len();
+            buf.clear();
+            let mut queue = self.lock();
+            queue.bytes -= written;
+            if queue.spare.len() < 8 {
+                queue.spare.push(buf);
+            }
+        }
+    }
+
+    /// Asks the thread to stop once it wrote everything; waits at most `timeout`. Returns the
+    /// bytes still not written.
+    fn finish(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut queue = self.lock();
+        queue.closing = true;
+        self.more.notify_all();
+        while !queue.done {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return queue.bytes;
+            }
+            queue = self.finished.wait_timeout(queue, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        0
+    }
 }
 
 /// One worker's access log.
 #[derive(Debug)]
 pub struct Writer {
-    out: Arc<File>,
+    out: Sink,
     format: LogFormat,
     /// Lines not written yet.
     buf: Vec<u8>,
@@ -54,12 +193,22 @@ pub struct Writer {
     ip: Option<(IpAddr, String)>,
     /// Lines dropped since the last warning.
     dropped: u64,
+    /// When the last warning about dropped lines was logged (one per 10 s at most).
+    warned: Option<Instant>,
 }
 
 impl Writer {
     /// A writer to `out` (shared by the workers) in `format`.
-    pub fn new(out: Arc<File>, format: LogFormat) -> Writer {
-        Writer { out, format, buf: Vec::with_capacity(WRITE_AT), clock: Clock::default(), ip: None, dropped: 0 }
+    pub fn new(out: Sink, format: LogFormat) -> Writer {
+        Writer {
+            out,
+            format,
+            buf: Vec::with_capacity(WRITE_AT),
+            clock: Clock::default(),
+            ip: None,
+            dropped: 0,
+            warned: None,
+        }
     }
 
     /// Appends `record`'s line, at `now`. By hand rather than with `format!`: this runs for
@@ -126,24 +275,33 @@ impl Writer {
         }
     }
 
-    /// Writes out the buffer in one `write`; what it did not take waits.
+    /// Writes out the buffer in one `write` (what it did not take waits), or hands it to the
+    /// writer thread.
     fn write_out(&mut self) {
         if self.buf.is_empty() {
             return;
         }
-        match (&*self.out).write(&self.buf) {
-            Ok(n) => {
-                self.buf.drain(..n);
-            }
-            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => {}
-            Err(e) => {
-                warn!("access log: {e}; {} bytes of it lost", self.buf.len());
-                self.buf.clear();
+        match &self.out {
+            Sink::File(file) => match (&**file).write(&self.buf) {
+                Ok(n) => {
+                    self.buf.drain(..n);
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => {}
+                Err(e) => {
+                    warn!("access log: {e}; {} bytes of it lost", self.buf.len());
+                    self.buf.clear();
+                }
+            },
+            Sink::Thread(handoff) => {
+                if let Err(lines) = handoff.give(&mut self.buf) {
+                    self.dropped += lines;
+                }
             }
         }
-        if self.dropped > 0 && self.buf.len() < MAX_HELD / 2 {
-            warn!("access log: the destination took too little; {} lines dropped", self.dropped);
+        if self.dropped > 0 && self.warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            warn!("access log: the destination takes too little; {} lines dropped", self.dropped);
             self.dropped = 0;
+            self.warned = Some(Instant::now());
         }
     }
 }
@@ -279,7 +437,7 @@ mod tests {
 
     fn line(format: LogFormat, record: &AccessRecord<'_>) -> String {
         let file = Arc::new(tempfile());
-        let mut writer = Writer::new(file, format);
+        let mut writer = Writer::new(Sink::File(file), format);
         writer.push_line(record, at());
         String::from_utf8(writer.buf.clone()).unwrap()
     }
@@ -334,7 +492,7 @@ mod tests {
     #[test]
     fn a_turn_ends_with_one_write_of_every_line() {
         let file = Arc::new(tempfile());
-        let mut writer = Writer::new(Arc::clone(&file), LogFormat::Text);
+        let mut writer = Writer::new(Sink::File(Arc::clone(&file)), LogFormat::Text);
         for _ in 0..3 {
             writer.record(&record("GET", "/", Some(Version::Http11)));
         }
@@ -346,5 +504,28 @@ mod tests {
         (&*file).read_to_string(&mut text).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(writer.buf.is_empty());
+    }
+
+    #[test]
+    fn a_reader_that_stalls_never_holds_the_loop_up() {
+        // A pipe nobody reads: the writer thread blocks in write once the pipe is full, the
+        // loop's hand-overs never wait, and past the cap lines are dropped and counted.
+        let (reader, pipe) = std::io::pipe().unwrap();
+        let handoff = Handoff::start(File::from(std::os::fd::OwnedFd::from(pipe))).unwrap();
+        let mut writer = Writer::new(Sink::Thread(Arc::clone(&handoff)), LogFormat::Text);
+        let record = record("GET", "/plaintext", Some(Version::Http11));
+        let mut turns = 0;
+        while writer.dropped == 0 {
+            for _ in 0..1000 {
+                writer.record(&record);
+            }
+            writer.end_of_turn();
+            turns += 1;
+            assert!(turns < 1000, "never full");
+        }
+        assert!(writer.buf.is_empty(), "the buffer given up on is not kept");
+        // The end: whatever is still queued cannot be written, and finishing gives up on it.
+        assert!(handoff.finish(Duration::from_millis(50)) > 0);
+        drop(reader);
     }
 }

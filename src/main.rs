@@ -5,8 +5,7 @@ mod cli;
 mod logging;
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use log::{error, info};
 use quiesce::app::App;
@@ -48,7 +47,7 @@ fn main() -> ExitCode {
         info!("using {} listening socket(s) from {}", inherited.len(), inherited.origin());
     }
 
-    let access_file = match cli.access_log.as_deref().map(access_log::open).transpose() {
+    let access_sink = match cli.access_log.as_deref().map(access_log::open).transpose() {
         Ok(file) => file,
         Err(e) => {
             error!("cannot open the access log {}: {e}", cli.access_log.as_deref().unwrap_or_default());
@@ -72,8 +71,8 @@ fn main() -> ExitCode {
                 let ticker = ticker.clone();
                 worker.handles.drain.on_drain(move || ticker.drain());
             }
-            if let Some(file) = &access_file {
-                worker.set_access_log(access_log::Writer::new(Arc::clone(file), cli.log_format));
+            if let Some(sink) = &access_sink {
+                worker.set_access_log(access_log::Writer::new(sink.clone(), cli.log_format));
             }
             App::new(app_config)
                 .with_metrics(worker.registry.clone())
@@ -87,6 +86,11 @@ fn main() -> ExitCode {
             }
         },
     );
+    // What the access log's writer thread (if any) still holds goes out, or is given up on:
+    // a stalled reader must not hold the exit up.
+    if let Some(sink) = &access_sink {
+        sink.finish(Duration::from_secs(2));
+    }
     match summary {
         Ok(summary) => {
             if cli.log_level() != log::LevelFilter::Off {

@@ -5,11 +5,13 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{Quiesce, SIGTERM, connect, get, head};
+use common::{Quiesce, Reaped, SIGTERM, connect, get, head, parse_listening, quiesce_command};
 use quiesce::{AccessRecord, Outcome, Reply, Request, Response, Server, ServerConfig, Version};
 
 /// A fresh path for this test's log file (removed when dropped).
@@ -191,4 +193,39 @@ fn a_library_hook_sees_deferred_answers_and_streams_cut_by_the_shutdown() {
             record("GET", "/stream", Version::Http10, 200, 12, true),
         ]
     );
+}
+
+#[test]
+fn a_stdout_nobody_reads_holds_up_neither_serving_nor_the_drain() {
+    // stdout is a pipe this test never reads: 64 KiB of lines fill it, and from then on a
+    // server that wrote them itself would stop serving (and never drain).
+    let mut command = quiesce_command(&["--access-log", "-"]);
+    command.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = Reaped(command.spawn().expect("spawn"));
+    let _unread_stdout = child.0.stdout.take();
+    let (tx, lines) = mpsc::channel();
+    let stderr = child.0.stderr.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = lines.recv_timeout(Duration::from_secs(10)).expect("a first line");
+    let addr = parse_listening(&first).expect("an address");
+    let mut client = connect(addr);
+    // About 100 bytes of log each: 300 KB, several times what the pipe holds.
+    for i in 0..3000 {
+        let answer = client.request(&get("/plaintext")).unwrap_or_else(|e| panic!("request {i} not answered: {e}"));
+        assert_eq!(answer.status, 200);
+    }
+    drop(client);
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(child.0.id() as libc::pid_t, SIGTERM) };
+    let mut logs = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(10)) {
+        logs.push(line);
+    }
+    let status = child.0.wait().expect("exit");
+    assert_eq!(status.code(), Some(0), "{logs:#?}");
+    assert!(logs.iter().any(|l| l.contains("lines dropped") || l.contains("not written")), "{logs:#?}");
 }

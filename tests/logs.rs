@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{Quiesce, SIGTERM, connect, get, parse_listening, quiesce_command};
+use common::{Quiesce, Reaped, SIGTERM, connect, get, parse_listening, quiesce_command};
 
 /// Serves one request, then drains on SIGTERM; returns every line of stderr.
 fn run_and_drain(args: &[&str]) -> Vec<String> {
@@ -112,7 +112,7 @@ fn under_the_journal_lines_carry_a_syslog_priority_instead_of_a_time() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(writer);
-    let mut child = command.spawn().expect("spawn");
+    let mut child = Reaped(command.spawn().expect("spawn"));
     drop(command);
     let (tx, lines) = mpsc::channel();
     thread::spawn(move || {
@@ -125,12 +125,12 @@ fn under_the_journal_lines_carry_a_syslog_priority_instead_of_a_time() {
     let addr = parse_listening(&first).expect("an address");
     assert_eq!(connect(addr).request(&get("/healthz")).expect("served").status, 200);
     // SAFETY: kill(2) on our own child, not yet reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, SIGTERM) };
+    unsafe { libc::kill(child.0.id() as libc::pid_t, SIGTERM) };
     let mut rest = Vec::new();
     while let Ok(line) = lines.recv_timeout(Duration::from_secs(10)) {
         rest.push(line);
     }
-    assert!(child.wait().expect("exit").success());
+    assert!(child.0.wait().expect("exit").success());
     assert!(rest.len() >= 2, "{rest:?}");
     assert!(rest.iter().all(|l| l.starts_with("<6>")), "{rest:?}");
     assert!(rest.last().unwrap().starts_with("<6>{\"event\":\"shutdown\""), "{rest:?}");

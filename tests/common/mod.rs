@@ -236,6 +236,16 @@ impl Drop for Quiesce {
     }
 }
 
+/// A child process that is killed (SIGKILL) and reaped when dropped, whatever the test did.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The quiesce binary with `--addr 127.0.0.1:0` and `args` (and no systemd notification socket
 /// inherited from the environment the tests run in).
 pub fn quiesce_command(args: &[&str]) -> Command {
