@@ -27,7 +27,8 @@ pub struct AccessRecord<'a> {
     pub version: Option<Version>,
     /// The status sent.
     pub status: u16,
-    /// Body bytes of the response (none for HEAD, 204 or 304; for a stream, what went out).
+    /// Body bytes of the response, as queued for the client (none for HEAD, 204 or 304; for a
+    /// stream, what it queued before it ended). A client that leaves early may get fewer.
     pub body_bytes: u64,
     /// From the first byte of the request to the answer being queued (for a stream, its end).
     pub duration: Duration,
