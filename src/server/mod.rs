@@ -97,13 +97,22 @@ struct Ledger {
 
 impl Ledger {
     /// Moves one connection from `from` to `to`; logs the active count when `draining`.
+    #[inline]
     fn record(&mut self, id: u64, peer: SocketAddr, from: Option<ConnState>, to: ConnState, draining: bool) {
         let active_before = self.counts.active;
         self.counts.apply(from, to);
+        if self.hook.is_some() || draining {
+            self.tell(id, peer, from, to, draining && self.counts.active != active_before);
+        }
+    }
+
+    /// The hook and the drain's log line: off the plain path, out of line.
+    #[cold]
+    fn tell(&mut self, id: u64, peer: SocketAddr, from: Option<ConnState>, to: ConnState, active_changed: bool) {
         if let Some(hook) = self.hook.as_mut() {
             hook(&StateChange { id, peer, from, to, counts: self.counts });
         }
-        if draining && self.counts.active != active_before {
+        if active_changed {
             info!(event = "active", active = self.counts.active; "{}active connections: {}", self.label, self.counts.active);
         }
     }
