@@ -9,6 +9,12 @@
 #   DETAIL=1 RUNS=1 bash benches/live_instructions.sh   # plus the costliest functions (inclusive)
 #   SERVER_ARGS="--access-log /tmp/a.log" bash benches/live_instructions.sh  # the server with these flags
 #
+# After the totals, a second table splits each scenario's count by function group (loop,
+# connection, parse, route, encode, kernel calls, memory): benches/cg_groups.py gives each
+# instruction to the source file it was compiled from, so code inlined elsewhere still counts
+# where it was written. For that the binaries are built with line tables (and not stripped),
+# which leaves the generated code, and the counts, as they are.
+#
 # Scenarios (REQUESTS each, after a warm-up that callgrind's counters are zeroed after):
 #   keepalive   one keep-alive connection, one GET /plaintext at a time
 #   pipelined   one connection, 16 GET /plaintext per write
@@ -95,8 +101,9 @@ sys.stdout.write("done\n"); sys.stdout.flush()
 sys.stdin.readline()
 EOF
 
-build() { # tree target-dir -> path of the release binary
-    (cd "$1" && CARGO_TARGET_DIR="$2" cargo build --release --quiet 2>/dev/null) && echo "$2/release/quiesce"
+build() { # tree target-dir -> path of the release binary, with line tables
+    (cd "$1" && CARGO_TARGET_DIR="$2" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=none \
+        cargo build --release --quiet 2>/dev/null) && echo "$2/release/quiesce"
 }
 
 # The median of RUNS counts of SCENARIO against BINARY.
@@ -137,10 +144,27 @@ count_once() {
         echo "## $scenario, $binary" >&2
         detail "$dump" 'PROGRAM TOTALS|below main|libc_start|lang_start|rust_begin_short|quiesce::main|thread_start|start_thread|clone3'
     fi
+    # The last run's output stays for the group table (keepalive and pipelined count the same
+    # every run).
+    cp "$dump" "$work/groups.$scenario.$(basename "$(dirname "$(dirname "$binary")")")"
     python3 -c "print(f'{$total / $REQUESTS:.0f}')"
 }
 
+[ -z "${AGAINST:-}" ] && [ -z "${CARGO_TARGET_DIR:-}" ] && export CARGO_TARGET_DIR=$PWD/target/instructions-this
 binary=$(this)
 base=$(against)
 # shellcheck disable=SC2086 # SCENARIOS is a list
 table "live server: instructions per request" "$binary" "$base" $SCENARIOS
+
+echo
+echo "# by function group (instructions per request; benches/cg_groups.py)"
+columns=()
+for scenario in $SCENARIOS; do
+    if [ -n "$base" ]; then
+        columns+=("$scenario $(git rev-parse --short "$AGAINST")=$work/groups.$scenario.instructions-base")
+        columns+=("$scenario this=$work/groups.$scenario.$(basename "$(dirname "$(dirname "$binary")")")")
+    else
+        columns+=("$scenario=$work/groups.$scenario.$(basename "$(dirname "$(dirname "$binary")")")")
+    fi
+done
+python3 benches/cg_groups.py "$REQUESTS" "${columns[@]}"
