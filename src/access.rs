@@ -5,7 +5,9 @@
 //!
 //! A record is made when the server has the whole answer: a response when it is queued, a
 //! stream when it ends (finished, dropped, or cut by a timeout or the shutdown), a protocol
-//! error when its 4xx/5xx is queued. A request whose client left before any answer has none.
+//! error when its 4xx/5xx is queued. Every request whose head was read gets exactly one: one
+//! that never got an answer (its client left, or the shutdown timeout cut it while its answer
+//! was still being made) is recorded with status 0 when its connection closes.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,12 +27,14 @@ pub struct AccessRecord<'a> {
     pub target: &'a str,
     /// The request's version, when it was read.
     pub version: Option<Version>,
-    /// The status sent.
+    /// The status sent, or 0 when no answer went out: the connection closed (the client left,
+    /// the shutdown timeout cut it) while the request was still read or answered.
     pub status: u16,
     /// Body bytes of the response, as queued for the client (none for HEAD, 204 or 304; for a
     /// stream, what it queued before it ended). A client that leaves early may get fewer.
     pub body_bytes: u64,
-    /// From the first byte of the request to the answer being queued (for a stream, its end).
+    /// From the first byte of the request to the answer being queued (for a stream, its end;
+    /// for a request without an answer, the connection's close).
     pub duration: Duration,
     /// Answered once the server was shutting down (from the first signal on, the drain delay
     /// included: when [`Request::server_draining`](crate::Request::server_draining) says so).
@@ -64,7 +68,7 @@ pub(crate) struct Pending {
     method_len: usize,
     version: Option<Version>,
     started: Option<Instant>,
-    /// A request is being answered and has no record yet.
+    /// A request's head was read and it has no record yet.
     live: bool,
     /// A stream's status, once its head went out.
     stream_status: Option<u16>,
@@ -73,7 +77,7 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    /// A request reached its handler.
+    /// A request's head was read.
     pub(crate) fn begin(&mut self, method: &str, target: &str, version: Version, started: Instant) {
         self.line.clear();
         self.line.push_str(method);
@@ -91,18 +95,27 @@ impl Pending {
         self.stream_status = Some(status);
     }
 
-    /// A stream whose end was not recorded yet (the connection closed in its middle): its
-    /// status.
-    pub(crate) fn unfinished_stream(&self) -> Option<u16> {
-        self.stream_status.filter(|_| self.live)
+    /// A request without a record yet (its connection closed in the middle of it): the status
+    /// and body bytes it went out with, `(0, 0)` when nothing did, or a stream's status and
+    /// what it sent.
+    pub(crate) fn unanswered(&self) -> Option<(u16, u64)> {
+        self.live.then(|| (self.stream_status.unwrap_or(0), self.streamed))
     }
 
-    /// The record of the answer (`-` for a request that never reached its handler), and the
-    /// request is done with. `started` stands in for a request that was not read.
-    pub(crate) fn finish<'a>(&'a mut self, answer: Answer, started: Instant) -> AccessRecord<'a> {
+    /// A request that could not be read (its head is invalid, or never came whole) is answered
+    /// with an error; it began at `started`.
+    pub(crate) fn unreadable(&mut self, started: Instant) {
+        if !self.live {
+            self.started = Some(started);
+        }
+    }
+
+    /// The record of the answer (`-` for a request whose head was not read), and the request
+    /// is done with. `now` (the loop turn's time) stands in for a start nobody noted.
+    pub(crate) fn finish<'a>(&'a mut self, answer: Answer, now: Instant) -> AccessRecord<'a> {
         let live = std::mem::replace(&mut self.live, false);
         let (method, target) = if live { self.line.split_at(self.method_len) } else { ("-", "-") };
-        let started = if live { self.started.unwrap_or(started) } else { started };
+        let started = self.started.take().unwrap_or(now);
         AccessRecord {
             peer: answer.peer,
             connection_id: answer.connection_id,

@@ -172,9 +172,13 @@ fn a_library_hook_sees_deferred_answers_and_streams_cut_by_the_shutdown() {
     let mut stream = deferred.recv_timeout(Duration::from_secs(5)).unwrap().stream(Response::new()).unwrap();
     stream.send(b"twelve bytes").unwrap();
     let _ = streaming.read_head_response().unwrap();
-    // The producer ignores the drain: the shutdown timeout cuts its stream.
+    // A request whose answer is still being made (its responder held, never used).
+    let mut waiting = connect(addr);
+    waiting.send(&get("/never")).unwrap();
+    let _held = deferred.recv_timeout(Duration::from_secs(5)).unwrap();
+    // The producers ignore the drain: the shutdown timeout cuts the stream and the request.
     handle.graceful();
-    assert!(matches!(thread.join().unwrap().unwrap(), Outcome::TimedOut { closed: 1 }));
+    assert!(matches!(thread.join().unwrap().unwrap(), Outcome::TimedOut { closed: 2 }));
 
     let seen: Vec<Seen> = seen.try_iter().collect();
     let record = |method: &str, target: &str, version, status, bytes, draining| Seen {
@@ -190,9 +194,47 @@ fn a_library_hook_sees_deferred_answers_and_streams_cut_by_the_shutdown() {
         [
             record("GET", "/later", Version::Http11, 201, 4, false),
             record("GET", "/now", Version::Http11, 200, 3, false),
+            // The cut stream, with what it sent; the request that never had an answer, 0.
             record("GET", "/stream", Version::Http10, 200, 12, true),
+            record("GET", "/never", Version::Http11, 0, 0, true),
         ]
     );
+}
+
+#[test]
+fn protocol_errors_are_timed_from_the_first_byte_and_named_when_the_head_was_read() {
+    let config = ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        handle_signals: false,
+        header_timeout: Duration::from_millis(200),
+        max_body_bytes: 1000,
+        ..Default::default()
+    };
+    let mut server = Server::bind(config, |_: &Request<'_>, _: &mut Response| Reply::Now).unwrap();
+    let (records, seen) = mpsc::channel();
+    server.set_access_log(move |r: &AccessRecord<'_>| {
+        let _ = records.send((r.method.to_owned(), r.target.to_owned(), r.status, r.duration));
+    });
+    let (addr, handle) = (server.local_addr(), server.shutdown_handle());
+    let thread = thread::spawn(move || server.run());
+
+    // Half a head, then nothing: 408 once the header timeout is over, so the record's time,
+    // which runs from the first byte, cannot be shorter than that timeout.
+    let mut slow = connect(addr);
+    slow.send(b"GET /slow HTTP/1.1\r\n").unwrap();
+    assert_eq!(slow.read_response().unwrap().status, 408);
+    let (method, target, status, took) = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((method.as_str(), target.as_str(), status), ("-", "-", 408));
+    assert!(took >= Duration::from_millis(200), "a 408 after a 200 ms header timeout recorded as {took:?}");
+
+    // A body over the limit: the head was read, so the 413's record names the request.
+    let big = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n";
+    assert_eq!(connect(addr).request(big).unwrap().status, 413);
+    let (method, target, status, _) = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((method.as_str(), target.as_str(), status), ("POST", "/upload", 413));
+
+    handle.graceful();
+    thread.join().unwrap().unwrap();
 }
 
 #[test]

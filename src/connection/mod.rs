@@ -693,12 +693,10 @@ impl<S: Transport> Connection<S> {
         let limits = head_limits(&env.config);
         // The handler answers a request without a body while its head is still borrowed.
         let (skip, step) = head.scan.next(self.read_buf.data_mut(), limits, |parsed, _| {
-            (parsed.info.body == BodyKind::None).then(|| {
-                if env.access.is_some() {
-                    note_request(&mut self.access, parsed, head.started.unwrap_or(env.now));
-                }
-                call_handler(env, parsed, &[], &self.client)
-            })
+            if env.access.is_some() {
+                note_request(&mut self.access, parsed, head.started.unwrap_or(env.now));
+            }
+            (parsed.info.body == BodyKind::None).then(|| call_handler(env, parsed, &[], &self.client))
         });
         self.read_buf.consume(skip);
         if !matches!(step, HeadStep::Empty) && head.started.is_none() {
@@ -748,7 +746,7 @@ impl<S: Transport> Connection<S> {
     /// In `Body`: advances the body; answers the request once it is complete.
     fn process_body(&mut self, env: &mut Env) -> bool {
         let Phase::Body(body) = &mut self.phase else { return false };
-        let (head, started) = (body.head, body.started);
+        let head = body.head;
         let body_len = match body.decoder.advance(&mut self.read_buf, head.len) {
             Ok(Some(len)) => len,
             Ok(None) if self.peer_eof => {
@@ -762,12 +760,9 @@ impl<S: Transport> Connection<S> {
         // The head parsed a moment ago sits before the body: read it again for the borrowed
         // view the handler gets.
         let request = &mut self.read_buf.data_mut()[..head.len + body_len];
-        let (_, step) = HeadScan::default().next(request, head_limits(&env.config), |parsed, body| {
-            if env.access.is_some() {
-                note_request(&mut self.access, parsed, started);
-            }
-            call_handler(env, parsed, body, &self.client)
-        });
+        // (The access log noted the request when its head came.)
+        let (_, step) = HeadScan::default()
+            .next(request, head_limits(&env.config), |parsed, body| call_handler(env, parsed, body, &self.client));
         let reply = match step {
             HeadStep::Complete(_, reply) => reply,
             // The same bytes parsed a moment ago; keep going rather than trust that blindly.
@@ -921,13 +916,13 @@ impl<S: Transport> Connection<S> {
         match end {
             End::Open => self.write_buf.pending().len() > before,
             End::Finished => {
-                self.record_stream(env);
+                self.record_unanswered(env);
                 self.after_response(close, true);
                 true
             }
             End::Abandoned => {
                 warn!("connection {}: a stream was dropped unfinished; cutting the response", self.client.id);
-                self.record_stream(env);
+                self.record_unanswered(env);
                 self.closing(AfterFlush::Cut);
                 true
             }
@@ -1031,11 +1026,11 @@ impl<S: Transport> Connection<S> {
     }
 
     /// A stream that ended (finished, dropped) is recorded with what it sent; so is one the
-    /// connection closed in the middle of (a timeout, the shutdown, the client leaving): the
-    /// server calls this as it lets go of a closed connection.
-    pub(crate) fn record_stream(&mut self, env: &mut Env) {
-        if let Some(status) = self.access.as_ref().and_then(|p| p.unfinished_stream()) {
-            let bytes = self.access.as_ref().map_or(0, |p| p.streamed);
+    /// connection closed in the middle of (a timeout, the shutdown, the client leaving), and a
+    /// request the close left without an answer (status 0): the server calls this as it lets
+    /// go of a closed connection.
+    pub(crate) fn record_unanswered(&mut self, env: &mut Env) {
+        if let Some((status, bytes)) = self.access.as_ref().and_then(|p| p.unanswered()) {
             self.record_answer(status, bytes, env);
         }
     }
@@ -1055,10 +1050,25 @@ impl<S: Transport> Connection<S> {
         let body = response.body_mut();
         body.extend_from_slice(error.detail().as_bytes());
         body.push(b'\n');
+        if env.access.is_some() {
+            self.note_unreadable(env.now);
+        }
         self.queue_response(false, Some("close"), env);
         // The client did not ask to close: whatever it sends next must not reset the answer.
         self.closing(AfterFlush::Linger);
         true
+    }
+
+    /// For the access log: when the request an error answers began (its first byte), for one
+    /// whose head was not read.
+    #[cold]
+    fn note_unreadable(&mut self, now: Instant) {
+        let started = match &self.phase {
+            Phase::Head(head) => head.started.unwrap_or(now),
+            Phase::Body(body) => body.started,
+            _ => now,
+        };
+        self.access.get_or_insert_with(Box::default).unreadable(started);
     }
 
     fn close(&mut self, reason: CloseReason) {

@@ -347,7 +347,16 @@ impl Server {
         let _loop_thread = LoopThread::enter();
         let mut events = Events::with_capacity(1024);
         loop {
-            let now = self.wait(&mut events)?;
+            let now = match self.wait(&mut events) {
+                Ok(now) => now,
+                Err(e) => {
+                    // The loop cannot go on: the connections close with it, and the access log
+                    // gets what it holds, as at any other end.
+                    self.close_all();
+                    self.last_access_records();
+                    return Err(e);
+                }
+            };
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -547,7 +556,7 @@ impl Server {
             if let Some(Slot { mut conn, .. }) = self.slots.try_remove(key) {
                 log::trace!("connection {} ({}) removed: {:?}", conn.client.id, conn.client.addr, conn.close_reason());
                 if self.env.access.is_some() {
-                    conn.record_stream(&mut self.env);
+                    conn.record_unanswered(&mut self.env);
                 }
             }
         }
@@ -726,7 +735,7 @@ impl Server {
                     self.ledger.report.streams_cut += 1;
                 }
                 if self.env.access.is_some() {
-                    slot.conn.record_stream(&mut self.env);
+                    slot.conn.record_unanswered(&mut self.env);
                 }
             }
             self.sync(key);
