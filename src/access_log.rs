@@ -11,8 +11,9 @@
 //! buffer goes out at the end of the loop's turn (or as soon as it holds 64 KiB):
 //!
 //! - to a regular file, in one `write` by the loop itself, so a slow disk holds the loop up for
-//!   one write at most; the file is opened for appending, so the workers' writes never
-//!   interleave inside a line, and what a write did not take waits for the next turn;
+//!   one write per turn (per 64 KiB); the file is opened for appending, so the workers' writes
+//!   never interleave inside a line (a short write, which only a full disk or a size limit
+//!   causes, is followed by the rest at once; what an error leaves is counted as lost);
 //! - to anything else (stdout as a pipe, a socket, a terminal: a reader that may stall for
 //!   ever), through one writer thread: the loop only hands its buffer over, and never waits.
 //!
@@ -195,6 +196,8 @@ pub struct Writer {
     dropped: u64,
     /// When the last warning about dropped lines was logged (one per 10 s at most).
     warned: Option<Instant>,
+    /// Why the file took no more, since the last warning.
+    failure: Option<io::Error>,
 }
 
 impl Writer {
@@ -208,6 +211,7 @@ impl Writer {
             ip: None,
             dropped: 0,
             warned: None,
+            failure: None,
         }
     }
 
@@ -224,7 +228,9 @@ impl Writer {
         let micros = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX);
         match self.format {
             LogFormat::Text => {
-                let ip = record.peer.ip();
+                // Under a dual-stack socket (the systemd unit's `[::]`) an IPv4 client is
+                // `::ffff:a.b.c.d`: logged as the IPv4 address it is.
+                let ip = record.peer.ip().to_canonical();
                 if self.ip.as_ref().is_none_or(|(last, _)| *last != ip) {
                     self.ip = Some((ip, ip.to_string()));
                 }
@@ -254,7 +260,8 @@ impl Writer {
                 out.push(b'.');
                 push_millis(out, time.millis);
                 out.extend_from_slice(b"Z\",\"client\":\"");
-                let _ = write!(text, "{}", record.peer);
+                let _ =
+                    write!(text, "{}", std::net::SocketAddr::new(record.peer.ip().to_canonical(), record.peer.port()));
                 out.extend_from_slice(text.as_bytes());
                 out.extend_from_slice(b"\",\"method\":");
                 text.clear();
@@ -275,33 +282,72 @@ impl Writer {
         }
     }
 
-    /// Writes out the buffer in one `write` (what it did not take waits), or hands it to the
-    /// writer thread.
+    /// Writes out the buffer in one `write`, or hands it to the writer thread.
     fn write_out(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        match &self.out {
-            Sink::File(file) => match (&**file).write(&self.buf) {
-                Ok(n) => {
-                    self.buf.drain(..n);
+        if !self.buf.is_empty() {
+            match &self.out {
+                Sink::File(file) => {
+                    if let Err(e) = write_whole(file, &mut self.buf) {
+                        self.dropped += self.buf.iter().filter(|&&b| b == b'\n').count() as u64;
+                        self.failure = Some(e);
+                        self.buf.clear();
+                    }
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => {}
-                Err(e) => {
-                    warn!("access log: {e}; {} bytes of it lost", self.buf.len());
-                    self.buf.clear();
-                }
-            },
-            Sink::Thread(handoff) => {
-                if let Err(lines) = handoff.give(&mut self.buf) {
-                    self.dropped += lines;
+                Sink::Thread(handoff) => {
+                    if let Err(lines) = handoff.give(&mut self.buf) {
+                        self.dropped += lines;
+                    }
                 }
             }
         }
         if self.dropped > 0 && self.warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-            warn!("access log: the destination takes too little; {} lines dropped", self.dropped);
-            self.dropped = 0;
+            self.warn_dropped();
             self.warned = Some(Instant::now());
+        }
+    }
+
+    /// Logs the lines dropped since the last warning, and why (one warning per 10 s at most:
+    /// a full disk must not flood the log too).
+    fn warn_dropped(&mut self) {
+        match self.failure.take() {
+            Some(e) => warn!("access log: {e}; {} lines lost", self.dropped),
+            None => warn!("access log: the destination takes too little; {} lines dropped", self.dropped),
+        }
+        self.dropped = 0;
+    }
+}
+
+/// Writes `buf` to the file and empties it. One `write` takes it all unless something is wrong
+/// (a full disk, a size limit): a short write is followed by the rest at once, so that another
+/// worker's lines cannot land inside one of ours. On an error, `buf` keeps what was not written.
+fn write_whole(mut file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut done = 0;
+    let result = loop {
+        match file.write(&buf[done..]) {
+            Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) if done + n == buf.len() => break Ok(()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    match result {
+        Ok(()) => buf.clear(),
+        Err(_) => {
+            buf.drain(..done);
+        }
+    }
+    result
+}
+
+impl Drop for Writer {
+    /// The server is done with it: what is still buffered goes out, and lines dropped since
+    /// the last warning are reported now rather than never.
+    fn drop(&mut self) {
+        self.warned = Some(Instant::now());
+        self.write_out();
+        if self.dropped > 0 {
+            self.warn_dropped();
         }
     }
 }
@@ -394,18 +440,22 @@ impl Clock {
     }
 }
 
-/// Appends a request-line field for the Common Log Format: `"` and `\` escaped as nginx does
-/// (`\x22`, `\x5C`), so a line always splits the same way.
+/// Appends a request-line field for the Common Log Format, escaped as nginx does: `"`, `\`,
+/// controls and every byte of a non-ASCII character as `\xHH`, so a line always splits the
+/// same way, whatever reads it (U+2028 or U+0085 end a line for some readers, C1 codes steer
+/// terminals).
 fn push_clf(out: &mut Vec<u8>, s: &str) {
-    if !s.bytes().any(|b| b == b'"' || b == b'\\') {
+    let plain = |b: u8| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' ';
+    if s.bytes().all(plain) {
         out.extend_from_slice(s.as_bytes());
         return;
     }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\x22"),
-            b'\\' => out.extend_from_slice(b"\\x5C"),
-            b => out.push(b),
+        if plain(b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'\\', b'x', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
     }
 }
@@ -466,6 +516,35 @@ mod tests {
     }
 
     #[test]
+    fn whatever_a_target_holds_a_line_stays_one_line_of_ascii() {
+        // httparse lets UTF-8 through in a target: U+2028 and U+0085 end a line for some
+        // readers, U+009B is a terminal's CSI. Every non-ASCII byte is written as \xHH (JSON
+        // escapes them as \u).
+        let r = record("GET", "/caf\u{e9}\u{2028}\u{85}\u{9b}", Some(Version::Http11));
+        let text = line(LogFormat::Text, &r);
+        assert!(text.contains("\"GET /caf\\xC3\\xA9\\xE2\\x80\\xA8\\xC2\\x85\\xC2\\x9B HTTP/1.1\""), "{text}");
+        let json = line(LogFormat::Json, &r);
+        assert!(json.contains("\"target\":\"/caf\u{e9}\\u2028\\u0085\\u009b\""), "{json}");
+        for text in [text, json] {
+            assert_eq!(text.lines().count(), 1);
+            assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_socket_is_logged_as_ipv4() {
+        let mapped = AccessRecord {
+            peer: "[::ffff:10.1.2.3]:50124".parse().unwrap(),
+            ..record("GET", "/", Some(Version::Http11))
+        };
+        assert!(line(LogFormat::Text, &mapped).starts_with("10.1.2.3 - - ["));
+        assert!(line(LogFormat::Json, &mapped).contains("\"client\":\"10.1.2.3:50124\""));
+        let v6 = AccessRecord { peer: "[2001:db8::1]:443".parse().unwrap(), ..record("GET", "/", Some(Version::Http11)) };
+        assert!(line(LogFormat::Text, &v6).starts_with("2001:db8::1 - - ["));
+        assert!(line(LogFormat::Json, &v6).contains("\"client\":\"[2001:db8::1]:443\""));
+    }
+
+    #[test]
     fn numbers_by_hand() {
         for n in [0, 7, 10, 999, 1000, u64::MAX] {
             let mut out = Vec::new();
@@ -504,6 +583,19 @@ mod tests {
         (&*file).read_to_string(&mut text).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(writer.buf.is_empty());
+    }
+
+    #[test]
+    fn what_is_buffered_when_the_server_lets_go_is_written() {
+        let file = Arc::new(tempfile());
+        let mut writer = Writer::new(Sink::File(Arc::clone(&file)), LogFormat::Text);
+        writer.record(&record("GET", "/last", Some(Version::Http11)));
+        drop(writer);
+        let mut text = String::new();
+        use std::io::{Read, Seek};
+        (&*file).seek(io::SeekFrom::Start(0)).unwrap();
+        (&*file).read_to_string(&mut text).unwrap();
+        assert!(text.contains("/last"), "{text:?}");
     }
 
     #[test]

@@ -207,7 +207,9 @@ pub fn push_json_str(out: &mut String, s: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+            // Controls (C0, DEL, C1) and the Unicode line and paragraph separators: a reader
+            // that splits lines on them (Python's splitlines) must see one object per line.
+            c if u32::from(c) < 0x20 || ('\u{7f}'..='\u{9f}').contains(&c) || c == '\u{2028}' || c == '\u{2029}' => {
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
             c => out.push(c),
