@@ -36,6 +36,16 @@ for path in ./usr/bin/quiesce ./usr/lib/systemd/system/quiesce.service ./usr/lib
     ./usr/share/doc/quiesce/copyright ./usr/share/doc/quiesce/LICENSE-MIT ./usr/share/doc/quiesce/LICENSE-APACHE; do
     grep -q " $path\$" "$target/debian/contents.txt" || { echo "error: the package lacks $path" >&2; exit 1; }
 done
+# The maintainer scripts cargo-deb generates from the units: daemon-reload on install, stop and
+# disable on removal. Without them a removed package would leave its socket listening.
+control=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
+for script in postinst prerm postrm; do
+    grep -qx "\./$script" <<<"$control" || { echo "error: the package has no $script" >&2; exit 1; }
+done
+dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst | grep -q 'daemon-reload' ||
+    { echo "error: postinst does not reload systemd" >&2; exit 1; }
+dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./prerm | grep -q 'stop quiesce.socket quiesce.service' ||
+    { echo "error: prerm does not stop the units" >&2; exit 1; }
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null 2>&1; then
@@ -49,6 +59,10 @@ if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null 2>&1; then
     if ! command -v systemd-analyze >/dev/null 2>&1; then
         apt_install systemd || true
     fi
+    # ExecReload runs /bin/kill, which verify checks exists: procps (not in slim images).
+    if [ ! -x /bin/kill ]; then
+        apt_install procps || true
+    fi
     if command -v systemd-analyze >/dev/null 2>&1; then
         echo "== systemd-analyze verify (the installed units)"
         # verify prints its findings and exits non-zero on an error in the units.
@@ -56,15 +70,20 @@ if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null 2>&1; then
             echo "$out" >&2
             exit 1
         }
-        # Warnings about the units themselves count too (not those about the host's own units).
-        if echo "$out" | grep -E '^/(usr/)?lib/systemd/system/quiesce\.' >&2; then
+        # Warnings about the units themselves count too (not those about the host's own units):
+        # verify names them by path or by unit name.
+        if echo "$out" | grep -E '^(/(usr/)?lib/systemd/system/)?quiesce\.(service|socket)' >&2; then
             echo "error: systemd-analyze verify complains about the units" >&2
             exit 1
         fi
     else
         skipped+=("systemd-analyze verify (no systemd-analyze)")
     fi
-    dpkg -r quiesce >/dev/null
+    echo "== dpkg --purge"
+    dpkg --purge quiesce >/dev/null
+    for path in /usr/bin/quiesce /usr/lib/systemd/system/quiesce.service /usr/lib/systemd/system/quiesce.socket; do
+        [ ! -e "$path" ] || { echo "error: $path is still there after dpkg --purge" >&2; exit 1; }
+    done
 else
     skipped+=("dpkg -i, the installed binary and systemd-analyze verify (not root, or no dpkg)")
 fi
