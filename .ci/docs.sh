@@ -7,6 +7,7 @@ echo "== cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 # rustdoc leaves a link it cannot resolve to another crate as literal brackets, silently.
 target=${CARGO_TARGET_DIR:-target}
+[ -f "$target/doc/quiesce/index.html" ] || { echo "error: no rendered docs in $target/doc/quiesce" >&2; exit 1; }
 if grep -rlE '\[<code>[^<]*</code>\]' "$target/doc/quiesce" >/dev/null; then
     echo "error: unresolved doc links (literal [\`...\`] on the rendered pages):" >&2
     grep -rhoE '\[<code>[^<]*</code>\]' "$target/doc/quiesce" | sort -u >&2
@@ -15,8 +16,9 @@ fi
 
 echo "== the library alone (default-features = false) compiles the core crates only"
 cargo check --lib --no-default-features --quiet
-extra=$(cargo tree --no-default-features --edges normal --prefix none --format '{p}' | awk '{print $1}' |
-    grep -E '^(env_logger|lexopt)$' || true)
+tree=$(cargo tree --no-default-features --edges normal --prefix none --format '{p}')
+grep -q '^mio ' <<<"$tree" || { echo "error: cargo tree gave no dependency list" >&2; exit 1; }
+extra=$(awk '{print $1}' <<<"$tree" | grep -E '^(env_logger|lexopt)$' || true)
 if [ -n "$extra" ]; then
     echo "error: the library depends on what only the binary needs: $extra" >&2
     exit 1

@@ -436,6 +436,7 @@ ROUTES:
     GET|HEAD /healthz      200 ok; 503 draining from the first signal on
     POST /echo             the request body, sent back
     GET|HEAD /plaintext    Hello, World!
+    GET|HEAD /json         {{\"message\":\"Hello, World!\"}} as application/json
     GET|HEAD /metrics      counters in the Prometheus text format
     GET|HEAD /work?ms=N    N ms of blocking work on a --blocking-threads pool (&spin=1: CPU
                            work), answered from that thread: worked N ms; 503 when queued full
@@ -883,6 +884,7 @@ mod tests {
             "/healthz",
             "/echo",
             "/plaintext",
+            "/json",
             "Hello, World!",
             "?delay=DURATION",
             "SIGNALS:",
