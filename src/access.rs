@@ -10,9 +10,10 @@
 //! was still being made) is recorded with status 0 when its connection closes.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::http::request::Version;
+use crate::timer::Tick;
 
 /// One answered request.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +68,7 @@ pub(crate) struct Pending {
     line: String,
     method_len: usize,
     version: Option<Version>,
-    started: Option<Instant>,
+    started: Option<Tick>,
     /// A request's head was read and it has no record yet.
     live: bool,
     /// A stream's status, once its head went out.
@@ -78,7 +79,7 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// A request's head was read.
-    pub(crate) fn begin(&mut self, method: &str, target: &str, version: Version, started: Instant) {
+    pub(crate) fn begin(&mut self, method: &str, target: &str, version: Version, started: Tick) {
         self.line.clear();
         self.line.push_str(method);
         self.line.push_str(target);
@@ -104,7 +105,7 @@ impl Pending {
 
     /// A request that could not be read (its head is invalid, or never came whole) is answered
     /// with an error; it began at `started`.
-    pub(crate) fn unreadable(&mut self, started: Instant) {
+    pub(crate) fn unreadable(&mut self, started: Tick) {
         if !self.live {
             self.started = Some(started);
         }
@@ -112,7 +113,7 @@ impl Pending {
 
     /// The record of the answer (`-` for a request whose head was not read), and the request
     /// is done with. `now` (the loop turn's time) stands in for a start nobody noted.
-    pub(crate) fn finish<'a>(&'a mut self, answer: Answer, now: Instant) -> AccessRecord<'a> {
+    pub(crate) fn finish<'a>(&'a mut self, answer: Answer, now: Tick) -> AccessRecord<'a> {
         let live = std::mem::replace(&mut self.live, false);
         let (method, target) = if live { self.line.split_at(self.method_len) } else { ("-", "-") };
         let started = self.started.take().unwrap_or(now);
@@ -124,7 +125,7 @@ impl Pending {
             version: if live { self.version } else { None },
             status: answer.status,
             body_bytes: answer.body_bytes,
-            duration: Instant::now().saturating_duration_since(started),
+            duration: started.until(Tick::now()),
             during_drain: answer.during_drain,
         }
     }

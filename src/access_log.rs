@@ -539,7 +539,8 @@ mod tests {
         };
         assert!(line(LogFormat::Text, &mapped).starts_with("10.1.2.3 - - ["));
         assert!(line(LogFormat::Json, &mapped).contains("\"client\":\"10.1.2.3:50124\""));
-        let v6 = AccessRecord { peer: "[2001:db8::1]:443".parse().unwrap(), ..record("GET", "/", Some(Version::Http11)) };
+        let v6 =
+            AccessRecord { peer: "[2001:db8::1]:443".parse().unwrap(), ..record("GET", "/", Some(Version::Http11)) };
         assert!(line(LogFormat::Text, &v6).starts_with("2001:db8::1 - - ["));
         assert!(line(LogFormat::Json, &v6).contains("\"client\":\"[2001:db8::1]:443\""));
     }

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::ServerConfig;
 use crate::connection::{Connection, Draining, Env, Transport};
@@ -15,7 +15,7 @@ use crate::http::body::BodyDecoder;
 use crate::http::head::{BodyKind, HeadLimits, HeadScan, HeadStep, whole_head_len};
 use crate::responder::{Letter, LoopThread, Mailbox};
 use crate::shutdown::DrainNotice;
-use crate::timer::after;
+use crate::timer::Tick;
 use std::sync::Arc;
 
 /// The client side of an in-memory connection: bytes waiting to be read by the server, bytes it
@@ -96,7 +96,7 @@ pub struct MemoryConnection {
 impl MemoryConnection {
     /// A freshly accepted connection served by `handler`.
     pub fn new(config: ServerConfig, handler: impl Handler + Send + 'static) -> Self {
-        let now = Instant::now();
+        let now = Tick::now();
         let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
         let poll = mio::Poll::new().expect("a poll for the harness's waker");
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("a waker for the harness");
@@ -138,7 +138,7 @@ impl MemoryConnection {
 
     /// Moves the clock on, fires a deadline that has passed, and drives the connection.
     pub fn advance(&mut self, by: Duration) {
-        self.env.now = after(self.env.now, by);
+        self.env.now = self.env.now.after(by);
         if self.conn.deadline(&self.env.config).is_some_and(|d| d <= self.env.now) {
             self.conn.expire(&mut self.env);
         }

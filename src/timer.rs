@@ -1,13 +1,16 @@
-//! Time in the loop: [`Deadlines`], one min-heap of (instant, connection key) for every
-//! connection timer, and [`after`], the one way deadlines are computed.
+//! Time in the loop: [`Tick`], the loop's compact moment; [`Deadlines`], one min-heap of
+//! (tick, connection key) for every connection timer; and [`Tick::after`], the one way
+//! deadlines are computed.
 //!
-//! Entries are invalidated lazily: the server's slot remembers which instant it has in the heap
+//! Entries are invalidated lazily: the server's slot remembers which tick it has in the heap
 //! (`scheduled`); a popped entry that does not match is stale and dropped. A deadline that moves
 //! later keeps its earlier entry, which is re-pushed when it pops, so a keep-alive connection
 //! costs no heap operation per request.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::num::NonZeroU64;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Stand-in for "never" when a configured duration does not fit in an `Instant`.
@@ -18,27 +21,75 @@ pub(crate) fn after(t: Instant, d: Duration) -> Instant {
     t.checked_add(d).unwrap_or_else(|| t + FAR)
 }
 
+/// A moment as a connection keeps it: nanoseconds since the process first looked at the clock
+/// (an hour before, so that instants taken just before then count too), plus one. Half the
+/// size of an `Instant`, and `Option<Tick>` is no bigger (never zero): an idle connection
+/// holds three of them. Compared and added as one integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Tick(NonZeroU64);
+
+/// What ticks count from.
+static BASE: OnceLock<Instant> = OnceLock::new();
+
+fn base() -> Instant {
+    *BASE.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+    })
+}
+
+/// A duration in nanoseconds, saturating (584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Tick {
+    /// The tick of `t` (the earliest tick for a moment before the base).
+    pub(crate) fn of(t: Instant) -> Tick {
+        Tick::from_nanos(nanos(t.saturating_duration_since(base())))
+    }
+
+    /// Now.
+    pub(crate) fn now() -> Tick {
+        Tick::of(Instant::now())
+    }
+
+    fn from_nanos(n: u64) -> Tick {
+        Tick(NonZeroU64::new(n.saturating_add(1)).unwrap_or(NonZeroU64::MAX))
+    }
+
+    /// `self + d`, saturating far in the future instead of overflowing.
+    pub(crate) fn after(self, d: Duration) -> Tick {
+        Tick(self.0.saturating_add(nanos(d)))
+    }
+
+    /// How long from `self` to `later` (zero when `later` is not later).
+    pub(crate) fn until(self, later: Tick) -> Duration {
+        Duration::from_nanos(later.0.get().saturating_sub(self.0.get()))
+    }
+}
+
 /// Pending deadlines, earliest first.
 #[derive(Debug, Default)]
 pub(crate) struct Deadlines {
-    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    heap: BinaryHeap<Reverse<(Tick, usize)>>,
     /// Scratch list for [`Deadlines::take_due`], kept between turns.
-    due: Vec<(Instant, usize)>,
+    due: Vec<(Tick, usize)>,
 }
 
 impl Deadlines {
     /// Adds a deadline for `key`.
-    pub(crate) fn push(&mut self, at: Instant, key: usize) {
+    pub(crate) fn push(&mut self, at: Tick, key: usize) {
         self.heap.push(Reverse((at, key)));
     }
 
     /// The earliest deadline, stale or not.
-    pub(crate) fn next(&self) -> Option<Instant> {
+    pub(crate) fn next(&self) -> Option<Tick> {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Removes and returns the earliest entry if it is due at `now`.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, usize)> {
+    pub(crate) fn pop_due(&mut self, now: Tick) -> Option<(Tick, usize)> {
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(entry)| entry),
             _ => None,
@@ -47,7 +98,7 @@ impl Deadlines {
 
     /// Every entry due at `now`, earliest first, in a list to hand back with
     /// [`Deadlines::give_back`] (so the allocation is reused).
-    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<(Instant, usize)> {
+    pub(crate) fn take_due(&mut self, now: Tick) -> Vec<(Tick, usize)> {
         let mut due = std::mem::take(&mut self.due);
         while let Some(entry) = self.pop_due(now) {
             due.push(entry);
@@ -56,7 +107,7 @@ impl Deadlines {
     }
 
     /// Returns the list [`Deadlines::take_due`] gave out.
-    pub(crate) fn give_back(&mut self, mut due: Vec<(Instant, usize)>) {
+    pub(crate) fn give_back(&mut self, mut due: Vec<(Tick, usize)>) {
         due.clear();
         self.due = due;
     }
@@ -67,7 +118,7 @@ impl Deadlines {
     }
 
     /// Drops every entry `live` rejects (used when stale entries pile up).
-    pub(crate) fn retain(&mut self, mut live: impl FnMut(Instant, usize) -> bool) {
+    pub(crate) fn retain(&mut self, mut live: impl FnMut(Tick, usize) -> bool) {
         self.heap.retain(|Reverse((at, key))| live(*at, *key));
     }
 }
@@ -78,18 +129,33 @@ mod tests {
 
     #[test]
     fn pops_in_order_only_when_due() {
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         let mut d = Deadlines::default();
-        d.push(t0 + Duration::from_millis(30), 3);
-        d.push(t0 + Duration::from_millis(10), 1);
-        d.push(t0 + Duration::from_millis(20), 2);
-        assert_eq!(d.next(), Some(t0 + Duration::from_millis(10)));
+        d.push(t0.after(Duration::from_millis(30)), 3);
+        d.push(t0.after(Duration::from_millis(10)), 1);
+        d.push(t0.after(Duration::from_millis(20)), 2);
+        assert_eq!(d.next(), Some(t0.after(Duration::from_millis(10))));
         assert_eq!(d.pop_due(t0), None);
-        let now = t0 + Duration::from_millis(25);
+        let now = t0.after(Duration::from_millis(25));
         assert_eq!(d.pop_due(now).map(|e| e.1), Some(1));
         assert_eq!(d.pop_due(now).map(|e| e.1), Some(2));
         assert_eq!(d.pop_due(now), None);
         d.retain(|_, key| key != 3);
         assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn ticks_keep_the_order_and_the_distance_of_instants() {
+        let i0 = Instant::now();
+        let (t0, t1) = (Tick::of(i0), Tick::of(i0 + Duration::from_millis(1500)));
+        assert!(t0 < t1);
+        assert_eq!(t0.until(t1), Duration::from_millis(1500));
+        assert_eq!(t1.until(t0), Duration::ZERO);
+        assert_eq!(t0.after(Duration::from_millis(1500)), t1);
+        // An instant from just before the first look at the clock still has its own tick.
+        assert!(Tick::of(i0 - Duration::from_secs(60)) < t0);
+        // Saturating, never panicking.
+        assert!(t0.after(Duration::MAX) > t1);
+        assert_eq!(std::mem::size_of::<Option<Tick>>(), 8);
     }
 }

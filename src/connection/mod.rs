@@ -14,7 +14,6 @@ pub(crate) mod buffer;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Instant;
 
 use log::{debug, error, warn};
 
@@ -30,7 +29,7 @@ use crate::http::request::{Client, Request, Version};
 use crate::http::response::Response;
 use crate::responder::{End, Exchange, Letter, Mailbox, Taken};
 use crate::shutdown::DrainNotice;
-use crate::timer::after;
+use crate::timer::Tick;
 use buffer::{BufPool, ReadBuf, WriteBuf};
 use std::sync::Arc;
 
@@ -80,11 +79,14 @@ pub(crate) enum Draining {
     Now,
 }
 
+/// Most boxes of finished body phases a loop keeps for the next bodies.
+const SPARE_BODIES: usize = 64;
+
 /// What the loop lends every connection while it works: the clock of this turn, the shutdown
 /// as connections see it, the limits, the application, and the loop's shared scratch.
 pub(crate) struct Env {
     /// The time this loop turn started.
-    pub now: Instant,
+    pub now: Tick,
     /// How far the server's shutdown is.
     pub draining: Draining,
     /// Limits and timeouts.
@@ -107,6 +109,9 @@ pub(crate) struct Env {
     pub access: Option<Box<dyn AccessLog>>,
     /// Something was recorded this turn: the log's `end_of_turn` is due.
     pub access_used: bool,
+    /// Boxes of finished [`Phase::Body`] phases, for the next body (no allocation per request).
+    #[expect(clippy::vec_box, reason = "the boxes themselves are what is kept for reuse")]
+    bodies: Vec<Box<BodyProgress>>,
 }
 
 impl Env {
@@ -115,7 +120,7 @@ impl Env {
     pub(crate) fn new(
         config: ServerConfig,
         handler: Box<dyn Handler + Send>,
-        now: Instant,
+        now: Tick,
         mailbox: Arc<Mailbox>,
         drain: DrainNotice,
     ) -> Self {
@@ -132,6 +137,7 @@ impl Env {
             drain,
             access: None,
             access_used: false,
+            bodies: Vec::new(),
         }
     }
 
@@ -173,10 +179,11 @@ pub(crate) enum CloseReason {
 enum Phase {
     /// Waiting for, or reading, a request head.
     Head(HeadProgress),
-    /// Head parsed; reading its body.
-    Body(BodyProgress),
+    /// Head parsed; reading its body. Boxed (from [`Env::bodies`]): the other phases are a
+    /// few words, and every connection, idle ones too, is as big as its largest phase.
+    Body(Box<BodyProgress>),
     /// The handler asked for a delay: its response is sent at `until`.
-    Waiting { until: Instant, delayed: Box<Delayed> },
+    Waiting { until: Tick, delayed: Box<Delayed> },
     /// The handler deferred the answer: a responder on another thread gives it.
     Deferred(Box<Deferred>),
     /// A streamed response: the head went out, the body comes from the producer.
@@ -184,7 +191,7 @@ enum Phase {
     /// The last response is queued: flush it, then close as said.
     Closing(AfterFlush),
     /// Write side shut: read and discard until the client closes or `until`.
-    Linger { until: Instant },
+    Linger { until: Tick },
     /// Done; the server removes it.
     Closed(CloseReason),
 }
@@ -196,7 +203,7 @@ struct HeadProgress {
     scan: HeadScan,
     /// When its first byte arrived (the header timeout counts from here); `None` while no
     /// request has begun.
-    started: Option<Instant>,
+    started: Option<Tick>,
 }
 
 /// A body on its way.
@@ -205,9 +212,9 @@ struct BodyProgress {
     head: HeadInfo,
     decoder: BodyDecoder,
     /// When the request's first byte arrived.
-    started: Instant,
+    started: Tick,
     /// The last read: a body may not pause for longer than the header timeout.
-    last_read: Instant,
+    last_read: Tick,
 }
 
 /// A response the handler asked to send later, with what it needs to be encoded then.
@@ -251,18 +258,18 @@ enum AfterFlush {
 #[derive(Debug, Clone, Copy)]
 enum PhaseTimer {
     /// A head or a body that takes too long: 408.
-    Request(Instant),
+    Request(Tick),
     /// Waiting for the next request: closed silently at `idle`, or during a drain at
     /// `last_call` if nothing is readable by then.
-    Next { idle: Instant, last_call: Option<Instant> },
+    Next { idle: Tick, last_call: Option<Tick> },
     /// A delayed response is due; the next drive sends it.
-    Delay(Instant),
+    Delay(Tick),
     /// The linger time is over.
-    Linger(Instant),
+    Linger(Tick),
 }
 
 impl PhaseTimer {
-    fn at(self) -> Instant {
+    fn at(self) -> Tick {
         match self {
             PhaseTimer::Request(at) | PhaseTimer::Delay(at) | PhaseTimer::Linger(at) => at,
             PhaseTimer::Next { idle, last_call } => last_call.map_or(idle, |g| g.min(idle)),
@@ -282,13 +289,15 @@ pub(crate) struct Connection<S> {
     write_buf: WriteBuf,
     /// When the output last made progress (or was queued into an empty buffer): the write
     /// timeout counts from here.
-    write_since: Instant,
+    write_since: Tick,
     /// When the connection last had nothing to do: accepted, or its last response went out.
     /// The idle timeout counts from here.
-    idle_since: Instant,
+    idle_since: Tick,
     /// During a drain: until when a new or just-used connection may still send a request.
-    last_call: Option<Instant>,
-    served: u64,
+    last_call: Option<Tick>,
+    /// A request was answered on it (or its answer is under way): with nothing to do, it is
+    /// Idle, not New.
+    served: bool,
     /// Set by readiness events, cleared by `WouldBlock`.
     readable: bool,
     /// Set by readiness events, cleared by `WouldBlock`.
@@ -330,7 +339,7 @@ pub(crate) enum DrainRole {
 
 impl<S: Transport> Connection<S> {
     /// A connection just accepted into slot `key`.
-    pub(crate) fn new(stream: S, key: usize, id: u64, peer: SocketAddr, now: Instant) -> Self {
+    pub(crate) fn new(stream: S, key: usize, id: u64, peer: SocketAddr, now: Tick) -> Self {
         Connection {
             stream,
             key,
@@ -341,7 +350,7 @@ impl<S: Transport> Connection<S> {
             write_since: now,
             idle_since: now,
             last_call: None,
-            served: 0,
+            served: false,
             readable: false,
             writable: false,
             read_closed_hint: false,
@@ -389,7 +398,7 @@ impl<S: Transport> Connection<S> {
         match self.phase {
             Phase::Closed(_) => ConnState::Closed,
             Phase::Head(_) if self.read_buf.is_empty() && self.write_buf.is_empty() => {
-                if self.served == 0 {
+                if !self.served {
                     ConnState::New
                 } else {
                     ConnState::Idle
@@ -408,8 +417,8 @@ impl<S: Transport> Connection<S> {
     }
 
     /// When queued output stops being acceptable if the client reads none of it.
-    fn write_deadline(&self, config: &ServerConfig) -> Option<Instant> {
-        (!self.write_buf.is_empty()).then(|| after(self.write_since, config.write_timeout))
+    fn write_deadline(&self, config: &ServerConfig) -> Option<Tick> {
+        (!self.write_buf.is_empty()).then(|| self.write_since.after(config.write_timeout))
     }
 
     /// The timer of the current phase, if it has one.
@@ -418,11 +427,11 @@ impl<S: Transport> Connection<S> {
             Phase::Closed(_) | Phase::Closing(_) | Phase::Deferred(_) | Phase::Streaming(_) => None,
             Phase::Linger { until } => Some(PhaseTimer::Linger(*until)),
             Phase::Waiting { until, .. } => Some(PhaseTimer::Delay(*until)),
-            Phase::Body(body) => Some(PhaseTimer::Request(after(body.last_read, config.header_timeout))),
+            Phase::Body(body) => Some(PhaseTimer::Request(body.last_read.after(config.header_timeout))),
             Phase::Head(head) => match head.started {
-                Some(started) => Some(PhaseTimer::Request(after(started, config.header_timeout))),
+                Some(started) => Some(PhaseTimer::Request(started.after(config.header_timeout))),
                 None if self.write_buf.is_empty() => Some(PhaseTimer::Next {
-                    idle: after(self.idle_since, config.idle_timeout),
+                    idle: self.idle_since.after(config.idle_timeout),
                     last_call: self.last_call,
                 }),
                 None => None,
@@ -431,7 +440,7 @@ impl<S: Transport> Connection<S> {
     }
 
     /// The next moment something must happen if no I/O arrives first.
-    pub(crate) fn deadline(&self, config: &ServerConfig) -> Option<Instant> {
+    pub(crate) fn deadline(&self, config: &ServerConfig) -> Option<Tick> {
         match (self.write_deadline(config), self.phase_timer(config).map(PhaseTimer::at)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -468,17 +477,17 @@ impl<S: Transport> Connection<S> {
     /// just now, gets a last call for a request on its way; any other idle one is closed by the
     /// next turn's deadline pass, after one more look at its socket. While the drain lasts: a
     /// connection that has gone idle, its last call over, is closed.
-    pub(crate) fn drain(&mut self, now: Instant, config: &ServerConfig, starting: bool) -> DrainRole {
+    pub(crate) fn drain(&mut self, now: Tick, config: &ServerConfig, starting: bool) -> DrainRole {
         match self.state() {
             ConnState::Closed => DrainRole::Gone,
             ConnState::Active => DrainRole::Finish,
             ConnState::New if starting => {
-                self.last_call = Some(after(now, config.drain_new_grace));
+                self.last_call = Some(now.after(config.drain_new_grace));
                 DrainRole::LastCall
             }
             ConnState::Idle if starting => {
-                if now < after(self.idle_since, config.drain_idle_grace) {
-                    self.last_call = Some(after(now, config.drain_idle_grace));
+                if now < self.idle_since.after(config.drain_idle_grace) {
+                    self.last_call = Some(now.after(config.drain_idle_grace));
                     DrainRole::LastCall
                 } else {
                     self.last_call = Some(now);
@@ -643,7 +652,7 @@ impl<S: Transport> Connection<S> {
                 if self.peer_eof {
                     self.close(CloseReason::Done);
                 } else {
-                    self.phase = Phase::Linger { until: after(env.now, env.config.linger_timeout) };
+                    self.phase = Phase::Linger { until: env.now.after(env.config.linger_timeout) };
                     self.read_buf.clear();
                 }
                 true
@@ -726,7 +735,7 @@ impl<S: Transport> Connection<S> {
 
     /// A head with a body is complete: 413 for a declared length over the limit, `100 Continue`
     /// when the client waits for it, then read the body.
-    fn begin_body(&mut self, head: HeadInfo, started: Instant, env: &mut Env) -> bool {
+    fn begin_body(&mut self, head: HeadInfo, started: Tick, env: &mut Env) -> bool {
         let decoder = match BodyDecoder::for_head(head.body, env.config.max_body_bytes) {
             Ok(decoder) => decoder,
             Err(e) => return self.fail(e, env),
@@ -739,7 +748,14 @@ impl<S: Transport> Connection<S> {
             env.stats.response(100);
             self.write_buf.out(&mut env.pool).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        self.phase = Phase::Body(BodyProgress { head, decoder, started, last_read: env.now });
+        let body = BodyProgress { head, decoder, started, last_read: env.now };
+        self.phase = Phase::Body(match env.bodies.pop() {
+            Some(mut spare) => {
+                *spare = body;
+                spare
+            }
+            None => Box::new(body),
+        });
         true
     }
 
@@ -772,6 +788,12 @@ impl<S: Transport> Connection<S> {
             }
         };
         self.read_buf.consume(head.len + body_len);
+        // The body is read: its box goes back for the next one (the answer sets the phase).
+        if let Phase::Body(spare) = std::mem::replace(&mut self.phase, Phase::Head(HeadProgress::default()))
+            && env.bodies.len() < SPARE_BODIES
+        {
+            env.bodies.push(spare);
+        }
         self.complete(head, reply, env);
         true
     }
@@ -788,7 +810,7 @@ impl<S: Transport> Connection<S> {
 
     /// The handler has answered: send now, or hold the response until its delay is over.
     fn complete(&mut self, head: HeadInfo, reply: Reply, env: &mut Env) {
-        self.served += 1;
+        self.served = true;
         if let Some(exchange) = env.response.take_deferred() {
             return self.defer(head, reply, exchange, env);
         }
@@ -797,7 +819,7 @@ impl<S: Transport> Connection<S> {
             Reply::After(delay) => {
                 let response = std::mem::take(&mut env.response);
                 let delayed = Box::new(Delayed { response, head });
-                self.phase = Phase::Waiting { until: after(env.now, delay), delayed };
+                self.phase = Phase::Waiting { until: env.now.after(delay), delayed };
             }
             Reply::Later => self.no_responder(head, env),
         }
@@ -1062,7 +1084,7 @@ impl<S: Transport> Connection<S> {
     /// For the access log: when the request an error answers began (its first byte), for one
     /// whose head was not read.
     #[cold]
-    fn note_unreadable(&mut self, now: Instant) {
+    fn note_unreadable(&mut self, now: Tick) {
         let started = match &self.phase {
             Phase::Head(head) => head.started.unwrap_or(now),
             Phase::Body(body) => body.started,
@@ -1139,7 +1161,7 @@ fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8], client:
 /// Keeps what the access log needs of `request` until its answer.
 #[cold]
 #[inline(never)]
-fn note_request(access: &mut Option<Box<Pending>>, parsed: &ParsedHead<'_, '_>, started: Instant) {
+fn note_request(access: &mut Option<Box<Pending>>, parsed: &ParsedHead<'_, '_>, started: Tick) {
     let (method, target) = (parsed.req.method.unwrap_or(""), parsed.req.path.unwrap_or(""));
     access.get_or_insert_with(Box::default).begin(method, target, parsed.info.version, started);
 }
