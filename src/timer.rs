@@ -1,6 +1,6 @@
-//! Time in the loop: [`Tick`], the loop's compact moment; [`Deadlines`], one min-heap of
-//! (tick, connection key) for every connection timer; and [`Tick::after`], the one way
-//! deadlines are computed.
+//! Time in the loop: [`Tick`], the loop's one kind of moment (connections, deadlines, the
+//! drain, accept backoff), with [`Tick::after`] the one way deadlines are computed; and
+//! [`Deadlines`], one min-heap of (tick, connection key) for every connection timer.
 //!
 //! Entries are invalidated lazily: the server's slot remembers which tick it has in the heap
 //! (`scheduled`); a popped entry that does not match is stale and dropped. A deadline that moves
@@ -12,14 +12,6 @@ use std::collections::BinaryHeap;
 use std::num::NonZeroU64;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-/// Stand-in for "never" when a configured duration does not fit in an `Instant`.
-const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// `t + d`, saturating far in the future instead of panicking.
-pub(crate) fn after(t: Instant, d: Duration) -> Instant {
-    t.checked_add(d).unwrap_or_else(|| t + FAR)
-}
 
 /// A moment as a connection keeps it: nanoseconds since the process first looked at the clock
 /// (an hour before, so that instants taken just before then count too), plus one. Half the

@@ -6,14 +6,14 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{debug, info, warn};
 use mio::Registry;
 use mio::net::{TcpListener, TcpStream};
 
 use crate::config::ServerConfig;
-use crate::timer::after;
+use crate::timer::Tick;
 
 /// The listener and its state.
 #[derive(Debug)]
@@ -25,9 +25,9 @@ pub(crate) struct Acceptor {
     /// The listener had an event since a look last found its queue empty.
     ready: bool,
     /// Accepting is paused until then (after running out of descriptors or memory).
-    paused_until: Option<Instant>,
+    paused_until: Option<Tick>,
     /// When the last accept failure was logged (at most one a second).
-    last_warning: Option<Instant>,
+    last_warning: Option<Tick>,
     /// At the connection cap: accepting resumes below 90% of it.
     at_cap: bool,
 }
@@ -57,21 +57,21 @@ impl Acceptor {
     }
 
     /// Whether a connection can be taken now, so the loop should not sleep.
-    pub(crate) fn has_work(&self, now: Instant) -> bool {
+    pub(crate) fn has_work(&self, now: Tick) -> bool {
         self.ready && self.may_accept(now)
     }
 
     /// When a paused accept resumes.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Tick> {
         self.paused_until.filter(|_| self.listener.is_some())
     }
 
-    fn may_accept(&self, now: Instant) -> bool {
+    fn may_accept(&self, now: Tick) -> bool {
         self.listener.is_some() && !self.at_cap && self.paused_until.is_none_or(|until| until <= now)
     }
 
     /// The next connection from the queue, if one may be taken now and is there.
-    pub(crate) fn next(&mut self, now: Instant, config: &ServerConfig) -> Option<(TcpStream, SocketAddr)> {
+    pub(crate) fn next(&mut self, now: Tick, config: &ServerConfig) -> Option<(TcpStream, SocketAddr)> {
         loop {
             if !self.ready || !self.may_accept(now) {
                 return None;
@@ -92,8 +92,8 @@ impl Acceptor {
                 Err(e) if is_transient_accept_error(&e) => {}
                 Err(e) => {
                     // Out of descriptors or memory (or worse): pause, never spin.
-                    self.paused_until = Some(after(now, config.accept_backoff));
-                    let quiet = self.last_warning.is_some_and(|t| now < after(t, Duration::from_secs(1)));
+                    self.paused_until = Some(now.after(config.accept_backoff));
+                    let quiet = self.last_warning.is_some_and(|t| now < t.after(Duration::from_secs(1)));
                     if !quiet {
                         warn!("accept failed: {e}; pausing accepts for {:?}", config.accept_backoff);
                         self.last_warning = Some(now);
@@ -105,7 +105,7 @@ impl Acceptor {
     }
 
     /// A connection closed, freeing a descriptor: a paused accept retries now.
-    pub(crate) fn on_close(&mut self, now: Instant) {
+    pub(crate) fn on_close(&mut self, now: Tick) {
         if self.paused_until.is_some_and(|until| until > now) {
             self.paused_until = Some(now);
         }

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -45,7 +45,7 @@ use crate::listen;
 use crate::metrics::Metrics;
 use crate::responder::{Letter, LoopThread, Mailbox};
 use crate::shutdown::{self, DrainNotice, Handles, ShutdownHandle};
-use crate::timer::{Deadlines, Tick, after};
+use crate::timer::{Deadlines, Tick};
 use accept::Acceptor;
 pub use stage::Outcome;
 use stage::{Ask, Cause, Drain, Observer, Stage};
@@ -376,19 +376,21 @@ impl Server {
         }
     }
 
-    /// Polls until something happens or the next deadline; starts the turn's clock.
-    fn wait(&mut self, events: &mut Events) -> Result<Instant, Error> {
+    /// Polls until something happens or the next deadline; starts the turn's clock. The
+    /// timeout counts from the clock of the turn before (read as it began), not a fresh read:
+    /// a deadline then fires up to one turn's length late, and a turn saves a clock read.
+    fn wait(&mut self, events: &mut Events) -> Result<Tick, Error> {
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            let timeout = self.poll_timeout(self.env.now);
             match self.poll.poll(events, timeout) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::Poll(e)),
             }
         }
-        let now = Instant::now();
-        self.env.now = Tick::of(now);
-        self.env.date.refresh(SystemTime::now());
+        let now = Tick::now();
+        self.env.now = now;
+        self.env.date.tick(now);
         // Connections that used up their budget last turn go first (rarely any: the check saves
         // the extend's setup, 50 instructions a turn).
         if !self.queues.later.is_empty() {
@@ -397,14 +399,13 @@ impl Server {
         Ok(now)
     }
 
-    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+    fn poll_timeout(&self, now: Tick) -> Option<Duration> {
         if !self.queues.later.is_empty() || self.accept.has_work(now) {
             return Some(Duration::ZERO);
         }
-        let connections = self.deadlines.next().map(|at| Tick::of(now).until(at));
-        let server = [self.stage.deadline(), self.accept.deadline()].into_iter().flatten().min();
-        let server = server.map(|at| at.saturating_duration_since(now));
-        connections.into_iter().chain(server).min()
+        let candidates = [self.deadlines.next(), self.stage.deadline(), self.accept.deadline()];
+        let next = candidates.into_iter().flatten().min()?;
+        Some(now.until(next))
     }
 
     /// Records readiness; never touches the slab's membership.
@@ -467,7 +468,7 @@ impl Server {
     }
 
     /// Accepts up to a batch of connections while under the cap.
-    fn accept_pending(&mut self, now: Instant) {
+    fn accept_pending(&mut self, now: Tick) {
         for _ in 0..self.env.config.accept_batch.max(1) {
             let Some((stream, peer)) = self.accept.next(now, &self.env.config) else { return };
             self.admit(stream, peer);
@@ -548,7 +549,7 @@ impl Server {
     }
 
     /// Removes closed connections: the only place the slab shrinks.
-    fn reap_closed(&mut self, now: Instant) {
+    fn reap_closed(&mut self, now: Tick) {
         if self.queues.closed.is_empty() {
             return;
         }
@@ -577,7 +578,7 @@ impl Server {
 
     /// Acts on what asks the stage to move (signals, the handle, the end of the drain delay, a
     /// successor's handover) and ends the drain once nothing is left or its time is up.
-    fn advance_stage(&mut self, now: Instant) {
+    fn advance_stage(&mut self, now: Tick) {
         for signal in self.inbox.signals() {
             match signal {
                 SIGHUP => self.restart(),
@@ -600,7 +601,7 @@ impl Server {
 
     /// The stage's answer to `ask`. A first request drains (after the drain delay), a second
     /// signal stops at once, an immediate request stops whatever the stage.
-    fn ask(&mut self, ask: Ask, now: Instant) {
+    fn ask(&mut self, ask: Ask, now: Tick) {
         match (ask, self.stage) {
             (_, Stage::Done { .. }) => {}
             (Ask::Immediate(cause), _) => self.stop(cause),
@@ -634,7 +635,7 @@ impl Server {
     }
 
     /// Serves on through the drain delay, with `/healthz` answering 503.
-    fn announce(&mut self, cause: Cause, now: Instant) {
+    fn announce(&mut self, cause: Cause, now: Tick) {
         let delay = self.env.config.drain_delay;
         info!(
             event = "announced", cause:% = cause.describe(), delay_ms = delay.as_millis() as u64;
@@ -643,15 +644,15 @@ impl Server {
             cause.describe(),
             humantime::format_duration(delay)
         );
-        self.set_stage(Stage::Announced { until: after(now, delay), cause });
+        self.set_stage(Stage::Announced { until: now.after(delay), cause });
     }
 
     /// Stops listening (after accepting the backlog), applies the drain rule to every
     /// connection and logs what it found.
-    fn begin_drain(&mut self, cause: Cause, now: Instant) {
+    fn begin_drain(&mut self, cause: Cause, now: Tick) {
         let drain = Drain {
             started: now,
-            deadline: after(now, self.env.config.shutdown_timeout),
+            deadline: now.after(self.env.config.shutdown_timeout),
             cause,
             answered_before: self.env.stats.answered(),
         };
@@ -666,10 +667,9 @@ impl Server {
         self.ledger.report.at_start = self.ledger.counts;
         let (mut closing, mut last_call) = (0, 0);
         let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
-        let tick = Tick::of(now);
         for key in keys {
             if let Some(slot) = self.slots.get_mut(key) {
-                match slot.conn.drain(tick, &self.env.config, true) {
+                match slot.conn.drain(now, &self.env.config, true) {
                     DrainRole::CloseIdle => closing += 1,
                     DrainRole::LastCall => last_call += 1,
                     DrainRole::Finish | DrainRole::Gone => {}
@@ -699,10 +699,10 @@ impl Server {
     }
 
     /// Ends a drain that has nothing left, or whose shutdown timeout passed.
-    fn finish_drain(&mut self, now: Instant) {
+    fn finish_drain(&mut self, now: Tick) {
         let Stage::Draining(drain) = self.stage else { return };
         if self.slots.is_empty() {
-            let elapsed = now.saturating_duration_since(drain.started);
+            let elapsed = drain.started.until(now);
             info!(
                 event = "drained", drain_ms = elapsed.as_millis() as u64;
                 "{}drained in {:.2}s", self.ledger.label, elapsed.as_secs_f64()
@@ -752,7 +752,7 @@ impl Server {
 
     /// Publishes the counters for `/metrics`, and from the first shutdown request on the
     /// drain's figures (observers hear of its progress).
-    fn publish(&mut self, now: Instant) {
+    fn publish(&mut self, now: Tick) {
         self.metrics.publish(&self.env.stats, &self.ledger.counts);
         let drain = match self.stage {
             Stage::Serving => return,
@@ -764,7 +764,7 @@ impl Server {
             let report = &mut self.ledger.report;
             report.served = self.env.stats.answered() - drain.answered_before;
             if running {
-                report.micros = duration_micros(now.saturating_duration_since(drain.started));
+                report.micros = duration_micros(drain.started.until(now));
             }
             for observer in &mut self.observers {
                 observer.drain_progress();

@@ -3,12 +3,13 @@
 //! through which the process around a server hears of each change (sibling workers that
 //! follow it, systemd, the SIGHUP restart) without the reactor knowing any of them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::connection::Draining;
 use crate::shutdown::ShutdownHandle;
+use crate::timer::Tick;
 
 /// How a [`Server::run`](crate::Server::run) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,9 +91,9 @@ pub(crate) enum Ask {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Drain {
     /// When it began.
-    pub started: Instant,
+    pub started: Tick,
     /// When what is left is closed (the shutdown timeout).
-    pub deadline: Instant,
+    pub deadline: Tick,
     /// What started it (a signal after a restart's drain began replaces the restart).
     pub cause: Cause,
     /// Requests answered before it began.
@@ -107,7 +108,7 @@ pub(crate) enum Stage {
     Serving,
     /// A shutdown was asked for: serving on (with `/healthz` answering 503) until `until`,
     /// the end of the drain delay.
-    Announced { until: Instant, cause: Cause },
+    Announced { until: Tick, cause: Cause },
     /// Not accepting; in-flight requests finish, idle connections close.
     Draining(Drain),
     /// Finished: `run` returns the outcome. `drain` is the drain that came before, if one did.
@@ -125,7 +126,7 @@ impl Stage {
     }
 
     /// When the stage moves on by itself: the end of the drain delay, or the shutdown timeout.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Tick> {
         match self {
             Stage::Announced { until, .. } => Some(*until),
             Stage::Draining(drain) => Some(drain.deadline),
