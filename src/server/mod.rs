@@ -496,7 +496,15 @@ impl Server {
     /// re-arms the ones that moved later. Everything due is popped first, so an entry re-armed
     /// at a past instant waits for the next turn instead of being popped again in this one.
     fn expire_deadlines(&mut self) {
+        // Stale entries pile up when deadlines move earlier; sweep them now and then.
+        if self.deadlines.len() > 2 * self.slots.len() + 1024 {
+            let slots = &self.slots;
+            self.deadlines.retain(|at, key| slots.get(key).is_some_and(|slot| slot.scheduled == Some(at)));
+        }
         let now = self.env.now;
+        if self.deadlines.next().is_none_or(|at| at > now) {
+            return; // most turns
+        }
         let due = self.deadlines.take_due(now);
         for &(at, key) in &due {
             let Some(slot) = self.slots.get_mut(key) else { continue };
@@ -515,11 +523,6 @@ impl Server {
             }
         }
         self.deadlines.give_back(due);
-        // Stale entries pile up when deadlines move earlier; sweep them now and then.
-        if self.deadlines.len() > 2 * self.slots.len() + 1024 {
-            let slots = &self.slots;
-            self.deadlines.retain(|at, key| slots.get(key).is_some_and(|slot| slot.scheduled == Some(at)));
-        }
     }
 
     /// Brings the counts, the hook and the deadline heap in line with the connection.
@@ -544,7 +547,7 @@ impl Server {
             && slot.scheduled.is_none_or(|scheduled| deadline < scheduled)
         {
             slot.scheduled = Some(deadline);
-            self.deadlines.push(deadline, key);
+            self.deadlines.push(deadline, key, self.env.now);
         }
     }
 
