@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     // One pool for blocking work and one ticker for event streams, shared by every worker
     // (their threads start when first used).
     let (pool, ticker) = (BlockingPool::new(cli.blocking_threads), Ticker::new());
-    let options = Options { workers, inherited, restart_on_sighup: true };
+    let options = Options { workers, inherited, restart_on_sighup: true, process_exits_after: true };
     let summary = process::run(
         config,
         options,

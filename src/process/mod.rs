@@ -21,6 +21,7 @@ use std::fmt::{self, Write as _};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::thread;
 
 use log::{error, info, warn};
@@ -133,11 +134,17 @@ pub struct Options {
     /// once it serves. Off by default: a program that embeds quiesce rarely wants to be
     /// re-executed; the `quiesce` binary turns it on.
     pub restart_on_sighup: bool,
+    /// The process exits as soon as `run` returns (as the `quiesce` binary does): the last
+    /// worker to finish leaves the sockets its drain closed in its last turn (idle
+    /// connections) for the exit to close, all at once, instead of one `close` call each.
+    /// Their clients see the end at the exit rather than a moment before it. Off by default:
+    /// a program that embeds quiesce may go on after `run`, and must not keep those sockets.
+    pub process_exits_after: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { workers: 1, inherited: None, restart_on_sighup: false }
+        Options { workers: 1, inherited: None, restart_on_sighup: false, process_exits_after: false }
     }
 }
 
@@ -212,6 +219,12 @@ where
     let drain = DrainNotice::new();
 
     let mut servers = servers(listeners, &config, &make_handler, &metrics, &registry, &drain)?;
+    if options.process_exits_after {
+        let running = Arc::new(AtomicUsize::new(servers.len()));
+        for server in &mut servers {
+            server.leave_to_exit(Arc::clone(&running));
+        }
+    }
     if let Some(copies) = &copies {
         // Each worker lets go of its socket's copy when it stops, whatever stops it.
         for (i, server) in servers.iter_mut().enumerate() {
