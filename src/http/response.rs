@@ -72,6 +72,7 @@ impl Response {
     }
 
     /// Back to an empty `200 OK`, keeping the allocated buffers.
+    #[inline]
     pub(crate) fn reset(&mut self) {
         self.status = 200;
         self.content_type = None;
