@@ -9,6 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::io;
 use std::num::NonZeroU64;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -22,19 +23,19 @@ pub(crate) struct Tick(NonZeroU64);
 /// What ticks count from: the monotonic clock's first reading.
 static BASE: OnceLock<u64> = OnceLock::new();
 
-/// The monotonic clock (`CLOCK_MONOTONIC`, which never jumps), in nanoseconds. Read directly
+/// The monotonic clock (`CLOCK_MONOTONIC`, which never jumps), in nanoseconds: the one reading
+/// of it in the crate (systemd's `MONOTONIC_USEC=` refers to the same clock). Read directly
 /// rather than through `Instant::now` and `duration_since`, which cost 60 instructions more,
 /// once a turn.
-fn monotonic_nanos() -> u64 {
+pub(crate) fn monotonic_nanos() -> io::Result<u64> {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec, and CLOCK_MONOTONIC exists on every target
-    // (the call cannot fail with these arguments; if it did, the time would read as 0).
+    // SAFETY: `ts` is a valid, writable timespec.
     if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
-        return 0;
+        return Err(io::Error::last_os_error());
     }
     let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
     let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
 /// A duration in nanoseconds, saturating (584 years).
@@ -45,7 +46,9 @@ fn nanos(d: Duration) -> u64 {
 impl Tick {
     /// Now.
     pub(crate) fn now() -> Tick {
-        let now = monotonic_nanos();
+        // CLOCK_MONOTONIC exists on every target: the call cannot fail with these arguments
+        // (if it did, the time would read as the base).
+        let now = monotonic_nanos().unwrap_or(0);
         let base = *BASE.get_or_init(|| now);
         Tick::from_nanos(now.saturating_sub(base))
     }

@@ -81,8 +81,11 @@ impl Notifier {
     /// systemd shows the service as reloading until the next `READY=1` ([`Notifier::handoff`]
     /// on success, [`Notifier::ready`] when the successor failed).
     pub(crate) fn reloading(&self) {
-        match monotonic_usec() {
-            Ok(usec) => self.send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}")),
+        match crate::timer::monotonic_nanos() {
+            Ok(nanos) => {
+                let usec = nanos / 1_000;
+                self.send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"))
+            }
             Err(_) => self.send("RELOADING=1"),
         }
     }
@@ -136,18 +139,6 @@ fn abstract_addr(name: &[u8]) -> io::Result<SocketAddr> {
 #[cfg(not(target_os = "linux"))]
 fn abstract_addr(_name: &[u8]) -> io::Result<SocketAddr> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "abstract unix socket names exist only on Linux"))
-}
-
-/// `CLOCK_MONOTONIC` in microseconds, the clock systemd's `MONOTONIC_USEC=` refers to.
-fn monotonic_usec() -> io::Result<u64> {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `now` is a valid timespec to write to.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
-    Ok(secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000))
 }
 
 #[cfg(test)]
