@@ -524,11 +524,18 @@ impl<S: Transport> Connection<S> {
             if self.writable && !self.write_buf.is_empty() {
                 progress |= self.flush(env);
             }
-            progress |= self.after_flush(env);
-            if env.draining == Draining::Now {
+            let moved_on = self.after_flush(env);
+            progress |= moved_on;
+            let draining = env.draining == Draining::Now;
+            if draining {
                 self.drain(env.now, &env.config, false);
             }
-            if matches!(self.phase, Phase::Closed(_)) || !progress {
+            // Another round can only take up what this one left: input still in the socket (a
+            // read stopped at its cap), input not yet answered (waiting for room to write),
+            // news from a responder, or a phase the flush or the drain just changed. Most
+            // requests leave none of these, and skip a round that would find nothing.
+            let more = self.readable || self.mail || !self.read_buf.is_empty() || moved_on || draining;
+            if matches!(self.phase, Phase::Closed(_)) || !progress || !more {
                 self.release_buffers(&mut env.pool);
                 return false;
             }
