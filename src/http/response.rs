@@ -250,7 +250,19 @@ fn check_value(value: &str) -> Result<(), InvalidHeader> {
 }
 
 /// Appends `n` in decimal without going through `fmt`.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    // Nearly every Content-Length has at most four digits: fixed-size copies, no loop.
+    let digit = |n: u64| b'0' + (n % 10) as u8;
+    match n {
+        0..=9 => out.push(digit(n)),
+        10..=99 => out.extend_from_slice(&[digit(n / 10), digit(n)]),
+        100..=999 => out.extend_from_slice(&[digit(n / 100), digit(n / 10), digit(n)]),
+        1000..=9999 => out.extend_from_slice(&[digit(n / 1000), digit(n / 100), digit(n / 10), digit(n)]),
+        _ => push_decimal_long(out, n),
+    }
+}
+
+fn push_decimal_long(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -367,7 +379,7 @@ mod tests {
 
     #[test]
     fn decimal() {
-        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
+        for n in [0u64, 7, 9, 10, 99, 100, 999, 1000, 4096, 9999, 10_000, 1234567890, u64::MAX] {
             let mut out = Vec::new();
             push_decimal(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());

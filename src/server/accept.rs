@@ -71,7 +71,16 @@ impl Acceptor {
     }
 
     /// The next connection from the queue, if one may be taken now and is there.
+    #[inline]
     pub(crate) fn next(&mut self, now: Tick, config: &ServerConfig) -> Option<(TcpStream, SocketAddr)> {
+        // Most turns have no listener event: that answer costs a load, not a call.
+        if !self.ready {
+            return None;
+        }
+        self.take(now, config)
+    }
+
+    fn take(&mut self, now: Tick, config: &ServerConfig) -> Option<(TcpStream, SocketAddr)> {
         loop {
             if !self.ready || !self.may_accept(now) {
                 return None;

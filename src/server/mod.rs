@@ -583,8 +583,13 @@ impl Server {
         let Some(slot) = self.slots.get_mut(key) else { return };
         let Client { id, addr: peer } = slot.conn.client;
         let state = slot.conn.state();
-        // A request that began and ended within one turn still made the connection Active.
-        if slot.conn.take_activity() && state != ConnState::Active && slot.reported != Some(ConnState::Active) {
+        // A request that began and ended within one turn still made the connection Active: told
+        // to whoever watches each change. Unwatched, the two changes cancel out in the counts.
+        if slot.conn.take_activity()
+            && state != ConnState::Active
+            && slot.reported != Some(ConnState::Active)
+            && (self.ledger.hook.is_some() || draining)
+        {
             let from = slot.reported.replace(ConnState::Active);
             self.ledger.record(id, peer, from, ConnState::Active, draining);
         }
