@@ -154,3 +154,88 @@ fn a_request_knows_its_client_and_connection() {
     }
     assert_ne!(bodies[0].1, bodies[1].1);
 }
+
+/// A new connection is looked at once before it enters the poll. Whether its request came
+/// before that look (answered without waiting for an event) or after it (the poll must then
+/// report it), it is served; and a `Connection: close` request answered in that first look
+/// still shows the connection New, then Active, then Closed.
+#[test]
+fn a_request_is_served_whether_it_came_before_or_after_the_first_look() {
+    let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..Default::default() };
+    // `/hold` keeps the loop in the handler until the test lets it go: connections made
+    // meanwhile wait in the listen queue with their requests.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(held);
+    let handler = move |req: &Request<'_>, res: &mut Response| {
+        if req.path() == "/hold" {
+            let _ = held.lock().unwrap().recv_timeout(Duration::from_secs(10));
+        }
+        res.set_body("hi");
+        Reply::Now
+    };
+    let mut server = Server::bind(config, handler).expect("bind");
+    let addr = server.local_addr();
+    let seen = Arc::new((Mutex::new(Vec::new()), std::sync::Condvar::new()));
+    let sink = Arc::clone(&seen);
+    server.on_state_change(move |change| {
+        sink.0.lock().unwrap().push((change.peer, change.from, change.to));
+        sink.1.notify_all();
+    });
+    let handle = server.shutdown_handle();
+    let thread = std::thread::spawn(move || server.run());
+    let wait_for = |peer: std::net::SocketAddr, to: ConnState| {
+        let (lock, changed) = &*seen;
+        let mut changes = lock.lock().unwrap();
+        while !changes.iter().any(|&(p, _, t)| p == peer && t == to) {
+            let (next, timeout) = changed.wait_timeout(changes, Duration::from_secs(10)).unwrap();
+            assert!(!timeout.timed_out(), "no {to:?} for {peer}");
+            changes = next;
+        }
+    };
+    let connect = || {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+    };
+
+    // After: the first look finds nothing. The connection is accepted (New), then a request on
+    // a second connection is answered, which the loop does only after looking at the first
+    // (connections are looked at in the order they came).
+    let mut late = connect();
+    wait_for(late.local_addr().unwrap(), ConnState::New);
+    let mut other = connect();
+    other.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert!(read_response(&mut other).ends_with("\r\n\r\nhi"));
+    for _ in 0..2 {
+        late.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert!(read_response(&mut late).ends_with("\r\n\r\nhi"));
+    }
+
+    // Before: while the loop is held, a connection is made and its request and FIN sent; the
+    // first look finds them all.
+    other.write_all(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut early = connect();
+    early.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    early.shutdown(std::net::Shutdown::Write).unwrap();
+    release.send(()).unwrap();
+    assert!(read_response(&mut other).ends_with("\r\n\r\nhi"));
+    let mut reply = Vec::new();
+    early.read_to_end(&mut reply).unwrap();
+    assert!(String::from_utf8_lossy(&reply).ends_with("Connection: close\r\n\r\nhi"));
+    let early_peer = early.local_addr().unwrap();
+    wait_for(early_peer, ConnState::Closed);
+
+    drop((late, other));
+    handle.graceful();
+    thread.join().unwrap().expect("run");
+    let changes = seen.0.lock().unwrap();
+    let early_states: Vec<_> = changes.iter().filter(|c| c.0 == early_peer).map(|c| (c.1, c.2)).collect();
+    assert_eq!(
+        early_states,
+        [
+            (None, ConnState::New),
+            (Some(ConnState::New), ConnState::Active),
+            (Some(ConnState::Active), ConnState::Closed)
+        ]
+    );
+}

@@ -387,6 +387,11 @@ impl<S: Transport> Connection<S> {
         self.read_closed_hint |= read_closed;
     }
 
+    /// The server cannot watch the socket (it failed to register it): closed at once.
+    pub(crate) fn lost(&mut self, kind: io::ErrorKind) {
+        self.close(CloseReason::Io(kind));
+    }
+
     /// Whether a request began since the last call: the server reports the connection Active
     /// even when that request was also answered within the same turn.
     pub(crate) fn take_activity(&mut self) -> bool {

@@ -71,6 +71,8 @@ struct Slot {
     scheduled: Option<Tick>,
     /// Whether its key is in a queue.
     queued: bool,
+    /// Whether its socket is in the poll (from the end of its first drive on).
+    registered: bool,
 }
 
 /// Connections with work to do, and those to remove.
@@ -507,6 +509,7 @@ impl Server {
 
     /// Drives each queued connection once; those that used up their budget wait for the next
     /// turn.
+    #[inline(always)]
     fn drive_ready(&mut self) {
         while let Some(key) = self.queues.ready.pop_front() {
             let Some(slot) = self.slots.get_mut(key) else { continue };
@@ -514,6 +517,9 @@ impl Server {
             if slot.conn.drive(&mut self.env) {
                 slot.queued = true;
                 self.queues.later.push(key);
+            }
+            if !slot.registered {
+                register(&self.poll, key, slot);
             }
             self.sync(key);
         }
@@ -527,19 +533,20 @@ impl Server {
         }
     }
 
-    /// Registers a new connection and gives it a slot.
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    /// Gives a new connection a slot and queues it, to be driven in this turn before it is
+    /// registered: a client usually sends its request right behind the handshake, so the first
+    /// look finds it without waiting for an event, and a connection that is answered and closed
+    /// at once (`Connection: close`) never enters the poll at all. If the request is not there
+    /// yet, that look costs one read that finds nothing.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
         let entry = self.slots.vacant_entry();
         let key = entry.key();
-        let token = Token(key + FIRST_CONNECTION);
-        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
-            warn!("cannot register connection from {peer}: {e}");
-            return;
-        }
         self.ledger.last_id += 1;
         self.env.stats.accepted += 1;
-        let conn = Connection::new(stream, key, self.ledger.last_id, peer, self.env.now);
-        entry.insert(Slot { conn, reported: None, scheduled: None, queued: false });
+        let mut conn = Connection::new(stream, key, self.ledger.last_id, peer, self.env.now);
+        conn.on_ready(true, true, false);
+        entry.insert(Slot { conn, reported: None, scheduled: None, queued: true, registered: false });
+        self.queues.ready.push_back(key);
         self.sync(key);
         self.accept.update_cap(self.slots.len(), &self.env.config, &self.ledger.label);
     }
@@ -834,6 +841,24 @@ impl Server {
             }
         }
         self.metrics.publish_drain(&self.ledger.report);
+    }
+}
+
+/// Puts a connection's socket in the poll after its first drive (unless that closed it). Edge
+/// triggered: whatever is ready at registration (unread input, room to write, the client's end)
+/// shows in the next wait, so nothing that arrived after the first look is missed. A socket
+/// that cannot be registered is closed.
+#[inline(never)]
+fn register(poll: &Poll, key: usize, slot: &mut Slot) {
+    slot.registered = true;
+    if slot.conn.state() == ConnState::Closed {
+        return;
+    }
+    let token = Token(key + FIRST_CONNECTION);
+    let stream = slot.conn.stream_mut();
+    if let Err(e) = poll.registry().register(stream, token, Interest::READABLE | Interest::WRITABLE) {
+        warn!("cannot register connection {} from {}: {e}", slot.conn.client.id, slot.conn.client.addr);
+        slot.conn.lost(e.kind());
     }
 }
 
