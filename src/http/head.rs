@@ -454,7 +454,16 @@ fn is_valid_host(value: &[u8]) -> bool {
     // Nearly every Host is a plain name or address, maybe with a port: one look per byte
     // settles those. Anything else (a bracketed literal, spaces, a bad byte) goes the long way,
     // which accepts everything this accepts.
-    let name = value.iter().position(|&b| !REG_NAME[usize::from(b)]).unwrap_or(value.len());
+    let mut name = 0;
+    // Four bytes per step while they last (a plain loop costs twice the instructions).
+    while let Some(&[a, b, c, d]) = value.get(name..name + 4)
+        && REG_NAME[usize::from(a)] & REG_NAME[usize::from(b)] & REG_NAME[usize::from(c)] & REG_NAME[usize::from(d)]
+    {
+        name += 4;
+    }
+    while name < value.len() && REG_NAME[usize::from(value[name])] {
+        name += 1;
+    }
     match &value[name..] {
         [] => return true,
         [b':', port @ ..] if port.iter().all(u8::is_ascii_digit) => return true,
@@ -703,11 +712,12 @@ mod tests {
 
     #[test]
     fn the_quick_host_check_agrees_with_the_long_way() {
-        // Every value of up to four bytes from an alphabet of the bytes that matter.
+        // Every value of up to five bytes (the quick look takes four at a time) from an
+        // alphabet of the bytes that matter.
         let alphabet = b"a1:[].- \t/@%\xff";
         let mut values: Vec<Vec<u8>> = vec![Vec::new()];
         let mut last: Vec<Vec<u8>> = vec![Vec::new()];
-        for _ in 0..4 {
+        for _ in 0..5 {
             last = last.iter().flat_map(|v| alphabet.iter().map(move |&b| [v.as_slice(), &[b]].concat())).collect();
             values.extend(last.iter().cloned());
         }

@@ -268,7 +268,7 @@ impl OwnedRequest {
 #[inline(always)]
 fn path_of(target: &str) -> &str {
     // A plain loop: targets are short, and this runs for every request.
-    let end = target.bytes().position(|b| b == b'?').unwrap_or(target.len());
+    let end = super::find_byte(target.as_bytes(), b'?').unwrap_or(target.len());
     let without_query = &target[..end];
     if without_query.starts_with('/') || without_query == "*" {
         return without_query;

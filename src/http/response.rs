@@ -250,6 +250,7 @@ fn check_value(value: &str) -> Result<(), InvalidHeader> {
 }
 
 /// Appends `n` in decimal without going through `fmt`.
+#[inline(always)]
 pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
     // Nearly every Content-Length has at most four digits: fixed-size copies, no loop.
     let digit = |n: u64| b'0' + (n % 10) as u8;
