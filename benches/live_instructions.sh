@@ -8,6 +8,7 @@
 #   AGAINST=<git rev> bash benches/live_instructions.sh # REV and this tree side by side
 #   DETAIL=1 RUNS=1 bash benches/live_instructions.sh   # plus the costliest functions (inclusive)
 #   SERVER_ARGS="--access-log /tmp/a.log" bash benches/live_instructions.sh  # the server with these flags
+#   PEERS="nginx hyper may" bash benches/live_instructions.sh  # plus the same count for the peers
 #
 # After the totals, a second table splits each scenario's count by function group (loop,
 # connection, parse, route, encode, kernel calls, memory): benches/cg_groups.py gives each
@@ -19,6 +20,16 @@
 #   keepalive   one keep-alive connection, one GET /plaintext at a time
 #   pipelined   one connection, 16 GET /plaintext per write
 #   close       a new connection per request (Connection: close): accept to close
+#
+# With PEERS (any of nginx, hyper, may; default none), one more table: the same count for each
+# peer of benches/compare.sh, under the same client and scenarios, beside quiesce's from the same
+# run and the ratio quiesce/peer. nginx is the one from apt (installed when missing), with
+# compare.sh's server block, but master_process off, so the one process under callgrind is the
+# one serving; hyper and may_minihttp are benches/peers, built as compare.sh builds them. Each
+# peer's count is its whole process, every thread (may's timer thread too) and libc included,
+# which is what quiesce's count covers: callgrind counts everything the process runs. The client
+# reads the peers' responses by their Content-Length (their heads differ from quiesce's and from
+# each other); may_minihttp ignores Connection: close, so in close the client closes first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,16 +39,17 @@ REQUESTS=${REQUESTS:-4000}
 # events interleave.
 RUNS=${RUNS:-3}
 SCENARIOS=${SCENARIOS:-"keepalive pipelined close"}
+PEERS=${PEERS:-}
 PORT=${PORT:-18180}
 work=$(mktemp -d)
 server_pid=""
 cleanup() {
-    [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
+    if [ -n "$server_pid" ]; then kill -9 "$server_pid" 2>/dev/null || true; fi
     drop_against
     [ -n "${KEEP:-}" ] && cp "$work"/cg.* "$KEEP"/ 2>/dev/null; rm -rf "$work"
 }
 trap cleanup EXIT
-# shellcheck source=benches/callgrind.sh
+# shellcheck source-path=SCRIPTDIR source=callgrind.sh disable=SC1091 # followed with shellcheck -x
 . "$(dirname "$0")/callgrind.sh"
 
 if ! command -v valgrind >/dev/null 2>&1; then
@@ -48,6 +60,7 @@ fi
 cat >"$work/client.py" <<'EOF'
 import socket, sys
 scenario, n, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+framed = sys.argv[4:] == ["framed"]  # a peer: read each response by its framing
 REQ = b"GET /plaintext HTTP/1.1\r\nHost: localhost\r\n\r\n"
 CLOSE = b"GET /plaintext HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
@@ -76,8 +89,59 @@ def one_response_len():
     s.close()
     return len(data) - len(b"Connection: close\r\n")
 
-size = one_response_len()
+def recv(s):
+    chunk = s.recv(65536)
+    if not chunk:
+        raise SystemExit("server closed early")
+    return chunk
+
+def read_framed(s, buf):
+    """One response, head to the blank line, then Content-Length bytes of body; BUF holds what
+    was read past the previous one. -> (what was read past this one, Connection: close?)"""
+    while b"\r\n\r\n" not in buf:
+        buf += recv(s)
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    if not lines[0].startswith(b"HTTP/1.1 200 "):
+        raise SystemExit(f"unexpected status line {lines[0]!r}")
+    length, close = 0, False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection":
+            close = value.strip().lower() == b"close"
+    while len(buf) < length:
+        buf += recv(s)
+    if buf[:length] != b"Hello, World!":
+        raise SystemExit(f"unexpected body {buf[:length]!r}")
+    return buf[length:], close
+
+def run_framed(count):
+    if scenario == "close":
+        for _ in range(count):
+            s = connect()
+            s.sendall(CLOSE)
+            _, close = read_framed(s, b"")
+            if close:             # the server closes first (nginx, hyper), as quiesce does
+                while s.recv(4096):
+                    pass
+            s.close()             # else the client does (may_minihttp keeps the connection)
+        return
+    s = connect()
+    batch = 16 if scenario == "pipelined" else 1
+    buf = b""
+    for _ in range(count // batch):
+        s.sendall(REQ * batch)
+        for _ in range(batch):
+            buf, _ = read_framed(s, buf)
+    s.close()
+
+size = None if framed else one_response_len()
 def run(count):
+    if framed:
+        return run_framed(count)
     if scenario == "close":
         for _ in range(count):
             s = connect()
@@ -106,27 +170,41 @@ build() { # tree target-dir -> path of the release binary, with line tables
         cargo build --release --quiet 2>/dev/null) && echo "$2/release/quiesce"
 }
 
-# The median of RUNS counts of SCENARIO against BINARY.
+# The median of RUNS counts of SCENARIO against BINARY (PEER: that peer's executable). This
+# tree's quiesce count is kept in $work/median.SCENARIO for the peers' table.
 count() {
-    local runs=()
+    local runs=() median
     for _ in $(seq "$RUNS"); do
-        runs+=("$(count_once "$1" "$2")")
+        runs+=("$(count_once "$1" "$2" "${3:-}")")
     done
-    printf '%s\n' "${runs[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+    median=$(printf '%s\n' "${runs[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    if [ -z "${3:-}" ] && [ "$1" = "$binary" ]; then echo "$median" >"$work/median.$2"; fi
+    echo "$median"
 }
 
-# Runs SCENARIO against BINARY under callgrind once; prints instructions per request.
+# Runs SCENARIO against BINARY (quiesce, or the executable of PEER) under callgrind once; prints
+# instructions per request.
 count_once() {
-    local binary=$1 scenario=$2 out="$work/cg.$2.$RANDOM"
-    # shellcheck disable=SC2086 # SERVER_ARGS is a list
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" --addr "127.0.0.1:$PORT" -qqq ${SERVER_ARGS:-} \
-        >/dev/null 2>"$out.log" &
+    local binary=$1 scenario=$2 peer=${3:-} out="$work/cg.$2${3:+.$3}.$RANDOM" server up=""
+    # shellcheck disable=SC2206 # SERVER_ARGS is a list
+    case $peer in
+        "") server=("$binary" --addr "127.0.0.1:$PORT" -qqq ${SERVER_ARGS:-}) ;;
+        nginx) server=("$binary" -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf") ;;
+        *) server=("$binary" --addr "127.0.0.1:$PORT") ;;
+    esac
+    valgrind --tool=callgrind --callgrind-out-file="$out" "${server[@]}" >/dev/null 2>"$out.log" &
     server_pid=$!
     for _ in $(seq 600); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), timeout=1).close()" 2>/dev/null && break
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), timeout=1).close()" 2>/dev/null && up=1 && break
         sleep 0.1
     done
-    coproc CLIENT { python3 "$work/client.py" "$scenario" "$REQUESTS" "$PORT"; }
+    if [ -n "$peer" ] && [ -z "$up" ]; then
+        echo "error: $peer did not answer on 127.0.0.1:$PORT within 60 s under callgrind: $(tail -3 "$out.log")" >&2
+        kill -9 "$server_pid" 2>/dev/null || true
+        server_pid=""
+        return 1
+    fi
+    coproc CLIENT { python3 "$work/client.py" "$scenario" "$REQUESTS" "$PORT" ${peer:+framed}; }
     read -r _ <&"${CLIENT[0]}"                       # warm
     callgrind_control --zero "$server_pid" >/dev/null 2>&1
     echo go >&"${CLIENT[1]}"
@@ -134,10 +212,15 @@ count_once() {
     callgrind_control --dump "$server_pid" >/dev/null 2>&1
     echo bye >&"${CLIENT[1]}"
     wait "$CLIENT_PID" 2>/dev/null || true
-    kill -INT "$server_pid"; wait "$server_pid" 2>/dev/null || true
+    # A peer gets SIGTERM: may_minihttp has no handler, and SIGINT is ignored by a script's
+    # background job (nginx and hyper would take either).
+    if [ -n "$peer" ]; then kill -TERM "$server_pid"; else kill -INT "$server_pid"; fi
+    wait "$server_pid" 2>/dev/null || true
     server_pid=""
-    local dump
-    dump=$(ls "$out".* 2>/dev/null | grep -v '\.log$' | sort | tail -1)
+    local dump="" file
+    for file in "$out".*; do # the dump: $out.1 (the exit's own dump, if any, is $out)
+        [ -e "$file" ] && [ "$file" != "$out.log" ] && dump=$file
+    done
     local total
     total=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
     if [ -n "${DETAIL:-}" ]; then
@@ -146,9 +229,54 @@ count_once() {
     fi
     # The last run's output stays for the group table (keepalive and pipelined count the same
     # every run).
-    cp "$dump" "$work/groups.$scenario.$(basename "$(dirname "$(dirname "$binary")")")"
+    [ -n "$peer" ] || cp "$dump" "$work/groups.$scenario.$(basename "$(dirname "$(dirname "$binary")")")"
     python3 -c "print(f'{$total / $REQUESTS:.0f}')"
 }
+
+# The peers, built and configured before anything is counted (compare.sh's target directory).
+peer_target=${CARGO_TARGET_DIR:-$PWD/target}/peers
+NGINX=""
+for peer in $PEERS; do
+    case $peer in
+        nginx)
+            NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+            if [ ! -x "$NGINX" ]; then
+                apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+            fi
+            mkdir -p "$work/nginx"
+            # compare.sh's server, in one process (no master, no fork) that callgrind follows.
+            cat >"$work/nginx/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server_tokens off;
+    keepalive_requests 1000000;
+    keepalive_timeout 600s;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    server {
+        listen 127.0.0.1:$PORT;
+        location = /plaintext { default_type text/plain; return 200 'Hello, World!'; }
+        location = /json { default_type application/json; return 200 '{"message":"Hello, World!"}'; }
+    }
+}
+EOF
+            ;;
+        hyper | may)
+            cargo build --release --quiet --locked --manifest-path "benches/peers/$peer/Cargo.toml" --target-dir "$peer_target"
+            ;;
+        *) echo "unknown peer '$peer' (PEERS: nginx hyper may)" >&2; exit 1 ;;
+    esac
+done
+peer_exe() { if [ "$1" = nginx ]; then echo "$NGINX"; else echo "$peer_target/release/peer-$1"; fi; }
 
 [ -z "${AGAINST:-}" ] && [ -z "${CARGO_TARGET_DIR:-}" ] && export CARGO_TARGET_DIR=$PWD/target/instructions-this
 binary=$(this)
@@ -168,3 +296,32 @@ for scenario in $SCENARIOS; do
     fi
 done
 python3 benches/cg_groups.py "$REQUESTS" "${columns[@]}"
+
+[ -n "$PEERS" ] || exit 0
+echo
+echo "# peers: instructions per request, same client (callgrind, $REQUESTS requests per scenario)"
+line=$(printf '| %-24s | %10s |' scenario quiesce)
+rule="|---|---|"
+for peer in $PEERS; do
+    line+=$(printf ' %10s | %13s |' "$peer" "quiesce/$peer")
+    rule+="---|---|"
+done
+printf '%s\n%s\n' "$line" "$rule"
+for scenario in $SCENARIOS; do
+    mine=$(cat "$work/median.$scenario")
+    line=$(printf '| %-24s | %10s |' "$scenario" "$mine")
+    for peer in $PEERS; do
+        theirs=$(count "$(peer_exe "$peer")" "$scenario" "$peer")
+        if [[ $theirs =~ ^[0-9]+$ ]] && [ "$theirs" -gt 0 ]; then
+            line+=$(printf ' %10s | %13s |' "$theirs" "$(python3 -c "print(f'{$mine / $theirs:.2f}')")")
+        else
+            line+=$(printf ' %10s | %13s |' n/a n/a)
+        fi
+    done
+    echo "$line"
+done
+note="Whole process for every server: all threads, libc included."
+[ -z "$NGINX" ] || note+=" $("$NGINX" -v 2>&1 | sed 's/.*version: //') with master_process off."
+[[ " $PEERS " != *" may "* ]] || note+=" may_minihttp ignores Connection: close: in close the client closes first."
+echo
+echo "$note"
