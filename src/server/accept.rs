@@ -122,8 +122,18 @@ impl Acceptor {
 
     /// Stops accepting at the connection cap; resumes below 90% of it, so accepting does not
     /// flap on every close at the edge.
+    #[inline]
     pub(crate) fn update_cap(&mut self, open: usize, config: &ServerConfig, label: &str) {
         let cap = config.max_connections.max(1);
+        // Checked on every accept and close; the change itself is rare, and out of line.
+        if (!self.at_cap && open >= cap) || (self.at_cap && open < cap - cap / 10) {
+            self.flip_cap(open, cap, label);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn flip_cap(&mut self, open: usize, cap: usize, label: &str) {
         if !self.at_cap && open >= cap {
             self.at_cap = true;
             warn!(event = "at_cap", open; "{label}{open} connections open: at the connection cap, new ones wait in the backlog");

@@ -545,9 +545,13 @@ impl Server {
         self.env.stats.accepted += 1;
         let mut conn = Connection::new(stream, key, self.ledger.last_id, peer, self.env.now);
         conn.on_ready(true, true, false);
-        entry.insert(Slot { conn, reported: None, scheduled: None, queued: true, registered: false });
+        let reported = Some(ConnState::New);
+        entry.insert(Slot { conn, reported, scheduled: None, queued: true, registered: false });
         self.queues.ready.push_back(key);
-        self.sync(key);
+        // Counted New now; its deadline is set after the first look (in this turn), which
+        // often closes it.
+        let draining = matches!(self.stage, Stage::Draining(_));
+        self.ledger.record(self.ledger.last_id, peer, None, ConnState::New, draining);
         self.accept.update_cap(self.slots.len(), &self.env.config, &self.ledger.label);
     }
 
