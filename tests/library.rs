@@ -239,3 +239,68 @@ fn a_request_is_served_whether_it_came_before_or_after_the_first_look() {
         ]
     );
 }
+
+/// A client that completed its handshake but was not yet accepted when the drain began is
+/// accepted by the drain and served at once: not at the end of its last call (here a minute,
+/// longer than the test waits), although it is not in the poll yet and nothing else is left to
+/// wake the loop.
+#[test]
+fn a_client_the_drain_accepts_is_served_at_once() {
+    let config = ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        handle_signals: true,
+        drain_new_grace: Duration::from_secs(60),
+        drain_idle_grace: Duration::from_secs(60),
+        shutdown_timeout: Duration::from_secs(120),
+        ..Default::default()
+    };
+    // `/hold` keeps the loop in the handler until the test lets it go, and says it is there
+    // (with the loop thread's id).
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (entered, in_handler) = std::sync::mpsc::channel::<libc::pthread_t>();
+    let held = Mutex::new((held, entered));
+    let handler = move |req: &Request<'_>, res: &mut Response| {
+        if req.path() == "/hold" {
+            let (held, entered) = &*held.lock().unwrap();
+            // SAFETY: pthread_self has no preconditions.
+            let _ = entered.send(unsafe { libc::pthread_self() });
+            let _ = held.recv_timeout(Duration::from_secs(10));
+        }
+        res.set_body("hi");
+        Reply::Now
+    };
+    let server = Server::bind(config, handler).expect("bind");
+    let addr = server.local_addr();
+    let thread = std::thread::spawn(move || server.run());
+    let connect = || {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+    };
+    let in_the_handler = || in_handler.recv_timeout(Duration::from_secs(10)).expect("the loop is in the handler");
+    const HOLD: &[u8] = b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    // First hold: the next request and SIGTERM wait, so that the next turn sees both at once.
+    let mut holder = connect();
+    holder.write_all(HOLD).unwrap();
+    let loop_thread = in_the_handler();
+    holder.write_all(HOLD).unwrap();
+    // To the loop's thread, so that it takes the signal (its handler writes the signal pipe)
+    // before it leaves the handler it waits in.
+    // SAFETY: the thread is alive (it waits for `release`); the server's handler takes SIGTERM.
+    assert_eq!(unsafe { libc::pthread_kill(loop_thread, libc::SIGTERM) }, 0);
+    release.send(()).unwrap();
+    // Second hold, in the turn that took the signal: a client queues (handshake done, request
+    // sent). The drain begins at the end of this turn and accepts it; nothing else is pending.
+    in_the_handler();
+    let mut queued = connect();
+    queued.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    release.send(()).unwrap();
+    let mut reply = Vec::new();
+    queued.read_to_end(&mut reply).expect("an answer before the last call's minute is over");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200 OK") && reply.ends_with("Connection: close\r\n\r\nhi"), "{reply}");
+    drop((holder, queued));
+    let outcome = thread.join().unwrap().expect("run");
+    assert!(matches!(outcome, Outcome::Drained { .. }), "{outcome:?}");
+}

@@ -454,7 +454,9 @@ impl Server {
     }
 
     fn poll_timeout(&self, now: Tick) -> Option<Duration> {
-        if !self.queues.later.is_empty() || self.accept.has_work(now) {
+        // Connections queued since the turn's drives (clients the drain took from the listen
+        // queue, not yet in the poll) are driven without waiting.
+        if !self.queues.later.is_empty() || !self.queues.ready.is_empty() || self.accept.has_work(now) {
             return Some(Duration::ZERO);
         }
         let candidates = [self.deadlines.next(), self.stage.deadline(), self.accept.deadline()];
