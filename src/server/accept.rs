@@ -30,6 +30,47 @@ pub(crate) struct Acceptor {
     last_warning: Option<Tick>,
     /// At the connection cap: accepting resumes below 90% of it.
     at_cap: bool,
+    /// Whether new connections get a first look before they enter the poll.
+    first_look: FirstLook,
+}
+
+/// Whether to look at a new connection before registering it, learned from how often that look
+/// found a request. A look that finds one saves the registration and a turn of the loop (and a
+/// `Connection: close` request answered then never enters the poll); one that finds nothing
+/// costs a read. Clients that send their request only once their connect completes (load
+/// generators, proxies) are seldom there yet when the listener's event is taken at once; on a
+/// busy loop, or with clients that write at once, they usually are.
+#[derive(Debug, Default, Clone, Copy)]
+struct FirstLook {
+    /// Hits (+2) and misses (-1) of recent looks, within ±`LOOK_MEMORY`: looks while not
+    /// negative, that is while more than a third of them find a request (one hit pays for
+    /// several misses).
+    score: i8,
+    /// New connections not looked at since the last look: every `LOOK_PROBE`-th is looked at
+    /// anyway, to notice when looks would pay again.
+    skipped: u8,
+}
+
+const LOOK_MEMORY: i8 = 16;
+const LOOK_PROBE: u8 = 16;
+
+impl FirstLook {
+    fn wanted(&mut self) -> bool {
+        if self.score >= 0 {
+            return true;
+        }
+        self.skipped += 1;
+        if self.skipped < LOOK_PROBE {
+            return false;
+        }
+        self.skipped = 0;
+        true
+    }
+
+    fn learn(&mut self, found: bool) {
+        self.score =
+            if found { self.score.saturating_add(2).min(LOOK_MEMORY) } else { (self.score - 1).max(-LOOK_MEMORY) };
+    }
 }
 
 impl Acceptor {
@@ -43,7 +84,18 @@ impl Acceptor {
             paused_until: None,
             last_warning: None,
             at_cap: false,
+            first_look: FirstLook::default(),
         }
+    }
+
+    /// Whether the connection just accepted should get a first look before it is registered.
+    pub(crate) fn look_first(&mut self) -> bool {
+        self.first_look.wanted()
+    }
+
+    /// What a first look found: a request (or at least part of one), or nothing yet.
+    pub(crate) fn looked(&mut self, found: bool) {
+        self.first_look.learn(found);
     }
 
     /// The address the listener is (or was) bound to.
@@ -177,4 +229,54 @@ fn accept_queue_nonempty(listener: &TcpListener) -> bool {
 /// accepting for `accept_backoff`, so an unknown error can slow accepts but never spin the loop.
 fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Looks until misses outweigh hits two to one, then looks at one new connection in
+    /// `LOOK_PROBE` only, and looks at every one again once those probes find requests.
+    #[test]
+    fn the_first_look_follows_what_it_finds() {
+        let mut look = FirstLook::default();
+        let mut looked = 0;
+        for _ in 0..100 {
+            if look.wanted() {
+                looked += 1;
+                look.learn(false);
+            }
+        }
+        // One miss takes the score below zero; after that, one probe in LOOK_PROBE.
+        assert_eq!(looked, 1 + 99 / usize::from(LOOK_PROBE));
+        assert_eq!(look.score, -(looked as i8));
+
+        // Requests there again: probes find them, and looking resumes for every connection.
+        let mut accepted = 0;
+        while look.score < 0 {
+            accepted += 1;
+            if look.wanted() {
+                look.learn(true);
+            }
+            assert!(accepted < 1000, "never looks again");
+        }
+        assert!((0..50).all(|_| look.wanted()));
+
+        // A third of looks finding a request keeps it looking; a quarter does not.
+        for (hits_per_miss, keeps) in [((1, 2), true), ((1, 3), false)] {
+            let mut look = FirstLook::default();
+            let (hits, misses) = hits_per_miss;
+            let mut looking = 0;
+            for round in 0..60 {
+                for found in std::iter::repeat_n(true, hits).chain(std::iter::repeat_n(false, misses)) {
+                    if look.wanted() {
+                        look.learn(found);
+                        looking += usize::from(round >= 30);
+                    }
+                }
+            }
+            let all = 30 * (hits + misses);
+            assert_eq!(looking == all, keeps, "{hits_per_miss:?}: looked at {looking} of the last {all}");
+        }
+    }
 }

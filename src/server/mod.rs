@@ -523,6 +523,8 @@ impl Server {
                 self.queues.later.push(key);
             }
             if !slot.registered {
+                // After its first look.
+                self.accept.looked(slot.conn.state() != ConnState::New);
                 register(&self.poll, key, slot);
             }
             self.sync(key);
@@ -533,29 +535,35 @@ impl Server {
     fn accept_pending(&mut self, now: Tick) {
         for _ in 0..self.env.config.accept_batch.max(1) {
             let Some((stream, peer)) = self.accept.next(now, &self.env.config) else { return };
-            self.admit(stream, peer);
+            let look = self.accept.look_first();
+            self.admit(stream, peer, look);
         }
     }
 
-    /// Gives a new connection a slot and queues it, to be driven in this turn before it is
-    /// registered: a client usually sends its request right behind the handshake, so the first
-    /// look finds it without waiting for an event, and a connection that is answered and closed
-    /// at once (`Connection: close`) never enters the poll at all. If the request is not there
-    /// yet, that look costs one read that finds nothing.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+    /// Gives a new connection a slot. With `look`, it is queued to be driven in this turn before
+    /// it is registered: if its request is there already, that first look answers it without
+    /// waiting for an event, and a connection answered and closed at once (`Connection: close`)
+    /// never enters the poll. Without, it is registered now and waits for its event.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, look: bool) {
         let entry = self.slots.vacant_entry();
         let key = entry.key();
         self.ledger.last_id += 1;
         self.env.stats.accepted += 1;
         let mut conn = Connection::new(stream, key, self.ledger.last_id, peer, self.env.now);
-        conn.on_ready(true, true, false);
+        if look {
+            conn.on_ready(true, true, false);
+        }
         let reported = Some(ConnState::New);
-        entry.insert(Slot { conn, reported, scheduled: None, queued: true, registered: false });
-        self.queues.ready.push_back(key);
-        // Counted New now; its deadline is set after the first look (in this turn), which
-        // often closes it.
+        let slot = entry.insert(Slot { conn, reported, scheduled: None, queued: look, registered: false });
         let draining = matches!(self.stage, Stage::Draining(_));
         self.ledger.record(self.ledger.last_id, peer, None, ConnState::New, draining);
+        if look {
+            // Its deadline is set after the look (in this turn), which often closes it.
+            self.queues.ready.push_back(key);
+        } else {
+            register(&self.poll, key, slot);
+            self.sync(key);
+        }
         self.accept.update_cap(self.slots.len(), &self.env.config, &self.ledger.label);
     }
 
@@ -739,8 +747,9 @@ impl Server {
         // comes now is refused rather than queued where nobody accepts.
         self.set_stage(Stage::Draining(drain));
         // Clients that completed the handshake are served, not reset.
+        // (They waited in the listen queue: their requests are there, worth a first look.)
         for (stream, peer) in self.accept.close(self.poll.registry()) {
-            self.admit(stream, peer);
+            self.admit(stream, peer, true);
         }
         self.ledger.report.at_start = self.ledger.counts;
         let (mut closing, mut last_call) = (0, 0);
