@@ -119,33 +119,10 @@ for s in $SERVERS; do
     i=$((i + 1))
 done
 
+# shellcheck source-path=SCRIPTDIR source=nginx.sh
+. "$ROOT/benches/nginx.sh"
 write_nginx_conf() { # $1 = port
-    mkdir -p "$WORK/nginx"
-    cat >"$WORK/nginx/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections $((IDLE + 1024)); }
-http {
-    access_log off;
-    server_tokens off;
-    keepalive_requests 1000000;
-    keepalive_timeout 600s;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server {
-        listen 127.0.0.1:$1;
-        location = /plaintext { default_type text/plain; return 200 'Hello, World!'; }
-        location = /json { default_type application/json; return 200 '{"message":"Hello, World!"}'; }
-    }
-}
-EOF
+    nginx_conf "$WORK/nginx" "$1" on $((IDLE + 1024)) "$NOFILE"
 }
 
 start_server() { # $1 = name; sets PID[$1]

@@ -51,6 +51,8 @@ cleanup() {
 trap cleanup EXIT
 # shellcheck source-path=SCRIPTDIR source=callgrind.sh disable=SC1091 # followed with shellcheck -x
 . "$(dirname "$0")/callgrind.sh"
+# shellcheck source-path=SCRIPTDIR source=nginx.sh disable=SC1091 # followed with shellcheck -x
+. "$(dirname "$0")/nginx.sh"
 
 if ! command -v valgrind >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
@@ -243,32 +245,8 @@ for peer in $PEERS; do
             if [ ! -x "$NGINX" ]; then
                 apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
             fi
-            mkdir -p "$work/nginx"
             # compare.sh's server, in one process (no master, no fork) that callgrind follows.
-            cat >"$work/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    server_tokens off;
-    keepalive_requests 1000000;
-    keepalive_timeout 600s;
-    client_body_temp_path $work/nginx/body;
-    proxy_temp_path $work/nginx/proxy;
-    fastcgi_temp_path $work/nginx/fastcgi;
-    uwsgi_temp_path $work/nginx/uwsgi;
-    scgi_temp_path $work/nginx/scgi;
-    server {
-        listen 127.0.0.1:$PORT;
-        location = /plaintext { default_type text/plain; return 200 'Hello, World!'; }
-        location = /json { default_type application/json; return 200 '{"message":"Hello, World!"}'; }
-    }
-}
-EOF
+            nginx_conf "$work/nginx" "$PORT" off 1024
             ;;
         hyper | may)
             cargo build --release --quiet --locked --manifest-path "benches/peers/$peer/Cargo.toml" --target-dir "$peer_target"

@@ -1,0 +1,37 @@
+# shellcheck shell=bash
+# The nginx peer's configuration, shared by compare.sh and live_instructions.sh (sourced, not
+# run): one worker serving compare.sh's two routes on 127.0.0.1.
+
+# nginx_conf DIR PORT MASTER CONNECTIONS [NOFILE]: writes DIR/nginx.conf, with its pid, log and
+# temporary files in DIR. MASTER is `on` (compare.sh: a master and one worker, as deployed) or
+# `off` (one process that serves, for callgrind to follow); NOFILE, if given, is the worker's
+# open-file limit.
+nginx_conf() {
+    local dir=$1 port=$2 master=$3 connections=$4 nofile=${5:-}
+    mkdir -p "$dir"
+    {
+        printf 'daemon off;\nmaster_process %s;\nworker_processes 1;\n' "$master"
+        [ -z "$nofile" ] || printf 'worker_rlimit_nofile %s;\n' "$nofile"
+        cat <<CONF
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections $connections; }
+http {
+    access_log off;
+    server_tokens off;
+    keepalive_requests 1000000;
+    keepalive_timeout 600s;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        location = /plaintext { default_type text/plain; return 200 'Hello, World!'; }
+        location = /json { default_type application/json; return 200 '{"message":"Hello, World!"}'; }
+    }
+}
+CONF
+    } >"$dir/nginx.conf"
+}
