@@ -155,10 +155,11 @@ fn a_request_knows_its_client_and_connection() {
     assert_ne!(bodies[0].1, bodies[1].1);
 }
 
-/// A new connection is looked at once before it enters the poll. Whether its request came
-/// before that look (answered without waiting for an event) or after it (the poll must then
-/// report it), it is served; and a `Connection: close` request answered in that first look
-/// still shows the connection New, then Active, then Closed.
+/// A new connection may be looked at once before it enters the poll (the first one is). Whether
+/// its request came after that look (the poll must then report it) or was there before the
+/// connection was accepted (answered in a look, or after an event if the server has stopped
+/// looking because looks found nothing), it is served; and a `Connection: close` request
+/// answered at once still shows the connection New, then Active, then Closed.
 #[test]
 fn a_request_is_served_whether_it_came_before_or_after_the_first_look() {
     let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..Default::default() };
@@ -200,7 +201,7 @@ fn a_request_is_served_whether_it_came_before_or_after_the_first_look() {
 
     // After: the first look finds nothing. The connection is accepted (New), then a request on
     // a second connection is answered, which the loop does only after looking at the first
-    // (connections are looked at in the order they came).
+    // (a look comes in the turn that accepted the connection).
     let mut late = connect();
     wait_for(late.local_addr().unwrap(), ConnState::New);
     let mut other = connect();
@@ -211,8 +212,7 @@ fn a_request_is_served_whether_it_came_before_or_after_the_first_look() {
         assert!(read_response(&mut late).ends_with("\r\n\r\nhi"));
     }
 
-    // Before: while the loop is held, a connection is made and its request and FIN sent; the
-    // first look finds them all.
+    // Before: while the loop is held, a connection is made and its request and FIN sent.
     other.write_all(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let mut early = connect();
     early.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
