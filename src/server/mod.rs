@@ -9,12 +9,12 @@
 //! 2. `dispatch` each event: record readiness and queue the connection, nothing else;
 //! 3. `drive_ready`: each queued connection reads, answers and writes, within a budget;
 //! 4. `accept_pending`: take new connections while a look at the queue says more are there,
-//!    up to a batch and the cap, and queue each for a first look before it enters the poll
-//!    (its request is usually there already; one answered and closed at once never enters it);
+//!    up to a batch and the cap; each is registered at once, or, while such looks find
+//!    requests (`FirstLook`), queued for a first look in this turn and registered after it (one
+//!    answered and closed in that look never enters the poll);
 //! 5. `expire_deadlines`: timeouts, delayed responses, drain last calls act, and queue their
 //!    connections, which `drive_ready` runs again in this turn, with the new ones (readiness
-//!    came first, so a request that arrived just in time beats its own timeout); a connection
-//!    that has had its first look is registered then;
+//!    came first, so a request that arrived just in time beats its own timeout);
 //! 6. `reap_closed`: the only place a connection leaves the slab;
 //! 7. `advance_stage`: act on signals, the shutdown handle, a successor's handover and the
 //!    clock, and finish the drain once nothing is left: the one place the stage moves;
