@@ -5,11 +5,16 @@ holds them. compare.sh opens the same idle connections to it (hold_idle.py) and 
 exit: no user-space work at all, only the kernel closing N loopback TCP sockets, which any server
 pays at exit too.
 
-Usage: close_floor.py --port PORT --count N [--hold 900]
+With --epoll, every connection it holds is also registered in an epoll set (edge triggered,
+in/out/read-hangup, as mio registers a server's connections), so the floor includes what the
+kernel does at exit to take N sockets out of an epoll set, which every epoll server pays.
+
+Usage: close_floor.py --port PORT --count N [--hold 900] [--epoll]
 """
 
 import argparse
 import resource
+import select
 import socket
 import sys
 import time
@@ -22,7 +27,10 @@ def main() -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--hold", type=float, default=900.0, help="longest hold in seconds, then exit")
+    ap.add_argument("--epoll", action="store_true", help="also register each held socket in an epoll set")
     args = ap.parse_args()
+    watch = select.epoll() if args.epoll else None
+    mask = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -46,8 +54,10 @@ def main() -> int:
             conn.close()
             continue
         held.append(conn)
+        if watch is not None:
+            watch.register(conn.fileno(), mask)
         if len(held) > args.count + 100:  # probes and strays: never hold more than asked for
-            held.pop(0).close()
+            held.pop(0).close()  # (closing also takes it out of the epoll set)
     return 0
 
 
