@@ -30,7 +30,10 @@ pub struct ServerConfig {
     pub drain_new_grace: Duration,
     /// A keep-alive connection whose last response went out less than this long before the
     /// drain started gets this long again for its next request (a client in a tight request
-    /// loop). Default 100 ms.
+    /// loop). So does a connection that goes idle during the drain without having been told it
+    /// would close: its last response began before the drain (a stream, a large body), so a
+    /// client or a proxy may already be sending the next request, which is then answered with
+    /// `Connection: close`. Default 100 ms.
     pub drain_idle_grace: Duration,
     /// Time allowed for a whole request head, counted from its first byte; also the longest
     /// wait for the next byte of a request body. Default 10 s.

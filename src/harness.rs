@@ -323,6 +323,7 @@ mod tests {
     use super::*;
     use crate::Response;
     use crate::app::App;
+    use crate::counters::ConnState;
 
     #[test]
     fn serves_split_and_pipelined_requests_then_closes() {
@@ -399,6 +400,42 @@ mod tests {
         assert!(conn.is_closed(), "a client that reads nothing holds the stream open");
         assert!(stream.is_closed());
         assert_eq!(stream.try_send(b"more"), Err(crate::TrySendError::Gone));
+    }
+
+    /// A stream whose head went out before the drain ends during it: the connection was not
+    /// told it would close, so a request on its way (a proxy reusing the connection) is read
+    /// and answered, with `Connection: close`, during a last call.
+    #[test]
+    fn a_connection_that_goes_idle_during_the_drain_gets_a_last_call() {
+        for late in [false, true] {
+            let (mut conn, responders) = deferring();
+            conn.send(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n");
+            let stream = responders.recv().unwrap().stream(Response::new()).unwrap();
+            conn.deliver();
+            conn.begin_drain();
+            assert_eq!(conn.state(), ConnState::Active, "a stream is in flight");
+            stream.finish().unwrap();
+            conn.deliver();
+            assert!(conn.take_output().ends_with(b"0\r\n\r\n"), "the stream ends cleanly");
+            assert_eq!(conn.state(), ConnState::Idle, "idle, and not told to close");
+            assert!(!conn.write_shut());
+            if late {
+                // Nothing came within the last call: closed, nothing read.
+                conn.advance(ServerConfig::DEFAULT.drain_idle_grace);
+                assert!(conn.is_closed(), "still open after its last call");
+                continue;
+            }
+            conn.advance(ServerConfig::DEFAULT.drain_idle_grace / 2);
+            assert!(!conn.is_closed(), "closed within its last call");
+            conn.send(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+            let answer = responders.recv().unwrap();
+            answer.send(Response::new()).unwrap();
+            conn.deliver();
+            let out = String::from_utf8(conn.take_output()).unwrap();
+            assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+            assert!(out.contains("\r\nConnection: close\r\n"), "the answer tells the client: {out}");
+            assert!(conn.write_shut(), "closing after the told answer");
+        }
     }
 
     #[test]

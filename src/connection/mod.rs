@@ -477,11 +477,17 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    /// The drain's rule for this connection. When the drain begins (`starting`): a request in
-    /// progress finishes (its response is the last, see `send`); a new connection, or one used
-    /// just now, gets a last call for a request on its way; any other idle one is closed by the
-    /// next turn's deadline pass, after one more look at its socket. While the drain lasts: a
-    /// connection that has gone idle, its last call over, is closed.
+    /// The drain's rule for this connection: it is closed without reading what the client sent
+    /// only after the client was told (its last response carried `Connection: close`: such a
+    /// connection is never idle again) or after a grace. When the drain begins (`starting`): a
+    /// request in progress finishes (its response is the last, see `ending`); a new connection,
+    /// or one used just now, gets a last call for a request on its way; any other idle one is
+    /// closed by the next turn's deadline pass, after one more look at its socket. While the
+    /// drain lasts, a connection that goes idle was not told: its last response began before the
+    /// drain (a stream, a large body whose head had gone out), so the client, or a proxy reusing
+    /// the connection, may already be sending its next request. It gets the same last call as a
+    /// connection just used at the signal; that request is answered with `Connection: close`.
+    /// Once its last call is over, it is closed.
     pub(crate) fn drain(&mut self, now: Tick, config: &ServerConfig, starting: bool) -> DrainRole {
         match self.state() {
             ConnState::Closed => DrainRole::Gone,
@@ -499,8 +505,13 @@ impl<S: Transport> Connection<S> {
                     DrainRole::CloseIdle
                 }
             }
-            ConnState::Idle if self.last_call.is_none_or(|at| at <= now) => {
-                // Went idle during a drain: nothing more will be served here.
+            ConnState::Idle if self.last_call.is_none() => {
+                // Went idle during the drain without `Connection: close`: a last call.
+                self.last_call = Some(now.after(config.drain_idle_grace));
+                DrainRole::LastCall
+            }
+            ConnState::Idle if self.last_call.is_some_and(|at| at <= now) && !self.readable => {
+                // Its last call is over and nothing came.
                 self.close(CloseReason::Drain);
                 DrainRole::Gone
             }
