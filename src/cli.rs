@@ -162,6 +162,10 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             Long("header-timeout") => cli.server.header_timeout = nonzero_duration(&mut parser, "--header-timeout")?,
             Long("idle-timeout") => cli.server.idle_timeout = nonzero_duration(&mut parser, "--idle-timeout")?,
             Long("write-timeout") => cli.server.write_timeout = nonzero_duration(&mut parser, "--write-timeout")?,
+            Long("drain-write-timeout") => {
+                cli.server.drain_write_timeout = nonzero_duration(&mut parser, "--drain-write-timeout")?;
+            }
+            Long("reuse-port") => cli.server.reuse_port = true,
             Long("max-uri-bytes") => cli.server.max_uri_bytes = size_value(&mut parser, "--max-uri-bytes")?,
             Long("max-header-bytes") => cli.server.max_head_bytes = size_value(&mut parser, "--max-header-bytes")?,
             Long("max-body-bytes") => cli.server.max_body_bytes = size_value(&mut parser, "--max-body-bytes")?,
@@ -401,6 +405,9 @@ PRODUCTION:
     --max-connections N          Most open connections per worker; at the cap new ones wait in
                                  the backlog until below 90% [default: {max_conns}]
     --backlog N                  Listen backlog (the kernel may cap it) [default: {backlog}]
+    --reuse-port                 Bind with SO_REUSEPORT even with one worker, so a new process
+                                 can listen beside this one before it stops (overlapping
+                                 deploys)
     --blocking-threads N         Threads for the blocking work of /work (shared by the workers)
                                  [default: {blocking}]
 
@@ -413,8 +420,12 @@ LIMITS AND TIMEOUTS:
     --header-timeout DURATION    Time for a whole request head from its first byte, and longest
                                  pause inside a body; then 408 [default: {header_t}s]
     --idle-timeout DURATION      Idle keep-alive connections close after this [default: {idle_t}s]
-    --write-timeout DURATION     A client that reads none of its response for this long is
-                                 dropped [default: {write_t}s]
+    --write-timeout DURATION     A client that takes none of its response for this long is
+                                 cut (on Linux, one that still reads, however slowly, is kept)
+                                 [default: {write_t}s]
+    --drain-write-timeout DURATION
+                                 The same during a drain, so a client that stopped reading
+                                 holds the drain up this long at most [default: {drain_write_t}s]
 
 OTHER:
     -v, --verbose                More logging: -v debug, -vv trace
@@ -453,8 +464,9 @@ SIGNALS:
     drains this one once the new one serves (a zero-downtime restart).
 
 EXIT CODES:
-    0      drained cleanly
-    1      shutdown timeout reached, or an error
+    0      drained cleanly: every accepted request answered in full
+    1      the drain cut responses (their clients took nothing of them for the write timeout
+           or the drain write timeout, or the shutdown timeout was reached), or an error
     2      usage error
     130    second SIGINT
     143    second SIGTERM
@@ -482,6 +494,7 @@ ENVIRONMENT:
         header_t = DEFAULTS.header_timeout.as_secs(),
         idle_t = DEFAULTS.idle_timeout.as_secs(),
         write_t = DEFAULTS.write_timeout.as_secs(),
+        drain_write_t = DEFAULTS.drain_write_timeout.as_secs(),
     )
 }
 
@@ -921,9 +934,9 @@ mod tests {
         let help = help_text();
         let defaults: Vec<&str> =
             help.split("[default: ").skip(1).filter_map(|rest| rest.split_once(']').map(|(value, _)| value)).collect();
-        assert_eq!(defaults.len(), 18, "{defaults:?}");
-        assert_eq!((defaults[16], Cli::default().log_format), ("text", LogFormat::Text));
-        assert_eq!((defaults[17], Cli::default().access_log), ("none", None));
+        assert_eq!(defaults.len(), 19, "{defaults:?}");
+        assert_eq!((defaults[17], Cli::default().log_format), ("text", LogFormat::Text));
+        assert_eq!((defaults[18], Cli::default().access_log), ("none", None));
         assert_eq!(defaults[0].parse::<SocketAddr>(), Ok(DEFAULT_ADDR));
         assert_eq!(parse_duration(defaults[1]), Ok(DEFAULT_DELAY));
         assert_eq!(parse_duration(defaults[2]), Ok(DEFAULT_MAX_DELAY));
@@ -940,7 +953,8 @@ mod tests {
         for (text, value) in defaults[4..8].iter().zip(sizes) {
             assert_eq!(parse_size(text), Ok(value));
         }
-        for (text, value) in defaults[8..11].iter().zip([c.header_timeout, c.idle_timeout, c.write_timeout]) {
+        let timeouts = [c.header_timeout, c.idle_timeout, c.write_timeout, c.drain_write_timeout];
+        for (text, value) in defaults[8..12].iter().zip(timeouts) {
             assert_eq!(parse_duration(text), Ok(value));
         }
     }

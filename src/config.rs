@@ -40,9 +40,16 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request. Default 60 s.
     pub idle_timeout: Duration,
-    /// How long a response write may make no progress before the connection is dropped.
-    /// Default 30 s.
+    /// How long queued output may make no progress before the connection is cut, when the
+    /// client took none of it either: where the system counts what the client takes (Linux: the
+    /// bytes it acknowledged and, for a client on this host, read), a client that still reads,
+    /// however slowly, is kept; elsewhere, no successful write for this long is enough. The
+    /// count is looked at after three quarters of the timeout and again at its end. Default 30 s.
     pub write_timeout: Duration,
+    /// The same, during a drain: a response the client does not take holds the drain up for at
+    /// most this long (at most the write timeout), and is then cut, counted and logged. Default
+    /// 5 s.
+    pub drain_write_timeout: Duration,
     /// After the last response on a connection, how long to read and discard what the client
     /// still sends, so that unread input does not turn into a reset. Default 500 ms.
     pub linger_timeout: Duration,
@@ -85,6 +92,7 @@ impl ServerConfig {
         header_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
         write_timeout: Duration::from_secs(30),
+        drain_write_timeout: Duration::from_secs(5),
         linger_timeout: Duration::from_millis(500),
         max_uri_bytes: 8 * 1024,
         max_head_bytes: 16 * 1024,

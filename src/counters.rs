@@ -91,6 +91,31 @@ pub(crate) struct Stats {
     pub deferred: u64,
     /// Streamed responses started.
     pub streams: u64,
+    /// Streamed responses that ended with their last chunk (or whose head was the whole response).
+    pub streams_finished: u64,
+    /// Responses cut short, by [`Cut`].
+    pub cuts: [u64; 3],
+}
+
+/// Why the server cut a response short: its client stopped taking it, or the server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// The write timeout: the client took nothing for that long.
+    WriteTimeout = 0,
+    /// The drain write timeout, the same during a drain.
+    DrainWriteTimeout = 1,
+    /// The shutdown timeout, or an immediate stop, closed it in the middle of a response.
+    Shutdown = 2,
+}
+
+impl Cut {
+    /// Every kind, in the order of [`Stats::cuts`], with the name `/metrics` and the exit
+    /// summary give it.
+    pub(crate) const ALL: [(Cut, &'static str); 3] = [
+        (Cut::WriteTimeout, "write_timeout"),
+        (Cut::DrainWriteTimeout, "drain_write_timeout"),
+        (Cut::Shutdown, "shutdown"),
+    ];
 }
 
 impl Stats {
@@ -103,6 +128,50 @@ impl Stats {
     /// Final responses (2xx to 5xx): requests answered.
     pub(crate) fn answered(&self) -> u64 {
         self.responses[1..].iter().sum()
+    }
+
+    /// Requests served whole: final responses, with a stream counted when it ends rather than
+    /// when its head goes out.
+    pub(crate) fn served(&self) -> u64 {
+        (self.answered() + self.streams_finished).saturating_sub(self.streams)
+    }
+
+    /// Counts a response cut short.
+    pub(crate) fn cut(&mut self, cut: Cut) {
+        self.cuts[cut as usize] += 1;
+    }
+}
+
+/// Responses cut short, by why (see [`DrainReport::cut`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CutCounts {
+    /// The client took nothing for the write timeout.
+    pub write_timeout: u64,
+    /// The client took nothing for the drain write timeout.
+    pub drain_write_timeout: u64,
+    /// The shutdown timeout or an immediate stop closed the connection mid-response.
+    pub shutdown: u64,
+}
+
+impl CutCounts {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.write_timeout + self.drain_write_timeout + self.shutdown
+    }
+
+    /// From per-kind totals, less what they were at `before`.
+    pub(crate) fn since(now: &[u64; 3], before: &[u64; 3]) -> CutCounts {
+        let d = |i: usize| now[i].saturating_sub(before[i]);
+        CutCounts { write_timeout: d(0), drain_write_timeout: d(1), shutdown: d(2) }
+    }
+
+    /// Added up (over workers).
+    pub(crate) fn plus(self, o: CutCounts) -> CutCounts {
+        CutCounts {
+            write_timeout: self.write_timeout + o.write_timeout,
+            drain_write_timeout: self.drain_write_timeout + o.drain_write_timeout,
+            shutdown: self.shutdown + o.shutdown,
+        }
     }
 }
 
@@ -117,6 +186,10 @@ pub struct DrainReport {
     pub forced: u64,
     /// Of those, how many were cut in the middle of a streamed response.
     pub streams_cut: u64,
+    /// Responses cut short during the drain, by why: the client took nothing of its response
+    /// for the write timeout or the drain write timeout, or the shutdown timeout (or a second
+    /// signal) closed its connection in the middle of it. A drain that cut anything is not clean.
+    pub cut: CutCounts,
     /// From the start of the drain to its end (or to now, while it runs), in microseconds.
     pub micros: u64,
 }

@@ -82,6 +82,11 @@ impl Transport for Pipe {
         self.reset.set(true);
         Ok(())
     }
+
+    /// What the client took: everything the server wrote (it reads all it is given).
+    fn taken(&self) -> Option<u64> {
+        Some(self.output.len() as u64)
+    }
 }
 
 /// One connection of the real state machine over an in-memory pipe, with a manual clock.
@@ -136,10 +141,24 @@ impl MemoryConnection {
         self.drive();
     }
 
-    /// Moves the clock on, fires a deadline that has passed, and drives the connection.
+    /// Moves the clock on by `by`, firing each deadline on the way at its time (as the server's
+    /// heap does), and drives the connection.
     pub fn advance(&mut self, by: Duration) {
-        self.env.now = self.env.now.after(by);
-        if self.conn.deadline(&self.env.config).is_some_and(|d| d <= self.env.now) {
+        let target = self.env.now.after(by);
+        // A bounded number of steps: a deadline that does not move on (a last call while input
+        // waits) is fired once more at the target.
+        for _ in 0..8 {
+            match self.conn.deadline(&self.env.config, self.env.draining) {
+                Some(at) if at < target => {
+                    self.env.now = self.env.now.max(at);
+                    self.conn.expire(&mut self.env);
+                    self.drive();
+                }
+                _ => break,
+            }
+        }
+        self.env.now = target;
+        if self.conn.deadline(&self.env.config, self.env.draining).is_some_and(|d| d <= self.env.now) {
             self.conn.expire(&mut self.env);
         }
         self.drive();
@@ -187,6 +206,11 @@ impl MemoryConnection {
     /// True once the server has closed the connection.
     pub fn is_closed(&self) -> bool {
         self.conn.state() == ConnState::Closed
+    }
+
+    /// True once the drain closed the connection while it was idle (without reading more).
+    pub fn closed_by_drain(&self) -> bool {
+        self.conn.close_reason() == Some(crate::connection::CloseReason::Drain)
     }
 
     /// True once the server has shut down its write side or closed.

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub use crate::counters::DrainReport;
-use crate::counters::{Counts, Stats};
+use crate::counters::{Counts, Cut, CutCounts, Stats};
 
 /// Status classes counted: 1xx to 5xx.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Why responses were cut, in the order of `Stats::cuts`.
+const CUTS: [&str; 3] = [Cut::ALL[0].1, Cut::ALL[1].1, Cut::ALL[2].1];
 /// One worker's published counters; read from any thread.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -26,11 +28,14 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     deferred: AtomicU64,
     streams: AtomicU64,
+    streams_finished: AtomicU64,
+    cuts: [AtomicU64; 3],
     draining: AtomicU64,
     drain_start: [AtomicU64; 3],
     drain_served: AtomicU64,
     forced: AtomicU64,
     streams_cut: AtomicU64,
+    drain_cut: [AtomicU64; 3],
     drain_micros: AtomicU64,
 }
 
@@ -48,6 +53,10 @@ impl Metrics {
         self.bytes_out.store(stats.bytes_out, Relaxed);
         self.deferred.store(stats.deferred, Relaxed);
         self.streams.store(stats.streams, Relaxed);
+        self.streams_finished.store(stats.streams_finished, Relaxed);
+        for (slot, &n) in self.cuts.iter().zip(&stats.cuts) {
+            slot.store(n, Relaxed);
+        }
     }
 
     /// Publishes the state of a shutdown (from its first request on; sets the draining flag).
@@ -60,6 +69,10 @@ impl Metrics {
         self.drain_served.store(report.served, Relaxed);
         self.forced.store(report.forced, Relaxed);
         self.streams_cut.store(report.streams_cut, Relaxed);
+        let cut = [report.cut.write_timeout, report.cut.drain_write_timeout, report.cut.shutdown];
+        for (slot, n) in self.drain_cut.iter().zip(cut) {
+            slot.store(n, Relaxed);
+        }
         self.drain_micros.store(report.micros, Relaxed);
     }
 
@@ -71,6 +84,7 @@ impl Metrics {
             served: self.drain_served.load(Relaxed),
             forced: self.forced.load(Relaxed),
             streams_cut: self.streams_cut.load(Relaxed),
+            cut: CutCounts::since(&[0, 1, 2].map(|i| self.drain_cut[i].load(Relaxed)), &[0; 3]),
             micros: self.drain_micros.load(Relaxed),
         }
     }
@@ -145,6 +159,21 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         label: None,
         read: |m, _| m.streams.load(Relaxed),
+    },
+    Family {
+        name: "finished_streams_total",
+        help: "Streamed responses that ended with their last chunk.",
+        kind: "counter",
+        label: None,
+        read: |m, _| m.streams_finished.load(Relaxed),
+    },
+    Family {
+        name: "cut_responses_total",
+        help: "Responses cut short: the client took nothing of it for the write timeout or the drain \
+               write timeout, or the shutdown timeout or an immediate stop closed it mid-response.",
+        kind: "counter",
+        label: Some(("reason", &CUTS)),
+        read: |m, i| m.cuts[i].load(Relaxed),
     },
     Family {
         name: "draining",
@@ -238,6 +267,7 @@ impl Registry {
             served: sum.served + r.served,
             forced: sum.forced + r.forced,
             streams_cut: sum.streams_cut + r.streams_cut,
+            cut: sum.cut.plus(r.cut),
             micros: sum.micros.max(r.micros),
         })
     }

@@ -62,6 +62,11 @@ impl Tick {
         Tick(self.0.saturating_add(nanos(d)))
     }
 
+    /// `self - d`, or the first tick when `d` reaches further back.
+    pub(crate) fn before(self, d: Duration) -> Tick {
+        Tick::from_nanos(self.0.get().saturating_sub(1).saturating_sub(nanos(d)))
+    }
+
     /// How long from `self` to `later` (zero when `later` is not later).
     pub(crate) fn until(self, later: Tick) -> Duration {
         Duration::from_nanos(later.0.get().saturating_sub(self.0.get()))

@@ -337,6 +337,12 @@ struct Run {
     dropped_unread: bool,
     /// Output length when the write side was first seen shut.
     shut_at: Option<usize>,
+    /// The harness clock: every advance so far.
+    clock: Duration,
+    /// The drain began, and what the connection was then.
+    drain: Option<ConnState>,
+    /// When the connection was first seen idle during the drain, having been busy when it began.
+    idle_in_drain: Option<Duration>,
 }
 
 impl Run {
@@ -346,6 +352,21 @@ impl Run {
         let limit_before = self.write_limit;
         action(&mut self.conn);
         let closed = self.conn.is_closed();
+        // The client was told, or had its last call: a connection that goes idle during the
+        // drain (its last response began before it, so it carried no `Connection: close`) is
+        // closed unread only after the drain's idle grace.
+        if self.drain.is_some_and(|at_start| !matches!(at_start, ConnState::New | ConnState::Idle)) {
+            match self.conn.state() {
+                ConnState::Idle if self.idle_in_drain.is_none() => self.idle_in_drain = Some(self.clock),
+                ConnState::Active => self.idle_in_drain = None,
+                _ => {}
+            }
+            if closed && !was_closed && self.conn.closed_by_drain() {
+                let idle_at = self.idle_in_drain.expect("closed by the drain without having been idle in it");
+                let grace = ServerConfig::DEFAULT.drain_idle_grace;
+                assert!(self.clock >= idle_at + grace, "closed unread {:?} after going idle in the drain", self.clock - idle_at);
+            }
+        }
         if was_closed {
             assert!(closed, "a closed connection came back");
         }
@@ -372,6 +393,20 @@ impl Run {
 }
 
 impl Run {
+    /// Moves the clock on.
+    fn advance(&mut self, by: Duration) {
+        self.clock += by;
+        self.step(|c| c.advance(by));
+    }
+
+    /// Starts a drain (again: only the first counts).
+    fn begin_drain(&mut self) {
+        if self.drain.is_none() {
+            self.drain = Some(self.conn.state());
+        }
+        self.step(MemoryConnection::begin_drain);
+    }
+
     /// The first deferred request whose responder is still unused.
     fn waiting(&self) -> Option<usize> {
         self.later.lock().unwrap().iter().position(|d| d.responder.is_some())
@@ -510,7 +545,17 @@ fuzz_target!(|data: &[u8]| {
         let records = Arc::clone(records);
         conn.set_access_log(move |r: &quiesce::AccessRecord<'_>| records.lock().unwrap().push(r.status));
     }
-    let mut run = Run { conn, log, later, write_limit: None, dropped_unread: false, shut_at: None };
+    let mut run = Run {
+        conn,
+        log,
+        later,
+        write_limit: None,
+        dropped_unread: false,
+        shut_at: None,
+        clock: Duration::ZERO,
+        drain: None,
+        idle_in_drain: None,
+    };
 
     for op in ops.chunks_exact(2) {
         let (code, arg) = (op[0], op[1]);
@@ -522,7 +567,7 @@ fuzz_target!(|data: &[u8]| {
                 run.step(|c| c.send(piece));
             }
             3 => run.step(|c| c.send_eof()),
-            4 => run.step(|c| c.advance(duration(arg))),
+            4 => run.advance(duration(arg)),
             5 => {
                 let limit = match arg {
                     0 => Some(0),
@@ -532,8 +577,8 @@ fuzz_target!(|data: &[u8]| {
                 run.write_limit = limit;
                 run.step(|c| c.set_write_limit(limit));
             }
-            6 => run.step(|c| c.begin_drain()),
-            7 => run.step(|c| c.advance(Duration::from_millis(u64::from(arg)))),
+            6 => run.begin_drain(),
+            7 => run.advance(Duration::from_millis(u64::from(arg))),
             8 => run.answer(arg),
             9 => run.drop_responder(),
             10 => run.stream(arg),
@@ -557,14 +602,14 @@ fuzz_target!(|data: &[u8]| {
     // (pipelined delayed requests each take a step).
     run.give_up();
     if flags & 16 != 0 {
-        run.step(|c| c.begin_drain());
+        run.begin_drain();
     }
     let max_steps = data.len() + 8;
     for _ in 0..max_steps {
         if run.conn.is_closed() {
             break;
         }
-        run.step(|c| c.advance(Duration::from_secs(121)));
+        run.advance(Duration::from_secs(121));
         run.give_up();
     }
     assert!(run.conn.is_closed(), "still {:?} after {max_steps} quiet periods of 121 s", run.conn.state());

@@ -10,16 +10,18 @@
 //! buffers, the readiness flags, and when the output and the idle wait started.
 
 pub(crate) mod buffer;
+mod delivery;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 use log::{debug, error, warn};
 
 use crate::access::{AccessLog, Answer, Pending};
 use crate::config::ServerConfig;
-use crate::counters::{ConnState, Stats};
+use crate::counters::{ConnState, Cut, Stats};
 use crate::handler::{Handler, Reply};
 use crate::http::body::BodyDecoder;
 use crate::http::date::DateCache;
@@ -51,6 +53,12 @@ pub(crate) trait Transport: Read + Write {
     /// Makes the close that follows a reset (`SO_LINGER` 0) instead of a FIN, for a response
     /// whose end the client must not take for complete.
     fn reset_on_close(&self) -> io::Result<()>;
+    /// How many bytes of the output the client has taken so far, as the system counts them
+    /// (see `delivery`), or `None` where it does not say: before a connection whose writes
+    /// made no progress is cut, this tells a client that reads slowly from one that stopped.
+    fn taken(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Transport for mio::net::TcpStream {
@@ -64,6 +72,10 @@ impl Transport for mio::net::TcpStream {
 
     fn set_nodelay(&self) -> io::Result<()> {
         mio::net::TcpStream::set_nodelay(self, true)
+    }
+
+    fn taken(&self) -> Option<u64> {
+        delivery::taken(self)
     }
 }
 
@@ -109,6 +121,8 @@ pub(crate) struct Env {
     pub access: Option<Box<dyn AccessLog>>,
     /// Something was recorded this turn: the log's `end_of_turn` is due.
     pub access_used: bool,
+    /// How many cut connections were named in WARN lines lately.
+    pub cut_log: CutLog,
     /// Boxes of finished [`Phase::Body`] phases, for the next body (no allocation per request).
     #[expect(clippy::vec_box, reason = "the boxes themselves are what is kept for reuse")]
     bodies: Vec<Box<BodyProgress>>,
@@ -137,6 +151,7 @@ impl Env {
             drain,
             access: None,
             access_used: false,
+            cut_log: CutLog::default(),
             bodies: Vec::new(),
         }
     }
@@ -148,6 +163,44 @@ impl Env {
         {
             log.end_of_turn();
         }
+    }
+}
+
+/// Keeps the WARN lines that name cut connections to a few a second: a thousand stuck
+/// readers cut at once must not drown the log. The ones not named are counted, and said in the
+/// next line (or by the server at the end).
+#[derive(Debug, Default)]
+pub(crate) struct CutLog {
+    /// When the current one-second window began.
+    window: Option<Tick>,
+    /// Lines in it.
+    lines: u32,
+    /// Cuts not named since the last line.
+    unlogged: u64,
+}
+
+impl CutLog {
+    /// Lines per second that name a cut connection.
+    const LINES_PER_SECOND: u32 = 5;
+
+    /// Whether a cut at `now` may have its own line (if not, it is counted).
+    pub(crate) fn allow(&mut self, now: Tick) -> bool {
+        if self.window.is_none_or(|start| start.after(Duration::from_secs(1)) <= now) {
+            self.window = Some(now);
+            self.lines = 0;
+        }
+        if self.lines < Self::LINES_PER_SECOND {
+            self.lines += 1;
+            true
+        } else {
+            self.unlogged += 1;
+            false
+        }
+    }
+
+    /// The cuts not named since the last line (and forgets them).
+    pub(crate) fn take_unlogged(&mut self) -> u64 {
+        std::mem::take(&mut self.unlogged)
     }
 }
 
@@ -165,6 +218,8 @@ pub(crate) enum CloseReason {
     IdleTimeout,
     /// The client stopped reading its response for the write timeout.
     WriteTimeout,
+    /// During the drain, the client took none of its response for the drain write timeout.
+    DrainWriteTimeout,
     /// Idle when the server drained.
     Drain,
     /// The server stopped (shutdown timeout or immediate stop).
@@ -268,6 +323,35 @@ enum PhaseTimer {
     Linger(Tick),
 }
 
+/// The write timer of queued output that makes no progress: first a look at what the client
+/// has taken (at three quarters of the timeout), then, at the timeout, the decision: a client
+/// that took more since the look reads (slowly: the system's count moves in steps) and keeps
+/// its connection; one that did not is cut.
+#[derive(Debug, Clone, Copy)]
+enum WriteTimer {
+    Look(Tick),
+    Decide(Tick),
+}
+
+impl WriteTimer {
+    fn at(self) -> Tick {
+        match self {
+            WriteTimer::Look(at) | WriteTimer::Decide(at) => at,
+        }
+    }
+}
+
+/// How long output may make no progress: the write timeout, or during a drain the drain write
+/// timeout (when shorter).
+fn write_timeout(config: &ServerConfig, draining: bool) -> Duration {
+    if draining { config.write_timeout.min(config.drain_write_timeout) } else { config.write_timeout }
+}
+
+/// The low 32 bits of a count of bytes taken: enough to tell that it moved within one timeout.
+fn low_bits(taken: u64) -> u32 {
+    (taken & u64::from(u32::MAX)) as u32
+}
+
 impl PhaseTimer {
     fn at(self) -> Tick {
         match self {
@@ -281,7 +365,7 @@ impl PhaseTimer {
 pub(crate) struct Connection<S> {
     stream: S,
     /// Its slot in the server's slab: the address of the letters its responders post.
-    key: usize,
+    key: u32,
     /// Its id (unique for the server's lifetime) and the client's address.
     pub(crate) client: Client,
     phase: Phase,
@@ -290,6 +374,10 @@ pub(crate) struct Connection<S> {
     /// When the output last made progress (or was queued into an empty buffer): the write
     /// timeout counts from here.
     write_since: Tick,
+    /// What the client had taken when the write timer looked (see [`WriteTimer`]): the low 32
+    /// bits of [`Transport::taken`] (any change means it read something; meaningless where the
+    /// system keeps no count).
+    write_mark: u32,
     /// When the connection last had nothing to do: accepted, or its last response went out.
     /// The idle timeout counts from here.
     idle_since: Tick,
@@ -298,6 +386,8 @@ pub(crate) struct Connection<S> {
     /// A request was answered on it (or its answer is under way): with nothing to do, it is
     /// Idle, not New.
     served: bool,
+    /// The write timer looked at what the client has taken since the output last moved.
+    write_looked: bool,
     /// Set by readiness events, cleared by `WouldBlock`.
     readable: bool,
     /// Set by readiness events, cleared by `WouldBlock`.
@@ -339,7 +429,7 @@ pub(crate) enum DrainRole {
 
 impl<S: Transport> Connection<S> {
     /// A connection just accepted into slot `key`.
-    pub(crate) fn new(stream: S, key: usize, id: u64, peer: SocketAddr, now: Tick) -> Self {
+    pub(crate) fn new(stream: S, key: u32, id: u64, peer: SocketAddr, now: Tick) -> Self {
         Connection {
             stream,
             key,
@@ -348,6 +438,8 @@ impl<S: Transport> Connection<S> {
             read_buf: ReadBuf::default(),
             write_buf: WriteBuf::default(),
             write_since: now,
+            write_mark: 0,
+            write_looked: false,
             idle_since: now,
             last_call: None,
             served: false,
@@ -421,9 +513,17 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    /// When queued output stops being acceptable if the client reads none of it.
-    fn write_deadline(&self, config: &ServerConfig) -> Option<Tick> {
-        (!self.write_buf.is_empty()).then(|| self.write_since.after(config.write_timeout))
+    /// The write timer, while output waits: when it looks at what the client has taken, or
+    /// when it decides. `draining`: the shorter drain write timeout applies.
+    fn write_timer(&self, config: &ServerConfig, draining: bool) -> Option<WriteTimer> {
+        if self.write_buf.is_empty() {
+            return None;
+        }
+        let timeout = write_timeout(config, draining);
+        Some(match self.write_looked {
+            false => WriteTimer::Look(self.write_since.after(timeout - timeout / 4)),
+            true => WriteTimer::Decide(self.write_since.after(timeout)),
+        })
     }
 
     /// The timer of the current phase, if it has one.
@@ -445,21 +545,31 @@ impl<S: Transport> Connection<S> {
     }
 
     /// The next moment something must happen if no I/O arrives first.
-    pub(crate) fn deadline(&self, config: &ServerConfig) -> Option<Tick> {
-        match (self.write_deadline(config), self.phase_timer(config).map(PhaseTimer::at)) {
+    pub(crate) fn deadline(&self, config: &ServerConfig, draining: Draining) -> Option<Tick> {
+        let write = self.write_timer(config, draining == Draining::Now).map(WriteTimer::at);
+        match (write, self.phase_timer(config).map(PhaseTimer::at)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Acts on a deadline that has passed: times out a stuck write, a slow head or body (408),
-    /// an idle connection, a drain last call, or the end of lingering. Delayed responses are
-    /// sent by the next [`Connection::drive`].
+    /// Acts on a deadline that has passed: looks at a stuck write or cuts it, times out a slow
+    /// head or body (408), an idle connection, a drain last call, or the end of lingering.
+    /// Delayed responses are sent by the next [`Connection::drive`].
     pub(crate) fn expire(&mut self, env: &mut Env) {
         let now = env.now;
-        if self.write_deadline(&env.config).is_some_and(|at| at <= now) {
-            self.close(CloseReason::WriteTimeout);
-            return;
+        let draining = env.draining == Draining::Now;
+        match self.write_timer(&env.config, draining) {
+            Some(WriteTimer::Look(at)) if at <= now => self.look_at_client(now, write_timeout(&env.config, draining)),
+            Some(WriteTimer::Decide(at)) if at <= now => {
+                let reads = self.client_took_more(now);
+                if !reads {
+                    let shorter = draining && env.config.drain_write_timeout < env.config.write_timeout;
+                    self.cut(if shorter { CloseReason::DrainWriteTimeout } else { CloseReason::WriteTimeout }, env);
+                    return;
+                }
+            }
+            _ => {}
         }
         match self.phase_timer(&env.config) {
             Some(PhaseTimer::Request(at)) if at <= now => {
@@ -519,12 +629,70 @@ impl<S: Transport> Connection<S> {
         }
     }
 
+    /// No write made progress for most of the write timeout: notes what the client has taken
+    /// so far, for the decision at the timeout. A look made late (the drain shortened the
+    /// timeout) still leaves the client a quarter of it to show that it reads: the timeout is
+    /// then counted as if the output had stopped three quarters of it ago.
+    #[cold]
+    fn look_at_client(&mut self, now: Tick, timeout: Duration) {
+        self.write_looked = true;
+        self.write_mark = self.stream.taken().map_or(0, low_bits);
+        self.write_since = self.write_since.max(now.before(timeout - timeout / 4));
+    }
+
+    /// At the write timeout: whether the client took more since the look (it reads, however
+    /// slowly; the timeout starts again). Without a count from the system, it did not.
+    #[cold]
+    fn client_took_more(&mut self, now: Tick) -> bool {
+        let Some(taken) = self.stream.taken().map(low_bits) else { return false };
+        if taken == self.write_mark {
+            return false;
+        }
+        debug!("connection {}: no write for a while, but the client reads: keeping it", self.client.id);
+        // The next decision, a whole timeout on, compares with what it has taken now.
+        self.write_since = now;
+        self.write_mark = taken;
+        true
+    }
+
+    /// Cuts a response the client stopped taking (a write timeout): counted, and logged at
+    /// WARN with the client's address (at most a few lines a second; the rest are counted in
+    /// the next line).
+    #[cold]
+    #[inline(never)]
+    fn cut(&mut self, reason: CloseReason, env: &mut Env) {
+        let queued = self.write_buf.pending().len();
+        env.stats.cut(if reason == CloseReason::DrainWriteTimeout {
+            Cut::DrainWriteTimeout
+        } else {
+            Cut::WriteTimeout
+        });
+        if env.cut_log.allow(env.now) {
+            let (what, timeout) = match reason {
+                CloseReason::DrainWriteTimeout => ("drain write timeout", env.config.drain_write_timeout),
+                _ => ("write timeout", env.config.write_timeout),
+            };
+            let more = env.cut_log.take_unlogged();
+            let more = if more > 0 { format!(" ({more} more cut since the last such line)") } else { String::new() };
+            warn!(
+                event = "cut", reason = what, client:% = self.client.addr, conn = self.client.id, unsent = queued;
+                "connection {} ({}): cut: the client took nothing of its response for {} ({what}), {queued} bytes not sent{more}",
+                self.client.id,
+                self.client.addr,
+                humantime::format_duration(timeout)
+            );
+        }
+        self.close(reason);
+    }
+
     /// Closes the connection at once (shutdown timeout, immediate stop). Returns whether that
-    /// cut a streamed response short.
-    pub(crate) fn abort(&mut self) -> bool {
-        let cut = matches!(self.phase, Phase::Streaming(_));
+    /// cut a response short (a request in progress, output not written, a stream), and whether
+    /// that was a streamed response.
+    pub(crate) fn abort(&mut self) -> (bool, bool) {
+        let stream = matches!(self.phase, Phase::Streaming(_));
+        let cut = self.state() == ConnState::Active;
         self.close(CloseReason::Shutdown);
-        cut
+        (cut, stream)
     }
 
     /// Does all the work the connection can do now: read what is there, answer complete
@@ -650,8 +818,12 @@ impl<S: Transport> Connection<S> {
                 }
             }
         }
-        if progress && self.write_buf.is_empty() {
-            self.idle_since = env.now;
+        if progress {
+            if self.write_buf.is_empty() {
+                self.idle_since = env.now;
+            }
+            // The output moves again: a stall, if one comes, is looked at afresh.
+            self.write_looked = false;
         }
         progress
     }
@@ -867,7 +1039,7 @@ impl<S: Transport> Connection<S> {
         if reply != Reply::Later {
             warn!("connection {}: the handler deferred its response but returned {reply:?}", self.client.id);
         }
-        let letter = Letter { key: self.key, id: self.client.id };
+        let letter = Letter { key: self.key as usize, id: self.client.id };
         self.mail = exchange.bind(Arc::clone(&env.mailbox), letter, env.drain.clone());
         env.stats.deferred += 1;
         self.phase = Phase::Deferred(Box::new(Deferred { head, exchange }));
@@ -928,6 +1100,7 @@ impl<S: Transport> Connection<S> {
             // Nothing of the body goes out: the producer is told the stream is closed (and
             // complete: finishing it succeeds).
             exchange.complete();
+            env.stats.streams_finished += 1;
             if env.access.is_some() {
                 self.record_answer(env.response.status(), 0, env);
             }
@@ -961,6 +1134,7 @@ impl<S: Transport> Connection<S> {
         match end {
             End::Open => self.write_buf.pending().len() > before,
             End::Finished => {
+                env.stats.streams_finished += 1;
                 self.record_unanswered(env);
                 self.after_response(close, true);
                 true

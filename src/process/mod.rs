@@ -97,6 +97,7 @@ impl Summary {
     pub fn to_json(&self) -> String {
         let outcome = match self.outcome {
             Outcome::Drained { .. } => "drained",
+            Outcome::Cut { .. } => "cut",
             Outcome::TimedOut { .. } => "timed_out",
             Outcome::Stopped { .. } => "stopped",
         };
@@ -106,7 +107,8 @@ impl Summary {
             json,
             "{{\"event\":\"shutdown\",\"outcome\":\"{outcome}\",\"exit_code\":{},\"workers\":{},\
              \"at_drain_start\":{{\"new\":{},\"active\":{},\"idle\":{}}},\"served_during_drain\":{},\
-             \"closed_by_force\":{},\"streams_cut\":{},\"drain_ms\":{:.3}}}",
+             \"closed_by_force\":{},\"streams_cut\":{},\"cut\":{{\"total\":{},\"write_timeout\":{},\
+             \"drain_write_timeout\":{},\"shutdown\":{}}},\"drain_ms\":{:.3}}}",
             self.exit_code(),
             self.workers,
             d.at_start.new,
@@ -115,6 +117,10 @@ impl Summary {
             d.served,
             d.forced,
             d.streams_cut,
+            d.cut.total(),
+            d.cut.write_timeout,
+            d.cut.drain_write_timeout,
+            d.cut.shutdown,
             d.micros as f64 / 1000.0,
         );
         json
@@ -384,18 +390,23 @@ impl LateSignals {
     }
 }
 
-/// The worse of two outcomes: a signal stop over a timeout over a drain.
+/// The worse of two outcomes: a signal stop over a timeout over a drain that cut responses over
+/// a clean drain.
 fn worse(a: Outcome, b: Outcome) -> Outcome {
     fn rank(o: &Outcome) -> u8 {
         match o {
             Outcome::Drained { .. } => 0,
-            Outcome::TimedOut { .. } => 1,
-            Outcome::Stopped { signal: None, .. } => 2,
-            Outcome::Stopped { signal: Some(_), .. } => 3,
+            Outcome::Cut { .. } => 1,
+            Outcome::TimedOut { .. } => 2,
+            Outcome::Stopped { signal: None, .. } => 3,
+            Outcome::Stopped { signal: Some(_), .. } => 4,
         }
     }
     match (a, b) {
         (Outcome::Drained { elapsed: x }, Outcome::Drained { elapsed: y }) => Outcome::Drained { elapsed: x.max(y) },
+        (Outcome::Cut { elapsed: x, cut: m }, Outcome::Cut { elapsed: y, cut: n }) => {
+            Outcome::Cut { elapsed: x.max(y), cut: m + n }
+        }
         (Outcome::TimedOut { closed: x }, Outcome::TimedOut { closed: y }) => Outcome::TimedOut { closed: x + y },
         _ if rank(&b) > rank(&a) => b,
         _ => a,

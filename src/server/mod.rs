@@ -40,7 +40,7 @@ use slab::Slab;
 use crate::access::AccessLog;
 use crate::config::ServerConfig;
 use crate::connection::{Connection, DrainRole, Env};
-use crate::counters::{ConnState, Counts, DrainReport, StateChange};
+use crate::counters::{ConnState, Counts, Cut, CutCounts, DrainReport, StateChange};
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::http::request::Client;
@@ -101,24 +101,50 @@ struct Ledger {
 }
 
 impl Ledger {
-    /// Moves one connection from `from` to `to`; logs the active count when `draining`.
+    /// Moves one connection from `from` to `to`, and tells the hook.
     #[inline]
-    fn record(&mut self, id: u64, peer: SocketAddr, from: Option<ConnState>, to: ConnState, draining: bool) {
-        let active_before = self.counts.active;
+    fn record(&mut self, id: u64, peer: SocketAddr, from: Option<ConnState>, to: ConnState) {
         self.counts.apply(from, to);
-        if self.hook.is_some() || draining {
-            self.tell(id, peer, from, to, draining && self.counts.active != active_before);
+        if self.hook.is_some() {
+            self.tell(id, peer, from, to);
         }
     }
 
-    /// The hook and the drain's log line: off the plain path, out of line.
+    /// The hook: off the plain path, out of line.
     #[cold]
-    fn tell(&mut self, id: u64, peer: SocketAddr, from: Option<ConnState>, to: ConnState, active_changed: bool) {
+    fn tell(&mut self, id: u64, peer: SocketAddr, from: Option<ConnState>, to: ConnState) {
         if let Some(hook) = self.hook.as_mut() {
             hook(&StateChange { id, peer, from, to, counts: self.counts });
         }
-        if active_changed {
-            info!(event = "active", active = self.counts.active; "{}active connections: {}", self.label, self.counts.active);
+    }
+}
+
+/// The drain's progress line: at most once a second, and only when the number of connections
+/// left (which only goes down while draining) changed.
+#[derive(Default)]
+struct Progress {
+    /// When it was last logged, and how many connections were left then.
+    last: Option<(Tick, usize)>,
+}
+
+impl Progress {
+    /// How often at most.
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Logs the connections left, if a line is due.
+    fn tell(&mut self, now: Tick, counts: &Counts, label: &str) {
+        let left = counts.total();
+        match self.last {
+            None => self.last = Some((now, left)),
+            Some((at, before)) if left != before && at.after(Self::EVERY) <= now => {
+                self.last = Some((now, left));
+                let noun = if left == 1 { "connection" } else { "connections" };
+                info!(
+                    event = "drain_progress", left, active = counts.active, idle = counts.idle + counts.new;
+                    "{label}draining: {left} {noun} left ({} active)", counts.active
+                );
+            }
+            Some(_) => {}
         }
     }
 }
@@ -180,6 +206,8 @@ pub struct Server {
     drain: DrainNotice,
     /// Connections the drain closed in this turn, their sockets not closed yet.
     parting: Parting,
+    /// The drain's progress line.
+    progress: Progress,
 }
 
 /// Connections a drain closed in the current turn. Their sockets are closed at the end of the
@@ -319,6 +347,7 @@ impl Server {
             observers: Vec::new(),
             drain,
             parting: Parting::default(),
+            progress: Progress::default(),
         })
     }
 
@@ -549,14 +578,15 @@ impl Server {
         let key = entry.key();
         self.ledger.last_id += 1;
         self.env.stats.accepted += 1;
-        let mut conn = Connection::new(stream, key, self.ledger.last_id, peer, self.env.now);
+        // (A slab of four billion connections is out of reach: the descriptors run out first.)
+        let Ok(slot_key) = u32::try_from(key) else { return };
+        let mut conn = Connection::new(stream, slot_key, self.ledger.last_id, peer, self.env.now);
         if look {
             conn.on_ready(true, true, false);
         }
         let reported = Some(ConnState::New);
         let slot = entry.insert(Slot { conn, reported, scheduled: None, queued: look, registered: false });
-        let draining = matches!(self.stage, Stage::Draining(_));
-        self.ledger.record(self.ledger.last_id, peer, None, ConnState::New, draining);
+        self.ledger.record(self.ledger.last_id, peer, None, ConnState::New);
         if look {
             // Its deadline is set after the look (in this turn), which often closes it.
             self.queues.ready.push_back(key);
@@ -587,7 +617,7 @@ impl Server {
                 continue; // stale entry
             }
             slot.scheduled = None;
-            if slot.conn.deadline(&self.env.config).is_some_and(|deadline| deadline <= now) {
+            if slot.conn.deadline(&self.env.config, self.env.draining).is_some_and(|deadline| deadline <= now) {
                 slot.conn.expire(&mut self.env);
                 if !slot.queued {
                     slot.queued = true;
@@ -602,7 +632,6 @@ impl Server {
 
     /// Brings the counts, the hook and the deadline heap in line with the connection.
     fn sync(&mut self, key: usize) {
-        let draining = matches!(self.stage, Stage::Draining(_));
         let Some(slot) = self.slots.get_mut(key) else { return };
         let Client { id, addr: peer } = slot.conn.client;
         let state = slot.conn.state();
@@ -611,19 +640,19 @@ impl Server {
         if slot.conn.take_activity()
             && state != ConnState::Active
             && slot.reported != Some(ConnState::Active)
-            && (self.ledger.hook.is_some() || draining)
+            && self.ledger.hook.is_some()
         {
             let from = slot.reported.replace(ConnState::Active);
-            self.ledger.record(id, peer, from, ConnState::Active, draining);
+            self.ledger.record(id, peer, from, ConnState::Active);
         }
         if slot.reported != Some(state) {
             let from = slot.reported.replace(state);
             if state == ConnState::Closed {
                 self.queues.closed.push(key);
             }
-            self.ledger.record(id, peer, from, state, draining);
+            self.ledger.record(id, peer, from, state);
         }
-        if let Some(deadline) = slot.conn.deadline(&self.env.config)
+        if let Some(deadline) = slot.conn.deadline(&self.env.config, self.env.draining)
             && slot.scheduled.is_none_or(|scheduled| deadline < scheduled)
         {
             slot.scheduled = Some(deadline);
@@ -740,7 +769,8 @@ impl Server {
             started: now,
             deadline: now.after(self.env.config.shutdown_timeout),
             cause,
-            answered_before: self.env.stats.answered(),
+            served_before: self.env.stats.served(),
+            cuts_before: self.env.stats.cuts,
         };
         // Observers hear of it first: other descriptors of the listening socket (a restart's)
         // close before this server's, so the socket stops listening with it, and a client that
@@ -790,13 +820,26 @@ impl Server {
         let Stage::Draining(drain) = self.stage else { return };
         if self.slots.is_empty() {
             let elapsed = drain.started.until(now);
-            info!(
-                event = "drained", drain_ms = elapsed.as_millis() as u64;
-                "{}drained in {:.2}s", self.ledger.label, elapsed.as_secs_f64()
-            );
-            self.set_stage(Stage::Done { outcome: Outcome::Drained { elapsed }, drain: Some(drain) });
+            let cut = CutCounts::since(&self.env.stats.cuts, &drain.cuts_before).total();
+            self.tell_unlogged_cuts();
+            let outcome = if cut == 0 {
+                info!(
+                    event = "drained", drain_ms = elapsed.as_millis() as u64;
+                    "{}drained in {:.2}s", self.ledger.label, elapsed.as_secs_f64()
+                );
+                Outcome::Drained { elapsed }
+            } else {
+                warn!(
+                    event = "drained", drain_ms = elapsed.as_millis() as u64, cut;
+                    "{}drained in {:.2}s, but {cut} response(s) cut: their clients took nothing of them",
+                    self.ledger.label, elapsed.as_secs_f64()
+                );
+                Outcome::Cut { elapsed, cut }
+            };
+            self.set_stage(Stage::Done { outcome, drain: Some(drain) });
         } else if drain.deadline <= now {
             let closed = self.close_all();
+            self.tell_unlogged_cuts();
             info!(event = "shutdown_timeout", closed; "{}shutdown timeout: closed {closed} connections", self.ledger.label);
             self.set_stage(Stage::Done { outcome: Outcome::TimedOut { closed }, drain: Some(drain) });
         }
@@ -814,6 +857,15 @@ impl Server {
         }
     }
 
+    /// Cut connections that were not named in a WARN line of their own (too many at once): one
+    /// line says how many.
+    fn tell_unlogged_cuts(&mut self) {
+        let more = self.env.cut_log.take_unlogged();
+        if more > 0 {
+            warn!(event = "cut", more; "{}{more} more connection(s) cut (not named above)", self.ledger.label);
+        }
+    }
+
     /// Closes every connection (reported as Closed, counted as closed by force) and returns how
     /// many there were.
     fn close_all(&mut self) -> usize {
@@ -821,8 +873,20 @@ impl Server {
         let count = keys.len();
         for key in keys {
             if let Some(slot) = self.slots.get_mut(key) {
-                if slot.conn.abort() {
+                let (cut, stream) = slot.conn.abort();
+                if stream {
                     self.ledger.report.streams_cut += 1;
+                }
+                if cut {
+                    self.env.stats.cut(Cut::Shutdown);
+                    if self.env.cut_log.allow(self.env.now) {
+                        let Client { id, addr } = slot.conn.client;
+                        warn!(
+                            event = "cut", reason = "shutdown", client:% = addr, conn = id;
+                            "{}connection {id} ({addr}): cut: closed in the middle of its response by the shutdown",
+                            self.ledger.label
+                        );
+                    }
                 }
                 if self.env.access.is_some() {
                     slot.conn.record_unanswered(&mut self.env);
@@ -849,9 +913,11 @@ impl Server {
         };
         if let Some((drain, running)) = drain {
             let report = &mut self.ledger.report;
-            report.served = self.env.stats.answered() - drain.answered_before;
+            report.served = self.env.stats.served().saturating_sub(drain.served_before);
+            report.cut = CutCounts::since(&self.env.stats.cuts, &drain.cuts_before);
             if running {
                 report.micros = duration_micros(drain.started.until(now));
+                self.progress.tell(now, &self.ledger.counts, &self.ledger.label);
             }
             for observer in &mut self.observers {
                 observer.drain_progress();

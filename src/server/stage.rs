@@ -19,6 +19,14 @@ pub enum Outcome {
         /// From the shutdown request to the last connection closing.
         elapsed: Duration,
     },
+    /// The drain finished, but not cleanly: responses were cut short because their clients
+    /// took nothing of them for the (drain) write timeout.
+    Cut {
+        /// From the shutdown request to the last connection closing.
+        elapsed: Duration,
+        /// Responses cut during the drain.
+        cut: u64,
+    },
     /// The shutdown timeout passed; the remaining connections were closed.
     TimedOut {
         /// Connections closed by force.
@@ -34,12 +42,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The conventional process exit code: 0 drained, 1 timed out or stopped by the handle,
-    /// 128 + the signal number when stopped by a signal (130 SIGINT, 143 SIGTERM).
+    /// The conventional process exit code: 0 drained (every accepted request answered in
+    /// full), 1 cut, timed out or stopped by the handle (the drain did not deliver
+    /// everything), 128 + the signal number when stopped by a signal (130 SIGINT, 143 SIGTERM).
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Drained { .. } => 0,
-            Outcome::TimedOut { .. } | Outcome::Stopped { signal: None, .. } => 1,
+            Outcome::Cut { .. } | Outcome::TimedOut { .. } | Outcome::Stopped { signal: None, .. } => 1,
             Outcome::Stopped { signal: Some(signal), .. } => 128 + signal,
         }
     }
@@ -96,8 +105,10 @@ pub(crate) struct Drain {
     pub deadline: Tick,
     /// What started it (a signal after a restart's drain began replaces the restart).
     pub cause: Cause,
-    /// Requests answered before it began.
-    pub answered_before: u64,
+    /// Requests served before it began (`Stats::served`).
+    pub served_before: u64,
+    /// Responses cut before it began, by kind (`Stats::cuts`).
+    pub cuts_before: [u64; 3],
 }
 
 /// Where a server is in its shutdown. It only ever moves forward, and only in
