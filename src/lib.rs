@@ -69,7 +69,7 @@ mod shutdown;
 mod sync;
 mod timer;
 
-pub use access::{AccessLog, AccessRecord};
+pub use access::{AccessLog, AccessRecord, Ending};
 pub use config::ServerConfig;
 pub use counters::{ConnState, Counts, StateChange};
 pub use error::Error;
