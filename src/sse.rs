@@ -483,7 +483,8 @@ mod tests {
         let mut out = Vec::new();
         head.encode_stream_head(&mut out, b"Thu, 01 Jan 2026 00:00:00 GMT", true, None);
         let text = String::from_utf8(out).unwrap();
-        for field in ["Content-Type: text/event-stream\r\n", "Cache-Control: no-cache\r\n", "X-Accel-Buffering: no\r\n"] {
+        for field in ["Content-Type: text/event-stream\r\n", "Cache-Control: no-cache\r\n", "X-Accel-Buffering: no\r\n"]
+        {
             assert!(text.contains(field), "{text}");
         }
     }
