@@ -12,9 +12,11 @@
 //!   shutdown`, and a clean end; the drain is over at once instead of waiting out the shutdown
 //!   timeout (where Go's and hyper's graceful shutdown wait forever on an open stream).
 //!
-//!     cargo run --example sse [-- ADDR]              # default 127.0.0.1:8080
-//!     curl -N http://127.0.0.1:8080/events           # then Ctrl+C the server
-//!     curl -N -H 'Last-Event-ID: 3' http://127.0.0.1:8080/events   # replays 4, 5, ...
+//! ```text
+//! cargo run --example sse [-- ADDR]              # default 127.0.0.1:8080
+//! curl -N http://127.0.0.1:8080/events           # then Ctrl+C the server
+//! curl -N -H 'Last-Event-ID: 3' http://127.0.0.1:8080/events   # replays 4, 5, ...
+//! ```
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
