@@ -89,9 +89,10 @@ fn open_stream(hub: &Shared, req: &Request<'_>, res: &mut Response) -> Reply {
         }
     }
     if hub.draining {
-        // Opened after the drain began: its last event now, like the others.
-        let mut spread = RetrySpread::new(DRAIN_RETRY.0, DRAIN_RETRY.1);
-        last_event(head.body_mut(), &mut spread, hub.last);
+        // Opened after the drain began, on a connection made before it (the listener is
+        // closed): its client has just waited out its spread retry. Its last event now, with
+        // the shortest retry, not a second wait.
+        last_event(head.body_mut(), DRAIN_RETRY.0, hub.last);
         if let Ok(stream) = responder.stream(head) {
             let _ = stream.finish();
         }
@@ -101,9 +102,9 @@ fn open_stream(hub: &Shared, req: &Request<'_>, res: &mut Response) -> Reply {
     Reply::Later
 }
 
-/// The drain's last event: come back after a random while, resume after `last`.
-fn last_event(out: &mut Vec<u8>, spread: &mut RetrySpread, last: u64) {
-    let event = Event::new().retry(spread.draw()).id_number(last).event("shutdown").data("bye");
+/// The drain's last event: come back after `retry`, resume after `last`.
+fn last_event(out: &mut Vec<u8>, retry: Duration, last: u64) {
+    let event = Event::new().retry(retry).id_number(last).event("shutdown").data("bye");
     event.write_to(out).expect("a numeric id and a fixed type are valid");
 }
 
@@ -132,7 +133,7 @@ fn start_broadcaster(hub: Shared, drain: DrainNotice) {
         let mut spread = RetrySpread::new(DRAIN_RETRY.0, DRAIN_RETRY.1);
         for mut stream in std::mem::take(&mut hub.open) {
             event.clear();
-            last_event(&mut event, &mut spread, hub.last);
+            last_event(&mut event, spread.draw(), hub.last);
             let _ = stream.try_send(&event);
             let _ = stream.finish();
         }

@@ -237,6 +237,11 @@ pub fn head() -> Response {
 /// clients of a stopping server then come back to the next one spread over the window instead
 /// of all at the same moment (browsers wait about 3 s when told nothing).
 ///
+/// A stream opened once the drain began (on a connection made before it: a browser's
+/// preconnected socket, a proxy's pooled connection) usually belongs to a client that has just
+/// waited out its draw: give it the window's start rather than a second draw, and the clients
+/// keep the spread their first wait gave them.
+///
 /// Each [`RetrySpread::draw`] is uniform over whole milliseconds from the window's start to its
 /// end. The generator is xorshift64*, seeded from the clock, the process id and a counter, so
 /// two spreads made at the same moment (two threads, two processes) differ. It is cheap and

@@ -176,6 +176,27 @@ fn the_drain_sends_a_spread_retry_and_the_last_id_then_ends_each_stream_cleanly(
     server.assert_exit_code(status, 0);
 }
 
+#[test]
+fn a_stream_opened_during_the_drain_ends_at_once_with_the_shortest_retry() {
+    let mut server = Quiesce::start(&["--sse-drain-retry", "300ms..3s"]);
+    let mut open = EventStream::open(server.addr(), "every=1h", None);
+    assert_eq!(open.next(), Some(retry_only(3000)));
+    // A browser's preconnected socket, or a proxy's pooled connection: made before the drain,
+    // used after it began (within the last call a connection without a request gets).
+    let mut preconnected = connect(server.addr());
+    common::sync_point(server.addr());
+    server.signal(SIGTERM);
+    let last = open.next().expect("the drain's last event");
+    assert!(last.is_shutdown(), "{last:?}");
+    assert_eq!(open.next(), None);
+    preconnected.send(b"GET /events HTTP/1.1\r\nHost: a\r\nLast-Event-ID: 12\r\n\r\n").unwrap();
+    let response = preconnected.read_response().expect("served during the drain");
+    assert!(response.is_close(), "{response:?}");
+    assert_eq!(response.text(), "retry: 3000\n\nretry: 300\nid: 12\nevent: shutdown\ndata: draining\n\n");
+    let status = server.wait_exit(Duration::from_secs(10));
+    server.assert_exit_code(status, 0);
+}
+
 /// Sends `sig` to `pid` (not our child).
 fn kill(pid: u32, sig: i32) {
     let pid = libc::pid_t::try_from(pid).expect("pid fits in pid_t");

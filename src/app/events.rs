@@ -12,7 +12,13 @@
 //! [`EventsConfig::drain_retry_min`]..=[`EventsConfig::drain_retry_max`] for each stream (a
 //! [`RetrySpread`]), `id:` the last tick sent, `event: shutdown`, then a clean end; so clients
 //! come back to the next process spread over that window, and each continues where it left
-//! off. A stream opened during the drain gets the same at once.
+//! off.
+//!
+//! A stream opened once the drain began came on a connection made before it (a browser's
+//! preconnected socket, a proxy's pooled connection; the listener is closed): its client has
+//! usually just waited out its spread retry. It gets the same last event at once, with the
+//! window's shortest retry rather than a second draw, so the clients keep the spread their
+//! first retry gave them instead of waiting twice.
 //!
 //! The thread starts with the first stream (see `work.rs` on why a server should have no
 //! thread it does not use).
@@ -199,10 +205,12 @@ fn run(shared: &Shared) {
         }
         if draining || stopped {
             // Every stream ends now, with the shutdown event (a stream opened during the drain
-            // too); the thread stays for those yet to come, until it is stopped.
+            // too, with the shortest retry); the thread stays for those yet to come, until it
+            // is stopped.
             for ticking in streams.iter_mut().filter_map(Option::take) {
+                let retry = if drained { shared.config.drain_retry_min } else { spread.draw() };
                 out.clear();
-                shutdown_event(&mut out, ticking.last, spread.draw());
+                shutdown_event(&mut out, ticking.last, retry);
                 end(ticking, &out);
             }
             due.clear();
@@ -341,6 +349,26 @@ mod tests {
         let (late, late_exchange) = stream();
         ticker.add(late, Duration::from_secs(3600), None, 41);
         assert_eq!(until_finished(&late_exchange), b"retry: 700\nid: 41\nevent: shutdown\ndata: draining\n\n");
+    }
+
+    #[test]
+    fn a_stream_opened_during_the_drain_gets_the_shortest_retry_not_a_second_draw() {
+        let config = EventsConfig {
+            drain_retry_min: Duration::from_millis(500),
+            drain_retry_max: Duration::from_secs(3),
+            ..EventsConfig::DEFAULT
+        };
+        let ticker = Ticker::with_config(config);
+        let (open, open_exchange) = stream();
+        ticker.add(open, Duration::from_secs(3600), None, 0);
+        ticker.drain();
+        let _ = until_finished(&open_exchange);
+        for id in [3, 4, 5] {
+            let (late, late_exchange) = stream();
+            ticker.add(late, Duration::from_secs(3600), None, id);
+            let expected = format!("retry: 500\nid: {id}\nevent: shutdown\ndata: draining\n\n");
+            assert_eq!(String::from_utf8(until_finished(&late_exchange)).unwrap(), expected);
+        }
     }
 
     #[test]
