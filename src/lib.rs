@@ -66,6 +66,7 @@ pub mod process;
 mod responder;
 mod server;
 mod shutdown;
+pub mod sse;
 mod sync;
 mod timer;
 

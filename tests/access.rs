@@ -82,8 +82,8 @@ fn every_answered_request_gets_a_line_in_common_log_format() {
         assert!(us.is_some(), "no duration: {line}");
         assert!(line.contains(" conn="), "{line}");
     }
-    // Two events of "data: tick K\n\n": 28 body bytes.
-    assert!(lines[4].contains(" 200 28 "), "{}", lines[4]);
+    // "retry: 3000\n\n", then two events of "id: K\ndata: tick K\n\n": 53 body bytes.
+    assert!(lines[4].contains(" 200 53 "), "{}", lines[4]);
     // A connection's requests share its id.
     let conn = |line: &str| line.split(" conn=").nth(1).and_then(|r| r.split(' ').next()).unwrap().to_owned();
     assert_eq!(conn(&lines[0]), conn(&lines[3]));
