@@ -33,7 +33,7 @@ use crate::counters::DrainReport;
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::listen;
-use crate::metrics::{Metrics, Registry};
+use crate::metrics::{LogCounts, LogHealth, Metrics, Registry};
 use crate::server::{Outcome, Server};
 use crate::shutdown::{DrainNotice, Handles, ShutdownHandle};
 use inherit::{Inherited, Source};
@@ -84,6 +84,10 @@ pub struct Summary {
     pub drain: DrainReport,
     /// Number of workers.
     pub workers: usize,
+    /// What the log output could not write, when `run` returned (see
+    /// [`LogHealth`](crate::metrics::LogHealth); a caller that writes more before the summary
+    /// can read the counts again).
+    pub log: LogCounts,
 }
 
 impl Summary {
@@ -93,7 +97,8 @@ impl Summary {
     }
 
     /// One line of JSON for the log: the outcome, the counts per state when the drain began,
-    /// requests served during the drain, connections closed by force and the drain time.
+    /// requests served during the drain, connections closed by force, the drain time, and the
+    /// log lines lost and failed writes of each log (`"log":{"stderr":{"lost":0,"errors":0},…}`).
     pub fn to_json(&self) -> String {
         let outcome = match self.outcome {
             Outcome::Drained { .. } => "drained",
@@ -108,7 +113,7 @@ impl Summary {
             "{{\"event\":\"shutdown\",\"outcome\":\"{outcome}\",\"exit_code\":{},\"workers\":{},\
              \"at_drain_start\":{{\"new\":{},\"active\":{},\"idle\":{}}},\"served_during_drain\":{},\
              \"closed_by_force\":{},\"streams_cut\":{},\"cut\":{{\"total\":{},\"write_timeout\":{},\
-             \"drain_write_timeout\":{},\"shutdown\":{}}},\"drain_ms\":{:.3}}}",
+             \"drain_write_timeout\":{},\"shutdown\":{}}},\"drain_ms\":{:.3},\"log\":{}}}",
             self.exit_code(),
             self.workers,
             d.at_start.new,
@@ -122,6 +127,7 @@ impl Summary {
             d.cut.drain_write_timeout,
             d.cut.shutdown,
             d.micros as f64 / 1000.0,
+            self.log.to_json(),
         );
         json
     }
@@ -287,7 +293,7 @@ where
         outcomes.push(Ok(Outcome::Stopped { signal: Some(signal), closed: 0 }));
     }
     let outcome = combine(outcomes).ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
-    Ok(Summary { outcome, drain: registry.drain_report(), workers })
+    Ok(Summary { outcome, drain: registry.drain_report(), workers, log: LogHealth::global().counts() })
 }
 
 /// One server per listener: worker i gets its own handler, metrics and log label, they all
@@ -469,6 +475,7 @@ mod tests {
             outcome: Outcome::Drained { elapsed: Duration::ZERO },
             drain: DrainReport::default(),
             workers: 2,
+            log: LogCounts::default(),
         };
         let json = summary.to_json();
         assert!(!json.contains('\n'));
