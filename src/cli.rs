@@ -166,6 +166,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 cli.server.drain_write_timeout = nonzero_duration(&mut parser, "--drain-write-timeout")?;
             }
             Long("reuse-port") => cli.server.reuse_port = true,
+            Long("slow-turn") => cli.server.slow_turn = duration_value(&mut parser, "--slow-turn")?,
             Long("max-uri-bytes") => cli.server.max_uri_bytes = size_value(&mut parser, "--max-uri-bytes")?,
             Long("max-header-bytes") => cli.server.max_head_bytes = size_value(&mut parser, "--max-header-bytes")?,
             Long("max-body-bytes") => cli.server.max_body_bytes = size_value(&mut parser, "--max-body-bytes")?,
@@ -436,6 +437,9 @@ OTHER:
     --access-log PATH            Append a line per answered request to PATH (- for stdout):
                                  Common Log Format plus duration, connection and drain, or JSON
                                  with --log-format json [default: none]
+    --slow-turn DURATION         Warn (at most once a second) of an event loop turn longer
+                                 than this, naming the request whose handler held it; 0s
+                                 turns it off [default: {slow_turn}ms]
     -h, --help                   Print this help and exit
     -V, --version                Print the version and exit
 
@@ -460,8 +464,9 @@ ROUTES:
 SIGNALS:
     The first SIGINT or SIGTERM starts a graceful drain (after --drain-delay): stop accepting,
     let in-flight requests finish (for up to --shutdown-timeout), then exit. A second one
-    exits at once. SIGHUP starts a new copy of quiesce on the same listening sockets and
-    drains this one once the new one serves (a zero-downtime restart).
+    exits at once, even while a handler holds an event loop. SIGHUP starts a new copy of
+    quiesce on the same listening sockets and drains this one once the new one serves (a
+    zero-downtime restart).
 
 EXIT CODES:
     0      drained cleanly: every accepted request answered in full
@@ -495,6 +500,7 @@ ENVIRONMENT:
         idle_t = DEFAULTS.idle_timeout.as_secs(),
         write_t = DEFAULTS.write_timeout.as_secs(),
         drain_write_t = DEFAULTS.drain_write_timeout.as_secs(),
+        slow_turn = DEFAULTS.slow_turn.as_millis(),
     )
 }
 
@@ -916,6 +922,13 @@ mod tests {
     }
 
     #[test]
+    fn slow_turn_threshold() {
+        assert_eq!(both("--slow-turn", "250ms").server.slow_turn, Duration::from_millis(250));
+        assert_eq!(both("--slow-turn", "0s").server.slow_turn, Duration::ZERO);
+        assert!(err(&["--slow-turn", "fast"]).contains("--slow-turn"));
+    }
+
+    #[test]
     fn log_format_and_access_log() {
         assert_eq!(both("--log-format", "json").log_format, LogFormat::Json);
         assert_eq!(both("--log-format", "text").log_format, LogFormat::Text);
@@ -934,9 +947,10 @@ mod tests {
         let help = help_text();
         let defaults: Vec<&str> =
             help.split("[default: ").skip(1).filter_map(|rest| rest.split_once(']').map(|(value, _)| value)).collect();
-        assert_eq!(defaults.len(), 19, "{defaults:?}");
+        assert_eq!(defaults.len(), 20, "{defaults:?}");
         assert_eq!((defaults[17], Cli::default().log_format), ("text", LogFormat::Text));
         assert_eq!((defaults[18], Cli::default().access_log), ("none", None));
+        assert_eq!(parse_duration(defaults[19]), Ok(Cli::default().server.slow_turn));
         assert_eq!(defaults[0].parse::<SocketAddr>(), Ok(DEFAULT_ADDR));
         assert_eq!(parse_duration(defaults[1]), Ok(DEFAULT_DELAY));
         assert_eq!(parse_duration(defaults[2]), Ok(DEFAULT_MAX_DELAY));

@@ -41,6 +41,7 @@ pub struct Metrics {
     streams_cut: AtomicU64,
     drain_cut: [AtomicU64; 3],
     drain_micros: AtomicU64,
+    slow_turns: AtomicU64,
 }
 
 impl Metrics {
@@ -61,6 +62,7 @@ impl Metrics {
         for (slot, &n) in self.cuts.iter().zip(&stats.cuts) {
             slot.store(n, Relaxed);
         }
+        self.slow_turns.store(stats.slow_turns, Relaxed);
     }
 
     /// Publishes the state of a shutdown (from its first request on; sets the draining flag).
@@ -287,6 +289,13 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         label: Some(("reason", &CUTS)),
         read: |m, i| m.cuts[i].load(Relaxed),
+    },
+    Family {
+        name: "slow_turns_total",
+        help: "Loop turns longer than the slow-turn threshold: every connection of the worker waited meanwhile.",
+        kind: "counter",
+        label: None,
+        read: |m, _| m.slow_turns.load(Relaxed),
     },
     Family {
         name: "draining",

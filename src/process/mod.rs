@@ -36,6 +36,7 @@ use crate::listen;
 use crate::metrics::{LogCounts, LogHealth, Metrics, Registry};
 use crate::server::{Outcome, Server};
 use crate::shutdown::{DrainNotice, Handles, ShutdownHandle};
+use crate::watch::SignalGuard;
 use inherit::{Inherited, Source};
 use restart::{Copies, ReadyPipe, Restart};
 use supervisor::Supervisor;
@@ -84,9 +85,8 @@ pub struct Summary {
     pub drain: DrainReport,
     /// Number of workers.
     pub workers: usize,
-    /// What the log output could not write, when `run` returned (see
-    /// [`LogHealth`](crate::metrics::LogHealth); a caller that writes more before the summary
-    /// can read the counts again).
+    /// What the log output could not write, when `run` returned (see [`LogHealth`]; a caller
+    /// that writes more before the summary can read the counts again).
     pub log: LogCounts,
 }
 
@@ -367,14 +367,17 @@ fn combine(outcomes: Vec<Result<Outcome, Error>>) -> Option<Outcome> {
 }
 
 /// SIGINT/SIGTERM handling on a thread of its own, once worker 0 has returned: the first
-/// signal stops every other worker at once.
+/// signal stops every other worker at once. It is a second one, so a worker stuck in a turn
+/// does not keep the process alive either (`SignalGuard`).
 struct LateSignals {
     handle: signal_hook::iterator::Handle,
     thread: thread::JoinHandle<Option<i32>>,
+    _guard: SignalGuard,
 }
 
 impl LateSignals {
     fn watch(followers: Vec<ShutdownHandle>) -> io::Result<LateSignals> {
+        let guard = SignalGuard::install(1)?;
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let handle = signals.handle();
         let thread = thread::Builder::new().name("quiesce-signals".into()).spawn(move || {
@@ -386,7 +389,7 @@ impl LateSignals {
             }
             Some(signal)
         })?;
-        Ok(LateSignals { handle, thread })
+        Ok(LateSignals { handle, thread, _guard: guard })
     }
 
     /// Stops watching; the signal that arrived, if one did.
