@@ -28,7 +28,8 @@ import subprocess
 import sys
 import time
 
-SHUTDOWN = b"event: shutdown\ndata: draining\n\n"
+# The end of the drain's last event (before it: a retry: and the stream's last id).
+SHUTDOWN = b"\nevent: shutdown\ndata: draining\n\n"
 
 
 def raise_nofile(need):

@@ -144,7 +144,9 @@ impl Writer {
                 }
                 let numbers = [u64::from(record.status), record.body_bytes, micros, record.connection_id];
                 push_numbers(out, [b"\" ", b" ", b" us=", b" conn="], numbers);
-                out.extend_from_slice(if record.during_drain { b" drain=yes\n" } else { b" drain=no\n" });
+                out.extend_from_slice(if record.during_drain { b" drain=yes end=" } else { b" drain=no end=" });
+                out.extend_from_slice(record.ending.as_str().as_bytes());
+                out.push(b'\n');
             }
             LogFormat::Json => {
                 let mut text = String::with_capacity(64);
@@ -167,10 +169,12 @@ impl Writer {
                 let numbers = [u64::from(record.status), record.body_bytes, micros, record.connection_id];
                 push_numbers(out, [b"\",\"status\":", b",\"bytes\":", b",\"duration_us\":", b",\"conn\":"], numbers);
                 out.extend_from_slice(if record.during_drain {
-                    b",\"draining\":true}\n"
+                    b",\"draining\":true,\"end\":\""
                 } else {
-                    b",\"draining\":false}\n"
+                    b",\"draining\":false,\"end\":\""
                 });
+                out.extend_from_slice(record.ending.as_str().as_bytes());
+                out.extend_from_slice(b"\"}\n");
             }
         }
     }
@@ -398,6 +402,7 @@ fn push_clf(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quiesce::Ending;
     use std::net::SocketAddr;
     use std::time::Duration;
 
@@ -412,6 +417,7 @@ mod tests {
             body_bytes: 13,
             duration: Duration::from_micros(412),
             during_drain: false,
+            ending: Ending::Complete,
         }
     }
 
@@ -439,12 +445,19 @@ mod tests {
         let r = record("GET", "/plaintext", Some(Version::Http11));
         assert_eq!(
             line(LogFormat::Text, &r),
-            "127.0.0.1 - - [30/Nov/2026:10:28:27 +0000] \"GET /plaintext HTTP/1.1\" 200 13 us=412 conn=17 drain=no\n"
+            "127.0.0.1 - - [30/Nov/2026:10:28:27 +0000] \"GET /plaintext HTTP/1.1\" 200 13 us=412 conn=17 drain=no end=complete\n"
         );
         let unread = AccessRecord { status: 400, body_bytes: 24, during_drain: true, ..record("-", "-", None) };
         assert_eq!(
             line(LogFormat::Text, &unread),
-            "127.0.0.1 - - [30/Nov/2026:10:28:27 +0000] \"-\" 400 24 us=412 conn=17 drain=yes\n"
+            "127.0.0.1 - - [30/Nov/2026:10:28:27 +0000] \"-\" 400 24 us=412 conn=17 drain=yes end=complete\n"
+        );
+        let cut = AccessRecord { body_bytes: 5, ending: Ending::WriteTimeout, ..r };
+        assert!(line(LogFormat::Text, &cut).ends_with("\" 200 5 us=412 conn=17 drain=no end=write_timeout\n"));
+        assert!(
+            line(LogFormat::Json, &cut).ends_with(
+                ",\"bytes\":5,\"duration_us\":412,\"conn\":17,\"draining\":false,\"end\":\"write_timeout\"}\n"
+            )
         );
         let quoted = record("GET", "/a\"b\\c", Some(Version::Http10));
         assert!(line(LogFormat::Text, &quoted).contains("\"GET /a\\x22b\\x5Cc HTTP/1.0\""));
@@ -500,7 +513,7 @@ mod tests {
         assert_eq!(
             line(LogFormat::Json, &r),
             "{\"ts\":\"2026-11-30T10:28:27.123Z\",\"client\":\"127.0.0.1:50124\",\"method\":\"GET\",\"target\":\"/a\\\"b\",\
-             \"version\":\"HTTP/1.1\",\"status\":200,\"bytes\":13,\"duration_us\":412,\"conn\":17,\"draining\":false}\n"
+             \"version\":\"HTTP/1.1\",\"status\":200,\"bytes\":13,\"duration_us\":412,\"conn\":17,\"draining\":false,\"end\":\"complete\"}\n"
         );
     }
 

@@ -15,6 +15,7 @@ use std::{
 
 use quiesce::ServerConfig;
 use quiesce::app::AppConfig;
+use quiesce::app::events::EventsConfig;
 
 use crate::logging::LogFormat;
 
@@ -61,6 +62,8 @@ pub struct Cli {
     pub server: ServerConfig,
     /// The built-in routes (`--delay`, `--max-delay`).
     pub app: AppConfig,
+    /// The `/events` streams (`--sse-retry`, `--sse-drain-retry`).
+    pub events: EventsConfig,
     /// Log verbosity: 0 is info; each `-v` adds one, each `-q` takes one away.
     pub verbosity: i8,
     /// Worker threads, each with its own loop and listening socket (`--workers N`).
@@ -78,6 +81,7 @@ impl Default for Cli {
         Cli {
             server: ServerConfig::DEFAULT,
             app: AppConfig::DEFAULT,
+            events: EventsConfig::DEFAULT,
             verbosity: 0,
             workers: 1,
             blocking_threads: DEFAULT_BLOCKING_THREADS,
@@ -167,6 +171,13 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             }
             Long("reuse-port") => cli.server.reuse_port = true,
             Long("slow-turn") => cli.server.slow_turn = duration_value(&mut parser, "--slow-turn")?,
+            Long("sse-retry") => cli.events.retry = duration_value(&mut parser, "--sse-retry")?,
+            Long("sse-drain-retry") => {
+                let value = take_value(&mut parser, "--sse-drain-retry")?;
+                let (min, max) =
+                    parse_duration_window(&value).map_err(|why| invalid("--sse-drain-retry", &value, &why))?;
+                (cli.events.drain_retry_min, cli.events.drain_retry_max) = (min, max);
+            }
             Long("max-uri-bytes") => cli.server.max_uri_bytes = size_value(&mut parser, "--max-uri-bytes")?,
             Long("max-header-bytes") => cli.server.max_head_bytes = size_value(&mut parser, "--max-header-bytes")?,
             Long("max-body-bytes") => cli.server.max_body_bytes = size_value(&mut parser, "--max-body-bytes")?,
@@ -378,6 +389,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Parses a window of durations, `MIN..MAX` (`500ms..3s`), or one duration for a window of one
+/// value. MIN may not be above MAX.
+pub fn parse_duration_window(s: &str) -> Result<(Duration, Duration), String> {
+    let Some((min, max)) = s.split_once("..") else {
+        let d = parse_duration(s)?;
+        return Ok((d, d));
+    };
+    let (min, max) = (parse_duration(min)?, parse_duration(max)?);
+    if min > max {
+        return Err("the window's start is after its end; expected MIN..MAX, e.g. 500ms..3s".to_owned());
+    }
+    Ok((min, max))
+}
+
+/// A duration as the help prints it and [`parse_duration`] reads it back: `3s`, `500ms`.
+fn show(d: Duration) -> String {
+    humantime::format_duration(d).to_string().replace(' ', "")
+}
+
 /// The text printed for `--help`.
 pub fn help_text() -> String {
     format!(
@@ -447,6 +477,14 @@ OTHER:
     A SIZE is a number of bytes, optionally with a unit: 8192, 8KiB, 1MiB (K, M, G also work).
     Values go after a space or an '=': --addr 127.0.0.1:0 or --addr=127.0.0.1:0.
 
+SERVER-SENT EVENTS (/events):
+    --sse-retry DURATION         The retry: each stream starts with, how long a client waits
+                                 before it reconnects when the stream breaks [default: {sse_retry}]
+    --sse-drain-retry MIN..MAX   At the drain, each stream's last event carries a retry: drawn
+                                 at random from this window, so clients come back spread out
+                                 rather than in one wave; one DURATION for no spread
+                                 [default: {sse_drain_min}..{sse_drain_max}]
+
 ROUTES:
     GET|HEAD /healthz      200 ok; 503 draining from the first signal on
     POST /echo             the request body, sent back
@@ -455,8 +493,10 @@ ROUTES:
     GET|HEAD /metrics      counters in the Prometheus text format
     GET|HEAD /work?ms=N    N ms of blocking work on a --blocking-threads pool (&spin=1: CPU
                            work), answered from that thread: worked N ms; 503 when queued full
-    GET|HEAD /events       Server-Sent Events: data: tick K every ?every= (default 1s), ?n=
-                           events or until the drain, which sends event: shutdown and ends it
+    GET|HEAD /events       Server-Sent Events: id: K, data: tick K every ?every= (default 1s),
+                           ?n= events or until the drain, which sends a spread retry:, the
+                           last id and event: shutdown, and ends it; Last-Event-ID: K resumes
+                           with tick K+1
     OPTIONS                204 with Allow (OPTIONS * lists every method served)
     any other path         Hello, \"<path>\" after --delay; ?delay=DURATION overrides the
                            delay, up to --max-delay
@@ -501,6 +541,9 @@ ENVIRONMENT:
         write_t = DEFAULTS.write_timeout.as_secs(),
         drain_write_t = DEFAULTS.drain_write_timeout.as_secs(),
         slow_turn = DEFAULTS.slow_turn.as_millis(),
+        sse_retry = show(EventsConfig::DEFAULT.retry),
+        sse_drain_min = show(EventsConfig::DEFAULT.drain_retry_min),
+        sse_drain_max = show(EventsConfig::DEFAULT.drain_retry_max),
     )
 }
 
@@ -672,6 +715,28 @@ mod tests {
         assert!(e.contains("longer than 0"), "{e}");
         let e = err(&["--max-body-bytes", "lots"]);
         assert!(e.starts_with("invalid value 'lots' for --max-body-bytes: expected a size"), "{e}");
+    }
+
+    #[test]
+    fn event_stream_retries() {
+        let d = EventsConfig::DEFAULT;
+        assert_eq!(run(&[]).events, d);
+        assert_eq!(both("--sse-retry", "10s").events, EventsConfig { retry: secs(10), ..d });
+        assert_eq!(both("--sse-retry", "0s").events.retry, Duration::ZERO);
+        let spread = both("--sse-drain-retry", "200ms..1m").events;
+        assert_eq!((spread.drain_retry_min, spread.drain_retry_max), (ms(200), secs(60)));
+        let fixed = both("--sse-drain-retry", "2s").events;
+        assert_eq!((fixed.drain_retry_min, fixed.drain_retry_max, fixed.retry), (secs(2), secs(2), d.retry));
+        let e = err(&["--sse-drain-retry", "3s..1s"]);
+        assert_eq!(
+            e,
+            "invalid value '3s..1s' for --sse-drain-retry: the window's start is after its end; expected MIN..MAX, e.g. 500ms..3s"
+        );
+        for bad in ["..", "1s..", "..1s", "1s...2s", "1..2s", "abc"] {
+            let e = err(&["--sse-drain-retry", bad]);
+            assert!(e.starts_with(&format!("invalid value '{bad}' for --sse-drain-retry: ")), "{e}");
+        }
+        assert!(err(&["--sse-retry", "3"]).contains("a number needs a unit"));
     }
 
     #[test]
@@ -947,7 +1012,7 @@ mod tests {
         let help = help_text();
         let defaults: Vec<&str> =
             help.split("[default: ").skip(1).filter_map(|rest| rest.split_once(']').map(|(value, _)| value)).collect();
-        assert_eq!(defaults.len(), 20, "{defaults:?}");
+        assert_eq!(defaults.len(), 22, "{defaults:?}");
         assert_eq!((defaults[17], Cli::default().log_format), ("text", LogFormat::Text));
         assert_eq!((defaults[18], Cli::default().access_log), ("none", None));
         assert_eq!(parse_duration(defaults[19]), Ok(Cli::default().server.slow_turn));
@@ -971,5 +1036,10 @@ mod tests {
         for (text, value) in defaults[8..12].iter().zip(timeouts) {
             assert_eq!(parse_duration(text), Ok(value));
         }
+        // The event streams' section comes after the notes on values, before the routes.
+        let events = d.events;
+        assert_eq!((defaults[15], parse_duration(defaults[15])), ("3s", Ok(events.retry)));
+        assert_eq!(defaults[16], "500ms..3s");
+        assert_eq!(parse_duration_window(defaults[16]), Ok((events.drain_retry_min, events.drain_retry_max)));
     }
 }

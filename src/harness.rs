@@ -240,7 +240,7 @@ impl MemoryConnection {
     #[cold]
     fn end_access_turn(&mut self) {
         if self.is_closed() {
-            self.conn.record_unanswered(&mut self.env);
+            self.conn.record_close(&mut self.env);
         }
         self.env.end_access_turn();
     }

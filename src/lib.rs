@@ -67,11 +67,12 @@ pub mod process;
 mod responder;
 mod server;
 mod shutdown;
+pub mod sse;
 mod sync;
 mod timer;
 mod watch;
 
-pub use access::{AccessLog, AccessRecord};
+pub use access::{AccessLog, AccessRecord, Ending};
 pub use config::ServerConfig;
 pub use counters::{ConnState, Counts, StateChange};
 pub use error::Error;

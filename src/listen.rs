@@ -32,6 +32,39 @@ pub(crate) fn bind(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Resu
     Ok(socket.into())
 }
 
+/// Most output a connection leaves unsent in the kernel (`TCP_NOTSENT_LOWAT`): past it a write
+/// takes no more, so what a client does not take backs up into quiesce's own buffers, where a
+/// stream's producer sees it (`try_send` answers `Full`) instead of the kernel soaking up
+/// megabytes for a client that stopped reading. Bytes in flight are not counted (the client's
+/// receive window bounds them), so a fast client's throughput does not depend on it: the
+/// kernel wakes the loop to write more while this much is still queued.
+pub(crate) const UNSENT_LIMIT: u32 = 128 * 1024;
+
+/// Sets [`UNSENT_LIMIT`] on a listener; the connections it accepts inherit it (Linux). Where
+/// the option does not exist, or the kernel refuses it, output is bounded by the socket buffer
+/// only, as before.
+pub(crate) fn limit_unsent(listener: &TcpListener) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let value = UNSENT_LIMIT as libc::c_int;
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            log::debug!("TCP_NOTSENT_LOWAT not set: {}", io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = listener;
+}
+
 /// A second fd for the same listening socket (close-on-exec, sharing the accept queue and the
 /// non-blocking flag), e.g. one per worker.
 pub(crate) fn dup_listener(listener: &TcpListener) -> io::Result<TcpListener> {

@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     let workers = cli.workers;
     // One pool for blocking work and one ticker for event streams, shared by every worker
     // (their threads start when first used).
-    let (pool, ticker) = (BlockingPool::new(cli.blocking_threads), Ticker::new());
+    let (pool, ticker) = (BlockingPool::new(cli.blocking_threads), Ticker::with_config(cli.events));
     let options = Options { workers, inherited, restart_on_sighup: true, process_exits_after: true };
     let summary = process::run(
         config,

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{Quiesce, Reaped, SIGTERM, connect, get, head, parse_listening, quiesce_command};
-use quiesce::{AccessRecord, Outcome, Reply, Request, Response, Server, ServerConfig, Version};
+use quiesce::{AccessRecord, Ending, Outcome, Reply, Request, Response, Server, ServerConfig, Version};
 
 /// A fresh path for this test's log file (removed when dropped).
 struct LogFile(std::path::PathBuf);
@@ -76,13 +76,14 @@ fn every_answered_request_gets_a_line_in_common_log_format() {
         assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
         assert!(line.contains("/2026:") || line.contains(" +0000] "), "{line}");
         assert!(line.contains(request), "{line} lacks {request}");
-        assert!(line.ends_with(drain), "{line}");
+        // Every answer here went out whole.
+        assert!(line.ends_with(&format!("{drain} end=complete")), "{line}");
         let us = line.split(" us=").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse::<u64>().ok());
         assert!(us.is_some(), "no duration: {line}");
         assert!(line.contains(" conn="), "{line}");
     }
-    // Two events of "data: tick K\n\n": 28 body bytes.
-    assert!(lines[4].contains(" 200 28 "), "{}", lines[4]);
+    // "retry: 3000\n\n", then two events of "id: K\ndata: tick K\n\n": 53 body bytes.
+    assert!(lines[4].contains(" 200 53 "), "{}", lines[4]);
     // A connection's requests share its id.
     let conn = |line: &str| line.split(" conn=").nth(1).and_then(|r| r.split(' ').next()).unwrap().to_owned();
     assert_eq!(conn(&lines[0]), conn(&lines[3]));
@@ -102,7 +103,7 @@ fn json_access_lines_with_log_format_json() {
     let lines = log.lines();
     assert_eq!(lines.len(), 4, "{lines:#?}");
     for line in &lines {
-        assert!(line.starts_with("{\"ts\":\"") && line.ends_with("\"draining\":false}"), "{line}");
+        assert!(line.starts_with("{\"ts\":\"") && line.ends_with("\"draining\":false,\"end\":\"complete\"}"), "{line}");
         for field in [
             "\"client\":\"127.0.0.1:",
             "\"method\":\"GET\"",
@@ -144,6 +145,7 @@ fn a_library_hook_sees_deferred_answers_and_streams_cut_by_the_shutdown() {
         status: u16,
         bytes: u64,
         draining: bool,
+        ending: Ending,
     }
     let (records, seen) = mpsc::channel();
     server.set_access_log(move |r: &AccessRecord<'_>| {
@@ -154,6 +156,7 @@ fn a_library_hook_sees_deferred_answers_and_streams_cut_by_the_shutdown() {
             status: r.status,
             bytes: r.body_bytes,
             draining: r.during_drain,
+            ending: r.ending,
         });
     });
     let (addr, handle) = (server.local_addr(), server.shutdown_handle());
@@ -181,24 +184,68 @@ fn a_library_hook_sees_deferred_answers_and_streams_cut_by_the_shutdown() {
     assert!(matches!(thread.join().unwrap().unwrap(), Outcome::TimedOut { closed: 2 }));
 
     let seen: Vec<Seen> = seen.try_iter().collect();
-    let record = |method: &str, target: &str, version, status, bytes, draining| Seen {
+    let record = |method: &str, target: &str, version, status, bytes, draining, ending| Seen {
         method: method.into(),
         target: target.into(),
         version: Some(version),
         status,
         bytes,
         draining,
+        ending,
     };
     assert_eq!(
         seen,
         [
-            record("GET", "/later", Version::Http11, 201, 4, false),
-            record("GET", "/now", Version::Http11, 200, 3, false),
+            record("GET", "/later", Version::Http11, 201, 4, false, Ending::Complete),
+            record("GET", "/now", Version::Http11, 200, 3, false, Ending::Complete),
             // The cut stream, with what it sent; the request that never had an answer, 0.
-            record("GET", "/stream", Version::Http10, 200, 12, true),
-            record("GET", "/never", Version::Http11, 0, 0, true),
+            record("GET", "/stream", Version::Http10, 200, 12, true, Ending::Shutdown),
+            record("GET", "/never", Version::Http11, 0, 0, true, Ending::Shutdown),
         ]
     );
+}
+
+#[test]
+fn a_response_the_client_never_takes_is_logged_cut_with_what_went_out() {
+    // Larger than what loopback's socket buffers hold, so most of it never leaves the server.
+    const SIZE: usize = 32 << 20;
+    let config = ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        handle_signals: false,
+        write_timeout: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let body = vec![b'x'; SIZE];
+    let mut server = Server::bind(config, move |_: &Request<'_>, res: &mut Response| {
+        res.set_body(body.clone());
+        Reply::Now
+    })
+    .unwrap();
+    let (records, seen) = mpsc::channel();
+    server.set_access_log(move |r: &AccessRecord<'_>| {
+        let _ = records.send((r.target.to_owned(), r.status, r.body_bytes, r.ending));
+    });
+    let (addr, handle) = (server.local_addr(), server.shutdown_handle());
+    let thread = thread::spawn(move || server.run());
+
+    // A client that reads its whole response: logged whole.
+    let mut reader = connect(addr);
+    assert_eq!(reader.request(&get("/whole")).unwrap().body.len(), SIZE);
+    assert_eq!(
+        seen.recv_timeout(Duration::from_secs(10)).unwrap(),
+        ("/whole".into(), 200, SIZE as u64, Ending::Complete)
+    );
+    // One that reads none of it: cut by the write timeout, logged with the status sent, the
+    // body bytes that went out (far fewer than the body), and how it ended.
+    let mut stuck = connect(addr);
+    stuck.send(&get("/stuck")).unwrap();
+    let (target, status, bytes, ending) = seen.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!((target.as_str(), status, ending), ("/stuck", 200, Ending::WriteTimeout));
+    assert!(bytes < SIZE as u64 / 2, "{bytes} of {SIZE} logged for a client that read nothing");
+    drop(stuck);
+
+    handle.graceful();
+    thread.join().unwrap().unwrap();
 }
 
 #[test]

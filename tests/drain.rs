@@ -220,3 +220,34 @@ fn the_write_timeout_keeps_a_slow_reader_and_cuts_a_stopped_one() {
     let rest = read_to_close(&mut slow);
     assert!(rest.len() < big_body().len());
 }
+
+/// A producer can tell that its client stopped reading: `try_send` answers `Full` after a
+/// bounded amount, not after the many megabytes an autotuned socket buffer would take in.
+#[test]
+fn a_stream_to_a_client_that_reads_nothing_soon_answers_full() {
+    let server = start(config());
+    let mut stuck = client(server.addr);
+    stuck.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut stream = server.streams.recv_timeout(BOUND).unwrap().stream(Response::new()).unwrap();
+    let piece = [b'e'; 1024];
+    let mut accepted = 0usize;
+    // Fill until Full; the loop moves what it can in between, so try for a while after the
+    // first Full to be sure the server has taken all it will.
+    let mut fulls = 0;
+    while fulls < 200 && accepted < 256 << 20 {
+        match stream.try_send(&piece) {
+            Ok(()) => accepted += piece.len(),
+            Err(quiesce::TrySendError::Full) => {
+                fulls += 1;
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    eprintln!("accepted {} KiB before Full", accepted >> 10);
+    assert!(accepted < 2 << 20, "{} KiB taken for a client that read nothing", accepted >> 10);
+    drop(stream);
+    drop(stuck);
+    server.handle.graceful();
+    let _ = server.outcome();
+}

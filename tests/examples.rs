@@ -41,21 +41,66 @@ fn worker_pool_answers_from_its_threads_and_drains_the_work_in_flight() {
     server.assert_exit_code(status, 0);
 }
 
+/// The id and the data of the one event in `chunk` (`id: K\ndata: D\n\n`).
+fn event_of(chunk: &[u8]) -> (u64, String) {
+    let text = std::str::from_utf8(chunk).expect("UTF-8");
+    let (id, data) = text
+        .strip_prefix("id: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .and_then(|rest| rest.split_once("\ndata: "))
+        .unwrap_or_else(|| panic!("not one event: {text:?}"));
+    (id.parse().expect("a numeric id"), data.to_owned())
+}
+
+/// Reads `stream` to its clean end: the ids of the events, and the last event.
+fn rest_of_stream(stream: &mut common::Client) -> (Vec<u64>, String) {
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.read_chunk().expect("the stream ends cleanly") {
+        chunks.push(chunk);
+    }
+    let last = String::from_utf8(chunks.pop().expect("a last event")).unwrap();
+    (chunks.iter().map(|c| event_of(c).0).collect(), last)
+}
+
 #[test]
-fn sse_streams_end_with_a_shutdown_event_when_the_server_drains() {
+fn sse_streams_resume_and_end_with_a_spread_retry_when_the_server_drains() {
     let mut server = Quiesce::spawn(example("sse"));
     let mut stream = connect(server.addr());
     stream.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     stream.send(&get("/events")).unwrap();
     let head = stream.read_head_response().expect("the head");
     assert_eq!(head.header("content-type"), Some("text/event-stream"));
-    assert_eq!(stream.read_chunk().expect("a tick"), Some(b"data: 1\n\n".to_vec()));
+    assert_eq!(head.header("cache-control"), Some("no-cache"));
+    assert_eq!(stream.read_chunk().expect("the retry"), Some(b"retry: 3000\n\n".to_vec()));
+    let (first, data) = event_of(&stream.read_chunk().expect("an event").expect("a chunk"));
+    assert_eq!(data, first.to_string());
+    let (second, _) = event_of(&stream.read_chunk().expect("an event").expect("a chunk"));
+    assert_eq!(second, first + 1);
+
+    // A client that got `first` and reconnects is sent what it missed first.
+    let mut resumed = connect(server.addr());
+    resumed.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    resumed.send(format!("GET /events HTTP/1.1\r\nHost: a\r\nLast-Event-ID: {first}\r\n\r\n").as_bytes()).unwrap();
+    let _ = resumed.read_head_response().expect("the head");
+    let replay = String::from_utf8(resumed.read_chunk().unwrap().expect("the first piece")).unwrap();
+    let expected = format!("retry: 3000\n\nid: {second}\ndata: {second}\n\n");
+    assert!(replay.starts_with(&expected), "{replay:?}");
+    let replayed = replay.matches("id: ").count() as u64;
+
     server.signal(SIGINT);
-    let mut last = Vec::new();
-    while let Some(chunk) = stream.read_chunk().expect("the stream ends cleanly") {
-        last = chunk;
+    for (client, mut last_id) in [(&mut stream, second), (&mut resumed, first + replayed)] {
+        let (ids, last) = rest_of_stream(client);
+        for id in ids {
+            assert_eq!(id, last_id + 1, "an event lost or repeated");
+            last_id = id;
+        }
+        let retry: u64 = last
+            .strip_prefix("retry: ")
+            .and_then(|rest| rest.strip_suffix(&format!("\nid: {last_id}\nevent: shutdown\ndata: bye\n\n")))
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("not the last event after {last_id}: {last:?}"));
+        assert!((500..=3000).contains(&retry), "{retry}");
     }
-    assert_eq!(last, b"event: shutdown\ndata: bye\n\n");
     let status = server.wait_exit(Duration::from_secs(10));
     server.assert_exit_code(status, 0);
 }

@@ -61,13 +61,14 @@ fn event_streams_tick_n_times_and_end() {
     client.send(&get("/events?every=20ms&n=3")).unwrap();
     let head = client.read_head_response().expect("the head");
     assert_eq!(head.header("content-type"), Some("text/event-stream"));
-    assert_eq!(head.header("cache-control"), Some("no-store"));
+    assert_eq!(head.header("cache-control"), Some("no-cache"));
+    assert_eq!(head.header("x-accel-buffering"), Some("no"));
     assert!(head.is_chunked(), "{head:?}");
     let mut events = String::new();
     while let Some(chunk) = client.read_chunk().expect("a chunk") {
         events.push_str(&String::from_utf8(chunk).unwrap());
     }
-    assert_eq!(events, "data: tick 1\n\ndata: tick 2\n\ndata: tick 3\n\n");
+    assert_eq!(events, "retry: 3000\n\nid: 1\ndata: tick 1\n\nid: 2\ndata: tick 2\n\nid: 3\ndata: tick 3\n\n");
     // The connection goes on; HEAD gets the head alone.
     assert_eq!(client.request(&get("/plaintext")).unwrap().text(), "Hello, World!");
     client.send(b"HEAD /events HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
@@ -120,7 +121,8 @@ fn sigterm_answers_the_work_in_flight_and_ends_every_stream_cleanly() {
                 Err(e) => panic!("a stream was cut: {e}"),
             }
         }
-        assert_eq!(String::from_utf8(last).unwrap(), "event: shutdown\ndata: draining\n\n");
+        let last = String::from_utf8(last).unwrap();
+        assert!(last.starts_with("retry: ") && last.ends_with("\nevent: shutdown\ndata: draining\n\n"), "{last}");
         assert!(stream.is_closed_within(Duration::from_secs(5)));
     }
     let status = server.wait_exit(Duration::from_secs(10));
@@ -137,9 +139,15 @@ fn a_stream_opened_during_the_drain_delay_ends_with_the_drain() {
     let mut stream = connect(server.addr());
     stream.send(&get("/events?every=10s")).unwrap();
     let _ = stream.read_head_response().expect("still served during the delay");
-    let shutdown = stream.read_chunk().expect("the shutdown event").expect("a chunk");
-    assert_eq!(shutdown, b"event: shutdown\ndata: draining\n\n");
-    assert_eq!(stream.read_chunk().expect("the end"), None);
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.read_chunk().expect("the shutdown event, then the end") {
+        body.extend(chunk);
+    }
+    let body = String::from_utf8(body).unwrap();
+    // The retry of every stream's start, then the drain's last event, with a retry of its own.
+    let (first, last) = body.split_once("\n\n").unwrap();
+    assert_eq!(first, "retry: 3000");
+    assert!(last.starts_with("retry: ") && last.ends_with("\nid: 0\nevent: shutdown\ndata: draining\n\n"), "{last}");
     let status = server.wait_exit(Duration::from_secs(10));
     server.assert_exit_code(status, 0);
     // Nothing is left listening.

@@ -1,24 +1,65 @@
-//! `GET /events?every=1s&n=N`: Server-Sent Events. Every open stream is served by one
-//! [`Ticker`] thread, whatever their number: it keeps each stream's next tick in a heap, sleeps
-//! until the earliest, and writes `data: tick K` events with [`Stream::try_send`], so a slow
-//! client never holds the others up (it misses the ticks its buffer has no room for). After `n`
-//! events a stream finishes. When the drain begins, every stream gets `event: shutdown` and a
-//! clean end, and so does a stream opened during the drain.
+//! `GET /events?every=1s&n=N`: Server-Sent Events that resume. Every open stream is served by
+//! one [`Ticker`] thread, whatever their number: it keeps each stream's next tick in a heap,
+//! sleeps until the earliest, and writes `id: K` / `data: tick K` events with
+//! [`Stream::try_send`], so a slow client never holds the others up (it misses the ticks its
+//! buffer has no room for; a missed tick is not counted, so ids stay consecutive). After `n`
+//! events a stream finishes.
+//!
+//! A stream resumes: a client that reconnects with `Last-Event-ID: K` (a number) gets tick
+//! K + 1 next, with id K + 1, and `n` counts the events still to send from there. Any other id
+//! starts from 1. The stream's head carries a `retry:` ([`EventsConfig::retry`]). When the
+//! drain begins, every stream gets one last event: a `retry:` drawn at random from
+//! [`EventsConfig::drain_retry_min`]..=[`EventsConfig::drain_retry_max`] for each stream (a
+//! [`RetrySpread`]), `id:` the last tick sent, `event: shutdown`, then a clean end; so clients
+//! come back to the next process spread over that window, and each continues where it left
+//! off.
+//!
+//! A stream opened once the drain began came on a connection made before it (a browser's
+//! preconnected socket, a proxy's pooled connection; the listener is closed): its client has
+//! usually just waited out its spread retry. It gets the same last event at once, with the
+//! window's shortest retry rather than a second draw, so the clients keep the spread their
+//! first retry gave them instead of waiting twice.
 //!
 //! The thread starts with the first stream (see `work.rs` on why a server should have no
 //! thread it does not use).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::sse::{Event, RetrySpread};
 use crate::sync::lock;
 use crate::{Stream, TrySendError};
 
-/// The last event a stream gets when the drain begins.
-pub const SHUTDOWN_EVENT: &[u8] = b"event: shutdown\ndata: draining\n\n";
+/// Settings of the `/events` streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// The `retry:` each stream starts with: how long a client waits before reconnecting when
+    /// the stream breaks. Default 3 s (what browsers wait when told nothing).
+    pub retry: Duration,
+    /// The shortest `retry:` of the drain's last event. Default 500 ms.
+    pub drain_retry_min: Duration,
+    /// The longest `retry:` of the drain's last event. Default 3 s.
+    pub drain_retry_max: Duration,
+}
+
+impl EventsConfig {
+    /// The defaults, as a constant.
+    pub const DEFAULT: EventsConfig = EventsConfig {
+        retry: Duration::from_secs(3),
+        drain_retry_min: Duration::from_millis(500),
+        drain_retry_max: Duration::from_secs(3),
+    };
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig::DEFAULT
+    }
+}
 
 /// One stream and its schedule.
 #[derive(Debug)]
@@ -27,7 +68,9 @@ struct Ticking {
     every: Duration,
     /// Events still to send (`None`: until the drain or the client leaves).
     left: Option<u64>,
-    sent: u64,
+    /// The id (and number) of the last tick sent, or the one the client resumed from; 0 for
+    /// none.
+    last: u64,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +84,7 @@ struct State {
 
 #[derive(Debug, Default)]
 struct Shared {
+    config: EventsConfig,
     state: Mutex<State>,
     changed: Condvar,
     /// Times the thread woke, for the test that it sleeps when it has nothing to do.
@@ -76,14 +120,25 @@ impl Drop for Owner {
 }
 
 impl Ticker {
-    /// A ticker; its thread starts with the first stream.
+    /// A ticker with the default settings; its thread starts with the first stream.
     pub fn new() -> Ticker {
-        let shared = Arc::new(Shared::default());
+        Ticker::with_config(EventsConfig::DEFAULT)
+    }
+
+    /// A ticker with these settings; its thread starts with the first stream.
+    pub fn with_config(config: EventsConfig) -> Ticker {
+        let shared = Arc::new(Shared { config, ..Shared::default() });
         Ticker { _owner: Arc::new(Owner(Arc::clone(&shared))), shared, started: Arc::default() }
     }
 
-    /// Sends `stream` an event every `every`, `n` times (or until the drain).
-    pub fn add(&self, stream: Stream, every: Duration, n: Option<u64>) {
+    /// Its settings.
+    pub fn config(&self) -> &EventsConfig {
+        &self.shared.config
+    }
+
+    /// Sends `stream` an event every `every`, `n` times (or until the drain), the first with
+    /// id `after + 1` (`after`: the client's `Last-Event-ID`, 0 for a new client).
+    pub fn add(&self, stream: Stream, every: Duration, n: Option<u64>, after: u64) {
         let started = *self.started.get_or_init(|| {
             let shared = Arc::clone(&self.shared);
             match thread::Builder::new().name("quiesce-events".into()).spawn(move || run(&shared)) {
@@ -96,9 +151,10 @@ impl Ticker {
         });
         if !started {
             // Nobody would ever write it: end it now.
-            return end(Ticking { stream, every, left: None, sent: 0 }, b"event: error\ndata: unavailable\n\n");
+            let ticking = Ticking { stream, every, left: None, last: after };
+            return end(ticking, b"event: error\ndata: unavailable\n\n");
         }
-        let ticking = Ticking { stream, every: every.max(Duration::from_millis(1)), left: n, sent: 0 };
+        let ticking = Ticking { stream, every: every.max(Duration::from_millis(1)), left: n, last: after };
         lock(&self.shared.state).added.push(ticking);
         self.shared.changed.notify_all();
     }
@@ -117,6 +173,9 @@ fn run(shared: &Shared) {
     let mut streams: Vec<Option<Ticking>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+    // One event's bytes and text, reused: a tick allocates nothing.
+    let (mut out, mut text) = (Vec::with_capacity(64), String::with_capacity(32));
+    let mut spread = RetrySpread::new(shared.config.drain_retry_min, shared.config.drain_retry_max);
     // The drain was seen and every stream then open ended: from now on only new streams (ended
     // at once) or the stop wake the thread, which must not spin while the drain lasts.
     let mut drained = false;
@@ -146,9 +205,13 @@ fn run(shared: &Shared) {
         }
         if draining || stopped {
             // Every stream ends now, with the shutdown event (a stream opened during the drain
-            // too); the thread stays for those yet to come, until it is stopped.
+            // too, with the shortest retry); the thread stays for those yet to come, until it
+            // is stopped.
             for ticking in streams.iter_mut().filter_map(Option::take) {
-                end(ticking, SHUTDOWN_EVENT);
+                let retry = if drained { shared.config.drain_retry_min } else { spread.draw() };
+                out.clear();
+                shutdown_event(&mut out, ticking.last, retry);
+                end(ticking, &out);
             }
             due.clear();
             free.clear();
@@ -165,7 +228,7 @@ fn run(shared: &Shared) {
             }
             due.pop();
             let Some(ticking) = streams[index].as_mut() else { continue };
-            match tick(ticking) {
+            match tick(ticking, &mut out, &mut text) {
                 Next::At(next) => {
                     // Ticks missed (a slow ticker) are skipped, not sent in a burst.
                     let next = if at + next > now { at + next } else { now + next };
@@ -196,14 +259,27 @@ enum Next {
     Gone,
 }
 
-/// Sends one event (a slow reader whose buffer is full misses it).
-fn tick(ticking: &mut Ticking) -> Next {
+/// The drain's last event for a stream whose last tick was `last`: the client reconnects after
+/// `retry` and resumes after `last`.
+pub fn shutdown_event(out: &mut Vec<u8>, last: u64, retry: Duration) {
+    let event = Event::new().retry(retry).id_number(last).event("shutdown").data("draining");
+    // Constant type and data, a numeric id: nothing to refuse.
+    let _ = event.write_to(out);
+}
+
+/// Sends one event, using `out` and `text` as scratch (a slow reader whose buffer is full
+/// misses it).
+fn tick(ticking: &mut Ticking, out: &mut Vec<u8>, text: &mut String) -> Next {
     if ticking.stream.is_closed() {
         return Next::Gone;
     }
-    let event = format!("data: tick {}\n\n", ticking.sent + 1);
-    match ticking.stream.try_send(event.as_bytes()) {
-        Ok(()) => ticking.sent += 1,
+    let id = ticking.last.saturating_add(1);
+    text.clear();
+    let _ = write!(text, "tick {id}");
+    out.clear();
+    let _ = Event::new().id_number(id).data(text).write_to(out);
+    match ticking.stream.try_send(out) {
+        Ok(()) => ticking.last = id,
         // Missed, and not counted: the client still gets its `n` events.
         Err(TrySendError::Full) => return Next::At(ticking.every),
         Err(TrySendError::Gone) => return Next::Gone,
@@ -249,13 +325,19 @@ mod tests {
         panic!("the stream never finished: {:?}", String::from_utf8_lossy(&body));
     }
 
+    /// A ticker whose drain retry is always `retry_ms`.
+    fn fixed_retry(retry_ms: u64) -> Ticker {
+        let retry = Duration::from_millis(retry_ms);
+        Ticker::with_config(EventsConfig { drain_retry_min: retry, drain_retry_max: retry, ..EventsConfig::DEFAULT })
+    }
+
     #[test]
     fn the_drain_ends_every_stream_then_the_thread_sleeps() {
-        let ticker = Ticker::new();
+        let ticker = fixed_retry(700);
         let (first, first_exchange) = stream();
-        ticker.add(first, Duration::from_secs(3600), None);
+        ticker.add(first, Duration::from_secs(3600), None, 0);
         ticker.drain();
-        assert_eq!(until_finished(&first_exchange), SHUTDOWN_EVENT);
+        assert_eq!(until_finished(&first_exchange), b"retry: 700\nid: 0\nevent: shutdown\ndata: draining\n\n");
 
         // Nothing to do for the rest of the drain: the thread waits instead of spinning.
         let turns = ticker.shared.turns.load(Ordering::Relaxed);
@@ -263,21 +345,98 @@ mod tests {
         let more = ticker.shared.turns.load(Ordering::Relaxed) - turns;
         assert!(more <= 1, "the ticker thread woke {more} times with nothing to do");
 
-        // A stream opened during the drain ends at once.
+        // A stream opened during the drain ends at once, with the id it resumed from.
         let (late, late_exchange) = stream();
-        ticker.add(late, Duration::from_secs(3600), None);
-        assert_eq!(until_finished(&late_exchange), SHUTDOWN_EVENT);
+        ticker.add(late, Duration::from_secs(3600), None, 41);
+        assert_eq!(until_finished(&late_exchange), b"retry: 700\nid: 41\nevent: shutdown\ndata: draining\n\n");
+    }
+
+    #[test]
+    fn a_stream_opened_during_the_drain_gets_the_shortest_retry_not_a_second_draw() {
+        let config = EventsConfig {
+            drain_retry_min: Duration::from_millis(500),
+            drain_retry_max: Duration::from_secs(3),
+            ..EventsConfig::DEFAULT
+        };
+        let ticker = Ticker::with_config(config);
+        let (open, open_exchange) = stream();
+        ticker.add(open, Duration::from_secs(3600), None, 0);
+        ticker.drain();
+        let _ = until_finished(&open_exchange);
+        for id in [3, 4, 5] {
+            let (late, late_exchange) = stream();
+            ticker.add(late, Duration::from_secs(3600), None, id);
+            let expected = format!("retry: 500\nid: {id}\nevent: shutdown\ndata: draining\n\n");
+            assert_eq!(String::from_utf8(until_finished(&late_exchange)).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn a_resumed_stream_continues_the_count_and_its_last_event_names_the_last_tick() {
+        let ticker = fixed_retry(1000);
+        let (finite, finite_exchange) = stream();
+        ticker.add(finite, Duration::from_millis(1), Some(2), 5);
+        assert_eq!(until_finished(&finite_exchange), b"id: 6\ndata: tick 6\n\nid: 7\ndata: tick 7\n\n");
+
+        let (open, open_exchange) = stream();
+        ticker.add(open, Duration::from_millis(1), None, 5);
+        let mut body = Vec::new();
+        while !String::from_utf8_lossy(&body).contains("data: tick 8\n\n") {
+            open_exchange.take_body(&mut body, false);
+            thread::sleep(Duration::from_millis(1));
+        }
+        ticker.drain();
+        body.extend(until_finished(&open_exchange));
+        let text = String::from_utf8(body).unwrap();
+        let (ticks, last) = text.split_once("retry: 1000\n").expect("a last event");
+        let ids: Vec<u64> =
+            ticks.split("\n\n").filter_map(|e| e.strip_prefix("id: ")?.split('\n').next()?.parse().ok()).collect();
+        assert_eq!(ids, (6..6 + ids.len() as u64).collect::<Vec<_>>(), "{text}");
+        assert_eq!(last, format!("id: {}\nevent: shutdown\ndata: draining\n\n", ids.last().unwrap()));
+    }
+
+    #[test]
+    fn the_drain_spreads_the_retry_over_its_window() {
+        let config = EventsConfig {
+            drain_retry_min: Duration::from_millis(500),
+            drain_retry_max: Duration::from_millis(3000),
+            ..EventsConfig::DEFAULT
+        };
+        let ticker = Ticker::with_config(config);
+        let exchanges: Vec<_> = (0..50)
+            .map(|_| {
+                let (stream, exchange) = stream();
+                ticker.add(stream, Duration::from_secs(3600), None, 0);
+                exchange
+            })
+            .collect();
+        ticker.drain();
+        let retries: Vec<u64> = exchanges
+            .iter()
+            .map(|exchange| {
+                let last = String::from_utf8(until_finished(exchange)).unwrap();
+                last.strip_prefix("retry: ").and_then(|r| r.split('\n').next()?.parse().ok()).expect("a retry")
+            })
+            .collect();
+        assert!(retries.iter().all(|r| (500..=3000).contains(r)), "{retries:?}");
+        let distinct: std::collections::BTreeSet<_> = retries.iter().collect();
+        assert!(distinct.len() > 25, "hardly spread: {retries:?}");
     }
 
     #[test]
     fn a_tick_with_no_room_is_not_counted() {
         let (mut stream, exchange) = stream();
         stream.try_send(&vec![b'x'; crate::STREAM_BUFFER_BYTES]).unwrap();
-        let mut ticking = Ticking { stream, every: Duration::from_secs(1), left: Some(1), sent: 0 };
-        assert!(matches!(tick(&mut ticking), Next::At(_)), "a full buffer skips the tick");
-        assert_eq!((ticking.sent, ticking.left), (0, Some(1)));
+        let mut ticking = Ticking { stream, every: Duration::from_secs(1), left: Some(1), last: 0 };
+        let (mut out, mut text) = (Vec::new(), String::new());
+        assert!(matches!(tick(&mut ticking, &mut out, &mut text), Next::At(_)), "a full buffer skips the tick");
+        assert_eq!((ticking.last, ticking.left), (0, Some(1)));
         exchange.take_body(&mut Vec::new(), false);
-        assert!(matches!(tick(&mut ticking), Next::Finish), "the one event is sent once there is room");
-        assert_eq!(ticking.sent, 1);
+        let next = tick(&mut ticking, &mut out, &mut text);
+        assert!(matches!(next, Next::Finish), "the one event is sent once there is room");
+        assert_eq!(ticking.last, 1);
+        let mut body = Vec::new();
+        exchange.take_body(&mut body, false);
+        assert_eq!(body, b"id: 1\ndata: tick 1\n\n");
     }
 }

@@ -11,9 +11,10 @@
 //!   on a [`work::BlockingPool`], answered through a [`Responder`](crate::Responder):
 //!   `worked N ms`; 503 when the pool's queue is full.
 //! - `GET|HEAD /events?every=1s&n=N` (with [`App::with_events`]): Server-Sent Events
-//!   (`text/event-stream`), one `data: tick K` event per interval from one [`events::Ticker`]
-//!   for every stream; `n` events, or until the drain, which sends `event: shutdown` and ends
-//!   the stream cleanly.
+//!   (`text/event-stream`), a `retry:` first, then one `id: K` / `data: tick K` event per
+//!   interval from one [`events::Ticker`] for every stream; `n` events, or until the drain,
+//!   which sends a spread `retry:`, the last id and `event: shutdown`, and ends the stream
+//!   cleanly. `Last-Event-ID: K` resumes: the next event is tick K + 1 (see [`events`]).
 //! - `GET|HEAD` anything else: `Hello, "<path>"` exactly as the Go program quiesce descends from
 //!   writes it (`fmt.Fprintf(w, "Hello, %q", html.EscapeString(r.URL.Path))`), after the
 //!   configured delay; `?delay=DURATION` overrides it, capped by the maximum.
@@ -31,7 +32,7 @@ pub mod work;
 use std::time::Duration;
 
 use crate::metrics::Registry;
-use crate::{Handler, Reply, Request, Response};
+use crate::{Handler, Reply, Request, Response, sse};
 use events::Ticker;
 use work::{BlockingPool, Job};
 
@@ -119,13 +120,14 @@ impl App {
             Some(Ok(n)) if n > 0 => Some(n),
             Some(_) => return bad_request(res, "invalid n: expected a number of events, at least 1\n"),
         };
+        // A client that reconnects resumes after the last id it got; any other id starts over.
+        let after = sse::last_event_id(req).and_then(resume_after).unwrap_or(0);
         let responder = res.defer();
-        let mut head = Response::new();
-        let _ = head.set_content_type("text/event-stream");
-        let _ = head.add_header("Cache-Control", "no-store");
+        let mut head = sse::head();
+        sse::write_retry(head.body_mut(), ticker.config().retry);
         // A client already gone needs no stream.
         if let Ok(stream) = responder.stream(head) {
-            ticker.add(stream, every, n);
+            ticker.add(stream, every, n, after);
         }
         Reply::Later
     }
@@ -251,6 +253,15 @@ fn is_get_or_head(req: &Request<'_>) -> bool {
     matches!(req.method(), "GET" | "HEAD")
 }
 
+/// The tick a `Last-Event-ID` names: a decimal number below `u64::MAX` (so the next one has a
+/// number too), without sign or spaces.
+fn resume_after(id: &str) -> Option<u64> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok().filter(|&n| n < u64::MAX)
+}
+
 /// `Cache-Control: no-store`: the answer is about this moment (health, counters).
 fn no_store(res: &mut Response) {
     let _ = res.add_header("Cache-Control", "no-store");
@@ -308,6 +319,18 @@ mod tests {
         assert_eq!((res.status(), res.body()), (200, &b"{}"[..]));
         assert_eq!(call(&mut app, "GET", "/echo", b"", false).1.status(), 405);
         assert_eq!(call(&mut app, "GET", "/plaintext", b"", false).1.body(), b"Hello, World!");
+    }
+
+    #[test]
+    fn last_event_ids_that_resume() {
+        for (id, after) in
+            [("5", Some(5)), ("0", Some(0)), ("007", Some(7)), ("18446744073709551614", Some(u64::MAX - 1))]
+        {
+            assert_eq!(resume_after(id), after, "{id:?}");
+        }
+        for garbage in ["", "+5", "-1", "5 ", "0x10", "abc", "1.5", "18446744073709551615", "99999999999999999999"] {
+            assert_eq!(resume_after(garbage), None, "{garbage:?}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use log::{debug, error, warn};
 
-use crate::access::{AccessLog, Answer, Pending};
+use crate::access::{AccessLog, Answer, Ending, Pending};
 use crate::config::ServerConfig;
 use crate::counters::{ConnState, Cut, Stats};
 use crate::handler::{Handler, Reply};
@@ -40,6 +40,9 @@ use std::sync::Arc;
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Rounds of read / process / write per turn before yielding to other connections.
 const ROUNDS_PER_TURN: usize = 4;
+/// With an access log on, how often to ask whether a client has taken answers written whole but
+/// still in the system's buffers (they are recorded once it has, or when the connection closes).
+const RECHECK_TAKEN: Duration = Duration::from_secs(1);
 /// A stream's next body bytes are taken only while less than this waits to be written, so a
 /// slow reader holds the producer back instead of growing the write buffer.
 const STREAM_LOW_WATER: usize = 16 * 1024;
@@ -554,9 +557,13 @@ impl<S: Transport> Connection<S> {
     /// The next moment something must happen if no I/O arrives first.
     pub(crate) fn deadline(&self, config: &ServerConfig, draining: Draining) -> Option<Tick> {
         let write = self.write_timer(config, draining == Draining::Now).map(WriteTimer::at);
-        match (write, self.phase_timer(config).map(PhaseTimer::at)) {
+        let at = match (write, self.phase_timer(config).map(PhaseTimer::at)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        };
+        match self.access.as_ref().and_then(|pending| pending.recheck) {
+            Some(recheck) => Some(at.map_or(recheck, |at| at.min(recheck))),
+            None => at,
         }
     }
 
@@ -565,6 +572,9 @@ impl<S: Transport> Connection<S> {
     /// Delayed responses are sent by the next [`Connection::drive`].
     pub(crate) fn expire(&mut self, env: &mut Env) {
         let now = env.now;
+        if self.access.as_ref().and_then(|pending| pending.recheck).is_some_and(|at| at <= now) {
+            self.release_records(env);
+        }
         let draining = env.draining == Draining::Now;
         match self.write_timer(&env.config, draining) {
             Some(WriteTimer::Look(at)) if at <= now => self.look_at_client(now, write_timeout(&env.config, draining)),
@@ -714,6 +724,9 @@ impl<S: Transport> Connection<S> {
             progress |= self.process(env);
             if self.writable && !self.write_buf.is_empty() {
                 progress |= self.flush(env);
+                if self.access.as_ref().is_some_and(|pending| pending.holds()) {
+                    self.release_records(env);
+                }
             }
             let moved_on = self.after_flush(env);
             progress |= moved_on;
@@ -801,18 +814,17 @@ impl<S: Transport> Connection<S> {
 
     /// Writes until the buffer is empty or `WouldBlock`.
     fn flush(&mut self, env: &mut Env) -> bool {
-        let mut progress = false;
+        let mut sent = 0;
+        let mut failed = None;
         while !self.write_buf.is_empty() {
             match self.stream.write(self.write_buf.pending()) {
                 Ok(0) => {
-                    self.close(CloseReason::Io(io::ErrorKind::WriteZero));
-                    return true;
+                    failed = Some(io::ErrorKind::WriteZero);
+                    break;
                 }
                 Ok(n) => {
-                    env.stats.bytes_out += n as u64;
+                    sent += n;
                     self.write_buf.written(n);
-                    self.write_since = env.now;
-                    progress = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.writable = false;
@@ -820,12 +832,23 @@ impl<S: Transport> Connection<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.close(CloseReason::Io(e.kind()));
-                    return true;
+                    failed = Some(e.kind());
+                    break;
                 }
             }
         }
+        env.stats.bytes_out += sent as u64;
+        if let Some(pending) = self.access.as_mut() {
+            pending.written += sent as u64;
+            pending.backlogged |= !self.writable;
+        }
+        if let Some(kind) = failed {
+            self.close(CloseReason::Io(kind));
+            return true;
+        }
+        let progress = sent > 0;
         if progress {
+            self.write_since = env.now;
             if self.write_buf.is_empty() {
                 self.idle_since = env.now;
             }
@@ -1142,13 +1165,17 @@ impl<S: Transport> Connection<S> {
             End::Open => self.write_buf.pending().len() > before,
             End::Finished => {
                 env.stats.streams_finished += 1;
-                self.record_unanswered(env);
+                if env.access.is_some() {
+                    self.record_stream_end(false, env);
+                }
                 self.after_response(close, true);
                 true
             }
             End::Abandoned => {
                 warn!("connection {}: a stream was dropped unfinished; cutting the response", self.client.id);
-                self.record_unanswered(env);
+                if env.access.is_some() {
+                    self.record_stream_end(true, env);
+                }
                 self.closing(AfterFlush::Cut);
                 true
             }
@@ -1234,30 +1261,101 @@ impl<S: Transport> Connection<S> {
         self.record_answer(status, bytes, env);
     }
 
-    /// Records the answer to the request being answered in the access log.
+    /// The answer to the request being answered, with `status` and `body_bytes`, was just
+    /// queued: the access log records it once its last byte is out.
     #[cold]
     #[inline(never)]
     fn record_answer(&mut self, status: u16, body_bytes: u64, env: &mut Env) {
-        let Some(log) = env.access.as_mut() else { return };
+        let answer = self.answer(status, body_bytes, env);
+        let queued = self.write_buf.pending().len() as u64;
         let pending = self.access.get_or_insert_with(Box::default);
-        let answer = Answer {
+        pending.hold(answer, pending.written + queued, env.now, false);
+    }
+
+    /// A stream ended (`abandoned`: dropped unfinished), its last bytes just queued: recorded
+    /// with the body it sent, once they are out.
+    #[cold]
+    #[inline(never)]
+    fn record_stream_end(&mut self, abandoned: bool, env: &mut Env) {
+        let template = self.answer(0, 0, env);
+        let queued = self.write_buf.pending().len() as u64;
+        if let Some(pending) = self.access.as_mut() {
+            let end = pending.written + queued;
+            pending.stream_ended(
+                |status, body_bytes| Answer { status, body_bytes, ..template },
+                end,
+                env.now,
+                abandoned,
+            );
+        }
+    }
+
+    /// What the access log says of an answer from this connection.
+    fn answer(&self, status: u16, body_bytes: u64, env: &Env) -> Answer {
+        Answer {
             peer: self.client.addr,
             connection_id: self.client.id,
             status,
             body_bytes,
             during_drain: env.draining != Draining::No,
-        };
-        log.record(&pending.finish(answer, env.now));
-        env.access_used = true;
+        }
     }
 
-    /// A stream that ended (finished, dropped) is recorded with what it sent; so is one the
-    /// connection closed in the middle of (a timeout, the shutdown, the client leaving), and a
-    /// request the close left without an answer (status 0): the server calls this as it lets
-    /// go of a closed connection.
-    pub(crate) fn record_unanswered(&mut self, env: &mut Env) {
-        if let Some((status, bytes)) = self.access.as_ref().and_then(|p| p.unanswered()) {
-            self.record_answer(status, bytes, env);
+    /// How much of the output the client has, for the access log: what was written, or, once a
+    /// write found the socket full, what the system says the client took.
+    fn output_had(&mut self) -> u64 {
+        let Some(pending) = self.access.as_mut() else { return 0 };
+        if !pending.backlogged {
+            return pending.written;
+        }
+        match self.stream.taken() {
+            Some(taken) if taken >= pending.written => {
+                pending.backlogged = false;
+                pending.written
+            }
+            Some(taken) => taken,
+            None => pending.written,
+        }
+    }
+
+    /// Records the answers whose last byte is out (after a flush).
+    #[cold]
+    #[inline(never)]
+    fn release_records(&mut self, env: &mut Env) {
+        let had = self.output_had();
+        let all_written = self.write_buf.is_empty();
+        if let (Some(log), Some(pending)) = (env.access.as_mut(), self.access.as_mut()) {
+            if pending.release(had, log.as_mut()) {
+                env.access_used = true;
+            }
+            // Written whole, not all taken yet: no event will say when the client has it, so
+            // the count is asked again a little later. (While output is queued, every write
+            // asks.)
+            pending.recheck = (all_written && pending.holds()).then(|| env.now.after(RECHECK_TAKEN));
+        }
+    }
+
+    /// The connection closed: every answer not recorded yet is, with what of it went out and
+    /// why the rest did not, and so is a request the close left without an answer (status 0):
+    /// the server calls this as it lets go of a closed connection.
+    pub(crate) fn record_close(&mut self, env: &mut Env) {
+        let Some(pending) = self.access.as_ref() else { return };
+        if !pending.holds() && !pending.is_live() {
+            return;
+        }
+        let queued = pending.written + self.write_buf.pending().len() as u64;
+        let had = self.output_had();
+        let ending = match self.close_reason() {
+            Some(CloseReason::WriteTimeout) => Ending::WriteTimeout,
+            Some(CloseReason::DrainWriteTimeout) => Ending::DrainWriteTimeout,
+            Some(CloseReason::Shutdown) => Ending::Shutdown,
+            Some(CloseReason::Cut) => Ending::Abandoned,
+            _ => Ending::ClientGone,
+        };
+        let template = self.answer(0, 0, env);
+        if let (Some(log), Some(pending)) = (env.access.as_mut(), self.access.as_mut()) {
+            pending.close((had, queued), ending, template, env.now, log.as_mut());
+            env.access_used = true;
         }
     }
 

@@ -337,6 +337,7 @@ impl Server {
         make: impl FnOnce(&ShutdownHandle) -> H,
     ) -> Result<Server, Error> {
         listener.set_nonblocking(true).map_err(Error::Setup)?;
+        listen::limit_unsent(&listener);
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new().map_err(Error::Setup)?;
         let local_addr = listener.local_addr().map_err(Error::Setup)?;
@@ -753,7 +754,7 @@ impl Server {
             if let Some(Slot { mut conn, .. }) = self.slots.try_remove(key) {
                 log::trace!("connection {} ({}) removed: {:?}", conn.client.id, conn.client.addr, conn.close_reason());
                 if self.env.access.is_some() {
-                    conn.record_unanswered(&mut self.env);
+                    conn.record_close(&mut self.env);
                 }
                 if self.parting.exit.is_some() && matches!(self.stage, Stage::Draining(_)) {
                     self.parting.conns.push(conn);
@@ -971,7 +972,7 @@ impl Server {
                     }
                 }
                 if self.env.access.is_some() {
-                    slot.conn.record_unanswered(&mut self.env);
+                    slot.conn.record_close(&mut self.env);
                 }
             }
             self.sync(key);
