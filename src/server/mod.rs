@@ -542,6 +542,9 @@ impl Server {
     #[inline(never)]
     fn slow_turn(&mut self, began: u64) {
         self.env.stats.slow_turns += 1;
+        // Published now (the turn's own publish came before its end): a scrape after the line
+        // below counts the turn.
+        self.metrics.publish(&self.env.stats, &self.ledger.counts);
         let route = self.env.slow_route.take();
         let now = Tick::now();
         // This turn's (else it ended as the watchdog flagged it: its length is not known here).
