@@ -13,27 +13,33 @@
 //! - to a regular file, in one `write` by the loop itself, so a slow disk holds the loop up for
 //!   one write per turn (per 64 KiB); the file is opened for appending, so the workers' writes
 //!   never interleave inside a line (a short write, which only a full disk or a size limit
-//!   causes, is followed by the rest at once; what an error leaves is counted as lost);
+//!   causes, is followed by the rest at once; when that fails, the half line already written
+//!   is cut off again: the file holds whole lines only, and what was not written is counted as
+//!   lost);
 //! - to anything else (stdout as a pipe, a socket, a terminal: a reader that may stall for
-//!   ever), through one writer thread: the loop only hands its buffer over, and never waits.
+//!   ever), through one writer thread ([`Handoff`]): the loop only hands its buffer over, and
+//!   never waits.
 //!
-//! Either way, past 1 MiB waiting (4 MiB for the writer thread), new lines are dropped and
-//! counted (a destination that takes nothing must not take the server's memory, nor stop it
-//! serving or draining), and the count is logged.
+//! Either way, past 1 MiB waiting (4 MiB for the writer thread), new lines are dropped (a
+//! destination that takes nothing must not take the server's memory, nor stop it serving or
+//! draining). Every line lost and every failed write is counted (`LogHealth`: `/metrics` and
+//! the exit summary); an episode of losses is logged once when it begins and once when writing
+//! works again.
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, Seek as _};
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use log::warn;
+use log::{info, warn};
+use quiesce::metrics::{LogHealth, LogStream};
 use quiesce::{AccessLog, AccessRecord, Version};
 
+use crate::handoff::{Handoff, lines_in};
 use crate::logging::{LogFormat, push_json_str};
 
 /// A buffer this full goes out at once, without waiting for the end of the turn.
@@ -65,120 +71,20 @@ pub fn open(path: &str) -> io::Result<Sink> {
     if file.metadata()?.file_type().is_file() {
         Ok(Sink::File(Arc::new(file)))
     } else {
-        Handoff::start(file).map(Sink::Thread)
+        Handoff::start(file, LogStream::Access, MAX_QUEUED, "quiesce-access-log").map(Sink::Thread)
     }
 }
 
 impl Sink {
-    /// The server stopped: waits (at most `timeout`) for the writer thread to write what it
-    /// holds, and says what it could not. A regular file has nothing left by then.
-    pub fn finish(&self, timeout: Duration) {
+    /// The server stopped: waits (until `deadline` at most) for the writer thread to write
+    /// what it holds, and says what it could not. A regular file has nothing left by then.
+    pub fn finish(&self, deadline: Instant) {
         if let Sink::Thread(handoff) = self {
-            let left = handoff.finish(timeout);
+            let left = handoff.finish(deadline);
             if left > 0 {
                 warn!("access log: {left} bytes not written: the destination stopped taking them");
             }
         }
-    }
-}
-
-/// Buffers on their way from the loops to the writer thread.
-#[derive(Debug)]
-pub struct Handoff {
-    queue: Mutex<Queue>,
-    /// A buffer came, or the end.
-    more: Condvar,
-    /// The thread wrote everything and stopped.
-    finished: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    buffers: VecDeque<Vec<u8>>,
-    bytes: usize,
-    /// Written-out buffers, for the loops to reuse (no allocation per turn).
-    spare: Vec<Vec<u8>>,
-    closing: bool,
-    done: bool,
-}
-
-impl Handoff {
-    /// Starts the writer thread for `file`.
-    fn start(file: File) -> io::Result<Arc<Handoff>> {
-        let handoff = Arc::new(Handoff { queue: Mutex::default(), more: Condvar::new(), finished: Condvar::new() });
-        let theirs = Arc::clone(&handoff);
-        thread::Builder::new().name("quiesce-access-log".into()).spawn(move || theirs.write_all_to(file))?;
-        Ok(handoff)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Hands `buf` over (leaving a spare buffer in its place), unless that would hold more
-    /// than [`MAX_QUEUED`]: then `Err` with the number of lines dropped, and `buf` is emptied.
-    fn give(&self, buf: &mut Vec<u8>) -> Result<(), u64> {
-        let mut queue = self.lock();
-        if queue.bytes + buf.len() > MAX_QUEUED || queue.done {
-            drop(queue);
-            let lines = buf.iter().filter(|&&b| b == b'\n').count() as u64;
-            buf.clear();
-            return Err(lines);
-        }
-        let spare = queue.spare.pop().unwrap_or_default();
-        queue.bytes += buf.len();
-        queue.buffers.push_back(std::mem::replace(buf, spare));
-        drop(queue);
-        self.more.notify_one();
-        Ok(())
-    }
-
-    /// The writer thread: writes each buffer whole, waiting as long as the destination takes.
-    fn write_all_to(&self, mut file: File) {
-        let mut failed = false;
-        loop {
-            let mut queue = self.lock();
-            while queue.buffers.is_empty() && !queue.closing {
-                queue = self.more.wait(queue).unwrap_or_else(PoisonError::into_inner);
-            }
-            let Some(mut buf) = queue.buffers.pop_front() else {
-                queue.done = true;
-                drop(queue);
-                self.finished.notify_all();
-                return;
-            };
-            drop(queue);
-            if let Err(e) = file.write_all(&buf)
-                && !failed
-            {
-                warn!("access log: {e}; lines are lost until it works again");
-                failed = true;
-            }
-            let written = buf.len();
-            buf.clear();
-            let mut queue = self.lock();
-            queue.bytes -= written;
-            if queue.spare.len() < 8 {
-                queue.spare.push(buf);
-            }
-        }
-    }
-
-    /// Asks the thread to stop once it wrote everything; waits at most `timeout`. Returns the
-    /// bytes still not written.
-    fn finish(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        let mut queue = self.lock();
-        queue.closing = true;
-        self.more.notify_all();
-        while !queue.done {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return queue.bytes;
-            }
-            queue = self.finished.wait_timeout(queue, left).unwrap_or_else(PoisonError::into_inner).0;
-        }
-        0
     }
 }
 
@@ -192,27 +98,14 @@ pub struct Writer {
     clock: Clock,
     /// The last client address, formatted (one keep-alive client sends many requests).
     ip: Option<(IpAddr, String)>,
-    /// Lines dropped since the last warning.
-    dropped: u64,
-    /// When the last warning about dropped lines was logged (one per 10 s at most).
-    warned: Option<Instant>,
-    /// Why the file took no more, since the last warning.
-    failure: Option<io::Error>,
+    /// Lines this writer lost (dropped, or lost to a write error).
+    lost: u64,
 }
 
 impl Writer {
     /// A writer to `out` (shared by the workers) in `format`.
     pub fn new(out: Sink, format: LogFormat) -> Writer {
-        Writer {
-            out,
-            format,
-            buf: Vec::with_capacity(WRITE_AT),
-            clock: Clock::default(),
-            ip: None,
-            dropped: 0,
-            warned: None,
-            failure: None,
-        }
+        Writer { out, format, buf: Vec::with_capacity(WRITE_AT), clock: Clock::default(), ip: None, lost: 0 }
     }
 
     /// Appends `record`'s line, at `now`. By hand rather than with `format!`: this runs for
@@ -286,48 +179,77 @@ impl Writer {
         }
     }
 
-    /// Writes out the buffer in one `write`, or hands it to the writer thread.
+    /// Writes out the buffer in one `write`, or hands it to the writer thread. What cannot go
+    /// is counted as lost; serving goes on whatever happens to the log.
     fn write_out(&mut self) {
-        if !self.buf.is_empty() {
-            match &self.out {
-                Sink::File(file) => {
-                    if let Err(e) = write_whole(file, &mut self.buf) {
-                        self.dropped += self.buf.iter().filter(|&&b| b == b'\n').count() as u64;
-                        self.failure = Some(e);
-                        self.buf.clear();
-                    }
+        if self.buf.is_empty() {
+            return;
+        }
+        let health = LogHealth::global();
+        match &self.out {
+            Sink::File(file) => match write_whole(file, &mut self.buf) {
+                Ok(()) => wrote(),
+                Err(e) => {
+                    let lines = lines_in(&self.buf);
+                    self.buf.clear();
+                    self.lost += lines;
+                    health.failed(LogStream::Access);
+                    health.lost(LogStream::Access, lines);
+                    losing(|| format!("{e}; lines are lost until writing works again"));
                 }
-                Sink::Thread(handoff) => {
-                    if let Err(lines) = handoff.give(&mut self.buf) {
-                        self.dropped += lines;
-                    }
+            },
+            Sink::Thread(handoff) => match handoff.give(&mut self.buf) {
+                Ok(()) => wrote(),
+                // (Counted by the hand-over.)
+                Err(lines) => {
+                    self.lost += lines;
+                    losing(|| "the destination takes too little; lines dropped until it catches up".into());
                 }
-            }
+            },
         }
-        if self.dropped > 0 && self.warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-            self.warn_dropped();
-            self.warned = Some(Instant::now());
-        }
-    }
-
-    /// Logs the lines dropped since the last warning, and why (one warning per 10 s at most:
-    /// a full disk must not flood the log too).
-    fn warn_dropped(&mut self) {
-        match self.failure.take() {
-            Some(e) => warn!("access log: {e}; {} lines lost", self.dropped),
-            None => warn!("access log: the destination takes too little; {} lines dropped", self.dropped),
-        }
-        self.dropped = 0;
     }
 }
 
+/// Whether the access log is losing lines (a write failed, or lines were dropped, and none was
+/// written since), shared by the workers: an episode is reported once, when it begins, and
+/// once more when writing works again (the count is in `/metrics` and the exit summary).
+static LOSING: AtomicBool = AtomicBool::new(false);
+
+/// Lines were lost: `why` is logged if this begins an episode.
+#[cold]
+fn losing(why: impl FnOnce() -> String) {
+    if !LOSING.swap(true, Ordering::Relaxed) {
+        warn!("access log: {} (counted in /metrics)", why());
+    }
+}
+
+/// Lines went out: ends an episode of losses, if one was on.
+#[inline]
+fn wrote() {
+    if LOSING.load(Ordering::Relaxed) && LOSING.swap(false, Ordering::Relaxed) {
+        info!("access log: writing again");
+    }
+}
+
+/// One file write at a time from this process's workers: a write that fails half-way through
+/// a line takes that half back out before another worker appends after it.
+static APPENDING: Mutex<()> = Mutex::new(());
+
 /// Writes `buf` to the file and empties it. One `write` takes it all unless something is wrong
 /// (a full disk, a size limit): a short write is followed by the rest at once, so that another
-/// worker's lines cannot land inside one of ours. On an error, `buf` keeps what was not written.
-fn write_whole(mut file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+/// worker's lines cannot land inside one of ours. On an error, the file is left with whole
+/// lines only (the start of a line whose rest could not be written is taken back out), and
+/// `buf` keeps the lines not written.
+fn write_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+    write_whole_to(&mut &*file, file, buf)
+}
+
+/// [`write_whole`], writing through `out` (`file` itself, or a stand-in in tests).
+fn write_whole_to(out: &mut impl io::Write, file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+    let _alone = APPENDING.lock().unwrap_or_else(PoisonError::into_inner);
     let mut done = 0;
     let result = loop {
-        match file.write(&buf[done..]) {
+        match out.write(&buf[done..]) {
             Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
             Ok(n) if done + n == buf.len() => break Ok(()),
             Ok(n) => done += n,
@@ -338,28 +260,41 @@ fn write_whole(mut file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
     match result {
         Ok(()) => buf.clear(),
         Err(_) => {
-            buf.drain(..done);
+            let whole = buf[..done].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            if done > whole {
+                take_back(file, (done - whole) as u64);
+            }
+            buf.drain(..whole);
         }
     }
     result
 }
 
+/// Cuts the last `partial` bytes, half a line, off the end of the file, if nothing was
+/// appended after them (by another process: this one's workers wait for `APPENDING`). A file
+/// opened for appending is, after a write, positioned where that write ended.
+fn take_back(mut file: &File, partial: u64) {
+    let (Ok(end), Ok(meta)) = (file.stream_position(), file.metadata()) else { return };
+    if meta.len() == end
+        && let Err(e) = file.set_len(end.saturating_sub(partial))
+    {
+        log::debug!("access log: cannot take back half a line: {e}");
+    }
+}
+
 impl Drop for Writer {
-    /// The server is done with it: what is still buffered goes out, and lines dropped since
-    /// the last warning are reported now rather than never.
+    /// The server is done with it: what is still buffered goes out.
     fn drop(&mut self) {
-        self.warned = Some(Instant::now());
         self.write_out();
-        if self.dropped > 0 {
-            self.warn_dropped();
-        }
     }
 }
 
 impl AccessLog for Writer {
     fn record(&mut self, record: &AccessRecord<'_>) {
         if self.buf.len() >= MAX_HELD {
-            self.dropped += 1;
+            self.lost += 1;
+            LogHealth::global().lost(LogStream::Access, 1);
+            losing(|| "the destination takes too little; lines dropped until it catches up".into());
             return;
         }
         self.push_line(record, SystemTime::now());
@@ -617,11 +552,12 @@ mod tests {
         // A pipe nobody reads: the writer thread blocks in write once the pipe is full, the
         // loop's hand-overs never wait, and past the cap lines are dropped and counted.
         let (reader, pipe) = std::io::pipe().unwrap();
-        let handoff = Handoff::start(File::from(std::os::fd::OwnedFd::from(pipe))).unwrap();
+        let file = File::from(std::os::fd::OwnedFd::from(pipe));
+        let handoff = Handoff::start(file, LogStream::Access, MAX_QUEUED, "test").unwrap();
         let mut writer = Writer::new(Sink::Thread(Arc::clone(&handoff)), LogFormat::Text);
         let record = record("GET", "/plaintext", Some(Version::Http11));
         let mut turns = 0;
-        while writer.dropped == 0 {
+        while writer.lost == 0 {
             for _ in 0..1000 {
                 writer.record(&record);
             }
@@ -631,7 +567,46 @@ mod tests {
         }
         assert!(writer.buf.is_empty(), "the buffer given up on is not kept");
         // The end: whatever is still queued cannot be written, and finishing gives up on it.
-        assert!(handoff.finish(Duration::from_millis(50)) > 0);
+        assert!(handoff.finish(Instant::now() + Duration::from_millis(50)) > 0);
         drop(reader);
+    }
+
+    #[test]
+    fn a_file_that_fails_half_way_through_a_line_keeps_whole_lines_only() {
+        // What a full disk or a size limit does: the first write takes part of the buffer,
+        // the next fails. A write that takes 40 bytes then fails, on a real file.
+        let path = std::env::temp_dir().join(format!("quiesce-access-half-{}", std::process::id()));
+        let file = OpenOptions::new().create(true).append(true).read(true).open(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut buf = b"first line\nsecond line\nthird line, never whole\n".to_vec();
+        let mut limited = Limited { file: &file, room: 40 };
+        let result = write_whole_to(&mut limited, &file, &mut buf);
+        assert!(result.is_err());
+        let mut text = String::new();
+        use std::io::Read;
+        (&file).seek(io::SeekFrom::Start(0)).unwrap();
+        (&file).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "first line\nsecond line\n", "half a line was left in the file");
+        assert_eq!(buf, b"third line, never whole\n", "what was not written stays to be counted");
+    }
+
+    /// A file that takes `room` more bytes, then fails as a full disk does.
+    struct Limited<'a> {
+        file: &'a File,
+        room: usize,
+    }
+
+    impl io::Write for Limited<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.file.write(&buf[..n])
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
     }
 }

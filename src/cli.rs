@@ -170,6 +170,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 cli.server.drain_write_timeout = nonzero_duration(&mut parser, "--drain-write-timeout")?;
             }
             Long("reuse-port") => cli.server.reuse_port = true,
+            Long("slow-turn") => cli.server.slow_turn = duration_value(&mut parser, "--slow-turn")?,
             Long("sse-retry") => cli.events.retry = duration_value(&mut parser, "--sse-retry")?,
             Long("sse-drain-retry") => {
                 let value = take_value(&mut parser, "--sse-drain-retry")?;
@@ -466,6 +467,9 @@ OTHER:
     --access-log PATH            Append a line per answered request to PATH (- for stdout):
                                  Common Log Format plus duration, connection and drain, or JSON
                                  with --log-format json [default: none]
+    --slow-turn DURATION         Warn (at most once a second) of an event loop turn longer
+                                 than this, naming the request whose handler held it; 0s
+                                 turns it off [default: {slow_turn}ms]
     -h, --help                   Print this help and exit
     -V, --version                Print the version and exit
 
@@ -500,8 +504,9 @@ ROUTES:
 SIGNALS:
     The first SIGINT or SIGTERM starts a graceful drain (after --drain-delay): stop accepting,
     let in-flight requests finish (for up to --shutdown-timeout), then exit. A second one
-    exits at once. SIGHUP starts a new copy of quiesce on the same listening sockets and
-    drains this one once the new one serves (a zero-downtime restart).
+    exits at once, even while a handler holds an event loop. SIGHUP starts a new copy of
+    quiesce on the same listening sockets and drains this one once the new one serves (a
+    zero-downtime restart).
 
 EXIT CODES:
     0      drained cleanly: every accepted request answered in full
@@ -535,6 +540,7 @@ ENVIRONMENT:
         idle_t = DEFAULTS.idle_timeout.as_secs(),
         write_t = DEFAULTS.write_timeout.as_secs(),
         drain_write_t = DEFAULTS.drain_write_timeout.as_secs(),
+        slow_turn = DEFAULTS.slow_turn.as_millis(),
         sse_retry = show(EventsConfig::DEFAULT.retry),
         sse_drain_min = show(EventsConfig::DEFAULT.drain_retry_min),
         sse_drain_max = show(EventsConfig::DEFAULT.drain_retry_max),
@@ -981,6 +987,13 @@ mod tests {
     }
 
     #[test]
+    fn slow_turn_threshold() {
+        assert_eq!(both("--slow-turn", "250ms").server.slow_turn, Duration::from_millis(250));
+        assert_eq!(both("--slow-turn", "0s").server.slow_turn, Duration::ZERO);
+        assert!(err(&["--slow-turn", "fast"]).contains("--slow-turn"));
+    }
+
+    #[test]
     fn log_format_and_access_log() {
         assert_eq!(both("--log-format", "json").log_format, LogFormat::Json);
         assert_eq!(both("--log-format", "text").log_format, LogFormat::Text);
@@ -999,9 +1012,10 @@ mod tests {
         let help = help_text();
         let defaults: Vec<&str> =
             help.split("[default: ").skip(1).filter_map(|rest| rest.split_once(']').map(|(value, _)| value)).collect();
-        assert_eq!(defaults.len(), 21, "{defaults:?}");
+        assert_eq!(defaults.len(), 22, "{defaults:?}");
         assert_eq!((defaults[17], Cli::default().log_format), ("text", LogFormat::Text));
         assert_eq!((defaults[18], Cli::default().access_log), ("none", None));
+        assert_eq!(parse_duration(defaults[19]), Ok(Cli::default().server.slow_turn));
         assert_eq!(defaults[0].parse::<SocketAddr>(), Ok(DEFAULT_ADDR));
         assert_eq!(parse_duration(defaults[1]), Ok(DEFAULT_DELAY));
         assert_eq!(parse_duration(defaults[2]), Ok(DEFAULT_MAX_DELAY));
@@ -1024,8 +1038,8 @@ mod tests {
         }
         // The event streams' section comes after the notes on values, before the routes.
         let events = d.events;
-        assert_eq!((defaults[14], parse_duration(defaults[14])), ("3s", Ok(events.retry)));
-        assert_eq!(defaults[15], "500ms..3s");
-        assert_eq!(parse_duration_window(defaults[15]), Ok((events.drain_retry_min, events.drain_retry_max)));
+        assert_eq!((defaults[15], parse_duration(defaults[15])), ("3s", Ok(events.retry)));
+        assert_eq!(defaults[16], "500ms..3s");
+        assert_eq!(parse_duration_window(defaults[16]), Ok((events.drain_retry_min, events.drain_retry_max)));
     }
 }

@@ -14,8 +14,11 @@ pub struct ServerConfig {
     /// Whether the server takes SIGINT and SIGTERM itself: the first starts a graceful drain, a
     /// second one stops at once. It takes no other signal, except SIGHUP in a process run with
     /// [`Options::restart_on_sighup`](crate::process::Options::restart_on_sighup) (then only
-    /// worker 0 takes them). Default `true`. Embedders that manage signals themselves set it
-    /// to `false` and use a [`ShutdownHandle`](crate::ShutdownHandle).
+    /// worker 0 takes them). A second signal that finds a loop of the process stuck in one turn
+    /// for 50 ms (a handler that spins: it would not read the signal until it returns) ends the
+    /// process at once, from the signal handler, with `_exit(128 + n)` and a line on stderr.
+    /// Default `true`. Embedders that manage signals themselves set it to `false` and use a
+    /// [`ShutdownHandle`](crate::ShutdownHandle).
     pub handle_signals: bool,
     /// After the first SIGINT/SIGTERM (or [`ShutdownHandle::graceful`](crate::ShutdownHandle::graceful)),
     /// keep accepting and serving this long, with [`Request::server_draining`](crate::Request::server_draining)
@@ -78,6 +81,12 @@ pub struct ServerConfig {
     /// How long to pause accepting after the process ran out of file descriptors or memory.
     /// Default 100 ms.
     pub accept_backoff: Duration,
+    /// A loop turn longer than this (a handler that spins or blocks holds every connection of
+    /// the loop up meanwhile) is counted (`quiesce_slow_turns_total`) and logged at WARN,
+    /// naming the request whose handler was running when the turn went past it; at most one
+    /// line a second. Noticed by a watchdog thread, every 25 ms at most: the loop reads no
+    /// clock for it. Zero turns it off. Default 100 ms.
+    pub slow_turn: Duration,
 }
 
 impl ServerConfig {
@@ -103,6 +112,7 @@ impl ServerConfig {
         reuse_port: false,
         accept_batch: 128,
         accept_backoff: Duration::from_millis(100),
+        slow_turn: Duration::from_millis(100),
     };
 }
 

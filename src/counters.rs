@@ -95,6 +95,8 @@ pub(crate) struct Stats {
     pub streams_finished: u64,
     /// Responses cut short, by [`Cut`].
     pub cuts: [u64; 3],
+    /// Loop turns longer than the slow-turn threshold.
+    pub slow_turns: u64,
 }
 
 /// Why the server cut a response short: its client stopped taking it, or the server stopped.

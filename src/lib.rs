@@ -20,6 +20,7 @@
 //!     http/      one head reader (httparse), one body decoder, response encoding; never sees
 //!                a socket
 //! counters, config, timer, shutdown, listen: leaves the layers above share
+//! watch          the process's watch over its loops: slow turns, a second signal while stuck
 //! ```
 //!
 //! Each connection's lifecycle ([`ConnState`]: New, Active, Idle, Closed) is derived from its
@@ -69,6 +70,7 @@ mod shutdown;
 pub mod sse;
 mod sync;
 mod timer;
+mod watch;
 
 pub use access::{AccessLog, AccessRecord, Ending};
 pub use config::ServerConfig;

@@ -13,13 +13,29 @@
 //! event loop that logged it, when one did), `thread` (any other thread), and the fields the
 //! event carries (`event`, `addr`, `closed`, …). The exit summary is one JSON object in both
 //! formats, with `ts` first.
+//!
+//! No thread that logs ever writes to stderr itself: a line goes into a bounded queue, and one
+//! writer thread ([`Handoff`]) writes it. A reader that stalls (a pipe nobody reads, a busy
+//! journal) costs lines, dropped past 1 MiB waiting, not a stalled event loop; one that left (a
+//! restarted journald, `| head`) or a full disk costs the lines that fail. Both are counted
+//! (`/metrics`, the exit summary), and nothing of it panics or changes the exit code.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::time::SystemTime;
+use std::io::{self, Write as _};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
 
 use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Record};
+use quiesce::metrics::LogStream;
+
+use crate::handoff::Handoff;
+
+/// Most bytes of log lines waiting for stderr; past it, new lines are dropped and counted.
+const STDERR_QUEUE: usize = 1024 * 1024;
+
+/// The queue to stderr, once the logger is installed.
+static STDERR: OnceLock<Arc<Handoff>> = OnceLock::new();
 
 /// How log lines are written (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +79,12 @@ impl Output {
             let line = self.render(record, SystemTime::now(), &thread_role());
             buf.write_all(line.as_bytes())
         });
+        // Without a descriptor of stderr (it is closed), env_logger's own output, into which
+        // the standard library writes nothing, without error.
+        if let Ok(handoff) = start_stderr() {
+            builder.target(env_logger::Target::Pipe(Box::new(StderrLines(Arc::clone(&handoff)))));
+            let _ = STDERR.set(handoff);
+        }
         builder.init();
     }
 
@@ -118,6 +140,52 @@ impl Output {
             }
         }
         line
+    }
+}
+
+/// The writer thread for stderr, on a descriptor of its own.
+fn start_stderr() -> io::Result<Arc<Handoff>> {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::from(io::stderr().as_fd().try_clone_to_owned()?);
+    Handoff::start(file, LogStream::Stderr, STDERR_QUEUE, "quiesce-stderr")
+}
+
+/// What env_logger writes each record to (one `write_all` per record, under its lock): the
+/// queue to stderr. Never fails, never waits.
+struct StderrLines(Arc<Handoff>);
+
+impl io::Write for StderrLines {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.push(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `line` (without its newline) to stderr after the log lines before it: through the
+/// queue once the logger is installed, else directly. Never panics, whatever stderr is.
+pub fn emit(line: &str) {
+    match STDERR.get() {
+        Some(handoff) => {
+            let mut bytes = Vec::with_capacity(line.len() + 1);
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+            handoff.push(&bytes);
+        }
+        None => {
+            let _ = writeln!(io::stderr(), "{line}");
+        }
+    }
+}
+
+/// The process is about to exit: gives the writer thread until `deadline` to write what is
+/// queued (a reader that stalled must not hold the exit up longer).
+pub fn finish(deadline: Instant) {
+    if let Some(handoff) = STDERR.get() {
+        handoff.finish(deadline);
     }
 }
 

@@ -2,32 +2,45 @@
 
 mod access_log;
 mod cli;
+mod handoff;
 mod logging;
 
+use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use log::{error, info};
+use log::{error, info, warn};
 use quiesce::app::App;
 use quiesce::app::events::Ticker;
 use quiesce::app::work::BlockingPool;
+use quiesce::metrics::{LogHealth, LogStream};
 use quiesce::process::{self, InheritedSockets, Options};
 
+/// How long, at most, the exit waits for log lines still queued (stderr, an access log that is
+/// not a file): a reader that stalled must not hold it up.
+const LOG_FLUSH: Duration = Duration::from_secs(2);
+
 fn main() -> ExitCode {
+    // Output never stops the server (and never panics it: no print macro here): writing to a
+    // pipe whose reader left fails with EPIPE (the standard library ignores SIGPIPE), and
+    // writing past a file size limit (RLIMIT_FSIZE) fails with EFBIG instead of killing the
+    // process.
+    // SAFETY: setting a signal's disposition to SIG_IGN, before any thread starts.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(command) => command,
         Err(e) => {
-            eprintln!("quiesce: {e}\ntry 'quiesce --help'");
+            let _ = writeln!(std::io::stderr(), "quiesce: {e}\ntry 'quiesce --help'");
             return ExitCode::from(2);
         }
     };
     let cli = match command {
         cli::Command::Help => {
-            print!("{}", cli::help_text());
+            let _ = write!(std::io::stdout(), "{}", cli::help_text());
             return ExitCode::SUCCESS;
         }
         cli::Command::Version => {
-            println!("quiesce {}", env!("CARGO_PKG_VERSION"));
+            let _ = writeln!(std::io::stdout(), "quiesce {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         cli::Command::Run(cli) => cli,
@@ -88,13 +101,17 @@ fn main() -> ExitCode {
     );
     // What the access log's writer thread (if any) still holds goes out, or is given up on:
     // a stalled reader must not hold the exit up.
+    let flush_by = Instant::now() + LOG_FLUSH;
     if let Some(sink) = &access_sink {
-        sink.finish(Duration::from_secs(2));
+        sink.finish(flush_by);
     }
-    match summary {
-        Ok(summary) => {
+    let code = match summary {
+        Ok(mut summary) => {
+            // Lines lost since `run` returned count too.
+            summary.log = LogHealth::global().counts();
+            report_lost_lines(&summary.log);
             if cli.log_level() != log::LevelFilter::Off {
-                eprintln!("{}", output.summary(&summary.to_json(), SystemTime::now()));
+                logging::emit(&output.summary(&summary.to_json(), SystemTime::now()));
             }
             ExitCode::from(u8::try_from(summary.exit_code()).unwrap_or(1))
         }
@@ -102,5 +119,25 @@ fn main() -> ExitCode {
             error!("{e}");
             ExitCode::from(1)
         }
+    };
+    logging::finish(flush_by);
+    code
+}
+
+/// Log lines lost in the process's life, said once at the end (and counted in the summary):
+/// the exit code does not change for them.
+fn report_lost_lines(counts: &quiesce::metrics::LogCounts) {
+    let (stderr, access) = (counts.lost(LogStream::Stderr), counts.lost(LogStream::Access));
+    if stderr > 0 {
+        warn!(
+            event = "log_lost", log = "stderr", lost = stderr, errors = counts.errors(LogStream::Stderr);
+            "{stderr} log lines were lost on their way to stderr (a reader that stalled or left, or a write error)"
+        );
+    }
+    if access > 0 {
+        warn!(
+            event = "log_lost", log = "access", lost = access, errors = counts.errors(LogStream::Access);
+            "access log: {access} lines lost in all"
+        );
     }
 }

@@ -4,6 +4,10 @@
 //! them once per turn into its worker's [`Metrics`] with relaxed stores: a reader on any thread
 //! sees values at most one turn old. [`Registry`] holds every worker's `Metrics` and renders
 //! them in the Prometheus text format, per worker and summed.
+//!
+//! Log output is process-wide (the `log` facade is): whoever writes the lines (the binary's
+//! stderr writer and access log) counts what it could not write in [`LogHealth::global`], which
+//! `/metrics` and the exit summary show.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -37,6 +41,7 @@ pub struct Metrics {
     streams_cut: AtomicU64,
     drain_cut: [AtomicU64; 3],
     drain_micros: AtomicU64,
+    slow_turns: AtomicU64,
 }
 
 impl Metrics {
@@ -57,6 +62,7 @@ impl Metrics {
         for (slot, &n) in self.cuts.iter().zip(&stats.cuts) {
             slot.store(n, Relaxed);
         }
+        self.slow_turns.store(stats.slow_turns, Relaxed);
     }
 
     /// Publishes the state of a shutdown (from its first request on; sets the draining flag).
@@ -92,6 +98,115 @@ impl Metrics {
     /// Active connections, as last published.
     pub fn active(&self) -> u64 {
         self.active.load(Relaxed)
+    }
+}
+
+/// A log destination, as [`LogHealth`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    /// The log lines (the binary writes them to stderr).
+    Stderr = 0,
+    /// The access log.
+    Access = 1,
+}
+
+impl LogStream {
+    /// Both, in the order of their label values.
+    const ALL: [LogStream; 2] = [LogStream::Stderr, LogStream::Access];
+    /// The label value (`log="stderr"`, `log="access"`).
+    const NAMES: [&'static str; 2] = ["stderr", "access"];
+}
+
+/// What the process's log output could not write, per [`LogStream`]: lines lost (dropped because
+/// the destination took too little, or lost to a write error) and writes that failed. A full
+/// disk, a pipe whose reader left or one that stalled is never a reason to stop serving: it is
+/// counted here, and shown in `/metrics` (`quiesce_log_lost_lines_total`,
+/// `quiesce_log_write_errors_total`) and the exit summary. Relaxed atomics; process-wide.
+#[derive(Debug, Default)]
+pub struct LogHealth {
+    lost: [AtomicU64; 2],
+    errors: [AtomicU64; 2],
+}
+
+/// What [`LogHealth`] counted, at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LogCounts {
+    /// Lines lost, by [`LogStream`] (`[stderr, access]`).
+    pub lost: [u64; 2],
+    /// Writes that failed, by [`LogStream`].
+    pub errors: [u64; 2],
+}
+
+static LOG_HEALTH: LogHealth =
+    LogHealth { lost: [AtomicU64::new(0), AtomicU64::new(0)], errors: [AtomicU64::new(0), AtomicU64::new(0)] };
+
+impl LogHealth {
+    /// The process's counters.
+    pub fn global() -> &'static LogHealth {
+        &LOG_HEALTH
+    }
+
+    /// `lines` lines of `stream` were lost.
+    pub fn lost(&self, stream: LogStream, lines: u64) {
+        if lines > 0 {
+            self.lost[stream as usize].fetch_add(lines, Relaxed);
+        }
+    }
+
+    /// A write to `stream` failed.
+    pub fn failed(&self, stream: LogStream) {
+        self.errors[stream as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The counts now.
+    pub fn counts(&self) -> LogCounts {
+        LogCounts {
+            lost: self.lost.each_ref().map(|n| n.load(Relaxed)),
+            errors: self.errors.each_ref().map(|n| n.load(Relaxed)),
+        }
+    }
+}
+
+impl LogCounts {
+    /// Lines lost from `stream`.
+    pub fn lost(&self, stream: LogStream) -> u64 {
+        self.lost[stream as usize]
+    }
+
+    /// Failed writes to `stream`.
+    pub fn errors(&self, stream: LogStream) -> u64 {
+        self.errors[stream as usize]
+    }
+
+    /// As a JSON object: `{"stderr":{"lost":0,"errors":0},"access":{"lost":0,"errors":0}}`.
+    pub fn to_json(&self) -> String {
+        let mut json = String::from("{");
+        for (i, stream) in LogStream::ALL.into_iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let name = LogStream::NAMES[stream as usize];
+            let _ =
+                write!(json, "{sep}\"{name}\":{{\"lost\":{},\"errors\":{}}}", self.lost(stream), self.errors(stream));
+        }
+        json.push('}');
+        json
+    }
+
+    /// Appends the two process-wide families in the Prometheus text format.
+    fn render(&self, out: &mut String) {
+        let families: [(&str, &str, &[u64; 2]); 2] = [
+            (
+                "log_lost_lines_total",
+                "Log lines lost: dropped while the destination took too little, or lost to a write error.",
+                &self.lost,
+            ),
+            ("log_write_errors_total", "Writes of log lines that failed (a full disk, a closed pipe).", &self.errors),
+        ];
+        for (name, help, values) in families {
+            let _ = writeln!(out, "# HELP quiesce_{name} {help}\n# TYPE quiesce_{name} counter");
+            for (label, value) in LogStream::NAMES.iter().zip(values) {
+                let _ = writeln!(out, "quiesce_{name}{{log=\"{label}\"}} {value}");
+            }
+        }
     }
 }
 
@@ -176,6 +291,13 @@ const FAMILIES: &[Family] = &[
         read: |m, i| m.cuts[i].load(Relaxed),
     },
     Family {
+        name: "slow_turns_total",
+        help: "Loop turns longer than the slow-turn threshold: every connection of the worker waited meanwhile.",
+        kind: "counter",
+        label: None,
+        read: |m, _| m.slow_turns.load(Relaxed),
+    },
+    Family {
         name: "draining",
         help: "1 from the first shutdown request on (drain delay included).",
         kind: "gauge",
@@ -218,7 +340,7 @@ impl Registry {
 
     /// Appends every metric in the Prometheus text exposition format (version 0.0.4): each
     /// family summed over the workers as `quiesce_<name>`, and per worker as
-    /// `quiesce_worker_<name>{worker="N"}`.
+    /// `quiesce_worker_<name>{worker="N"}`; then the process-wide [`LogHealth`].
     pub fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP quiesce_info Build and process information.\n# TYPE quiesce_info gauge");
         let _ = writeln!(
@@ -254,6 +376,7 @@ impl Registry {
                 }
             }
         }
+        LogHealth::global().counts().render(out);
     }
 
     /// The summed drain reports of every worker: the longest drain time, the rest added up.

@@ -53,6 +53,18 @@ impl Tick {
         Tick::from_nanos(now.saturating_sub(base))
     }
 
+    /// Now, if the clock was read before (its base is set): a load and a clock read, nothing
+    /// that allocates, locks or initialises, so a signal handler may call it.
+    pub(crate) fn now_if_started() -> Option<Tick> {
+        let base = *BASE.get()?;
+        Some(Tick::from_nanos(monotonic_nanos().ok()?.saturating_sub(base)))
+    }
+
+    /// As one integer, never 0 (for an atomic, where 0 says "none").
+    pub(crate) fn raw(self) -> u64 {
+        self.0.get()
+    }
+
     fn from_nanos(n: u64) -> Tick {
         Tick(NonZeroU64::new(n.saturating_add(1)).unwrap_or(NonZeroU64::MAX))
     }

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{Quiesce, SIGINT, connect, get, parse_listening};
+use common::{Quiesce, SIGINT, SIGTERM, connect, get, parse_listening};
 
 /// The example binary `name`, next to this test's own binary (`target/<profile>/examples/`).
 fn example(name: &str) -> Command {
@@ -139,4 +139,84 @@ fn embedded_server_is_stopped_by_its_host() {
     assert!(child.wait().expect("exit").success());
     let heartbeat = stderr_lines.recv_timeout(Duration::from_secs(5)).expect("the heartbeat's line");
     assert_eq!(heartbeat, "heartbeat: done after 1 requests");
+}
+
+#[test]
+fn a_turn_held_by_a_handler_is_logged_once_naming_its_route_and_counted() {
+    let mut server = Quiesce::spawn(example("stuck"));
+    let answer = connect(server.addr()).request(&get("/spin?ms=2000")).expect("the spin's answer");
+    assert_eq!(answer.text(), "spun 2000 ms\n");
+    let warning = server.expect_log("slow loop turn", Duration::from_secs(10));
+    assert!(warning.starts_with("WARN: ") && warning.contains("in the handler for GET /spin"), "{warning}");
+    let metrics = connect(server.addr()).request(&get("/metrics")).expect("/metrics").text();
+    let slow_turns = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("quiesce_slow_turns_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no quiesce_slow_turns_total in:\n{metrics}"));
+    assert!(slow_turns >= 1, "{metrics}");
+    server.signal(SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(10));
+    server.assert_exit_code(status, 0);
+    // One turn, one line, however many times the watchdog looked at it meanwhile.
+    assert_eq!(server.count_logs("GET /spin"), 1, "{}", server.logs_text());
+}
+
+/// A handler spins for 10 s on the loop; two signals meanwhile. The loop cannot read them
+/// until the handler returns: the second ends the process from its signal handler, with
+/// 128 + the signal, and the spin never answers.
+fn second_signal_ends_a_process_stuck_in_a_handler(signal: i32, name: &str, code: i32) {
+    let mut server = Quiesce::spawn(example("stuck"));
+    let mut client = connect(server.addr());
+    client.stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    client.send(&get("/spin?ms=10000")).unwrap();
+    server.expect_log("spinning for 10000 ms", Duration::from_secs(10));
+    server.signal(signal);
+    // Two signals sent before the first is delivered are one to the kernel (a standard
+    // signal is pending or not): the second goes once the first was taken.
+    wait_delivered(server.pid(), signal);
+    server.signal(signal);
+    // Far less than the spin's 10 s: nothing else but the second signal ends it that soon.
+    let status = server.wait_exit(Duration::from_secs(5));
+    server.assert_exit_code(status, code);
+    server.expect_log(&format!("quiesce: second {name} while an event loop is stuck"), Duration::from_secs(2));
+    // The spin did not complete: its answer never came (the connection ended with the
+    // process, by an end of file or a reset).
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut client.stream, &mut rest);
+    assert!(rest.is_empty() && client.buffered().is_empty(), "an answer came: {:?}", String::from_utf8_lossy(&rest));
+    assert_eq!(server.count_logs("stopped:"), 0, "the loop stopped on its own:\n{}", server.logs_text());
+}
+
+/// Waits until `signal` is no longer pending for process `pid` (Linux: `SigPnd` and `ShdPnd`
+/// in /proc; elsewhere a pause).
+fn wait_delivered(pid: u32, signal: i32) {
+    let bit = 1u64 << (signal - 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            thread::sleep(Duration::from_millis(200));
+            return;
+        };
+        let pending = status
+            .lines()
+            .filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+            .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+            .any(|mask| mask & bit != 0);
+        if !pending {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "signal {signal} still pending for process {pid}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_second_sigterm_ends_a_process_stuck_in_a_handler_with_143() {
+    second_signal_ends_a_process_stuck_in_a_handler(SIGTERM, "SIGTERM", 143);
+}
+
+#[test]
+fn a_second_sigint_ends_a_process_stuck_in_a_handler_with_130() {
+    second_signal_ends_a_process_stuck_in_a_handler(SIGINT, "SIGINT", 130);
 }

@@ -32,6 +32,7 @@ use crate::http::response::Response;
 use crate::responder::{End, Exchange, Letter, Mailbox, Taken};
 use crate::shutdown::DrainNotice;
 use crate::timer::Tick;
+use crate::watch::Beat;
 use buffer::{BufPool, ReadBuf, WriteBuf};
 use std::sync::Arc;
 
@@ -129,6 +130,10 @@ pub(crate) struct Env {
     /// Boxes of finished [`Phase::Body`] phases, for the next body (no allocation per request).
     #[expect(clippy::vec_box, reason = "the boxes themselves are what is kept for reuse")]
     bodies: Vec<Box<BodyProgress>>,
+    /// The loop's beat: the watchdog flags a slow turn in it (see `crate::watch`).
+    pub beat: &'static Beat,
+    /// The request whose handler was running when this turn was found slow (`METHOD path`).
+    pub slow_route: Option<String>,
 }
 
 impl Env {
@@ -156,6 +161,8 @@ impl Env {
             access_used: false,
             cut_log: CutLog::default(),
             bodies: Vec::new(),
+            beat: Beat::idle(),
+            slow_route: None,
         }
     }
 
@@ -1439,7 +1446,7 @@ fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8], client:
     env.response.reset();
     let handler = &mut *env.handler;
     let response = &mut env.response;
-    match catch_unwind(AssertUnwindSafe(|| handler.handle(&request, response))) {
+    let reply = match catch_unwind(AssertUnwindSafe(|| handler.handle(&request, response))) {
         Ok(reply) => reply,
         Err(_) => {
             error!("handler panicked on {} {}; answering 500", request.method(), request.target());
@@ -1450,7 +1457,25 @@ fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8], client:
             internal_error(response);
             Reply::Now
         }
+    };
+    // The watchdog found this turn slow while a handler ran: this one, the first to return
+    // since. (The reply passes through the cold call, so the plain path keeps it where the
+    // handler left it.)
+    if env.beat.flagged() {
+        return note_slow_route(env, &request, reply);
     }
+    reply
+}
+
+/// Names `request` as the one that held up this turn, if the turn flagged is this one and no
+/// request was named yet; returns `reply`.
+#[cold]
+#[inline(never)]
+fn note_slow_route(env: &mut Env, request: &Request<'_>, reply: Reply) -> Reply {
+    if env.slow_route.is_none() && env.beat.flagged_turn(env.now) {
+        env.slow_route = Some(format!("{} {}", request.method(), request.path()));
+    }
+    reply
 }
 
 /// Keeps what the access log needs of `request` until its answer.

@@ -33,9 +33,10 @@ use crate::counters::DrainReport;
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::listen;
-use crate::metrics::{Metrics, Registry};
+use crate::metrics::{LogCounts, LogHealth, Metrics, Registry};
 use crate::server::{Outcome, Server};
 use crate::shutdown::{DrainNotice, Handles, ShutdownHandle};
+use crate::watch::SignalGuard;
 use inherit::{Inherited, Source};
 use restart::{Copies, ReadyPipe, Restart};
 use supervisor::Supervisor;
@@ -84,6 +85,9 @@ pub struct Summary {
     pub drain: DrainReport,
     /// Number of workers.
     pub workers: usize,
+    /// What the log output could not write, when `run` returned (see [`LogHealth`]; a caller
+    /// that writes more before the summary can read the counts again).
+    pub log: LogCounts,
 }
 
 impl Summary {
@@ -93,7 +97,8 @@ impl Summary {
     }
 
     /// One line of JSON for the log: the outcome, the counts per state when the drain began,
-    /// requests served during the drain, connections closed by force and the drain time.
+    /// requests served during the drain, connections closed by force, the drain time, and the
+    /// log lines lost and failed writes of each log (`"log":{"stderr":{"lost":0,"errors":0},…}`).
     pub fn to_json(&self) -> String {
         let outcome = match self.outcome {
             Outcome::Drained { .. } => "drained",
@@ -108,7 +113,7 @@ impl Summary {
             "{{\"event\":\"shutdown\",\"outcome\":\"{outcome}\",\"exit_code\":{},\"workers\":{},\
              \"at_drain_start\":{{\"new\":{},\"active\":{},\"idle\":{}}},\"served_during_drain\":{},\
              \"closed_by_force\":{},\"streams_cut\":{},\"cut\":{{\"total\":{},\"write_timeout\":{},\
-             \"drain_write_timeout\":{},\"shutdown\":{}}},\"drain_ms\":{:.3}}}",
+             \"drain_write_timeout\":{},\"shutdown\":{}}},\"drain_ms\":{:.3},\"log\":{}}}",
             self.exit_code(),
             self.workers,
             d.at_start.new,
@@ -122,6 +127,7 @@ impl Summary {
             d.cut.drain_write_timeout,
             d.cut.shutdown,
             d.micros as f64 / 1000.0,
+            self.log.to_json(),
         );
         json
     }
@@ -287,7 +293,7 @@ where
         outcomes.push(Ok(Outcome::Stopped { signal: Some(signal), closed: 0 }));
     }
     let outcome = combine(outcomes).ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
-    Ok(Summary { outcome, drain: registry.drain_report(), workers })
+    Ok(Summary { outcome, drain: registry.drain_report(), workers, log: LogHealth::global().counts() })
 }
 
 /// One server per listener: worker i gets its own handler, metrics and log label, they all
@@ -361,14 +367,17 @@ fn combine(outcomes: Vec<Result<Outcome, Error>>) -> Option<Outcome> {
 }
 
 /// SIGINT/SIGTERM handling on a thread of its own, once worker 0 has returned: the first
-/// signal stops every other worker at once.
+/// signal stops every other worker at once. It is a second one, so a worker stuck in a turn
+/// does not keep the process alive either (`SignalGuard`).
 struct LateSignals {
     handle: signal_hook::iterator::Handle,
     thread: thread::JoinHandle<Option<i32>>,
+    _guard: SignalGuard,
 }
 
 impl LateSignals {
     fn watch(followers: Vec<ShutdownHandle>) -> io::Result<LateSignals> {
+        let guard = SignalGuard::install(1)?;
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let handle = signals.handle();
         let thread = thread::Builder::new().name("quiesce-signals".into()).spawn(move || {
@@ -380,7 +389,7 @@ impl LateSignals {
             }
             Some(signal)
         })?;
-        Ok(LateSignals { handle, thread })
+        Ok(LateSignals { handle, thread, _guard: guard })
     }
 
     /// Stops watching; the signal that arrived, if one did.
@@ -469,6 +478,7 @@ mod tests {
             outcome: Outcome::Drained { elapsed: Duration::ZERO },
             drain: DrainReport::default(),
             workers: 2,
+            log: LogCounts::default(),
         };
         let json = summary.to_json();
         assert!(!json.contains('\n'));

@@ -6,6 +6,8 @@
 //!
 //! One loop turn, each step one call:
 //! 1. `wait`: poll, with the time to the earliest deadline as timeout (zero when work is queued);
+//!    the turn's clock, read as the poll returns, is also its start in the loop's beat, which a
+//!    watchdog looks at (`crate::watch`: slow turns, a second signal while stuck);
 //! 2. `dispatch` each event: record readiness and queue the connection, nothing else;
 //! 3. `drive_ready`: each queued connection reads, answers and writes, within a budget;
 //! 4. `accept_pending`: take new connections while a look at the queue says more are there,
@@ -49,6 +51,7 @@ use crate::metrics::Metrics;
 use crate::responder::{Letter, LoopThread, Mailbox};
 use crate::shutdown::{self, DrainNotice, Handles, ShutdownHandle};
 use crate::timer::{Deadlines, Tick};
+use crate::watch::{SignalGuard, Watched};
 use accept::Acceptor;
 pub use stage::Outcome;
 use stage::{Ask, Cause, Drain, Observer, Stage};
@@ -152,6 +155,9 @@ impl Progress {
 /// Where shutdown requests come from outside the loop: signals and the handle.
 struct Inbox {
     signals: Option<Signals>,
+    /// Counts the signals in a handler of its own, so that a second one ends the process even
+    /// while this loop is stuck in a turn (see `crate::watch`); with `signals`.
+    _guard: Option<SignalGuard>,
     /// The signal source had an event since it was last read.
     signals_ready: bool,
     handle: ShutdownHandle,
@@ -208,6 +214,33 @@ pub struct Server {
     parting: Parting,
     /// The drain's progress line.
     progress: Progress,
+    /// Slow turns logged lately.
+    slow_log: SlowLog,
+}
+
+/// The WARN lines about slow turns: at most one a second; the turns not named in one are
+/// counted and told in the next.
+#[derive(Default)]
+struct SlowLog {
+    /// When the last line was logged.
+    last: Option<Tick>,
+    /// Slow turns since then without a line of their own.
+    unlogged: u64,
+}
+
+impl SlowLog {
+    /// How often at most.
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Whether a slow turn ending at `now` may have a line; if so, how many others had none.
+    fn allow(&mut self, now: Tick) -> Option<u64> {
+        if self.last.is_some_and(|last| now < last.after(Self::EVERY)) {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
 }
 
 /// Connections a drain closed in the current turn. Their sockets are closed at the end of the
@@ -311,12 +344,12 @@ impl Server {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(Error::Setup)?;
         // The one waker of this poll: shutdown requests and responders' letters share it.
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(Error::Setup)?);
-        let signals = if config.handle_signals {
+        let (signals, guard) = if config.handle_signals {
             let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(Error::Setup)?;
             poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(Error::Setup)?;
-            Some(signals)
+            (Some(signals), Some(SignalGuard::install(0).map_err(Error::Setup)?))
         } else {
-            None
+            (None, None)
         };
         let mailbox = Arc::new(Mailbox::new(Arc::clone(&waker)));
         let handle = ShutdownHandle::new(waker);
@@ -337,6 +370,7 @@ impl Server {
             stage: Stage::Serving,
             inbox: Inbox {
                 signals,
+                _guard: guard,
                 signals_ready: false,
                 handle,
                 seen: shutdown::NONE,
@@ -349,6 +383,7 @@ impl Server {
             drain,
             parting: Parting::default(),
             progress: Progress::default(),
+            slow_log: SlowLog::default(),
         })
     }
 
@@ -429,6 +464,9 @@ impl Server {
     /// Serves until a shutdown completes. Errors only when the poll itself fails.
     pub fn run(mut self) -> Result<Outcome, Error> {
         let _loop_thread = LoopThread::enter();
+        // Watched while it runs: slow turns, and a second signal while stuck.
+        let watched = Watched::claim(self.env.config.slow_turn);
+        self.env.beat = watched.beat();
         let mut events = Events::with_capacity(1024);
         loop {
             let now = match self.wait(&mut events) {
@@ -466,6 +504,7 @@ impl Server {
     /// timeout counts from the clock of the turn before (read as it began), not a fresh read:
     /// a deadline then fires up to one turn's length late, and a turn saves a clock read.
     fn wait(&mut self, events: &mut Events) -> Result<Tick, Error> {
+        self.end_turn();
         loop {
             let timeout = self.poll_timeout(self.env.now);
             match self.poll.poll(events, timeout) {
@@ -476,6 +515,7 @@ impl Server {
         }
         let now = Tick::now();
         self.env.now = now;
+        self.env.beat.begin_turn(now);
         self.env.date.tick(now);
         // Connections that used up their budget last turn go first (rarely any: the check saves
         // the extend's setup, 50 instructions a turn).
@@ -483,6 +523,51 @@ impl Server {
             self.queues.ready.extend(self.queues.later.drain(..));
         }
         Ok(now)
+    }
+
+    /// The turn is over: the loop is about to wait. A turn the watchdog found slow is counted
+    /// and logged.
+    #[inline]
+    fn end_turn(&mut self) {
+        let slow = self.env.beat.end_turn();
+        if slow != 0 {
+            self.slow_turn(slow);
+        }
+    }
+
+    /// A turn that began at `began` (a raw tick) ran past the slow-turn threshold: counted, and
+    /// logged (at most once a second) with how long it took and the request whose handler was
+    /// running when the watchdog noticed.
+    #[cold]
+    #[inline(never)]
+    fn slow_turn(&mut self, began: u64) {
+        self.env.stats.slow_turns += 1;
+        // Published now (the turn's own publish came before its end): a scrape after the line
+        // below counts the turn.
+        self.metrics.publish(&self.env.stats, &self.ledger.counts);
+        let route = self.env.slow_route.take();
+        let now = Tick::now();
+        // This turn's (else it ended as the watchdog flagged it: its length is not known here).
+        let held = (began == self.env.now.raw()).then(|| self.env.now.until(now));
+        let Some(unlogged) = self.slow_log.allow(now) else { return };
+        let threshold = humantime::format_duration(self.env.config.slow_turn);
+        let took = match held {
+            Some(held) => format!("{:.3}s", held.as_secs_f64()),
+            None => format!("over {threshold}"),
+        };
+        let during = match &route {
+            Some(route) => format!("in the handler for {route}"),
+            None => "with no handler running when it was noticed".to_string(),
+        };
+        let more = match unlogged {
+            0 => String::new(),
+            n => format!(" ({n} more slow turn(s) since the last line)"),
+        };
+        warn!(
+            event = "slow_turn", turn_ms = held.map_or(0, |d| d.as_millis() as u64), route = route.as_deref().unwrap_or("-"), more = unlogged;
+            "{}slow loop turn: {took} {during} (the threshold is {threshold}); every connection of this loop waited{more}",
+            self.ledger.label
+        );
     }
 
     fn poll_timeout(&self, now: Tick) -> Option<Duration> {
@@ -964,6 +1049,17 @@ mod tests {
         let (server, peer) = listener.accept().unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         (Connection::new(TcpStream::from_std(server), 0, 1, peer, Tick::now()), client)
+    }
+
+    #[test]
+    fn slow_turns_get_a_line_a_second_and_the_next_line_counts_the_rest() {
+        let mut log = SlowLog::default();
+        let t0 = Tick::now();
+        assert_eq!(log.allow(t0), Some(0));
+        assert_eq!(log.allow(t0.after(Duration::from_millis(300))), None);
+        assert_eq!(log.allow(t0.after(Duration::from_millis(900))), None);
+        assert_eq!(log.allow(t0.after(Duration::from_millis(1000))), Some(2));
+        assert_eq!(log.allow(t0.after(Duration::from_millis(2500))), Some(0));
     }
 
     #[test]
