@@ -83,6 +83,12 @@ while time.monotonic() - start < args.seconds:
         cut_at = time.monotonic() - start
         break
     received += len(data)
+# shutdown first: the sending thread may be blocked in sendall on this socket, and a close alone
+# would leave the connection open until that call returned.
+try:
+    client.shutdown(socket.SHUT_RDWR)
+except OSError:
+    pass
 client.close()
 time.sleep(1.5)
 server.send_signal(2)

@@ -121,6 +121,8 @@ pub(crate) struct Pending {
     /// A write found the socket full since the client last took everything written: what is
     /// written is not yet what the client has, so a record waits for the system's count.
     pub(crate) backlogged: bool,
+    /// What the client was last seen to have taken, while it was backlogged.
+    pub(crate) seen: u64,
     /// When to ask again whether the client took the answers held (all written).
     pub(crate) recheck: Option<Tick>,
     /// Answers queued whose last byte is not out yet, oldest first.

@@ -71,7 +71,7 @@ pub fn open(path: &str) -> io::Result<Sink> {
     if file.metadata()?.file_type().is_file() {
         Ok(Sink::File(Arc::new(file)))
     } else {
-        Handoff::start(file, LogStream::Access, MAX_QUEUED, "quiesce-access-log").map(Sink::Thread)
+        Ok(Sink::Thread(Handoff::open(file, LogStream::Access, MAX_QUEUED, "quiesce-access-log")))
     }
 }
 
@@ -553,7 +553,7 @@ mod tests {
         // loop's hand-overs never wait, and past the cap lines are dropped and counted.
         let (reader, pipe) = std::io::pipe().unwrap();
         let file = File::from(std::os::fd::OwnedFd::from(pipe));
-        let handoff = Handoff::start(file, LogStream::Access, MAX_QUEUED, "test").unwrap();
+        let handoff = Handoff::open(file, LogStream::Access, MAX_QUEUED, "test");
         let mut writer = Writer::new(Sink::Thread(Arc::clone(&handoff)), LogFormat::Text);
         let record = record("GET", "/plaintext", Some(Version::Http11));
         let mut turns = 0;

@@ -84,8 +84,9 @@ pub struct ServerConfig {
     /// A loop turn longer than this (a handler that spins or blocks holds every connection of
     /// the loop up meanwhile) is counted (`quiesce_slow_turns_total`) and logged at WARN,
     /// naming the request whose handler was running when the turn went past it; at most one
-    /// line a second. Noticed by a watchdog thread, every 25 ms at most: the loop reads no
-    /// clock for it. Zero turns it off. Default 100 ms.
+    /// line a second. Noticed by the loop itself, which compares the processor's cycle counter
+    /// with the turn's deadline after each handler call (no clock read, no thread). Zero turns
+    /// it off. Default 100 ms.
     pub slow_turn: Duration,
 }
 

@@ -14,8 +14,9 @@
 //! event carries (`event`, `addr`, `closed`, …). The exit summary is one JSON object in both
 //! formats, with `ts` first.
 //!
-//! No thread that logs ever writes to stderr itself: a line goes into a bounded queue, and one
-//! writer thread ([`Handoff`]) writes it. A reader that stalls (a pipe nobody reads, a busy
+//! No thread that logs ever waits for stderr: a line is written at once when stderr takes it
+//! without waiting, and otherwise goes into a bounded queue that one writer thread ([`Handoff`],
+//! started then) writes out. A reader that stalls (a pipe nobody reads, a busy
 //! journal) costs lines, dropped past 1 MiB waiting, not a stalled event loop; one that left (a
 //! restarted journald, `| head`) or a full disk costs the lines that fail. Both are counted
 //! (`/metrics`, the exit summary), and nothing of it panics or changes the exit code.
@@ -143,11 +144,11 @@ impl Output {
     }
 }
 
-/// The writer thread for stderr, on a descriptor of its own.
+/// The handoff to stderr, on a descriptor of its own.
 fn start_stderr() -> io::Result<Arc<Handoff>> {
     use std::os::fd::AsFd;
     let file = std::fs::File::from(io::stderr().as_fd().try_clone_to_owned()?);
-    Handoff::start(file, LogStream::Stderr, STDERR_QUEUE, "quiesce-stderr")
+    Ok(Handoff::open(file, LogStream::Stderr, STDERR_QUEUE, "quiesce-stderr"))
 }
 
 /// What env_logger writes each record to (one `write_all` per record, under its lock): the

@@ -1,58 +1,113 @@
 //! What watches the event loops from outside, for what a loop cannot see while it is stuck in
 //! one turn (a handler that spins or blocks):
 //!
-//! - a **slow turn**: one watchdog thread per process looks at every running loop every 25 ms
-//!   (more often for a threshold under 100 ms) and flags a turn that has run longer than its
-//!   loop's [`ServerConfig::slow_turn`](crate::ServerConfig::slow_turn). When its handler
-//!   returns, the loop sees the flag and notes the request it was handling; when the turn ends,
-//!   it counts the turn and logs it (`Server::slow_turn`).
+//! - a **slow turn**: a turn that has run longer than its loop's
+//!   [`ServerConfig::slow_turn`](crate::ServerConfig::slow_turn). The loop sets a deadline on the
+//!   processor's cycle counter as the turn begins, and compares the counter with it after each
+//!   handler call: the first handler to return past it is named, and when the turn ends it is
+//!   counted and logged (`Server::slow_turn`).
 //! - a **second signal while stuck**: a server that takes SIGINT and SIGTERM also counts them in
 //!   a signal handler of its own ([`SignalGuard`]). The first is the loop's, read from its signal
 //!   source as always. A second one that finds a loop in a turn that began 50 ms ago or more
 //!   ([`STUCK`]) will not be read soon: the handler ends the process at once, `_exit(128 + n)`,
 //!   after a fixed line on stderr. One that finds every loop moving is left to them (they stop,
-//!   the exit summary is written), and the watchdog ends the process the same way if a loop is
-//!   still in that same turn 50 ms later.
+//!   the exit summary is written), and sets an alarm: if a loop is still in that same turn
+//!   50 ms later, the `SIGALRM` handler ends the process the same way.
+//!
+//! No thread watches: a process with a second thread pays for it in every system call (glibc's
+//! cancellation points, about 40 instructions each, 5 to 10 % of a keep-alive request).
 //!
 //! Each running loop holds a [`Beat`]: when its current turn began (0 while it waits in its
 //! poll), stored at each end of the poll from the clock the turn reads anyway. The beats are
 //! in a list that only grows (a loop that stops leaves its beat to the next one), so the signal
-//! handler walks it without a lock or an allocation. The loop's cost: two relaxed stores a turn,
-//! and one relaxed load after each handler call.
+//! handler walks it without a lock or an allocation. The loop's cost: a cycle-counter read and
+//! two relaxed stores at each end of a turn, and a cycle-counter read and a compare after each
+//! handler call.
 
 use std::io;
 use std::ptr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread;
 use std::time::Duration;
 
 use signal_hook::SigId;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGALRM, SIGINT, SIGTERM};
 
-use crate::sync::lock;
 use crate::timer::Tick;
 
 /// A loop in the same turn this long after a second signal is stuck: the process ends without
 /// waiting for it.
 pub(crate) const STUCK: Duration = Duration::from_millis(50);
-/// Longest pause between two looks of the watchdog.
-const LOOK_EVERY: Duration = Duration::from_millis(25);
-/// Shortest one (for a tiny threshold).
-const LOOK_AT_MOST_EVERY: Duration = Duration::from_millis(5);
+/// How long the cycle counter is watched against the clock to learn its rate, once per process,
+/// as the first loop starts.
+const CALIBRATE_OVER: Duration = Duration::from_millis(1);
 
-/// One running loop, as the watchdog and the signal handler see it. Aligned to a cache line:
+/// The processor's cycle counter: cheap (no system call), and only ever compared with itself on
+/// one thread. Where there is none, the monotonic clock.
+#[inline(always)]
+fn cycles() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC exists on every x86_64 processor and has no preconditions.
+        #[allow(unused_unsafe)]
+        unsafe {
+            core::arch::x86_64::_rdtsc()
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let value: u64;
+        // SAFETY: reads the virtual counter, readable from user space on Linux and macOS.
+        unsafe { core::arch::asm!("mrs {}, cntvct_el0", out(reg) value, options(nomem, nostack)) };
+        value
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        Tick::now().raw()
+    }
+}
+
+/// Cycles per millisecond, once measured (0 before).
+static CYCLES_PER_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The counter's rate: measured the first time, by watching it against the monotonic clock for
+/// [`CALIBRATE_OVER`] (both count wall time, so a thread descheduled meanwhile measures the
+/// same rate).
+#[cold]
+fn cycles_per_ms() -> u64 {
+    let known = CYCLES_PER_MS.load(Relaxed);
+    if known != 0 {
+        return known;
+    }
+    let (start, counted_from) = (Tick::now(), cycles());
+    let mut now = Tick::now();
+    while start.until(now) < CALIBRATE_OVER {
+        std::hint::spin_loop();
+        now = Tick::now();
+    }
+    let counted = cycles().saturating_sub(counted_from);
+    let elapsed = u128::from(nanos(start.until(now)).max(1));
+    let per_ms = u64::try_from(u128::from(counted) * 1_000_000 / elapsed).unwrap_or(u64::MAX).max(1);
+    CYCLES_PER_MS.store(per_ms, Relaxed);
+    per_ms
+}
+
+/// One running loop, as the signal handlers see it. Aligned to a cache line:
 /// each worker writes its own twice a turn.
 #[repr(align(64))]
 #[derive(Debug)]
 pub(crate) struct Beat {
     /// When the current turn began (a raw [`Tick`]); 0 while the loop waits in its poll.
     turn: AtomicU64,
-    /// The start of the turn the watchdog found slow, until the loop ends it; 0 for none.
+    /// The start of the turn found slow, until the loop ends it; 0 for none.
     slow: AtomicU64,
     /// The loop's slow-turn threshold, in nanoseconds; 0: not watched for slow turns.
     threshold: AtomicU64,
+    /// The threshold in cycles of [`cycles`], once their rate is known (0 before).
+    threshold_cycles: AtomicU64,
+    /// The cycle count past which this turn is slow (`u64::MAX`: never).
+    deadline: AtomicU64,
     /// A running loop holds it.
     claimed: AtomicBool,
     /// The next beat in the list.
@@ -70,6 +125,8 @@ impl Beat {
             turn: AtomicU64::new(0),
             slow: AtomicU64::new(0),
             threshold: AtomicU64::new(0),
+            threshold_cycles: AtomicU64::new(0),
+            deadline: AtomicU64::new(u64::MAX),
             claimed: AtomicBool::new(false),
             next: AtomicPtr::new(ptr::null_mut()),
         }
@@ -84,26 +141,40 @@ impl Beat {
     #[inline]
     pub(crate) fn begin_turn(&self, now: Tick) {
         self.turn.store(now.raw(), Relaxed);
+        let threshold = self.threshold_cycles.load(Relaxed);
+        if threshold != 0 {
+            self.deadline.store(cycles().saturating_add(threshold), Relaxed);
+        }
     }
 
-    /// The loop's turn is over (it is about to wait). Returns the start of a turn the watchdog
-    /// found slow since the last call (this one, or, when the flag came just as the turn
-    /// ended, the one before), or 0.
+    /// The loop's turn is over (it is about to wait). Returns the start of the turn if it was
+    /// slow, or 0.
     #[inline]
     pub(crate) fn end_turn(&self) -> u64 {
+        let turn = self.turn.load(Relaxed);
         self.turn.store(0, Relaxed);
-        if self.slow.load(Relaxed) == 0 { 0 } else { self.slow.swap(0, Relaxed) }
+        // The deadline stays: the next turn sets its own before any handler runs.
+        if self.slow.load(Relaxed) != 0 {
+            self.deadline.store(u64::MAX, Relaxed);
+            self.slow.swap(0, Relaxed)
+        } else if self.flagged() {
+            self.deadline.store(u64::MAX, Relaxed);
+            turn
+        } else {
+            0
+        }
     }
 
-    /// Whether the watchdog flagged a turn: one relaxed load, after each handler call.
+    /// Whether this turn has run past the threshold: after each handler call.
     #[inline(always)]
     pub(crate) fn flagged(&self) -> bool {
-        self.slow.load(Relaxed) != 0
+        cycles() >= self.deadline.load(Relaxed)
     }
 
-    /// Whether the turn flagged is the one that began at `began`.
-    pub(crate) fn flagged_turn(&self, began: Tick) -> bool {
-        self.slow.load(Relaxed) == began.raw()
+    /// Notes that the turn that began at `began` was found slow when a handler returned;
+    /// whether it was the first time.
+    pub(crate) fn mark_slow(&self, began: Tick) -> bool {
+        self.slow.swap(began.raw(), Relaxed) != began.raw()
     }
 
     /// When the turn began, if the loop is in one and holds this beat.
@@ -134,7 +205,7 @@ pub(crate) struct Watched {
 
 impl Watched {
     /// Takes a free beat (or adds one to the list) for a loop whose slow-turn threshold is
-    /// `slow_turn` (zero: not watched for slow turns), and makes sure the watchdog runs.
+    /// `slow_turn` (zero: not watched for slow turns).
     pub(crate) fn claim(slow_turn: Duration) -> Watched {
         let beat = beats().find(|beat| beat.claimed.compare_exchange(false, true, AcqRel, Relaxed).is_ok());
         let beat = beat.unwrap_or_else(|| {
@@ -150,7 +221,12 @@ impl Watched {
             }
         });
         beat.threshold.store(nanos(slow_turn), Relaxed);
-        watchdog_running(1);
+        let threshold = match slow_turn.is_zero() {
+            true => 0,
+            false => u128::from(nanos(slow_turn)) * u128::from(cycles_per_ms()) / 1_000_000,
+        };
+        beat.threshold_cycles.store(u64::try_from(threshold).unwrap_or(u64::MAX), Relaxed);
+        beat.deadline.store(u64::MAX, Relaxed);
         Watched { beat }
     }
 
@@ -165,66 +241,10 @@ impl Drop for Watched {
         self.beat.turn.store(0, Relaxed);
         self.beat.slow.store(0, Relaxed);
         self.beat.threshold.store(0, Relaxed);
+        self.beat.threshold_cycles.store(0, Relaxed);
+        self.beat.deadline.store(u64::MAX, Relaxed);
         self.beat.claimed.store(false, Release);
-        watchdog_running(-1);
     }
-}
-
-/// Whether the watchdog runs, and for how many loops.
-struct Watchdog {
-    loops: usize,
-    started: bool,
-}
-
-static WATCHDOG: Mutex<Watchdog> = Mutex::new(Watchdog { loops: 0, started: false });
-/// A loop began to run.
-static LOOPS_CHANGED: Condvar = Condvar::new();
-
-/// `delta` more loops run; the watchdog thread starts with the first (and waits, without
-/// waking, while none runs).
-fn watchdog_running(delta: isize) {
-    let mut watchdog = lock(&WATCHDOG);
-    watchdog.loops = watchdog.loops.saturating_add_signed(delta);
-    if watchdog.loops > 0 && !watchdog.started {
-        // Without it, slow turns go unnoticed and a second signal has only its handler.
-        watchdog.started = thread::Builder::new().name("quiesce-watchdog".into()).spawn(watch).is_ok();
-    }
-    LOOPS_CHANGED.notify_all();
-}
-
-/// The watchdog thread: looks at every loop, flags slow turns, and ends the process when a
-/// second signal has waited too long for a stuck loop.
-fn watch() {
-    loop {
-        {
-            let mut watchdog = lock(&WATCHDOG);
-            while watchdog.loops == 0 {
-                watchdog = LOOPS_CHANGED.wait(watchdog).unwrap_or_else(PoisonError::into_inner);
-            }
-        }
-        let now = Tick::now().raw();
-        let mut pause = LOOK_EVERY;
-        for beat in beats() {
-            let Some(turn) = beat.running_turn() else { continue };
-            let threshold = beat.threshold.load(Relaxed);
-            if threshold > 0 {
-                pause = pause.min(Duration::from_nanos(threshold / 4));
-            }
-            if is_slow(turn, threshold, now) && beat.slow.load(Relaxed) != turn {
-                beat.slow.store(turn, Relaxed);
-            }
-        }
-        if let Some(signal) = second_signal_overdue(now) {
-            exit_now(signal);
-        }
-        thread::sleep(pause.max(LOOK_AT_MOST_EVERY));
-    }
-}
-
-/// Whether a turn that began at `turn` (raw tick) is slow at `now` for a threshold of
-/// `threshold` ns (0: never).
-fn is_slow(turn: u64, threshold: u64, now: u64) -> bool {
-    threshold != 0 && now.saturating_sub(turn) >= threshold
 }
 
 /// Whether one of `turns` (the start of each running loop's turn) began at `since` or before.
@@ -238,7 +258,7 @@ fn stuck_since(since: u64) -> bool {
 }
 
 /// A second SIGINT/SIGTERM that found every loop moving: its number, and when it came (raw
-/// tick; 0: none). The watchdog ends the process if a loop is still in the turn it was in
+/// tick; 0: none). The alarm it set ends the process if a loop is still in the turn it was in
 /// then, [`STUCK`] later.
 static SECOND_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static SECOND_AT: AtomicU64 = AtomicU64::new(0);
@@ -274,11 +294,14 @@ impl SignalGuard {
         for signal in [SIGINT, SIGTERM] {
             let count = Arc::clone(&count);
             // SAFETY: the action is async-signal-safe: atomics, a clock read, a walk of a list
-            // of leaked beats, and at the end fstat, fcntl, poll, write or send, and _exit. It
-            // allocates nothing and takes no lock.
+            // of leaked beats, setitimer, and at the end fstat, fcntl, poll, write or send, and
+            // _exit. It allocates nothing and takes no lock.
             let id = unsafe { signal_hook::low_level::register(signal, move || on_signal(&count, signal)) }?;
             guard.ids.push(id);
         }
+        // SAFETY: as above: atomics, a clock read, the walk, and the same exit.
+        let id = unsafe { signal_hook::low_level::register(SIGALRM, on_alarm) }?;
+        guard.ids.push(id);
         Ok(guard)
     }
 }
@@ -292,7 +315,7 @@ impl Drop for SignalGuard {
 }
 
 /// In the signal handler: the first signal is left to the loop; a later one ends the process
-/// now if a loop is stuck, and otherwise leaves the watchdog to check again shortly.
+/// now if a loop is stuck, and otherwise sets an alarm to check again [`STUCK`] later.
 fn on_signal(count: &AtomicUsize, signal: i32) {
     if count.fetch_add(1, SeqCst) == 0 {
         return;
@@ -305,6 +328,21 @@ fn on_signal(count: &AtomicUsize, signal: i32) {
     if SECOND_AT.load(SeqCst) == 0 {
         SECOND_SIGNAL.store(signal, SeqCst);
         SECOND_AT.store(now, SeqCst);
+        let later = libc::itimerval {
+            it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+            it_value: libc::timeval { tv_sec: 0, tv_usec: STUCK.as_micros() as libc::suseconds_t },
+        };
+        // SAFETY: a valid itimerval; setitimer is a plain system call.
+        unsafe { libc::setitimer(libc::ITIMER_REAL, &later, std::ptr::null_mut()) };
+    }
+}
+
+/// The alarm a second signal set: if a loop is still in the turn it was in then, it is stuck.
+fn on_alarm() {
+    if let Some(now) = Tick::now_if_started()
+        && let Some(signal) = second_signal_overdue(now.raw())
+    {
+        exit_now(signal);
     }
 }
 
@@ -373,13 +411,6 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     #[test]
-    fn a_turn_is_slow_once_it_runs_past_the_threshold() {
-        assert!(!is_slow(1, 100 * MS, 1 + 99 * MS));
-        assert!(is_slow(1, 100 * MS, 1 + 100 * MS));
-        assert!(!is_slow(1, 0, u64::MAX), "a zero threshold watches nothing");
-    }
-
-    #[test]
     fn a_loop_is_stuck_when_its_turn_began_before_the_limit() {
         assert!(!any_since([50 * MS, 80 * MS].into_iter(), 40 * MS));
         assert!(any_since([50 * MS, 30 * MS].into_iter(), 40 * MS));
@@ -394,9 +425,11 @@ mod tests {
         beat.begin_turn(now);
         assert_eq!(beat.running_turn(), Some(now.raw()));
         assert!(!beat.flagged());
-        // What the watchdog does for a slow turn.
-        beat.slow.store(now.raw(), Relaxed);
-        assert!(beat.flagged() && beat.flagged_turn(now));
+        // As if the turn had run past its threshold.
+        beat.deadline.store(0, Relaxed);
+        assert!(beat.flagged());
+        assert!(beat.mark_slow(now), "the first handler past it is named");
+        assert!(!beat.mark_slow(now), "and only the first");
         assert_eq!(beat.end_turn(), now.raw());
         assert!(!beat.flagged() && beat.running_turn().is_none());
         assert_eq!(beat.end_turn(), 0, "counted once");
@@ -404,5 +437,26 @@ mod tests {
         // The list only grows: a beat let go stays in it, for the next claim (this test's or
         // another's, running meanwhile).
         assert!(beats().any(|b| ptr::eq(b, beat)));
+    }
+
+    #[test]
+    fn the_counter_learns_its_rate_then_a_turn_past_the_threshold_is_flagged() {
+        let watched = Watched::claim(Duration::from_millis(1));
+        let beat = watched.beat();
+        assert_ne!(beat.threshold_cycles.load(Relaxed), 0, "no rate learned");
+        // A turn that lasts 5 times the threshold is slow, whatever the machine's load (the
+        // sleep lasts at least that long, and the rate compares cycles with the clock).
+        let now = Tick::now();
+        beat.begin_turn(now);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(beat.flagged());
+        assert_eq!(beat.end_turn(), now.raw(), "slow even with no handler named");
+        // A turn shorter than the threshold is not (the next begins at once).
+        drop(watched);
+        let watched = Watched::claim(Duration::from_secs(3600));
+        let beat = watched.beat();
+        beat.begin_turn(Tick::now());
+        assert!(!beat.flagged());
+        assert_eq!(beat.end_turn(), 0);
     }
 }

@@ -20,24 +20,38 @@ use mio::net::TcpStream;
 /// unread in its socket when that socket is on this host. `None` where the system does not say.
 #[cfg(target_os = "linux")]
 pub(crate) fn taken(stream: &TcpStream) -> Option<u64> {
+    counted(stream).map(|(taken, _)| taken)
+}
+
+/// [`taken`], and whether it is what the client has: false for a client on this host whose
+/// socket is gone (it closed), for which the count is what it acknowledged, more than it read
+/// when it closed without reading everything.
+#[cfg(target_os = "linux")]
+pub(crate) fn counted(stream: &TcpStream) -> Option<(u64, bool)> {
     use std::os::fd::AsRawFd;
     let acked = linux::bytes_acked(stream.as_raw_fd())?;
-    let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else { return Some(acked) };
+    let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else { return Some((acked, true)) };
     let (local_ip, peer_ip) = (local.ip().to_canonical(), peer.ip().to_canonical());
     if !(peer_ip.is_loopback() || peer_ip == local_ip) {
-        return Some(acked);
+        return Some((acked, true));
     }
     // The client's socket is the one whose local end is our peer and whose peer is us.
     let unread = linux::unread_by(
         std::net::SocketAddr::new(peer_ip, peer.port()),
         std::net::SocketAddr::new(local_ip, local.port()),
     );
-    Some(acked.saturating_sub(unread.unwrap_or(0)))
+    Some((acked.saturating_sub(unread.unwrap_or(0)), unread.is_some()))
 }
 
 /// Elsewhere the kernel is not asked.
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn taken(_stream: &TcpStream) -> Option<u64> {
+    None
+}
+
+/// Elsewhere the kernel is not asked.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn counted(_stream: &TcpStream) -> Option<(u64, bool)> {
     None
 }
 

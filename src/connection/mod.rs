@@ -63,6 +63,12 @@ pub(crate) trait Transport: Read + Write {
     fn taken(&self) -> Option<u64> {
         None
     }
+
+    /// [`Transport::taken`], and whether that is what the client has (false: a client on this
+    /// host that closed, whose count is only what it acknowledged).
+    fn counted(&self) -> Option<(u64, bool)> {
+        self.taken().map(|taken| (taken, true))
+    }
 }
 
 impl Transport for mio::net::TcpStream {
@@ -80,6 +86,10 @@ impl Transport for mio::net::TcpStream {
 
     fn taken(&self) -> Option<u64> {
         delivery::taken(self)
+    }
+
+    fn counted(&self) -> Option<(u64, bool)> {
+        delivery::counted(self)
     }
 }
 
@@ -130,7 +140,7 @@ pub(crate) struct Env {
     /// Boxes of finished [`Phase::Body`] phases, for the next body (no allocation per request).
     #[expect(clippy::vec_box, reason = "the boxes themselves are what is kept for reuse")]
     bodies: Vec<Box<BodyProgress>>,
-    /// The loop's beat: the watchdog flags a slow turn in it (see `crate::watch`).
+    /// The loop's beat: when its turn began and when it becomes slow (see `crate::watch`).
     pub beat: &'static Beat,
     /// The request whose handler was running when this turn was found slow (`METHOD path`).
     pub slow_route: Option<String>,
@@ -1308,12 +1318,18 @@ impl<S: Transport> Connection<S> {
         if !pending.backlogged {
             return pending.written;
         }
-        match self.stream.taken() {
-            Some(taken) if taken >= pending.written => {
+        match self.stream.counted() {
+            Some((taken, true)) if taken >= pending.written => {
                 pending.backlogged = false;
                 pending.written
             }
-            Some(taken) => taken,
+            Some((taken, true)) => {
+                pending.seen = taken;
+                taken
+            }
+            // A client on this host that closed: it read at least what it had when last looked
+            // at, and the rest of what it acknowledged may have died unread in its socket.
+            Some((_, false)) => pending.seen,
             None => pending.written,
         }
     }
@@ -1458,9 +1474,9 @@ fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8], client:
             Reply::Now
         }
     };
-    // The watchdog found this turn slow while a handler ran: this one, the first to return
-    // since. (The reply passes through the cold call, so the plain path keeps it where the
-    // handler left it.)
+    // This turn ran past the slow-turn threshold while a handler ran: this one, the first to
+    // return since. (The reply passes through the cold call, so the plain path keeps it where
+    // the handler left it.)
     if env.beat.flagged() {
         return note_slow_route(env, &request, reply);
     }
@@ -1472,7 +1488,7 @@ fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8], client:
 #[cold]
 #[inline(never)]
 fn note_slow_route(env: &mut Env, request: &Request<'_>, reply: Reply) -> Reply {
-    if env.slow_route.is_none() && env.beat.flagged_turn(env.now) {
+    if env.beat.mark_slow(env.now) && env.slow_route.is_none() {
         env.slow_route = Some(format!("{} {}", request.method(), request.path()));
     }
     reply

@@ -6,8 +6,9 @@
 //!
 //! One loop turn, each step one call:
 //! 1. `wait`: poll, with the time to the earliest deadline as timeout (zero when work is queued);
-//!    the turn's clock, read as the poll returns, is also its start in the loop's beat, which a
-//!    watchdog looks at (`crate::watch`: slow turns, a second signal while stuck);
+//!    the turn's clock, read as the poll returns, is also its start in the loop's beat, which
+//!    the signal handlers look at (`crate::watch`: a second signal while stuck), with the cycle
+//!    count past which the turn is slow;
 //! 2. `dispatch` each event: record readiness and queue the connection, nothing else;
 //! 3. `drive_ready`: each queued connection reads, answers and writes, within a budget;
 //! 4. `accept_pending`: take new connections while a look at the queue says more are there,
@@ -525,7 +526,7 @@ impl Server {
         Ok(now)
     }
 
-    /// The turn is over: the loop is about to wait. A turn the watchdog found slow is counted
+    /// The turn is over: the loop is about to wait. A turn found slow is counted
     /// and logged.
     #[inline]
     fn end_turn(&mut self) {
@@ -537,7 +538,7 @@ impl Server {
 
     /// A turn that began at `began` (a raw tick) ran past the slow-turn threshold: counted, and
     /// logged (at most once a second) with how long it took and the request whose handler was
-    /// running when the watchdog noticed.
+    /// running when it went past the threshold.
     #[cold]
     #[inline(never)]
     fn slow_turn(&mut self, began: u64) {
@@ -547,7 +548,7 @@ impl Server {
         self.metrics.publish(&self.env.stats, &self.ledger.counts);
         let route = self.env.slow_route.take();
         let now = Tick::now();
-        // This turn's (else it ended as the watchdog flagged it: its length is not known here).
+        // This turn's (a turn is only ever found slow by the loop itself, while in it).
         let held = (began == self.env.now.raw()).then(|| self.env.now.until(now));
         let Some(unlogged) = self.slow_log.allow(now) else { return };
         let threshold = humantime::format_duration(self.env.config.slow_turn);
