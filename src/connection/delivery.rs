@@ -23,14 +23,15 @@ pub(crate) fn taken(stream: &TcpStream) -> Option<u64> {
     counted(stream).map(|(taken, _)| taken)
 }
 
-/// [`taken`], and whether it is what the client has: false for a client on this host whose
-/// socket is gone (it closed), for which the count is what it acknowledged, more than it read
-/// when it closed without reading everything.
+/// [`taken`], and whether it is what the client has: false for a connection the client reset,
+/// or for a client on this host whose socket is gone (it closed): then the count is what it
+/// acknowledged, more than it read when it closed without reading everything.
 #[cfg(target_os = "linux")]
 pub(crate) fn counted(stream: &TcpStream) -> Option<(u64, bool)> {
     use std::os::fd::AsRawFd;
     let acked = linux::bytes_acked(stream.as_raw_fd())?;
-    let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else { return Some((acked, true)) };
+    // Not connected any more (the client reset it): what it read is not known.
+    let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else { return Some((acked, false)) };
     let (local_ip, peer_ip) = (local.ip().to_canonical(), peer.ip().to_canonical());
     if !(peer_ip.is_loopback() || peer_ip == local_ip) {
         return Some((acked, true));
@@ -198,7 +199,13 @@ mod linux {
             return None;
         }
         let at = HEADER_BYTES + RQUEUE_AT;
-        Some(u64::from(u32::from_ne_bytes(answer.get(at..at + 4)?.try_into().ok()?)))
+        let field = |at: usize| Some(u32::from_ne_bytes(answer.get(at..at + 4)?.try_into().ok()?));
+        // `idiag_inode`, after rqueue, wqueue and uid: 0 for a socket its owner closed, whose
+        // queue is no longer what it will read (it was dropped, or never will be): no answer.
+        if field(at + 12)? == 0 {
+            return None;
+        }
+        field(at).map(u64::from)
     }
 
     #[cfg(test)]
@@ -231,6 +238,9 @@ mod linux {
             // No socket with that pair: nothing to say.
             let stranger = SocketAddr::from(([127, 0, 0, 1], 1));
             assert_eq!(unread_by(stranger, server_end), None);
+            // A client that closed (unread bytes or not) reads nothing more: nothing to say.
+            drop(client);
+            assert_eq!(unread_by(client_end, server_end), None);
         }
     }
 }

@@ -1327,8 +1327,9 @@ impl<S: Transport> Connection<S> {
                 pending.seen = taken;
                 taken
             }
-            // A client on this host that closed: it read at least what it had when last looked
-            // at, and the rest of what it acknowledged may have died unread in its socket.
+            // A client that reset the connection, or one on this host that closed: it read at
+            // least what it had when last looked at, and the rest of what it acknowledged may
+            // have died unread in its socket.
             Some((_, false)) => pending.seen,
             None => pending.written,
         }
