@@ -57,6 +57,7 @@ mod config;
 mod connection;
 mod counters;
 mod error;
+pub mod errors;
 mod handler;
 #[doc(hidden)]
 pub mod harness;
@@ -76,8 +77,12 @@ pub use access::{AccessLog, AccessRecord, Ending};
 pub use config::ServerConfig;
 pub use counters::{ConnState, Counts, StateChange};
 pub use error::Error;
+pub use errors::ErrorInfo;
 pub use handler::{Handler, Reply};
 pub use http::request::{HEADER_SLOTS as MAX_HEADER_SLOTS, OwnedRequest, Request, Version};
+/// A header field of a request built by hand with [`Request::new`] (`httparse`'s type,
+/// re-exported so a test needs no dependency of its own): `Header { name: "Host", value: b"a" }`.
+pub use httparse::Header;
 pub use http::response::{InvalidHeader, Response};
 pub use responder::{Gone, Responder, STREAM_BUFFER_BYTES, Stream, TrySendError};
 pub use server::{Outcome, Server};

@@ -22,6 +22,7 @@ use log::{debug, error, warn};
 use crate::access::{AccessLog, Answer, Ending, Pending};
 use crate::config::ServerConfig;
 use crate::counters::{ConnState, Cut, Stats};
+use crate::errors::{ErrorInfo, Renderer};
 use crate::handler::{Handler, Reply};
 use crate::http::body::BodyDecoder;
 use crate::http::date::DateCache;
@@ -134,6 +135,8 @@ pub(crate) struct Env {
     pub beat: &'static Beat,
     /// The request whose handler was running when this turn was found slow (`METHOD path`).
     pub slow_route: Option<String>,
+    /// Renders the error responses the server makes itself.
+    pub errors: Renderer,
 }
 
 impl Env {
@@ -163,6 +166,7 @@ impl Env {
             bodies: Vec::new(),
             beat: Beat::idle(),
             slow_route: None,
+            errors: Renderer::default(),
         }
     }
 
@@ -963,7 +967,7 @@ impl<S: Transport> Connection<S> {
     fn begin_body(&mut self, head: HeadInfo, started: Tick, env: &mut Env) -> bool {
         let decoder = match BodyDecoder::for_head(head.body, env.config.max_body_bytes) {
             Ok(decoder) => decoder,
-            Err(e) => return self.fail(e, env),
+            Err(e) => return self.fail_after(e, Some(head.len), env),
         };
         let body_present = self.read_buf.len() > head.len;
         if head.expect_continue && !body_present {
@@ -1058,7 +1062,7 @@ impl<S: Transport> Connection<S> {
             "connection {}: the handler returned Reply::Later without Response::defer; answering 500",
             self.client.id
         );
-        internal_error(&mut env.response);
+        internal_error(&env.errors, &ErrorInfo::new(500, INTERNAL_ERROR), &mut env.response);
         self.send(head, env);
     }
 
@@ -1100,7 +1104,7 @@ impl<S: Transport> Connection<S> {
                     "connection {} ({}): a responder was dropped without an answer; answering 500",
                     self.client.id, self.client.addr
                 );
-                internal_error(&mut env.response);
+                internal_error(&env.errors, &ErrorInfo::new(500, INTERNAL_ERROR), &mut env.response);
                 self.send(head, env);
             }
             Taken::StreamHead(response) => {
@@ -1367,13 +1371,36 @@ impl<S: Transport> Connection<S> {
 
     /// Answers a protocol error with its status and closes after it. Returns true (progress).
     fn fail(&mut self, error: HttpError, env: &mut Env) -> bool {
+        let head_len = match &self.phase {
+            Phase::Body(body) => Some(body.head.len),
+            _ => None,
+        };
+        self.fail_after(error, head_len, env)
+    }
+
+    /// [`Connection::fail`], rendered by the error hook; `head_len`: the request's head was
+    /// read and is still at the start of the read buffer, so the hook is told its method and
+    /// target.
+    #[cold]
+    #[inline(never)]
+    fn fail_after(&mut self, error: HttpError, head_len: Option<usize>, env: &mut Env) -> bool {
         debug!("connection {} ({}): {error}", self.client.id, self.client.addr);
-        let response = &mut env.response;
-        response.reset();
-        response.set_status(error.status()).set_close();
-        let body = response.body_mut();
-        body.extend_from_slice(error.detail().as_bytes());
-        body.push(b'\n');
+        let info = ErrorInfo::new(error.status(), error.detail());
+        let mut rendered = false;
+        if let Some(len) = head_len.filter(|&len| len <= self.read_buf.len()) {
+            // Parsed again (errors are rare): the head's fields are not kept while a body comes.
+            let (errors, response) = (&env.errors, &mut env.response);
+            let request = &mut self.read_buf.data_mut()[..len];
+            let (_, step) = HeadScan::default().next(request, head_limits(&env.config), |parsed, _| {
+                let (method, target) = (parsed.req.method.unwrap_or(""), parsed.req.path.unwrap_or(""));
+                errors.render(&info.with_request(method, target), response);
+            });
+            rendered = matches!(step, HeadStep::Complete(..));
+        }
+        if !rendered {
+            env.errors.render(&info, &mut env.response);
+        }
+        env.response.set_close();
         if env.access.is_some() {
             self.note_unreadable(env.now);
         }
@@ -1454,7 +1481,8 @@ fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8], client:
             if let Some(exchange) = response.take_deferred() {
                 exchange.close();
             }
-            internal_error(response);
+            let info = ErrorInfo::new(500, INTERNAL_ERROR).for_request(&request);
+            internal_error(&env.errors, &info, &mut env.response);
             Reply::Now
         }
     };
@@ -1486,9 +1514,13 @@ fn note_request(access: &mut Option<Box<Pending>>, parsed: &ParsedHead<'_, '_>, 
     access.get_or_insert_with(Box::default).begin(method, target, parsed.info.version, started);
 }
 
-/// Makes `response` a 500 that closes the connection: the server failed, not the request.
-fn internal_error(response: &mut Response) {
-    response.reset();
-    response.set_status(500).set_close();
-    response.body_mut().extend_from_slice(b"internal server error\n");
+/// What a 500 says: the server failed, not the request (the log says how).
+const INTERNAL_ERROR: &str = "internal server error";
+
+/// Makes `response` the 500 `info`, rendered by `errors`, closing the connection.
+#[cold]
+#[inline(never)]
+fn internal_error(errors: &Renderer, info: &ErrorInfo<'_>, response: &mut Response) {
+    errors.render(info, response);
+    response.set_close();
 }
