@@ -84,6 +84,6 @@ pub use http::request::{HEADER_SLOTS as MAX_HEADER_SLOTS, OwnedRequest, Request,
 /// re-exported so a test needs no dependency of its own): `Header { name: "Host", value: b"a" }`.
 pub use httparse::Header;
 pub use http::response::{InvalidHeader, Response};
-pub use responder::{Gone, Responder, STREAM_BUFFER_BYTES, Stream, TrySendError};
+pub use responder::{Gone, Responder, STREAM_BUFFER_BYTES, Stream, StreamError, TrySendError};
 pub use server::{Outcome, Server};
 pub use shutdown::{DrainNotice, Handles, ShutdownHandle};

@@ -304,8 +304,12 @@ struct Deferred {
 #[derive(Debug)]
 struct Streaming {
     exchange: Arc<Exchange>,
-    /// HTTP/1.1: the body goes in chunks. HTTP/1.0: it ends when the connection closes.
+    /// HTTP/1.1: the body goes in chunks. HTTP/1.0: it ends when the connection closes. Never
+    /// for a stream that declared its length.
     chunked: bool,
+    /// The body bytes still due, for a stream that declared its length (sent as its
+    /// `Content-Length`): the producer's side refuses more, and a finish short of it is a cut.
+    remaining: Option<u64>,
     /// Close once the body is complete (HTTP/1.0, the client or the handler asked, the drain).
     close: bool,
 }
@@ -1107,9 +1111,9 @@ impl<S: Transport> Connection<S> {
                 internal_error(&env.errors, &ErrorInfo::new(500, INTERNAL_ERROR), &mut env.response);
                 self.send(head, env);
             }
-            Taken::StreamHead(response) => {
+            Taken::StreamHead(response, length) => {
                 env.response = response;
-                self.start_stream(head, exchange, env);
+                self.start_stream(head, exchange, length, env);
             }
         }
         true
@@ -1118,18 +1122,19 @@ impl<S: Transport> Connection<S> {
     /// Sends the head of a streamed response from `env.response`; for HEAD (and a status
     /// without a body) that is the whole response.
     #[inline(never)]
-    fn start_stream(&mut self, head: HeadInfo, exchange: Arc<Exchange>, env: &mut Env) {
+    fn start_stream(&mut self, head: HeadInfo, exchange: Arc<Exchange>, length: Option<u64>, env: &mut Env) {
         let bodiless = head.is_head || env.response.is_bodiless();
-        let chunked = head.version == Version::Http11;
-        // Without chunks, only the end of the connection ends the body.
-        let (close, connection) = self.ending(&head, env, !chunked && !bodiless);
+        // A declared length frames the body on either version; otherwise chunks on HTTP/1.1.
+        let chunked = head.version == Version::Http11 && length.is_none();
+        // Without chunks or a length, only the end of the connection ends the body.
+        let (close, connection) = self.ending(&head, env, !chunked && length.is_none() && !bodiless);
         if self.write_buf.is_empty() {
             self.write_since = env.now;
         }
         env.stats.response(env.response.status());
         env.stats.streams += 1;
         // HEAD shows the framing GET would get; a status without a body has none.
-        env.response.encode_stream_head(self.write_buf.out(&mut env.pool), env.date.get(), chunked, connection);
+        env.response.encode_stream_head(self.write_buf.out(&mut env.pool), env.date.get(), chunked, length, connection);
         if bodiless {
             // Nothing of the body goes out: the producer is told the stream is closed (and
             // complete: finishing it succeeds).
@@ -1143,21 +1148,28 @@ impl<S: Transport> Connection<S> {
             if let Some(pending) = self.access.as_mut() {
                 pending.stream_started(env.response.status());
             }
-            self.close_delimited = !chunked;
-            self.phase = Phase::Streaming(Box::new(Streaming { exchange, chunked, close }));
+            self.close_delimited = !chunked && length.is_none();
+            self.phase = Phase::Streaming(Box::new(Streaming { exchange, chunked, remaining: length, close }));
             // Body bytes may have come with the head.
             self.mail = true;
         }
     }
 
     /// In `Streaming`, with news and room: takes the producer's bytes; once the body is
-    /// complete, the connection goes on (or closes); a stream dropped unfinished is cut.
+    /// complete, the connection goes on (or closes); a stream dropped unfinished, or finished
+    /// short of the length it declared, is cut.
     #[inline(never)]
     fn pump(&mut self, env: &mut Env) -> bool {
         self.mail = false;
-        let Phase::Streaming(streaming) = &self.phase else { return false };
+        let Phase::Streaming(streaming) = &mut self.phase else { return false };
         let (was_empty, before) = (self.write_buf.is_empty(), self.write_buf.pending().len());
         let (end, taken) = streaming.exchange.take_body(self.write_buf.out(&mut env.pool), streaming.chunked);
+        if let Some(remaining) = &mut streaming.remaining {
+            // The producer's side refuses a piece past the length, under the lock the bytes
+            // are taken with: this cannot pass it.
+            debug_assert!(taken as u64 <= *remaining, "a sized stream passed its declared length");
+            *remaining = remaining.saturating_sub(taken as u64);
+        }
         let close = streaming.close;
         if let Some(pending) = self.access.as_mut() {
             pending.streamed += taken as u64;
@@ -1177,13 +1189,29 @@ impl<S: Transport> Connection<S> {
             }
             End::Abandoned => {
                 warn!("connection {}: a stream was dropped unfinished; cutting the response", self.client.id);
-                if env.access.is_some() {
-                    self.record_stream_end(true, env);
-                }
-                self.closing(AfterFlush::Cut);
-                true
+                self.cut_stream(env)
+            }
+            End::Short { declared, sent } => {
+                warn!(
+                    "connection {}: a stream finished after {sent} of the {declared} bytes it declared; cutting the response",
+                    self.client.id
+                );
+                self.cut_stream(env)
             }
         }
+    }
+
+    /// The producer ended a stream without completing its body: what was taken goes out, then
+    /// the connection closes without the last chunk (a reset on HTTP/1.0 without a length;
+    /// with a declared length, the client gets fewer bytes than it) and the access log says
+    /// `abandoned`.
+    #[cold]
+    fn cut_stream(&mut self, env: &mut Env) -> bool {
+        if env.access.is_some() {
+            self.record_stream_end(true, env);
+        }
+        self.closing(AfterFlush::Cut);
+        true
     }
 
     /// In `Waiting`, once due: sends the delayed response.
