@@ -70,6 +70,7 @@ mod server;
 mod shutdown;
 pub mod sse;
 mod sync;
+pub mod testing;
 mod timer;
 mod watch;
 
