@@ -44,11 +44,27 @@
 //! std::process::exit(outcome.exit_code());
 //! ```
 //!
+//! # Logging
+//!
+//! The server reports through the [`log`](https://docs.rs/log) facade and installs no logger
+//! itself: without one in your program, every message is dropped, and a handler that panicked
+//! or a responder dropped unsent answers a 500 that nothing explains. Install one at the start
+//! of `main` (`env_logger::init()`, for instance). Nothing is logged per request at `info`.
+//!
+//! # Errors, streams with a length, tests
+//!
+//! [`Server::set_error_renderer`] renders every error response (the server's own and those a
+//! handler makes with [`Response::set_error`]), e.g. as [`errors::problem_json`];
+//! [`Responder::stream_sized`] streams a body of known length with `Content-Length`;
+//! [`testing::TestClient`] runs a handler without sockets, one line per request.
+//!
 //! # Features
 //!
 //! `cli` (on by default) builds the `quiesce` binary and compiles what only it needs (command
 //! line, log output). As a library, depend on it with `default-features = false`: then only the
-//! core crates are compiled (mio, signal-hook, httparse, slab and a few small helpers).
+//! core crates are compiled (mio, signal-hook, httparse, slab and a few small helpers). `json`
+//! (off by default) adds `serde` and `serde_json` for JSON bodies (in [`testing`]:
+//! `TestResponse::json`, `TestRequest::json`).
 #![deny(missing_docs)]
 
 mod access;

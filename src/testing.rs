@@ -40,8 +40,8 @@
 //!
 //! Always compiled (no cargo feature to turn on): it adds no dependency, only a few functions
 //! over the in-memory connection the crate keeps for its own fuzzing and benchmarks, and a
-//! feature would be one more step for every user's tests. [`TestResponse::json`] and
-//! [`TestRequest::json`] come with the `json` feature.
+//! feature would be one more step for every user's tests. `TestResponse::json` and
+//! `TestRequest::json` come with the `json` feature.
 
 use std::fmt;
 use std::time::{Duration, Instant};
