@@ -162,7 +162,10 @@ impl MemoryConnection {
     }
 
     /// Renders error responses with `render` (see [`Server::set_error_renderer`](crate::Server::set_error_renderer)).
-    pub fn set_error_renderer(&mut self, render: impl Fn(&crate::ErrorInfo<'_>, &mut crate::Response) + Send + Sync + 'static) {
+    pub fn set_error_renderer(
+        &mut self,
+        render: impl Fn(&crate::ErrorInfo<'_>, &mut crate::Response) + Send + Sync + 'static,
+    ) {
         self.env.errors = crate::errors::Renderer::new(render);
     }
 

@@ -668,7 +668,10 @@ enum Push {
     /// No room: wait, or say `Full`.
     Wait,
     /// Past the declared length: refused.
-    TooLong { declared: u64, sent: u64 },
+    TooLong {
+        declared: u64,
+        sent: u64,
+    },
 }
 
 /// Appends `piece` to the stream's body if it fits (a piece larger than the buffer goes alone,

@@ -301,8 +301,9 @@ impl TestResponse {
     /// When the body is not a `T` in JSON (the message shows the body).
     #[cfg(feature = "json")]
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("the body is not the JSON expected ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("the body is not the JSON expected ({e}): {:?}", String::from_utf8_lossy(&self.body))
+        })
     }
 
     /// Whether the body arrived whole: false when the server closed the connection before its
@@ -337,11 +338,8 @@ fn parse_response(mut out: &[u8], head_request: bool, end: Option<End>) -> Optio
             out = &out[head_len..];
             continue;
         }
-        let headers: Vec<(String, String)> = parsed
-            .headers
-            .iter()
-            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-            .collect();
+        let headers: Vec<(String, String)> =
+            parsed.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect();
         let find = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
         let rest = &out[head_len..];
         let (body, complete) = if head_request || status == 204 || status == 304 {

@@ -109,7 +109,10 @@ fn assert_problem(response: &common::Response, status: u16, title: &str) {
     assert_eq!(response.header("x-rendered"), Some("problem"));
     assert_eq!(response.content_length(), Some(response.body.len()), "the server frames the hook's body");
     let body = response.text();
-    assert!(body.starts_with(&format!(r#"{{"type":"about:blank","title":"{title}","status":{status},"detail":""#)), "{body}");
+    assert!(
+        body.starts_with(&format!(r#"{{"type":"about:blank","title":"{title}","status":{status},"detail":""#)),
+        "{body}"
+    );
 }
 
 /// A protocol error: rendered, then `Connection: close` and a close.
@@ -208,7 +211,11 @@ fn without_a_hook_every_error_is_one_line_of_plain_text() {
         (get("/panic"), 500, "internal server error\n"),
         (get("/drop"), 500, "internal server error\n"),
         (b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400, "missing Host\n"),
-        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 17\r\n\r\n".to_vec(), 413, "the request body is larger than this server accepts\n"),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 17\r\n\r\n".to_vec(),
+            413,
+            "the request body is larger than this server accepts\n",
+        ),
     ] {
         let (_, response) = ask(&server, &request);
         assert_eq!((response.status, response.text().as_str()), (status, body));

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::{Client, IO_TIMEOUT, connect, get};
 use quiesce::{
-    Error, Gone, Handler, StreamError, Outcome, Reply, Request, Responder, Response, Server, ServerConfig, ShutdownHandle,
-    TrySendError, metrics::Metrics,
+    Error, Gone, Handler, Outcome, Reply, Request, Responder, Response, Server, ServerConfig, ShutdownHandle,
+    StreamError, TrySendError, metrics::Metrics,
 };
 
 /// A running server whose deferred requests come out of `requests`.

@@ -18,13 +18,16 @@ use quiesce::{
     StreamError, TrySendError,
 };
 
+/// An access record as kept: target, status, body bytes, ending.
+type Record = (String, u16, u64, Ending);
+
 /// A server that defers every request but `/now` and hands the test each responder; it keeps
 /// each access record's (target, status, body bytes, ending).
 struct Deferring {
     addr: SocketAddr,
     handle: ShutdownHandle,
     responders: Receiver<Responder>,
-    records: Arc<Mutex<Vec<(String, u16, u64, Ending)>>>,
+    records: Arc<Mutex<Vec<Record>>>,
     thread: Option<JoinHandle<Result<Outcome, Error>>>,
 }
 
@@ -56,7 +59,7 @@ impl Deferring {
     }
 
     /// The access record of `target`, once there (bounded wait).
-    fn record(&self, target: &str) -> (String, u16, u64, Ending) {
+    fn record(&self, target: &str) -> Record {
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             if let Some(record) = self.records.lock().unwrap().iter().find(|r| r.0 == target) {

@@ -198,7 +198,10 @@ fn json_in_and_out() {
     let handler = |req: &Request<'_>, res: &mut Response| {
         let value: serde_json::Value = serde_json::from_slice(req.body()).unwrap();
         res.set_content_type("application/json").unwrap();
-        res.set_body(serde_json::json!({ "got": value, "type": String::from_utf8_lossy(req.header("content-type").unwrap()) }).to_string());
+        res.set_body(
+            serde_json::json!({ "got": value, "type": String::from_utf8_lossy(req.header("content-type").unwrap()) })
+                .to_string(),
+        );
         Reply::Now
     };
     let mut client = TestClient::new(handler);
