@@ -92,28 +92,87 @@ impl Transport for Pipe {
 /// One connection of the real state machine over an in-memory pipe, with a manual clock.
 pub struct MemoryConnection {
     conn: Connection<Pipe>,
+    /// The connection's id (a new one for each [`MemoryConnection::reconnect`]).
+    id: u64,
     env: Env,
-    /// Owns the waker responders wake (nothing polls it: the mailbox is read after every step).
-    _poll: mio::Poll,
+    /// Owns the waker responders wake: the mailbox is read after every step, and
+    /// [`MemoryConnection::wait_for_letters`] polls it.
+    poll: mio::Poll,
+    events: mio::Events,
     letters: Vec<Letter>,
 }
+
+/// The address the in-memory client has.
+const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
 
 impl MemoryConnection {
     /// A freshly accepted connection served by `handler`.
     pub fn new(config: ServerConfig, handler: impl Handler + Send + 'static) -> Self {
         let now = Tick::now();
-        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
         let poll = mio::Poll::new().expect("a poll for the harness's waker");
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("a waker for the harness");
         let mailbox = Arc::new(Mailbox::new(Arc::new(waker)));
         // The handler runs on the caller's thread, as it would on the server's.
         LoopThread::mark();
         MemoryConnection {
-            conn: Connection::new(Pipe::default(), 0, 1, peer, now),
+            conn: Connection::new(Pipe::default(), 0, 1, PEER, now),
+            id: 1,
             env: Env::new(config, Box::new(handler), now, mailbox, DrainNotice::new()),
-            _poll: poll,
+            poll,
+            events: mio::Events::with_capacity(4),
             letters: Vec::new(),
         }
+    }
+
+    /// The client connects again: a new connection (the next id) in place of this one, which
+    /// is let go of as the server lets go of a closed one (its producers hear it is gone).
+    pub fn reconnect(&mut self) {
+        if !self.is_closed() {
+            // The client left: as the server sees a reset.
+            self.conn.lost(io::ErrorKind::ConnectionReset);
+        }
+        if self.env.access.is_some() {
+            self.conn.record_close(&mut self.env);
+            self.env.end_access_turn();
+        }
+        self.id += 1;
+        self.conn = Connection::new(Pipe::default(), 0, self.id, PEER, self.env.now);
+    }
+
+    /// Waits at most `timeout` for a responder (on another thread) to post news, then delivers
+    /// it. Returns whether news came.
+    pub fn wait_for_letters(&mut self, timeout: Duration) -> bool {
+        if !self.env.mailbox.has_letters() {
+            match self.poll.poll(&mut self.events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("the harness's poll failed: {e}"),
+            }
+        }
+        let news = self.env.mailbox.has_letters();
+        self.drive();
+        news
+    }
+
+    /// How long until the connection's next deadline on its clock (zero if it passed), if it
+    /// has one.
+    pub fn until_deadline(&self) -> Option<Duration> {
+        let at = self.conn.deadline(&self.env.config, self.env.draining)?;
+        Some(self.env.now.until(at))
+    }
+
+    /// Renders error responses with `render` (see [`Server::set_error_renderer`](crate::Server::set_error_renderer)).
+    pub fn set_error_renderer(
+        &mut self,
+        render: impl Fn(&crate::ErrorInfo<'_>, &mut crate::Response) + Send + Sync + 'static,
+    ) {
+        self.env.errors = crate::errors::Renderer::new(render);
+    }
+
+    /// Makes this connection's error renderer the one a handler's `Response::set_error` uses
+    /// on this thread, until the guard drops.
+    pub(crate) fn enter_renderer(&self) -> crate::errors::CurrentRenderer {
+        self.env.errors.enter()
     }
 
     /// The client sends `bytes`; the server reads and answers what it can.
@@ -245,13 +304,14 @@ impl MemoryConnection {
         self.env.end_access_turn();
     }
 
-    /// Letters for this connection (key 0, id 1), delivered as the loop delivers them, until
+    /// Letters for this connection (key 0, its id), delivered as the loop delivers them, until
     /// none come.
     #[cold]
     fn deliver_letters(&mut self) {
         while self.env.mailbox.has_letters() {
             self.env.mailbox.take(&mut self.letters);
-            if !self.letters.drain(..).any(|letter| letter == Letter { key: 0, id: 1 }) {
+            let this = Letter { key: 0, id: self.id };
+            if !self.letters.drain(..).any(|letter| letter == this) {
                 return;
             }
             self.conn.on_mail();

@@ -44,11 +44,27 @@
 //! std::process::exit(outcome.exit_code());
 //! ```
 //!
+//! # Logging
+//!
+//! The server reports through the [`log`](https://docs.rs/log) facade and installs no logger
+//! itself: without one in your program, every message is dropped, and a handler that panicked
+//! or a responder dropped unsent answers a 500 that nothing explains. Install one at the start
+//! of `main` (`env_logger::init()`, for instance). Nothing is logged per request at `info`.
+//!
+//! # Errors, streams with a length, tests
+//!
+//! [`Server::set_error_renderer`] renders every error response (the server's own and those a
+//! handler makes with [`Response::set_error`]), e.g. as [`errors::problem_json`];
+//! [`Responder::stream_sized`] streams a body of known length with `Content-Length`;
+//! [`testing::TestClient`] runs a handler without sockets, one line per request.
+//!
 //! # Features
 //!
 //! `cli` (on by default) builds the `quiesce` binary and compiles what only it needs (command
 //! line, log output). As a library, depend on it with `default-features = false`: then only the
-//! core crates are compiled (mio, signal-hook, httparse, slab and a few small helpers).
+//! core crates are compiled (mio, signal-hook, httparse, slab and a few small helpers). `json`
+//! (off by default) adds `serde` and `serde_json` for JSON bodies (in [`testing`]:
+//! `TestResponse::json`, `TestRequest::json`).
 #![deny(missing_docs)]
 
 mod access;
@@ -57,6 +73,7 @@ mod config;
 mod connection;
 mod counters;
 mod error;
+pub mod errors;
 mod handler;
 #[doc(hidden)]
 pub mod harness;
@@ -69,6 +86,7 @@ mod server;
 mod shutdown;
 pub mod sse;
 mod sync;
+pub mod testing;
 mod timer;
 mod watch;
 
@@ -76,9 +94,13 @@ pub use access::{AccessLog, AccessRecord, Ending};
 pub use config::ServerConfig;
 pub use counters::{ConnState, Counts, StateChange};
 pub use error::Error;
+pub use errors::ErrorInfo;
 pub use handler::{Handler, Reply};
 pub use http::request::{HEADER_SLOTS as MAX_HEADER_SLOTS, OwnedRequest, Request, Version};
 pub use http::response::{InvalidHeader, Response};
-pub use responder::{Gone, Responder, STREAM_BUFFER_BYTES, Stream, TrySendError};
+/// A header field of a request built by hand with [`Request::new`] (`httparse`'s type,
+/// re-exported so a test needs no dependency of its own): `Header { name: "Host", value: b"a" }`.
+pub use httparse::Header;
+pub use responder::{Gone, Responder, STREAM_BUFFER_BYTES, Stream, StreamError, TrySendError};
 pub use server::{Outcome, Server};
 pub use shutdown::{DrainNotice, Handles, ShutdownHandle};

@@ -46,24 +46,82 @@ impl std::error::Error for Gone {}
 
 /// Why [`Stream::try_send`] did not take a piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TrySendError {
     /// The stream's buffer is full: the client reads slower than the stream is written. Try
     /// again later, skip the piece, or end the stream.
     Full,
     /// The connection is gone.
     Gone,
+    /// The piece would take the body past the length the stream declared
+    /// ([`Responder::stream_sized`]): nothing of it was queued, and the stream is still open.
+    TooLong {
+        /// The declared length.
+        declared: u64,
+        /// Body bytes queued so far.
+        sent: u64,
+    },
 }
 
 impl fmt::Display for TrySendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        match *self {
             TrySendError::Full => f.write_str("the stream's buffer is full"),
             TrySendError::Gone => Gone.fmt(f),
+            TrySendError::TooLong { declared, sent } => StreamError::TooLong { declared, sent }.fmt(f),
         }
     }
 }
 
 impl std::error::Error for TrySendError {}
+
+/// Why [`Stream::send`] or [`Stream::finish`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The connection is gone (see [`Gone`]): nothing sent now reaches the client.
+    Gone,
+    /// [`Stream::send`]: the piece would take the body past the length the stream declared
+    /// ([`Responder::stream_sized`]). Nothing of it was queued and the stream is still open:
+    /// send what is left of the declared length and finish, or drop the stream to cut it.
+    TooLong {
+        /// The declared length.
+        declared: u64,
+        /// Body bytes queued so far.
+        sent: u64,
+    },
+    /// [`Stream::finish`] came before the body reached the declared length: the response was
+    /// cut (the connection closes after the bytes sent, so the client sees fewer than its
+    /// `Content-Length` and can tell).
+    Short {
+        /// The declared length.
+        declared: u64,
+        /// Body bytes sent.
+        sent: u64,
+    },
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            StreamError::Gone => Gone.fmt(f),
+            StreamError::TooLong { declared, sent } => {
+                write!(f, "the piece would pass the stream's declared length ({sent} of {declared} bytes sent)")
+            }
+            StreamError::Short { declared, sent } => {
+                write!(f, "the stream finished short of its declared length ({sent} of {declared} bytes): cut")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+impl From<Gone> for StreamError {
+    fn from(Gone: Gone) -> StreamError {
+        StreamError::Gone
+    }
+}
 
 thread_local! {
     /// This thread runs an event loop: a [`Stream::send`] here must never wait for room, since
@@ -159,8 +217,8 @@ enum Answer {
     /// The responder was dropped without an answer.
     Dropped,
     /// A streamed response: its head until the loop takes it, the body bytes the loop has not
-    /// taken, and whether the producer has finished.
-    Stream { head: Option<Response>, body: Vec<u8>, end: End },
+    /// taken, whether the producer has finished, and the length it declared.
+    Stream { head: Option<Response>, body: Vec<u8>, end: End, sized: Option<Sized> },
     /// The loop took the whole answer (or the connection is gone).
     Taken,
     /// A streamed response with no body (HEAD, 204, 304): its head was the whole response, so
@@ -177,6 +235,22 @@ pub(crate) enum End {
     Finished,
     /// The stream was dropped unfinished: cut it.
     Abandoned,
+    /// [`Stream::finish`] before the declared length was sent: cut it.
+    Short { declared: u64, sent: u64 },
+}
+
+/// A stream that declared its length ([`Responder::stream_sized`]): how much, and how much of
+/// it the producer has queued so far (checked as it queues, so the wire never gets more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sized {
+    declared: u64,
+    sent: u64,
+}
+
+impl Sized {
+    fn is_complete(&self) -> bool {
+        self.sent == self.declared
+    }
 }
 
 #[derive(Debug)]
@@ -210,8 +284,9 @@ pub(crate) enum Taken {
     Whole(Response),
     /// The responder was dropped without an answer.
     Dropped,
-    /// The head of a streamed response; the body follows through [`Exchange::take_body`].
-    StreamHead(Response),
+    /// The head of a streamed response, and the length it declared; the body follows through
+    /// [`Exchange::take_body`].
+    StreamHead(Response, Option<u64>),
 }
 
 impl Exchange {
@@ -262,7 +337,10 @@ impl Exchange {
         match &mut state.answer {
             Answer::Pending | Answer::Taken | Answer::Complete => Taken::Nothing,
             Answer::Dropped => Taken::Dropped,
-            Answer::Stream { head, .. } => head.take().map_or(Taken::Nothing, Taken::StreamHead),
+            Answer::Stream { head, sized, .. } => {
+                let declared = sized.map(|sized| sized.declared);
+                head.take().map_or(Taken::Nothing, |head| Taken::StreamHead(head, declared))
+            }
             answer @ Answer::Whole(_) => match std::mem::replace(answer, Answer::Taken) {
                 Answer::Whole(response) => Taken::Whole(response),
                 _ => Taken::Nothing,
@@ -420,11 +498,37 @@ impl Responder {
     /// HTTP/1.0 the body ends when the connection closes. For HEAD (or a 204 or 304) the head
     /// is the whole response, and the stream is closed at once. `Err(Gone)` when the client is
     /// gone.
-    pub fn stream(mut self, mut head: Response) -> Result<Stream, Gone> {
+    pub fn stream(self, head: Response) -> Result<Stream, Gone> {
+        self.start_stream(head, None)
+    }
+
+    /// Starts a streamed response whose body is `length` bytes: sent with `Content-Length:
+    /// length` rather than in chunks (on HTTP/1.1 and HTTP/1.0 alike, and the connection may
+    /// stay open after it), so a client shows progress. `head`'s body, if any, is the first
+    /// piece. The stream checks what the producer sends: a piece that would pass `length`
+    /// is refused ([`StreamError::TooLong`], nothing of it sent), and a
+    /// [`finish`](Stream::finish) before `length` is reached cuts the response
+    /// ([`StreamError::Short`]: the connection closes, the client gets fewer bytes than it was
+    /// told and can tell). Once `length` bytes are sent the body is complete: finishing, or
+    /// dropping the stream, ends it cleanly.
+    ///
+    /// `Err(StreamError::TooLong)` if `head`'s body alone is longer than `length`: then nothing
+    /// is sent and the responder is dropped unanswered (the client gets a 500).
+    pub fn stream_sized(self, head: Response, length: u64) -> Result<Stream, StreamError> {
+        let first = head.body().len() as u64;
+        if first > length {
+            // Dropped unanswered: a 500, as for any responder that gives no answer.
+            return Err(StreamError::TooLong { declared: length, sent: 0 });
+        }
+        Ok(self.start_stream(head, Some(Sized { declared: length, sent: first }))?)
+    }
+
+    fn start_stream(mut self, mut head: Response, sized: Option<Sized>) -> Result<Stream, Gone> {
         self.answered = true;
         disconnect(&mut head);
         let first = std::mem::take(head.body_mut());
-        self.exchange.update(|answer| *answer = Answer::Stream { head: Some(head), body: first, end: End::Open })?;
+        self.exchange
+            .update(|answer| *answer = Answer::Stream { head: Some(head), body: first, end: End::Open, sized })?;
         Ok(Stream { exchange: Arc::clone(&self.exchange), done: false })
     }
 
@@ -480,14 +584,19 @@ impl Stream {
     /// On the server's own thread (in a handler, or a [`DrainNotice`] callback) it never
     /// waits, since only that thread makes room: the piece is queued past the buffer's limit.
     /// Send a few pieces there at most; a long stream belongs on another thread.
-    pub fn send(&mut self, piece: &[u8]) -> Result<(), Gone> {
+    ///
+    /// On a stream that declared its length, a piece that would pass it is refused:
+    /// [`StreamError::TooLong`], nothing of it queued.
+    pub fn send(&mut self, piece: &[u8]) -> Result<(), StreamError> {
         let mut state = lock(&self.exchange.state);
         loop {
             if self.exchange.is_closed() {
-                return Err(Gone);
+                return Err(StreamError::Gone);
             }
-            if push_piece(&mut state.answer, piece, ON_LOOP.get()) {
-                break;
+            match push_piece(&mut state.answer, piece, ON_LOOP.get()) {
+                Push::Queued => break,
+                Push::Wait => {}
+                Push::TooLong { declared, sent } => return Err(StreamError::TooLong { declared, sent }),
             }
             state.waiting += 1;
             state = self.exchange.room.wait(state).unwrap_or_else(PoisonError::into_inner);
@@ -499,27 +608,46 @@ impl Stream {
 
     /// Queues `piece` if there is room now: [`TrySendError::Full`] if not (for a producer that
     /// serves many streams and must not wait on one), [`TrySendError::Gone`] once the
-    /// connection is gone.
+    /// connection is gone, [`TrySendError::TooLong`] for a piece that would pass the length
+    /// the stream declared.
     pub fn try_send(&mut self, piece: &[u8]) -> Result<(), TrySendError> {
-        let pushed =
-            self.exchange.update(|answer| push_piece(answer, piece, false)).map_err(|Gone| TrySendError::Gone)?;
-        if pushed { Ok(()) } else { Err(TrySendError::Full) }
+        let mut state = lock(&self.exchange.state);
+        if self.exchange.is_closed() {
+            return Err(TrySendError::Gone);
+        }
+        match push_piece(&mut state.answer, piece, false) {
+            Push::Queued => {
+                tell(state);
+                Ok(())
+            }
+            Push::Wait => Err(TrySendError::Full),
+            Push::TooLong { declared, sent } => Err(TrySendError::TooLong { declared, sent }),
+        }
     }
 
-    /// Ends the body (with the last chunk, on HTTP/1.1). `Err(Gone)` when the connection is
-    /// gone: the client did not get the whole body. For a response without a body (HEAD, 204,
-    /// 304) it succeeds once the head is on its way.
-    pub fn finish(mut self) -> Result<(), Gone> {
+    /// Ends the body (with the last chunk, on HTTP/1.1). `Err(StreamError::Gone)` when the
+    /// connection is gone: the client did not get the whole body. For a response without a
+    /// body (HEAD, 204, 304) it succeeds once the head is on its way. On a stream that
+    /// declared its length and sent less, the response is cut: `Err(StreamError::Short)`.
+    pub fn finish(mut self) -> Result<(), StreamError> {
         self.done = true;
         let mut state = lock(&self.exchange.state);
-        match &mut state.answer {
+        let result = match &mut state.answer {
             Answer::Complete => return Ok(()),
-            _ if self.exchange.is_closed() => return Err(Gone),
-            Answer::Stream { end, .. } => *end = End::Finished,
-            _ => {}
-        }
+            _ if self.exchange.is_closed() => return Err(StreamError::Gone),
+            Answer::Stream { end, sized: Some(sized), .. } if !sized.is_complete() => {
+                let Sized { declared, sent } = *sized;
+                *end = End::Short { declared, sent };
+                Err(StreamError::Short { declared, sent })
+            }
+            Answer::Stream { end, .. } => {
+                *end = End::Finished;
+                Ok(())
+            }
+            _ => Ok(()),
+        };
         tell(state);
-        Ok(())
+        result
     }
 
     /// Whether the client is gone (see [`Responder::is_closed`]). A streamed HEAD response is
@@ -534,22 +662,42 @@ impl Stream {
     }
 }
 
+/// What [`push_piece`] did.
+enum Push {
+    Queued,
+    /// No room: wait, or say `Full`.
+    Wait,
+    /// Past the declared length: refused.
+    TooLong {
+        declared: u64,
+        sent: u64,
+    },
+}
+
 /// Appends `piece` to the stream's body if it fits (a piece larger than the buffer goes alone,
-/// into an empty one), or in any case when `anyway`. False when it must wait for room.
-fn push_piece(answer: &mut Answer, piece: &[u8], anyway: bool) -> bool {
+/// into an empty one), or in any case when `anyway`; never past a declared length.
+fn push_piece(answer: &mut Answer, piece: &[u8], anyway: bool) -> Push {
     match answer {
+        Answer::Stream { sized: Some(Sized { declared, sent }), .. }
+            if piece.len() as u64 > declared.saturating_sub(*sent) =>
+        {
+            Push::TooLong { declared: *declared, sent: *sent }
+        }
         Answer::Stream { body, .. }
             if !anyway && body.len() + piece.len() > STREAM_BUFFER_BYTES && !body.is_empty() =>
         {
-            false
+            Push::Wait
         }
-        Answer::Stream { body, .. } => {
+        Answer::Stream { body, sized, .. } => {
             body.extend_from_slice(piece);
-            true
+            if let Some(sized) = sized {
+                sized.sent += piece.len() as u64;
+            }
+            Push::Queued
         }
         // Nothing to append to: the loop let go of the answer (and closed the exchange, which
         // the caller sees next).
-        _ => true,
+        _ => Push::Queued,
     }
 }
 
@@ -557,8 +705,9 @@ impl Drop for Stream {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.exchange.update(|answer| {
-                if let Answer::Stream { end: end @ End::Open, .. } = answer {
-                    *end = End::Abandoned;
+                if let Answer::Stream { end: end @ End::Open, sized, .. } = answer {
+                    // A declared length all sent is a complete body: nothing to cut.
+                    *end = if sized.is_some_and(|sized| sized.is_complete()) { End::Finished } else { End::Abandoned };
                 }
             });
         }

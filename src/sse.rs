@@ -486,7 +486,7 @@ mod tests {
     fn the_head_names_the_stream_and_turns_caches_and_buffering_off() {
         let head = head();
         let mut out = Vec::new();
-        head.encode_stream_head(&mut out, b"Thu, 01 Jan 2026 00:00:00 GMT", true, None);
+        head.encode_stream_head(&mut out, b"Thu, 01 Jan 2026 00:00:00 GMT", true, None, None);
         let text = String::from_utf8(out).unwrap();
         for field in ["Content-Type: text/event-stream\r\n", "Cache-Control: no-cache\r\n", "X-Accel-Buffering: no\r\n"]
         {

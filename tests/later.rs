@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::{Client, IO_TIMEOUT, connect, get};
 use quiesce::{
     Error, Gone, Handler, Outcome, Reply, Request, Responder, Response, Server, ServerConfig, ShutdownHandle,
-    TrySendError, metrics::Metrics,
+    StreamError, TrySendError, metrics::Metrics,
 };
 
 /// A running server whose deferred requests come out of `requests`.
@@ -234,7 +234,7 @@ fn a_slow_reader_holds_the_producer_back_and_loses_nothing() {
             }
             Err(TrySendError::Full) if last_progress.elapsed() > Duration::from_millis(300) => break,
             Err(TrySendError::Full) => thread::sleep(Duration::from_millis(5)),
-            Err(TrySendError::Gone) => panic!("gone while the client was only slow"),
+            Err(e) => panic!("{e} while the client was only slow"),
         }
         assert!(Instant::now() < deadline, "never full");
     }
@@ -271,7 +271,7 @@ fn a_head_request_gets_the_head_only_and_the_stream_is_closed() {
     let head = client.read_head_response().expect("the head");
     assert!(head.is_chunked(), "HEAD shows the framing GET would have: {head:?}");
     eventually("a HEAD stream is closed", || stream.is_closed());
-    assert_eq!(stream.send(b"ignored"), Err(Gone));
+    assert_eq!(stream.send(b"ignored"), Err(StreamError::Gone));
     // Its whole response (the head) went out: finishing succeeds, whenever it comes.
     assert_eq!(stream.finish(), Ok(()));
     // Nothing else came: the next response is the next request's.
@@ -380,7 +380,7 @@ fn the_shutdown_timeout_cuts_a_stream_without_its_last_chunk() {
         Err(e) => assert!(matches!(e.kind(), std::io::ErrorKind::UnexpectedEof), "{e}"),
         Ok(chunk) => panic!("the stream was not cut: {chunk:?}"),
     }
-    assert_eq!(stream.send(b"more"), Err(Gone));
+    assert_eq!(stream.send(b"more"), Err(StreamError::Gone));
     let report = server.metrics.drain_report();
     assert_eq!((report.forced, report.streams_cut), (1, 1));
     let mut text = String::new();
@@ -510,5 +510,5 @@ fn a_producer_waiting_for_room_hears_when_the_server_dies() {
     });
     let _second = connect(addr);
     assert!(loop_thread.join().is_err(), "the loop's thread died");
-    assert_eq!(outcome.recv_timeout(IO_TIMEOUT), Ok(Gone), "the producer still waits for a dead server");
+    assert_eq!(outcome.recv_timeout(IO_TIMEOUT), Ok(StreamError::Gone), "the producer still waits for a dead server");
 }

@@ -476,6 +476,7 @@ impl Run {
                 }
                 Err(quiesce::TrySendError::Full) => {}
                 Err(quiesce::TrySendError::Gone) => assert!(stream.is_closed(), "Gone, but is_closed() says no"),
+                Err(e) => panic!("{e}, from a stream without a declared length"),
             }
         } else if let Some(at) = self.waiting() {
             let (index, responder) = {

@@ -282,7 +282,8 @@ fn tick(ticking: &mut Ticking, out: &mut Vec<u8>, text: &mut String) -> Next {
         Ok(()) => ticking.last = id,
         // Missed, and not counted: the client still gets its `n` events.
         Err(TrySendError::Full) => return Next::At(ticking.every),
-        Err(TrySendError::Gone) => return Next::Gone,
+        // (`TooLong` only comes from a stream that declared a length, which these do not.)
+        Err(TrySendError::Gone | TrySendError::TooLong { .. }) => return Next::Gone,
     }
     if let Some(left) = &mut ticking.left {
         *left = left.saturating_sub(1);

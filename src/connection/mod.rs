@@ -22,6 +22,7 @@ use log::{debug, error, warn};
 use crate::access::{AccessLog, Answer, Ending, Pending};
 use crate::config::ServerConfig;
 use crate::counters::{ConnState, Cut, Stats};
+use crate::errors::{ErrorInfo, Renderer};
 use crate::handler::{Handler, Reply};
 use crate::http::body::BodyDecoder;
 use crate::http::date::DateCache;
@@ -144,6 +145,8 @@ pub(crate) struct Env {
     pub beat: &'static Beat,
     /// The request whose handler was running when this turn was found slow (`METHOD path`).
     pub slow_route: Option<String>,
+    /// Renders the error responses the server makes itself.
+    pub errors: Renderer,
 }
 
 impl Env {
@@ -173,6 +176,7 @@ impl Env {
             bodies: Vec::new(),
             beat: Beat::idle(),
             slow_route: None,
+            errors: Renderer::default(),
         }
     }
 
@@ -310,8 +314,12 @@ struct Deferred {
 #[derive(Debug)]
 struct Streaming {
     exchange: Arc<Exchange>,
-    /// HTTP/1.1: the body goes in chunks. HTTP/1.0: it ends when the connection closes.
+    /// HTTP/1.1: the body goes in chunks. HTTP/1.0: it ends when the connection closes. Never
+    /// for a stream that declared its length.
     chunked: bool,
+    /// The body bytes still due, for a stream that declared its length (sent as its
+    /// `Content-Length`): the producer's side refuses more, and a finish short of it is a cut.
+    remaining: Option<u64>,
     /// Close once the body is complete (HTTP/1.0, the client or the handler asked, the drain).
     close: bool,
 }
@@ -973,7 +981,7 @@ impl<S: Transport> Connection<S> {
     fn begin_body(&mut self, head: HeadInfo, started: Tick, env: &mut Env) -> bool {
         let decoder = match BodyDecoder::for_head(head.body, env.config.max_body_bytes) {
             Ok(decoder) => decoder,
-            Err(e) => return self.fail(e, env),
+            Err(e) => return self.fail_after(e, Some(head.len), env),
         };
         let body_present = self.read_buf.len() > head.len;
         if head.expect_continue && !body_present {
@@ -1068,7 +1076,7 @@ impl<S: Transport> Connection<S> {
             "connection {}: the handler returned Reply::Later without Response::defer; answering 500",
             self.client.id
         );
-        internal_error(&mut env.response);
+        internal_error(&env.errors, &ErrorInfo::new(500, INTERNAL_ERROR), &mut env.response);
         self.send(head, env);
     }
 
@@ -1110,12 +1118,12 @@ impl<S: Transport> Connection<S> {
                     "connection {} ({}): a responder was dropped without an answer; answering 500",
                     self.client.id, self.client.addr
                 );
-                internal_error(&mut env.response);
+                internal_error(&env.errors, &ErrorInfo::new(500, INTERNAL_ERROR), &mut env.response);
                 self.send(head, env);
             }
-            Taken::StreamHead(response) => {
+            Taken::StreamHead(response, length) => {
                 env.response = response;
-                self.start_stream(head, exchange, env);
+                self.start_stream(head, exchange, length, env);
             }
         }
         true
@@ -1124,18 +1132,19 @@ impl<S: Transport> Connection<S> {
     /// Sends the head of a streamed response from `env.response`; for HEAD (and a status
     /// without a body) that is the whole response.
     #[inline(never)]
-    fn start_stream(&mut self, head: HeadInfo, exchange: Arc<Exchange>, env: &mut Env) {
+    fn start_stream(&mut self, head: HeadInfo, exchange: Arc<Exchange>, length: Option<u64>, env: &mut Env) {
         let bodiless = head.is_head || env.response.is_bodiless();
-        let chunked = head.version == Version::Http11;
-        // Without chunks, only the end of the connection ends the body.
-        let (close, connection) = self.ending(&head, env, !chunked && !bodiless);
+        // A declared length frames the body on either version; otherwise chunks on HTTP/1.1.
+        let chunked = head.version == Version::Http11 && length.is_none();
+        // Without chunks or a length, only the end of the connection ends the body.
+        let (close, connection) = self.ending(&head, env, !chunked && length.is_none() && !bodiless);
         if self.write_buf.is_empty() {
             self.write_since = env.now;
         }
         env.stats.response(env.response.status());
         env.stats.streams += 1;
         // HEAD shows the framing GET would get; a status without a body has none.
-        env.response.encode_stream_head(self.write_buf.out(&mut env.pool), env.date.get(), chunked, connection);
+        env.response.encode_stream_head(self.write_buf.out(&mut env.pool), env.date.get(), chunked, length, connection);
         if bodiless {
             // Nothing of the body goes out: the producer is told the stream is closed (and
             // complete: finishing it succeeds).
@@ -1149,21 +1158,28 @@ impl<S: Transport> Connection<S> {
             if let Some(pending) = self.access.as_mut() {
                 pending.stream_started(env.response.status());
             }
-            self.close_delimited = !chunked;
-            self.phase = Phase::Streaming(Box::new(Streaming { exchange, chunked, close }));
+            self.close_delimited = !chunked && length.is_none();
+            self.phase = Phase::Streaming(Box::new(Streaming { exchange, chunked, remaining: length, close }));
             // Body bytes may have come with the head.
             self.mail = true;
         }
     }
 
     /// In `Streaming`, with news and room: takes the producer's bytes; once the body is
-    /// complete, the connection goes on (or closes); a stream dropped unfinished is cut.
+    /// complete, the connection goes on (or closes); a stream dropped unfinished, or finished
+    /// short of the length it declared, is cut.
     #[inline(never)]
     fn pump(&mut self, env: &mut Env) -> bool {
         self.mail = false;
-        let Phase::Streaming(streaming) = &self.phase else { return false };
+        let Phase::Streaming(streaming) = &mut self.phase else { return false };
         let (was_empty, before) = (self.write_buf.is_empty(), self.write_buf.pending().len());
         let (end, taken) = streaming.exchange.take_body(self.write_buf.out(&mut env.pool), streaming.chunked);
+        if let Some(remaining) = &mut streaming.remaining {
+            // The producer's side refuses a piece past the length, under the lock the bytes
+            // are taken with: this cannot pass it.
+            debug_assert!(taken as u64 <= *remaining, "a sized stream passed its declared length");
+            *remaining = remaining.saturating_sub(taken as u64);
+        }
         let close = streaming.close;
         if let Some(pending) = self.access.as_mut() {
             pending.streamed += taken as u64;
@@ -1183,13 +1199,29 @@ impl<S: Transport> Connection<S> {
             }
             End::Abandoned => {
                 warn!("connection {}: a stream was dropped unfinished; cutting the response", self.client.id);
-                if env.access.is_some() {
-                    self.record_stream_end(true, env);
-                }
-                self.closing(AfterFlush::Cut);
-                true
+                self.cut_stream(env)
+            }
+            End::Short { declared, sent } => {
+                warn!(
+                    "connection {}: a stream finished after {sent} of the {declared} bytes it declared; cutting the response",
+                    self.client.id
+                );
+                self.cut_stream(env)
             }
         }
+    }
+
+    /// The producer ended a stream without completing its body: what was taken goes out, then
+    /// the connection closes without the last chunk (a reset on HTTP/1.0 without a length;
+    /// with a declared length, the client gets fewer bytes than it) and the access log says
+    /// `abandoned`.
+    #[cold]
+    fn cut_stream(&mut self, env: &mut Env) -> bool {
+        if env.access.is_some() {
+            self.record_stream_end(true, env);
+        }
+        self.closing(AfterFlush::Cut);
+        true
     }
 
     /// In `Waiting`, once due: sends the delayed response.
@@ -1384,13 +1416,36 @@ impl<S: Transport> Connection<S> {
 
     /// Answers a protocol error with its status and closes after it. Returns true (progress).
     fn fail(&mut self, error: HttpError, env: &mut Env) -> bool {
+        let head_len = match &self.phase {
+            Phase::Body(body) => Some(body.head.len),
+            _ => None,
+        };
+        self.fail_after(error, head_len, env)
+    }
+
+    /// [`Connection::fail`], rendered by the error hook; `head_len`: the request's head was
+    /// read and is still at the start of the read buffer, so the hook is told its method and
+    /// target.
+    #[cold]
+    #[inline(never)]
+    fn fail_after(&mut self, error: HttpError, head_len: Option<usize>, env: &mut Env) -> bool {
         debug!("connection {} ({}): {error}", self.client.id, self.client.addr);
-        let response = &mut env.response;
-        response.reset();
-        response.set_status(error.status()).set_close();
-        let body = response.body_mut();
-        body.extend_from_slice(error.detail().as_bytes());
-        body.push(b'\n');
+        let info = ErrorInfo::new(error.status(), error.detail());
+        let mut rendered = false;
+        if let Some(len) = head_len.filter(|&len| len <= self.read_buf.len()) {
+            // Parsed again (errors are rare): the head's fields are not kept while a body comes.
+            let (errors, response) = (&env.errors, &mut env.response);
+            let request = &mut self.read_buf.data_mut()[..len];
+            let (_, step) = HeadScan::default().next(request, head_limits(&env.config), |parsed, _| {
+                let (method, target) = (parsed.req.method.unwrap_or(""), parsed.req.path.unwrap_or(""));
+                errors.render(&info.with_request(method, target), response);
+            });
+            rendered = matches!(step, HeadStep::Complete(..));
+        }
+        if !rendered {
+            env.errors.render(&info, &mut env.response);
+        }
+        env.response.set_close();
         if env.access.is_some() {
             self.note_unreadable(env.now);
         }
@@ -1471,7 +1526,8 @@ fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8], client:
             if let Some(exchange) = response.take_deferred() {
                 exchange.close();
             }
-            internal_error(response);
+            let info = ErrorInfo::new(500, INTERNAL_ERROR).for_request(&request);
+            internal_error(&env.errors, &info, &mut env.response);
             Reply::Now
         }
     };
@@ -1503,9 +1559,13 @@ fn note_request(access: &mut Option<Box<Pending>>, parsed: &ParsedHead<'_, '_>, 
     access.get_or_insert_with(Box::default).begin(method, target, parsed.info.version, started);
 }
 
-/// Makes `response` a 500 that closes the connection: the server failed, not the request.
-fn internal_error(response: &mut Response) {
-    response.reset();
-    response.set_status(500).set_close();
-    response.body_mut().extend_from_slice(b"internal server error\n");
+/// What a 500 says: the server failed, not the request (the log says how).
+const INTERNAL_ERROR: &str = "internal server error";
+
+/// Makes `response` the 500 `info`, rendered by `errors`, closing the connection.
+#[cold]
+#[inline(never)]
+fn internal_error(errors: &Renderer, info: &ErrorInfo<'_>, response: &mut Response) {
+    errors.render(info, response);
+    response.set_close();
 }

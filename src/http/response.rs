@@ -159,19 +159,21 @@ impl Response {
     /// Every response pays for this, so the common fields go out as fixed-size copies, which
     /// compile to a few moves rather than calls to `memcpy`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>, date: &[u8; 29], head_only: bool, connection: Option<&str>) {
-        self.encode_as::<false>(out, date, head_only, connection);
+        self.encode_as::<false>(out, date, head_only, None, connection);
     }
 
-    /// Appends the head of a streamed response: no `Content-Length`; `Transfer-Encoding:
-    /// chunked` when `chunked` (else the body ends with the connection, or there is none).
+    /// Appends the head of a streamed response: `Content-Length` when the stream declared its
+    /// `length`, else `Transfer-Encoding: chunked` when `chunked` (else the body ends with the
+    /// connection, or there is none).
     pub(crate) fn encode_stream_head(
         &self,
         out: &mut Vec<u8>,
         date: &[u8; 29],
         chunked: bool,
+        length: Option<u64>,
         connection: Option<&str>,
     ) {
-        self.encode_as::<true>(out, date, !chunked, connection);
+        self.encode_as::<true>(out, date, !chunked, length, connection);
     }
 
     /// No body, and no framing fields, on 1xx, 204 and 304 (RFC 9110 §8.6, §15.3.5, §15.4.5).
@@ -180,14 +182,16 @@ impl Response {
     }
 
     /// [`Response::encode`], or with `STREAM` the head of a streamed response, whose framing
-    /// field is `Transfer-Encoding: chunked` unless `no_chunks`. One body of code, compiled
-    /// twice: the plain response's copy is exactly the hand-tuned path.
+    /// field is `Content-Length: stream_length` when given, else `Transfer-Encoding: chunked`
+    /// unless `no_chunks`. One body of code, compiled twice: the plain response's copy is
+    /// exactly the hand-tuned path.
     #[inline(always)]
     fn encode_as<const STREAM: bool>(
         &self,
         out: &mut Vec<u8>,
         date: &[u8; 29],
         head_only_or_no_chunks: bool,
+        stream_length: Option<u64>,
         connection: Option<&str>,
     ) {
         let status = self.status;
@@ -208,7 +212,10 @@ impl Response {
             out.extend_from_slice(b"\r\nContent-Type: ");
             let content_type = self.content_type.as_deref().unwrap_or("text/plain; charset=utf-8");
             out.extend_from_slice(content_type.as_bytes());
-            if !head_only_or_no_chunks {
+            if let Some(length) = stream_length {
+                out.extend_from_slice(b"\r\nContent-Length: ");
+                push_decimal(out, length);
+            } else if !head_only_or_no_chunks {
                 out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
             }
         } else if !bodiless {

@@ -31,7 +31,9 @@ use crate::access::AccessLog;
 use crate::config::ServerConfig;
 use crate::counters::DrainReport;
 use crate::error::Error;
+use crate::errors::{ErrorInfo, Renderer};
 use crate::handler::Handler;
+use crate::http::response::Response;
 use crate::listen;
 use crate::metrics::{LogCounts, LogHealth, Metrics, Registry};
 use crate::server::{Outcome, Server};
@@ -170,6 +172,7 @@ pub struct Worker {
     /// drain notice all workers share.
     pub handles: Handles,
     access_log: RefCell<Option<Box<dyn AccessLog>>>,
+    renderer: RefCell<Option<Renderer>>,
 }
 
 impl Worker {
@@ -177,6 +180,12 @@ impl Worker {
     /// [`Server::set_access_log`](crate::Server::set_access_log)); each worker has its own.
     pub fn set_access_log(&self, log: impl AccessLog + 'static) {
         *self.access_log.borrow_mut() = Some(Box::new(log));
+    }
+
+    /// Gives this worker's server an error renderer (see
+    /// [`Server::set_error_renderer`](crate::Server::set_error_renderer)).
+    pub fn set_error_renderer(&self, render: impl Fn(&ErrorInfo<'_>, &mut Response) + Send + Sync + 'static) {
+        *self.renderer.borrow_mut() = Some(Renderer::new(render));
     }
 }
 
@@ -187,6 +196,7 @@ impl fmt::Debug for Worker {
             .field("registry", &self.registry)
             .field("handles", &self.handles)
             .field("access_log", &self.access_log.borrow().is_some())
+            .field("renderer", &self.renderer.borrow().is_some())
             .finish()
     }
 }
@@ -316,17 +326,26 @@ where
     for (i, listener) in listeners.into_iter().enumerate() {
         let config = ServerConfig { handle_signals: config.handle_signals && i == 0, ..config.clone() };
         let leader = servers.first().map(Server::shutdown_handle);
-        let mut access_log = None;
+        let (mut access_log, mut renderer) = (None, None);
         let mut server = Server::assemble(listener, config, drain.clone(), |own| {
             let shutdown = leader.unwrap_or_else(|| own.clone());
             let handles = Handles { shutdown, drain: drain.clone() };
-            let worker = Worker { index: i, registry: registry.clone(), handles, access_log: RefCell::new(None) };
+            let worker = Worker {
+                index: i,
+                registry: registry.clone(),
+                handles,
+                access_log: RefCell::new(None),
+                renderer: RefCell::new(None),
+            };
             let handler = make_handler(&worker);
-            access_log = worker.access_log.into_inner();
+            (access_log, renderer) = (worker.access_log.into_inner(), worker.renderer.into_inner());
             handler
         })?;
         if let Some(log) = access_log {
             server.set_boxed_access_log(log);
+        }
+        if let Some(renderer) = renderer {
+            server.set_renderer(renderer);
         }
         server.set_metrics(Arc::clone(&metrics[i]));
         if workers > 1 {

@@ -45,8 +45,10 @@ use crate::config::ServerConfig;
 use crate::connection::{Connection, DrainRole, Env};
 use crate::counters::{ConnState, Counts, Cut, CutCounts, DrainReport, StateChange};
 use crate::error::Error;
+use crate::errors::{ErrorInfo, Renderer};
 use crate::handler::Handler;
 use crate::http::request::Client;
+use crate::http::response::Response;
 use crate::listen;
 use crate::metrics::Metrics;
 use crate::responder::{Letter, LoopThread, Mailbox};
@@ -456,6 +458,23 @@ impl Server {
         self.env.access = Some(log);
     }
 
+    /// Renders every error response: the server's own (400, 408, 413, 414, 431, 417, 501,
+    /// 505; a 500 for a panicking handler, a dropped responder or `Reply::Later` without a
+    /// responder) and those handlers make with [`Response::set_error`](crate::Response::set_error)
+    /// (a router's 404 and 405, a pool's 503). `render` gets the error (status, detail, and
+    /// the request's method and target when known) and a response reset to that status; it
+    /// may set the body, the content type and headers. The server keeps the status and the
+    /// framing (`Content-Length`, `Connection`, the close after a protocol error). It runs on
+    /// the loop thread, only for errors. Plain text (the detail and a line feed) without one;
+    /// [`errors::problem_json`](crate::errors::problem_json) gives RFC 9457 problem details.
+    pub fn set_error_renderer(&mut self, render: impl Fn(&ErrorInfo<'_>, &mut Response) + Send + Sync + 'static) {
+        self.env.errors = Renderer::new(render);
+    }
+
+    pub(crate) fn set_renderer(&mut self, renderer: Renderer) {
+        self.env.errors = renderer;
+    }
+
     /// Calls `hook` on every connection state change (New, Active, Idle, Closed), with the live
     /// counts after it. It runs on the loop thread: keep it quick.
     pub fn on_state_change(&mut self, hook: impl FnMut(&StateChange) + Send + 'static) {
@@ -465,6 +484,8 @@ impl Server {
     /// Serves until a shutdown completes. Errors only when the poll itself fails.
     pub fn run(mut self) -> Result<Outcome, Error> {
         let _loop_thread = LoopThread::enter();
+        // A handler's `Response::set_error` renders with this server's hook.
+        let _renderer = self.env.errors.enter();
         // Watched while it runs: slow turns, and a second signal while stuck.
         let watched = Watched::claim(self.env.config.slow_turn);
         self.env.beat = watched.beat();
