@@ -671,15 +671,26 @@ impl<S: Transport> Connection<S> {
     #[cold]
     fn look_at_client(&mut self, now: Tick, timeout: Duration) {
         self.write_looked = true;
-        self.write_mark = self.stream.taken().map_or(0, low_bits);
+        let taken = self.taken_noted();
+        self.write_mark = taken.map_or(0, low_bits);
         self.write_since = self.write_since.max(now.before(timeout - timeout / 4));
+    }
+
+    /// What the system says the client has taken; with an access log on, noted for its records
+    /// while it is known to be what the client has (see `output_had`).
+    fn taken_noted(&mut self) -> Option<u64> {
+        let (taken, known) = self.stream.counted()?;
+        if let (true, Some(pending)) = (known, self.access.as_mut()) {
+            pending.seen = pending.seen.max(taken);
+        }
+        Some(taken)
     }
 
     /// At the write timeout: whether the client took more since the look (it reads, however
     /// slowly; the timeout starts again). Without a count from the system, it did not.
     #[cold]
     fn client_took_more(&mut self, now: Tick) -> bool {
-        let Some(taken) = self.stream.taken().map(low_bits) else { return false };
+        let Some(taken) = self.taken_noted().map(low_bits) else { return false };
         if taken == self.write_mark {
             return false;
         }
