@@ -89,6 +89,8 @@ struct State {
     idle: usize,
     /// Idle threads asleep on `ready`.
     sleeping: usize,
+    /// Of those, the ones woken that have not looked at the queue yet.
+    woken: usize,
     /// Every handle is gone: exit once the queue is empty.
     closed: bool,
     /// Thread names count up.
@@ -136,7 +138,8 @@ impl BlockingPool {
     /// A pool of up to `threads` threads (at least one) with room for `queue` jobs waiting for
     /// one. No thread starts before the first job.
     pub fn new(threads: usize, queue: usize) -> BlockingPool {
-        let state = State { jobs: VecDeque::new(), alive: 0, idle: 0, sleeping: 0, closed: false, started: 0 };
+        let state =
+            State { jobs: VecDeque::new(), alive: 0, idle: 0, sleeping: 0, woken: 0, closed: false, started: 0 };
         let shared = Shared {
             threads: threads.max(1),
             queue,
@@ -198,12 +201,10 @@ impl BlockingPool {
         }
         state.jobs.push_back(Job { responder: Some(res.defer()), work: make() });
         shared.counts.accepted.fetch_add(1, Relaxed);
-        if state.sleeping > 0 {
-            shared.ready.notify_one();
-        }
-        if state.jobs.len() > state.idle && startable > 0 {
-            start_thread(shared, state);
-        }
+        let stranded = find_taker(shared, &mut state);
+        drop(state);
+        // Answered 503 as they drop, outside the lock.
+        drop(stranded);
         Reply::Later
     }
 }
@@ -227,33 +228,62 @@ impl Shared {
     }
 }
 
-/// Starts one more thread (the lock held: the count and the thread agree). If the system
-/// refuses and no thread is left to run the queue, its jobs are answered 503 now.
-fn start_thread(shared: &Arc<Shared>, mut state: std::sync::MutexGuard<'_, State>) {
+/// Makes sure a thread will look at the queue, if jobs wait: unless one already will (awake
+/// and idle, or woken and on its way), wakes one that sleeps, or starts one more. So one thread
+/// at a time looks for work: a burst of short jobs wakes one thread, which runs them one after
+/// the other, rather than one thread per job; each thread that takes a job while more wait
+/// hands the search on, so long jobs still spread over every thread.
+///
+/// Returns the queued jobs if no thread could start and none is left to run them; the caller
+/// drops them (each answers 503) once the lock is let go.
+fn find_taker(shared: &Arc<Shared>, state: &mut State) -> Vec<Job> {
+    let looking = state.idle - state.sleeping + state.woken;
+    if state.jobs.is_empty() || looking > 0 {
+        return Vec::new();
+    }
+    if state.sleeping > state.woken {
+        state.woken += 1;
+        shared.ready.notify_one();
+        return Vec::new();
+    }
+    if state.alive < shared.threads {
+        return start_thread(shared, state);
+    }
+    // Every thread is busy: the first to finish takes the next job.
+    Vec::new()
+}
+
+/// Starts one more thread, idle until it takes a job (the lock held: the count and the thread
+/// agree). Returns the queued jobs if the system refuses and no thread is left to run them.
+fn start_thread(shared: &Arc<Shared>, state: &mut State) -> Vec<Job> {
     state.alive += 1;
     state.idle += 1;
     let name = format!("quiesce-blocking-{}", state.started);
     let for_thread = Arc::clone(shared);
     match thread::Builder::new().name(name).spawn(move || work(&for_thread)) {
-        Ok(_) => state.started += 1,
+        Ok(_) => {
+            state.started += 1;
+            Vec::new()
+        }
         Err(e) => {
             state.alive -= 1;
             state.idle -= 1;
             let stranded: Vec<Job> = if state.alive == 0 { state.jobs.drain(..).collect() } else { Vec::new() };
-            drop(state);
             log::error!("cannot start a thread for blocking work: {e}; {} queued job(s) answered 503", stranded.len());
-            // Each answers 503 as it drops, outside the lock.
-            drop(stranded);
+            stranded
         }
     }
 }
 
 /// A pool thread: runs jobs until the pool is closed and its queue empty.
-fn work(shared: &Shared) {
+fn work(shared: &Arc<Shared>) {
     let mut state = lock(&shared.state);
     loop {
         if let Some(job) = state.jobs.pop_front() {
             state.idle -= 1;
+            // More wait: another thread looks for them meanwhile (none is stranded: this one
+            // lives).
+            let _none = find_taker(shared, &mut state);
             drop(state);
             job.run(&shared.counts);
             state = lock(&shared.state);
@@ -268,6 +298,8 @@ fn work(shared: &Shared) {
         state.sleeping += 1;
         state = shared.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
         state.sleeping -= 1;
+        // A spurious wake-up may take another's place: at worst one more wake-up later.
+        state.woken = state.woken.saturating_sub(1).min(state.sleeping);
     }
 }
 
@@ -494,6 +526,40 @@ mod tests {
         let stats = pool.stats();
         assert_eq!((stats.queued, stats.accepted, stats.rejected), (1, 2, 1));
         drop(release);
+    }
+
+    #[test]
+    fn a_burst_of_long_jobs_spreads_over_every_thread() {
+        let pool = BlockingPool::new(3, 8);
+        let (started, running) = mpsc::channel();
+        let (release, gate) = mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        // Their responses kept, so their responders stay open.
+        let mut responses: Vec<Response> = (0..4).map(|_| Response::new()).collect();
+        {
+            // The whole burst is queued before any thread looks: only the hand-on from thread
+            // to thread can spread it.
+            let shared = &pool.handle.shared;
+            let mut state = lock(&shared.state);
+            for res in &mut responses {
+                let (started, gate) = (started.clone(), Arc::clone(&gate));
+                let work = Box::new(move || {
+                    let _ = started.send(());
+                    let _ = lock(&gate).recv();
+                    Response::new()
+                });
+                state.jobs.push_back(Job { responder: Some(res.defer()), work });
+            }
+            assert!(find_taker(shared, &mut state).is_empty());
+        }
+        // A job holding the gate's lock waits for the release; the others wait for the lock.
+        for _ in 0..3 {
+            running.recv_timeout(Duration::from_secs(10)).expect("three jobs side by side");
+        }
+        let stats = pool.stats();
+        assert_eq!((stats.threads, stats.running, stats.queued), (3, 3, 1));
+        drop(release);
+        running.recv_timeout(Duration::from_secs(10)).expect("the fourth job");
     }
 
     #[test]

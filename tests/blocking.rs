@@ -180,6 +180,35 @@ fn answers_come_from_the_pool_threads() {
 }
 
 #[test]
+fn long_jobs_run_side_by_side_up_to_the_thread_count() {
+    let server = start(ServerConfig { blocking_threads: 3, blocking_queue: 8, ..ServerConfig::default() }, None);
+    let mut clients: Vec<_> = (0..4).map(|_| connect(server.addr)).collect();
+    for client in &mut clients {
+        client.send(&get("/hold")).unwrap();
+    }
+    // Three threads start, each with a job, while the gate is still shut; the fourth job waits.
+    let (mut threads, mut submitted) = (Vec::new(), 0);
+    while threads.len() < 3 || submitted < 4 {
+        match server.next() {
+            Event::Started(path, thread) if path == "/hold" => threads.push(thread),
+            Event::Submitted(_, reply) => {
+                assert_eq!(reply, Reply::Later);
+                submitted += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    threads.sort();
+    assert_eq!(threads, ["quiesce-blocking-0", "quiesce-blocking-1", "quiesce-blocking-2"]);
+    let stats = server.pool.stats();
+    assert_eq!((stats.threads, stats.running, stats.queued), (3, 3, 1));
+    server.gate.open();
+    for client in &mut clients {
+        assert_eq!(client.read_response().expect("an answer").status, 200);
+    }
+}
+
+#[test]
 fn a_full_queue_answers_503_with_retry_after_at_once() {
     let server = start(one_thread(1), None);
     let mut held = connect(server.addr);
