@@ -1,9 +1,14 @@
-//! A worker pool doing blocking work per request: the handler copies the request out
-//! (`Request::owned`), defers the answer (`Response::defer`) and hands both to a pool of
-//! threads; a thread does the blocking part (here a sleep standing in for a database or a
-//! file) and answers through the `Responder`. The loop never waits, and a drain (Ctrl+C)
-//! waits for the work in flight. The queue is bounded: when it is full, the request is
-//! answered 503 at once rather than queued without limit.
+//! The advanced way: a worker pool of your own. For most services `res.blocking(req, |req| ...)`
+//! does all of this in one line on the library's pool (see the `blocking` example); write your
+//! own when you need what it does not do: threads that keep state (a database connection
+//! each), priorities, batching, a stream answered piece by piece from the pool.
+//!
+//! The handler copies the request out (`Request::owned`), defers the answer
+//! (`Response::defer`) and hands both to a pool of threads; a thread does the blocking part
+//! (here a sleep standing in for a database or a file) and answers through the `Responder`.
+//! The loop never waits, and a drain (Ctrl+C) waits for the work in flight. The queue is
+//! bounded: when it is full, the request is answered 503 at once rather than queued without
+//! limit.
 //!
 //!     cargo run --example worker_pool [-- ADDR]      # default 127.0.0.1:8080
 //!     curl 'http://127.0.0.1:8080/report?ms=500'

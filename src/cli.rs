@@ -16,6 +16,7 @@ use std::{
 use quiesce::ServerConfig;
 use quiesce::app::AppConfig;
 use quiesce::app::events::EventsConfig;
+use quiesce::app::work::QUEUE_PER_THREAD;
 
 use crate::logging::LogFormat;
 
@@ -41,8 +42,8 @@ pub const MAX_HEADERS_CAP: usize = quiesce::MAX_HEADER_SLOTS;
 /// Most worker threads `--workers` allows.
 pub const MAX_WORKERS: usize = 1024;
 
-/// Default number of threads for blocking work (`/work`).
-pub const DEFAULT_BLOCKING_THREADS: usize = 8;
+/// Default number of threads for blocking work (`/work`): the library's default.
+pub const DEFAULT_BLOCKING_THREADS: usize = DEFAULTS.blocking_threads;
 
 /// Most threads `--blocking-threads` allows.
 pub const MAX_BLOCKING_THREADS: usize = 1024;
@@ -58,7 +59,7 @@ const DURATION_HINT: &str = "expected a duration like 250ms, 10s or 2m";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cli {
     /// The server (`--addr`, `--shutdown-timeout`, `--drain-delay`, `--max-connections`,
-    /// `--backlog`, the limits and timeouts).
+    /// `--backlog`, `--blocking-threads`, the limits and timeouts).
     pub server: ServerConfig,
     /// The built-in routes (`--delay`, `--max-delay`).
     pub app: AppConfig,
@@ -68,8 +69,6 @@ pub struct Cli {
     pub verbosity: i8,
     /// Worker threads, each with its own loop and listening socket (`--workers N`).
     pub workers: usize,
-    /// Threads for the blocking work of `/work` (`--blocking-threads N`).
-    pub blocking_threads: usize,
     /// How log lines (and access log lines) are written (`--log-format text|json`).
     pub log_format: LogFormat,
     /// Where the access log goes (`--access-log PATH`, `-` for stdout); none by default.
@@ -84,7 +83,6 @@ impl Default for Cli {
             events: EventsConfig::DEFAULT,
             verbosity: 0,
             workers: 1,
-            blocking_threads: DEFAULT_BLOCKING_THREADS,
             log_format: LogFormat::Text,
             access_log: None,
         }
@@ -184,7 +182,10 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
             Long("drain-delay") => cli.server.drain_delay = duration_value(&mut parser, "--drain-delay")?,
             Long("workers") => cli.workers = count_value(&mut parser, "--workers", 1, MAX_WORKERS)?,
             Long("blocking-threads") => {
-                cli.blocking_threads = count_value(&mut parser, "--blocking-threads", 1, MAX_BLOCKING_THREADS)?;
+                let threads = count_value(&mut parser, "--blocking-threads", 1, MAX_BLOCKING_THREADS)?;
+                // The queue grows with the threads: QUEUE_PER_THREAD jobs may wait per thread.
+                cli.server.blocking_threads = threads;
+                cli.server.blocking_queue = threads * QUEUE_PER_THREAD;
             }
             Long("max-connections") => {
                 cli.server.max_connections = count_value(&mut parser, "--max-connections", 1, 10_000_000)?;
@@ -741,8 +742,10 @@ mod tests {
 
     #[test]
     fn blocking_threads() {
-        assert_eq!(run(&[]).blocking_threads, 8);
-        assert_eq!(both("--blocking-threads", "2").blocking_threads, 2);
+        let default = run(&[]).server;
+        assert_eq!((default.blocking_threads, default.blocking_queue), (8, 8 * QUEUE_PER_THREAD));
+        let two = both("--blocking-threads", "2").server;
+        assert_eq!((two.blocking_threads, two.blocking_queue), (2, 2 * QUEUE_PER_THREAD));
         let e = err(&["--blocking-threads", "0"]);
         assert!(e.contains("expected a number from 1 to 1024"), "{e}");
     }
@@ -1025,7 +1028,7 @@ mod tests {
         assert_eq!(parse_duration(defaults[5]), Ok(d.server.drain_delay));
         assert_eq!(defaults[6].parse::<usize>(), Ok(d.server.max_connections));
         assert_eq!(defaults[7].parse::<i32>(), Ok(d.server.backlog));
-        assert_eq!(defaults[8].parse::<usize>(), Ok(d.blocking_threads));
+        assert_eq!(defaults[8].parse::<usize>(), Ok(d.server.blocking_threads));
         let defaults = &defaults[5..];
         let c = &d.server;
         let sizes = [c.max_uri_bytes as u64, c.max_head_bytes as u64, c.max_headers as u64, c.max_body_bytes];

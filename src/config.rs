@@ -88,6 +88,12 @@ pub struct ServerConfig {
     /// with the turn's deadline after each handler call (no clock read, no thread). Zero turns
     /// it off. Default 100 ms.
     pub slow_turn: Duration,
+    /// Most threads of the server's pool for blocking work ([`Response::blocking`](crate::Response::blocking)).
+    /// They start as jobs need them, none before the first. Default 8.
+    pub blocking_threads: usize,
+    /// Most jobs waiting for one of those threads; one more is answered `503` with
+    /// `Retry-After` at once. Default 1024 (128 per default thread).
+    pub blocking_queue: usize,
 }
 
 impl ServerConfig {
@@ -114,6 +120,8 @@ impl ServerConfig {
         accept_batch: 128,
         accept_backoff: Duration::from_millis(100),
         slow_turn: Duration::from_millis(100),
+        blocking_threads: 8,
+        blocking_queue: 8 * 128,
     };
 }
 

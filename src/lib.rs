@@ -69,6 +69,7 @@
 
 mod access;
 pub mod app;
+pub mod blocking;
 mod config;
 mod connection;
 mod counters;
@@ -91,6 +92,7 @@ mod timer;
 mod watch;
 
 pub use access::{AccessLog, AccessRecord, Ending};
+pub use blocking::{BlockingPool, BlockingStats};
 pub use config::ServerConfig;
 pub use counters::{ConnState, Counts, StateChange};
 pub use error::Error;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{error, info, warn};
 use quiesce::app::App;
 use quiesce::app::events::Ticker;
-use quiesce::app::work::BlockingPool;
 use quiesce::metrics::{LogHealth, LogStream};
 use quiesce::process::{self, InheritedSockets, Options};
 
@@ -71,9 +70,9 @@ fn main() -> ExitCode {
     let config = cli.server_config();
     let app_config = cli.app;
     let workers = cli.workers;
-    // One pool for blocking work and one ticker for event streams, shared by every worker
-    // (their threads start when first used).
-    let (pool, ticker) = (BlockingPool::new(cli.blocking_threads), Ticker::with_config(cli.events));
+    // One ticker for event streams, shared by every worker (its thread starts when first used);
+    // so is the pool for blocking work, which `process::run` makes from the configuration.
+    let ticker = Ticker::with_config(cli.events);
     let options = Options { workers, inherited, restart_on_sighup: true, process_exits_after: true };
     let summary = process::run(
         config,
@@ -89,7 +88,7 @@ fn main() -> ExitCode {
             }
             App::new(app_config)
                 .with_metrics(worker.registry.clone())
-                .with_pool(pool.clone())
+                .with_pool(worker.blocking.clone())
                 .with_events(ticker.clone())
         },
         |started| match workers {

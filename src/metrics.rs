@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::blocking::{BlockingPool, BlockingStats, Monitor};
 pub use crate::counters::DrainReport;
 use crate::counters::{Counts, Cut, CutCounts, Stats};
 
@@ -210,10 +211,11 @@ impl LogCounts {
     }
 }
 
-/// Every worker's [`Metrics`], rendered together.
+/// Every worker's [`Metrics`], rendered together, and the figures of their blocking pool.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     workers: Vec<Arc<Metrics>>,
+    blocking: Option<Monitor>,
 }
 
 /// One metric family: name, help, type, and how to read one value of it (per label value).
@@ -330,7 +332,14 @@ const FAMILIES: &[Family] = &[
 impl Registry {
     /// A registry of these workers' metrics, in worker order.
     pub fn new(workers: Vec<Arc<Metrics>>) -> Self {
-        Registry { workers }
+        Registry { workers, blocking: None }
+    }
+
+    /// Renders `pool`'s figures too (`quiesce_blocking_*`); the registry does not keep the
+    /// pool's threads alive.
+    pub fn with_blocking(mut self, pool: &BlockingPool) -> Self {
+        self.blocking = Some(pool.monitor());
+        self
     }
 
     /// The workers' metrics.
@@ -376,6 +385,9 @@ impl Registry {
                 }
             }
         }
+        if let Some(pool) = &self.blocking {
+            render_blocking(&pool.stats(), out);
+        }
         LogHealth::global().counts().render(out);
     }
 
@@ -396,6 +408,28 @@ impl Registry {
     }
 }
 
+/// Appends a blocking pool's figures: three gauges and the jobs by outcome.
+fn render_blocking(stats: &BlockingStats, out: &mut String) {
+    let gauges = [
+        ("blocking_threads", "Threads of the blocking pool started (they start as jobs need them).", stats.threads),
+        ("blocking_running", "Blocking jobs running.", stats.running),
+        ("blocking_queued", "Blocking jobs waiting for a thread.", stats.queued),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP quiesce_{name} {help}\n# TYPE quiesce_{name} gauge\nquiesce_{name} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP quiesce_blocking_jobs_total Blocking jobs by outcome: done, skipped (the client had left), \
+         panicked (answered 500), rejected (the queue was full: 503).\n# TYPE quiesce_blocking_jobs_total counter"
+    );
+    let outcomes =
+        [("done", stats.done), ("skipped", stats.skipped), ("panicked", stats.panicked), ("rejected", stats.rejected)];
+    for (outcome, value) in outcomes {
+        let _ = writeln!(out, "quiesce_blocking_jobs_total{{outcome=\"{outcome}\"}} {value}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,12 +444,14 @@ mod tests {
         a.publish(&stats, &Counts { new: 1, active: 2, idle: 3 });
         b.publish(&stats, &Counts { new: 0, active: 1, idle: 0 });
         let mut out = String::new();
-        Registry::new(vec![a, b]).render(&mut out);
+        Registry::new(vec![a, b]).with_blocking(&BlockingPool::new(2, 4)).render(&mut out);
         assert!(out.contains("\nquiesce_connections{state=\"active\"} 3\n"), "{out}");
         assert!(out.contains("\nquiesce_worker_connections{worker=\"1\",state=\"active\"} 1\n"), "{out}");
         assert!(out.contains("\nquiesce_responses_total{class=\"4xx\"} 2\n"), "{out}");
         assert!(out.contains("\nquiesce_accepted_connections_total 4\n"), "{out}");
         assert!(out.contains("\nquiesce_worker_draining{worker=\"0\"} 0\n"), "{out}");
+        assert!(out.contains("\nquiesce_blocking_threads 0\n"), "{out}");
+        assert!(out.contains("\nquiesce_blocking_jobs_total{outcome=\"rejected\"} 0\n"), "{out}");
         // Every sample line is `name{labels} value` or `name value`.
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("a value");

@@ -41,6 +41,22 @@ fn worker_pool_answers_from_its_threads_and_drains_the_work_in_flight() {
     server.assert_exit_code(status, 0);
 }
 
+#[test]
+fn blocking_answers_from_the_library_pool_and_drains_the_work_in_flight() {
+    let mut server = Quiesce::spawn(example("blocking"));
+    let mut slow = connect(server.addr());
+    slow.send(&get("/report?ms=2000")).unwrap();
+    // Four threads: other requests are answered meanwhile.
+    let quick = connect(server.addr()).request(&get("/quick?ms=0")).expect("an answer");
+    assert_eq!(quick.text(), "GET /quick took 0 ms\n");
+    server.signal(SIGINT);
+    let answer = slow.read_response().expect("the work in flight is answered");
+    assert_eq!(answer.text(), "GET /report took 2000 ms\n");
+    assert!(answer.is_close(), "{answer:?}");
+    let status = server.wait_exit(Duration::from_secs(10));
+    server.assert_exit_code(status, 0);
+}
+
 /// The id and the data of the one event in `chunk` (`id: K\ndata: D\n\n`).
 fn event_of(chunk: &[u8]) -> (u64, String) {
     let text = std::str::from_utf8(chunk).expect("UTF-8");

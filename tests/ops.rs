@@ -493,11 +493,14 @@ fn metrics_are_prometheus_text_and_count() {
     assert!(grew, "counters did not grow as expected:\nbefore {before:?}\nafter {after:?}");
     assert_eq!(at(&after, "quiesce_responses_total{class=\"5xx\"}"), 0);
     assert_eq!(at(&after, "quiesce_draining"), 0);
-    // One worker: each sum equals worker 0's series (the log output's counts are the
-    // process's, not a worker's).
+    // The process's blocking pool: no job yet, so no thread.
+    assert_eq!(at(&after, "quiesce_blocking_threads"), 0);
+    assert_eq!(at(&after, "quiesce_blocking_jobs_total{outcome=\"rejected\"}"), 0);
+    // One worker: each sum equals worker 0's series (the log output's counts and the blocking
+    // pool's figures are the process's, not a worker's).
     for (key, value) in &after {
         let Some(rest) = key.strip_prefix("quiesce_") else { panic!("{key}") };
-        if rest.starts_with("worker_") || rest.starts_with("info") || rest.starts_with("log_") {
+        if ["worker_", "info", "log_", "blocking_"].iter().any(|p| rest.starts_with(p)) {
             continue;
         }
         let worker_key = match rest.split_once('{') {

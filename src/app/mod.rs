@@ -8,8 +8,8 @@
 //! - `GET|HEAD /metrics`: the server's counters in the Prometheus text format (when the app was
 //!   given a [`Registry`] with [`App::with_metrics`]; otherwise the hello route).
 //! - `GET|HEAD /work?ms=N` (with [`App::with_pool`]): N ms of blocking work (`&spin=1`: CPU work)
-//!   on a [`work::BlockingPool`], answered through a [`Responder`](crate::Responder):
-//!   `worked N ms`; 503 when the pool's queue is full.
+//!   on a [`BlockingPool`] (the library's: [`BlockingPool::spawn`]): `worked N ms`; 503 with
+//!   `Retry-After` when the pool's queue is full.
 //! - `GET|HEAD /events?every=1s&n=N` (with [`App::with_events`]): Server-Sent Events
 //!   (`text/event-stream`), a `retry:` first, then one `id: K` / `data: tick K` event per
 //!   interval from one [`events::Ticker`] for every stream; `n` events, or until the drain,
@@ -32,9 +32,8 @@ pub mod work;
 use std::time::Duration;
 
 use crate::metrics::Registry;
-use crate::{Handler, Reply, Request, Response, sse};
+use crate::{BlockingPool, Handler, Reply, Request, Response, sse};
 use events::Ticker;
-use work::{BlockingPool, Job};
 
 /// Settings of the built-in routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,8 +101,7 @@ impl App {
         };
         let duration = Duration::from_millis(ms).min(self.config.max_delay);
         let spin = req.query_param("spin").is_some_and(|v| v == "1");
-        pool.submit(Job { responder: res.defer(), duration, spin });
-        Reply::Later
+        pool.spawn(res, move || work::run(duration, spin))
     }
 
     fn events(&self, ticker: &Ticker, req: &Request<'_>, res: &mut Response) -> Reply {

@@ -28,6 +28,7 @@ use log::{error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::access::AccessLog;
+use crate::blocking::BlockingPool;
 use crate::config::ServerConfig;
 use crate::counters::DrainReport;
 use crate::error::Error;
@@ -171,6 +172,11 @@ pub struct Worker {
     /// The process's shutdown handle (worker 0's, which every other worker follows) and the
     /// drain notice all workers share.
     pub handles: Handles,
+    /// The process's pool for blocking work, shared by every worker (sized by the
+    /// configuration's `blocking_threads` and `blocking_queue`): the one
+    /// [`Response::blocking`](crate::Response::blocking) uses in their handlers, and in
+    /// [`Registry`]'s figures.
+    pub blocking: BlockingPool,
     access_log: RefCell<Option<Box<dyn AccessLog>>>,
     renderer: RefCell<Option<Renderer>>,
 }
@@ -195,6 +201,7 @@ impl fmt::Debug for Worker {
             .field("index", &self.index)
             .field("registry", &self.registry)
             .field("handles", &self.handles)
+            .field("blocking", &self.blocking)
             .field("access_log", &self.access_log.borrow().is_some())
             .field("renderer", &self.renderer.borrow().is_some())
             .finish()
@@ -237,10 +244,12 @@ where
         false => None,
     };
     let metrics: Vec<Arc<Metrics>> = (0..workers).map(|_| Arc::default()).collect();
-    let registry = Registry::new(metrics.clone());
+    let blocking = BlockingPool::new(config.blocking_threads, config.blocking_queue);
+    let registry = Registry::new(metrics.clone()).with_blocking(&blocking);
     let drain = DrainNotice::new();
 
-    let mut servers = servers(listeners, &config, &make_handler, &metrics, &registry, &drain)?;
+    let shared = Shared { metrics: &metrics, registry: &registry, drain: &drain, blocking: &blocking };
+    let mut servers = servers(listeners, &config, &make_handler, &shared)?;
     if options.process_exits_after {
         let running = Arc::new(AtomicUsize::new(servers.len()));
         for server in &mut servers {
@@ -306,16 +315,22 @@ where
     Ok(Summary { outcome, drain: registry.drain_report(), workers, log: LogHealth::global().counts() })
 }
 
+/// What the workers of a process share.
+struct Shared<'a> {
+    metrics: &'a [Arc<Metrics>],
+    registry: &'a Registry,
+    drain: &'a DrainNotice,
+    blocking: &'a BlockingPool,
+}
+
 /// One server per listener: worker i gets its own handler, metrics and log label, they all
-/// share `drain`, and only worker 0 takes signals. Each handler is given worker 0's shutdown
-/// handle: stopping it stops them all.
+/// share `drain` and the blocking pool, and only worker 0 takes signals. Each handler is given
+/// worker 0's shutdown handle: stopping it stops them all.
 fn servers<H, F>(
     listeners: Vec<TcpListener>,
     config: &ServerConfig,
     make_handler: &F,
-    metrics: &[Arc<Metrics>],
-    registry: &Registry,
-    drain: &DrainNotice,
+    shared: &Shared<'_>,
 ) -> Result<Vec<Server>, Error>
 where
     H: Handler + Send + 'static,
@@ -327,13 +342,14 @@ where
         let config = ServerConfig { handle_signals: config.handle_signals && i == 0, ..config.clone() };
         let leader = servers.first().map(Server::shutdown_handle);
         let (mut access_log, mut renderer) = (None, None);
-        let mut server = Server::assemble(listener, config, drain.clone(), |own| {
+        let mut server = Server::assemble(listener, config, shared.drain.clone(), |own| {
             let shutdown = leader.unwrap_or_else(|| own.clone());
-            let handles = Handles { shutdown, drain: drain.clone() };
+            let handles = Handles { shutdown, drain: shared.drain.clone() };
             let worker = Worker {
                 index: i,
-                registry: registry.clone(),
+                registry: shared.registry.clone(),
                 handles,
+                blocking: shared.blocking.clone(),
                 access_log: RefCell::new(None),
                 renderer: RefCell::new(None),
             };
@@ -347,7 +363,8 @@ where
         if let Some(renderer) = renderer {
             server.set_renderer(renderer);
         }
-        server.set_metrics(Arc::clone(&metrics[i]));
+        server.set_metrics(Arc::clone(&shared.metrics[i]));
+        server.set_blocking_pool(shared.blocking.clone());
         if workers > 1 {
             server.set_label(format!("worker {i}: "));
         }

@@ -41,6 +41,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::access::AccessLog;
+use crate::blocking::{BlockingPool, ServerPool};
 use crate::config::ServerConfig;
 use crate::connection::{Connection, DrainRole, Env};
 use crate::counters::{ConnState, Counts, Cut, CutCounts, DrainReport, StateChange};
@@ -219,6 +220,8 @@ pub struct Server {
     progress: Progress,
     /// Slow turns logged lately.
     slow_log: SlowLog,
+    /// Where [`Response::blocking`](crate::Response::blocking) sends work from this loop.
+    blocking: BlockingPool,
 }
 
 /// The WARN lines about slow turns: at most one a second; the turns not named in one are
@@ -355,6 +358,7 @@ impl Server {
             (None, None)
         };
         let mailbox = Arc::new(Mailbox::new(Arc::clone(&waker)));
+        let blocking = BlockingPool::new(config.blocking_threads, config.blocking_queue);
         let handle = ShutdownHandle::new(waker);
         let handler = make(&handle);
         Ok(Server {
@@ -387,6 +391,7 @@ impl Server {
             parting: Parting::default(),
             progress: Progress::default(),
             slow_log: SlowLog::default(),
+            blocking,
         })
     }
 
@@ -475,6 +480,19 @@ impl Server {
         self.env.errors = renderer;
     }
 
+    /// Sends the blocking work of this server's handler ([`Response::blocking`](crate::Response::blocking))
+    /// to `pool` instead of a pool of its own (made from the configuration's `blocking_threads`
+    /// and `blocking_queue`): servers that share one pool share its threads and its bound.
+    pub fn set_blocking_pool(&mut self, pool: BlockingPool) {
+        self.blocking = pool;
+    }
+
+    /// The pool this server's handler sends blocking work to (for its
+    /// [`stats`](BlockingPool::stats), or to use it from elsewhere).
+    pub fn blocking_pool(&self) -> &BlockingPool {
+        &self.blocking
+    }
+
     /// Calls `hook` on every connection state change (New, Active, Idle, Closed), with the live
     /// counts after it. It runs on the loop thread: keep it quick.
     pub fn on_state_change(&mut self, hook: impl FnMut(&StateChange) + Send + 'static) {
@@ -484,8 +502,10 @@ impl Server {
     /// Serves until a shutdown completes. Errors only when the poll itself fails.
     pub fn run(mut self) -> Result<Outcome, Error> {
         let _loop_thread = LoopThread::enter();
-        // A handler's `Response::set_error` renders with this server's hook.
+        // A handler's `Response::set_error` renders with this server's hook, and its
+        // `Response::blocking` goes to this server's pool.
         let _renderer = self.env.errors.enter();
+        let _blocking = ServerPool::enter(&self.blocking);
         // Watched while it runs: slow turns, and a second signal while stuck.
         let watched = Watched::claim(self.env.config.slow_turn);
         self.env.beat = watched.beat();
