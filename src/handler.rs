@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::http::request::Request;
+use crate::http::request::{BodyError, Request};
 use crate::http::response::Response;
 
 /// When to send the response the handler filled in.
@@ -43,5 +43,32 @@ where
 {
     fn handle(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
         self(req, res)
+    }
+}
+
+impl BodyError {
+    /// Answers the request with this error: its status, and its message as a plain-text body.
+    /// One line in a handler:
+    ///
+    /// ```
+    /// # use quiesce::{Reply, Request, Response};
+    /// fn shout(req: &Request<'_>, res: &mut Response) -> Reply {
+    ///     let text = match req.body_text() {
+    ///         Ok(text) => text,
+    ///         Err(e) => return e.reply(res),
+    ///     };
+    ///     res.set_body(text.to_uppercase());
+    ///     Reply::Now
+    /// }
+    /// # let mut res = Response::new();
+    /// # let req = Request::new("POST", "/", quiesce::Version::Http11, &[], b"\xff");
+    /// # shout(&req, &mut res);
+    /// # assert_eq!(res.status(), 400);
+    /// ```
+    pub fn reply(&self, res: &mut Response) -> Reply {
+        res.set_status(self.status()).set_body(self.message()).body_mut().push(b'\n');
+        // Always valid, so never a failure.
+        let _ = res.set_content_type("text/plain; charset=utf-8");
+        Reply::Now
     }
 }
