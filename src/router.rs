@@ -3,19 +3,26 @@
 //! around it: HEAD served by the GET route, `OPTIONS` and `405` with the `Allow` they need, `404`
 //! for a path no route has, `501` for a method no route serves.
 //!
-//! Static patterns (no parameter) are kept apart from the tree, in a table sorted by length and
-//! bytes: the common request (`GET /plaintext`) costs a binary search of a few comparisons, most
-//! of them of lengths alone, and a scan of its route's few methods. A static route can only
-//! match its own path, and matchit prefers it there, so taking it out of the tree changes no
-//! answer; it also spares the tree the backtracking that a static sibling of a parameter
-//! causes, which is where matchit allocates (a `Vec` of the wildcards it skipped). Path
-//! parameters are copied to the stack (up to [`INLINE_PARAMS`]). So nothing is allocated on the
-//! way to a handler, except by matchit when a path runs into a static prefix in the tree before
-//! it matches a parameter (`/users/{id}/edit` beside `/users/{id}/e{x}`, say: rare).
+//! Every pattern goes into one matchit router that only checks it (syntax, conflicts); the
+//! lookup uses three tables that together answer as that router would:
+//!
+//! - static patterns (no parameter), grouped by length: the common request (`GET /plaintext`)
+//!   costs an index by its path's length, a comparison of the few patterns of that length (eight
+//!   bytes at a time, without a call to `memcmp`), and an index by method into its route's
+//!   handlers. A static route can only match its own path, and matchit prefers it there;
+//! - the tree, with the patterns that have parameters;
+//! - a catch-all at the root (`/{*path}`), tried last: matchit refuses a parameter beside it,
+//!   so it is what matchit falls back to when nothing else matches.
+//!
+//! Keeping the static routes and the root catch-all out of the tree also spares it the
+//! backtracking that a static or catch-all sibling of a parameter causes, which is where
+//! matchit allocates (a `Vec` of the wildcards it skipped). Path parameters are copied to the
+//! stack (up to [`INLINE_PARAMS`]). So nothing is allocated on the way to a handler, except by
+//! matchit when a path runs into a static part of the tree before it matches a parameter or a
+//! catch-all below the root (`/files/{*path}` beside `/files/x/{id}`, say).
 //!
 //! Answers the router makes itself go through [`Router::answer`] alone.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use crate::handler::{Handler, Reply};
@@ -30,8 +37,28 @@ type Endpoint = Box<dyn FnMut(&Request<'_>, &mut Response) -> Reply + Send>;
 const INLINE_PARAMS: usize = 8;
 
 /// The methods of RFC 9110 §9 and PATCH (RFC 5789), in the order `Allow` lists them (OPTIONS
-/// last, and always: the router answers it).
+/// last, and always: the router answers it). [`standard_index`] gives the index of each.
 const STANDARD: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "TRACE", "OPTIONS"];
+const GET: usize = 0;
+const HEAD: usize = 1;
+
+/// The index of a standard method in [`STANDARD`]: one comparison with a constant per method
+/// tried, GET first.
+#[inline(always)]
+fn standard_index(method: &str) -> Option<usize> {
+    Some(match method {
+        "GET" => GET,
+        "HEAD" => HEAD,
+        "POST" => 2,
+        "PUT" => 3,
+        "PATCH" => 4,
+        "DELETE" => 5,
+        "CONNECT" => 6,
+        "TRACE" => 7,
+        "OPTIONS" => 8,
+        _ => return None,
+    })
+}
 
 /// Routes requests to handlers by path pattern and method. A [`Handler`] itself, so it is what
 /// [`Server::bind`](crate::Server::bind) takes.
@@ -95,11 +122,17 @@ const STANDARD: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "C
 /// a method that is not a token, and on the same method and pattern twice: routes are the
 /// program's own, so a mistake in them stops it at start-up rather than serve a wrong table.
 pub struct Router {
-    /// Each static pattern (no parameter) and its index in `routes`, sorted by
-    /// [`static_order`].
+    /// Each static pattern (no parameter) and its index in `routes`, sorted by length.
     statics: Vec<(Box<str>, usize)>,
-    /// Each pattern with parameters to its index in `routes`.
+    /// For each length up to the longest static pattern's, where the patterns of that length
+    /// are in `statics`.
+    statics_by_length: Vec<(usize, usize)>,
+    /// Each pattern with parameters (but the root catch-all) to its index in `routes`.
     paths: matchit::Router<usize>,
+    /// The catch-all at the root, `/{*name}`, if any: its route and the parameter's name.
+    root_catch_all: Option<(usize, Box<str>)>,
+    /// Every pattern, for matchit to check each new one against.
+    patterns: matchit::Router<()>,
     routes: Vec<Route>,
     /// Methods other than the standard ones that some route serves (so they are not 501).
     extra_methods: Vec<Box<str>>,
@@ -110,25 +143,40 @@ pub struct Router {
 /// One pattern's handlers.
 struct Route {
     pattern: Box<str>,
-    /// Registration order; a route has a few.
-    endpoints: Vec<(Cow<'static, str>, Endpoint)>,
+    /// The standard methods' handlers, by [`standard_index`].
+    standard: [Option<Endpoint>; STANDARD.len()],
+    /// The other methods' handlers, in registration order.
+    extra: Vec<(Box<str>, Endpoint)>,
     /// The `Allow` value for this path.
     allow: String,
 }
 
 impl Route {
+    fn new(pattern: &str) -> Route {
+        Route { pattern: pattern.into(), standard: Default::default(), extra: Vec::new(), allow: String::new() }
+    }
+
     /// The endpoint for `method`: its own, or for HEAD the GET one's.
     #[inline]
     fn endpoint(&mut self, method: &str) -> Option<&mut Endpoint> {
-        let mut i = self.endpoints.iter().position(|(m, _)| m == method);
-        if i.is_none() && method == "HEAD" {
-            i = self.endpoints.iter().position(|(m, _)| m == "GET");
+        match standard_index(method) {
+            Some(HEAD) if self.standard[HEAD].is_none() => self.standard[GET].as_mut(),
+            Some(i) => self.standard[i].as_mut(),
+            None => self.extra.iter_mut().find(|(m, _)| **m == *method).map(|(_, endpoint)| endpoint),
         }
-        Some(&mut self.endpoints[i?].1)
     }
 
     fn serves(&self, method: &str) -> bool {
-        self.endpoints.iter().any(|(m, _)| m == method)
+        match standard_index(method) {
+            Some(i) => self.standard[i].is_some(),
+            None => self.extra.iter().any(|(m, _)| **m == *method),
+        }
+    }
+
+    /// The methods routed here, standard ones first.
+    fn methods(&self) -> impl Iterator<Item = &str> {
+        let standard = STANDARD.iter().zip(&self.standard).filter(|(_, e)| e.is_some()).map(|(m, _)| *m);
+        standard.chain(self.extra.iter().map(|(m, _)| &**m))
     }
 }
 
@@ -137,7 +185,10 @@ impl Router {
     pub fn new() -> Self {
         Router {
             statics: Vec::new(),
+            statics_by_length: Vec::new(),
             paths: matchit::Router::new(),
+            root_catch_all: None,
+            patterns: matchit::Router::new(),
             routes: Vec::new(),
             extra_methods: Vec::new(),
             allow_all: String::from("OPTIONS"),
@@ -196,36 +247,62 @@ impl Router {
             "route {method:?} {pattern}: the method is not a token"
         );
         assert!(pattern.starts_with('/'), "route {method} {pattern}: a pattern starts with /");
-        let method: Cow<'static, str> = match STANDARD.iter().find(|m| **m == method) {
-            Some(standard) => Cow::Borrowed(standard),
-            None => Cow::Owned(method.to_owned()),
-        };
         let index = match self.routes.iter().position(|r| *r.pattern == *pattern) {
             Some(index) => index,
             None => {
                 let index = self.routes.len();
-                if pattern.contains(['{', '}']) {
+                if let Err(e) = self.patterns.insert(pattern, ()) {
+                    panic!("route {method} {pattern}: {e}");
+                }
+                if let Some(name) = root_catch_all(pattern) {
+                    self.root_catch_all = Some((index, name.into()));
+                } else if pattern.contains(['{', '}']) {
                     if let Err(e) = self.paths.insert(pattern, index) {
                         panic!("route {method} {pattern}: {e}");
                     }
                 } else {
-                    let at = self.statics.binary_search_by(|(p, _)| static_order(p, pattern)).unwrap_or_else(|at| at);
-                    self.statics.insert(at, (pattern.into(), index));
+                    self.add_static(pattern, index);
                 }
-                self.routes.push(Route { pattern: pattern.into(), endpoints: Vec::new(), allow: String::new() });
+                self.routes.push(Route::new(pattern));
                 index
             }
         };
         let route = &mut self.routes[index];
-        assert!(!route.serves(&method), "route {method} {pattern} is registered twice");
-        if !STANDARD.contains(&&*method) && !self.extra_methods.iter().any(|m| **m == *method) {
-            self.extra_methods.push(method.as_ref().into());
+        assert!(!route.serves(method), "route {method} {pattern} is registered twice");
+        match standard_index(method) {
+            Some(i) => route.standard[i] = Some(Box::new(handler)),
+            None => {
+                route.extra.push((method.into(), Box::new(handler)));
+                if !self.extra_methods.iter().any(|m| **m == *method) {
+                    self.extra_methods.push(method.into());
+                }
+            }
         }
-        route.endpoints.push((method, Box::new(handler)));
         route.allow = allow(&self.extra_methods, |m| route.serves(m));
         let routes = &self.routes;
         self.allow_all = allow(&self.extra_methods, |m| routes.iter().any(|r| r.serves(m)));
         self
+    }
+
+    /// Puts a static pattern in the table, with the patterns of its length.
+    fn add_static(&mut self, pattern: &str, index: usize) {
+        let at = self.statics.partition_point(|(p, _)| p.len() <= pattern.len());
+        self.statics.insert(at, (pattern.into(), index));
+        let longest = self.statics.last().map_or(0, |(p, _)| p.len());
+        self.statics_by_length = (0..=longest)
+            .map(|len| {
+                let start = self.statics.partition_point(|(p, _)| p.len() < len);
+                (start, self.statics.partition_point(|(p, _)| p.len() <= len))
+            })
+            .collect();
+    }
+
+    /// The route of the static pattern that is `path`, if any.
+    #[inline]
+    fn find_static(&self, path: &str) -> Option<usize> {
+        let &(start, end) = self.statics_by_length.get(path.len())?;
+        let same_length = self.statics.get(start..end)?;
+        same_length.iter().find(|(p, _)| same_bytes(p.as_bytes(), path.as_bytes())).map(|&(_, index)| index)
     }
 
     /// Every answer the router makes itself: `status` (404, 405, 501, or 204 for OPTIONS) with a
@@ -263,12 +340,27 @@ impl Router {
 impl Handler for Router {
     fn handle(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
         let path = req.path();
-        if let Ok(i) = self.statics.binary_search_by(|(p, _)| static_order(p, path)) {
-            let index = self.statics[i].1;
-            return dispatch(&mut self.routes[index], &self.extra_methods, req, res);
+        match self.find_static(path) {
+            Some(index) => dispatch(&mut self.routes[index], &self.extra_methods, req, res),
+            None => self.handle_with_parameters(path, req, res),
         }
+    }
+}
+
+impl Router {
+    /// [`Router::handle`] for a path that is no static route's: the tree. Apart, so that the
+    /// static path's code stays small (no frame for the parameters, fewer saved registers).
+    #[inline(never)]
+    fn handle_with_parameters(&mut self, path: &str, req: &Request<'_>, res: &mut Response) -> Reply {
         let Ok(matched) = self.paths.at(path) else {
-            return self.unmatched(req, res);
+            return match &self.root_catch_all {
+                // At least one byte, as matchit's catch-all.
+                Some((index, name)) if path.len() > 1 && path.starts_with('/') => {
+                    let params = [(&**name, &path[1..])];
+                    dispatch(&mut self.routes[*index], &self.extra_methods, &req.with_params(&params), res)
+                }
+                _ => self.unmatched(req, res),
+            };
         };
         // The parameters, (name, raw value), for `Request::param`: on the stack unless there
         // are many.
@@ -290,20 +382,49 @@ impl Handler for Router {
 /// Runs `route`'s endpoint for the request's method, or answers 204 (OPTIONS), 405 or 501.
 #[inline]
 fn dispatch(route: &mut Route, extra_methods: &[Box<str>], req: &Request<'_>, res: &mut Response) -> Reply {
-    let method = req.method();
-    match route.endpoint(method) {
+    match route.endpoint(req.method()) {
         Some(endpoint) => endpoint(req, res),
-        None if method == "OPTIONS" => Router::answer(res, 204, Some(&route.allow)),
-        None if !is_known(extra_methods, method) => Router::answer(res, 501, None),
-        None => Router::answer(res, 405, Some(&route.allow)),
+        None => no_endpoint(route, extra_methods, req.method(), res),
     }
 }
 
-/// The order of the static table: by length, then by bytes, so that most comparisons of a
-/// lookup are of lengths alone.
+/// The route has no endpoint for `method`: 204 (OPTIONS), 501 (a method nobody serves) or 405.
+#[cold]
+fn no_endpoint(route: &Route, extra_methods: &[Box<str>], method: &str, res: &mut Response) -> Reply {
+    if method == "OPTIONS" {
+        Router::answer(res, 204, Some(&route.allow))
+    } else if !is_known(extra_methods, method) {
+        Router::answer(res, 501, None)
+    } else {
+        Router::answer(res, 405, Some(&route.allow))
+    }
+}
+
+/// Whether `a` and `b` are the same bytes: eight at a time (the last eight overlapping), or
+/// four, with no call to `memcmp`, which costs more than the comparison of a short path.
 #[inline]
-fn static_order(a: &str, b: &str) -> std::cmp::Ordering {
-    a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes()))
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    fn word<const N: usize>(s: &[u8], at: usize) -> Option<[u8; N]> {
+        s.get(at..at + N).and_then(|w| w.try_into().ok())
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 4 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    if n <= 8 {
+        return word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4);
+    }
+    let mut at = 0;
+    while at + 8 < n {
+        if word::<8>(a, at) != word::<8>(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word::<8>(a, n - 8) == word::<8>(b, n - 8)
 }
 
 impl Default for Router {
@@ -314,10 +435,15 @@ impl Default for Router {
 
 impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let routes =
-            self.routes.iter().flat_map(|r| r.endpoints.iter().map(move |(m, _)| format!("{m} {}", r.pattern)));
+        let routes = self.routes.iter().flat_map(|r| r.methods().map(move |m| format!("{m} {}", r.pattern)));
         f.debug_struct("Router").field("routes", &routes.collect::<Vec<_>>()).finish()
     }
+}
+
+/// The parameter's name if `pattern` is a catch-all at the root, `/{*name}`.
+fn root_catch_all(pattern: &str) -> Option<&str> {
+    let name = pattern.strip_prefix("/{*")?.strip_suffix('}')?;
+    (!name.contains(['{', '}'])).then_some(name)
 }
 
 /// Whether some route could serve `method`: a standard method, or one a route was given.
@@ -416,6 +542,36 @@ mod tests {
     }
 
     #[test]
+    fn a_root_catch_all_is_the_last_resort() {
+        let mut r = Router::new()
+            .get("/{*rest}", echo("any"))
+            .get("/users/{id}", echo("user"))
+            .get("/users/me", echo("me"))
+            .get("/x{a}", echo("x"))
+            .post("/files/{*path}", echo("files"));
+        check(&mut r, "GET", "/users/1", 200, "user:id=1");
+        check(&mut r, "GET", "/users/me", 200, "me:");
+        check(&mut r, "GET", "/users/1/2", 200, "any:rest=users/1/2");
+        check(&mut r, "GET", "/users/", 200, "any:rest=users/");
+        check(&mut r, "GET", "/xy", 200, "x:a=y");
+        check(&mut r, "GET", "/x", 200, "any:rest=x");
+        check(&mut r, "GET", "//", 200, "any:rest=/");
+        check(&mut r, "GET", "/files/a", 405, "method not allowed\n");
+        check(&mut r, "GET", "/", 404, "not found\n");
+        check(&mut r, "GET", "*", 404, "not found\n");
+        assert_eq!(call(&mut r, "DELETE", "/anything").header("allow"), Some("GET, HEAD, OPTIONS"));
+        // matchit's rules still hold: a parameter beside the root catch-all is a conflict.
+        assert!(
+            std::panic::catch_unwind(|| Router::new().get("/{*rest}", echo("a")).get("/{b}/x", echo("b"))).is_err()
+        );
+        assert!(std::panic::catch_unwind(|| Router::new().get("/{b}", echo("b")).get("/{*rest}", echo("a"))).is_err());
+        assert_eq!(root_catch_all("/{*a}"), Some("a"));
+        for not in ["/{a}", "/x/{*a}", "/{*a}/b", "/{*a}{b}", "/{{*a}}"] {
+            assert_eq!(root_catch_all(not), None, "{not}");
+        }
+    }
+
+    #[test]
     fn not_found() {
         let mut r = table();
         for target in ["/nope", "/users/", "/users/1/posts", "/files/", "/img/cat.jpg", "/echo/x", "*"] {
@@ -504,6 +660,22 @@ mod tests {
         // The same pattern with another method is one route, not a conflict.
         let mut r = Router::new().get("/{a}", echo("get")).post("/{a}", echo("post"));
         check(&mut r, "POST", "/x", 200, "post:a=x");
+    }
+
+    #[test]
+    fn same_bytes_agrees_with_eq() {
+        let samples: Vec<Vec<u8>> = (0..40).map(|n| (0..n).map(|i| b'a' + (i % 26) as u8).collect()).collect();
+        for a in &samples {
+            for b in &samples {
+                assert_eq!(same_bytes(a, b), a == b, "{a:?} {b:?}");
+            }
+            // One byte changed, anywhere.
+            for i in 0..a.len() {
+                let mut c = a.clone();
+                c[i] ^= 0x20;
+                assert!(!same_bytes(a, &c), "{a:?} {c:?}");
+            }
+        }
     }
 
     #[test]
