@@ -71,7 +71,8 @@ fn standard_index(method: &str) -> Option<usize> {
 /// order of registration. The handler reads parameters with [`Request::param`] (decoded) or
 /// [`Request::param_raw`].
 ///
-/// What the router answers itself (each through one function, [`Router::answer`]):
+/// What the router answers itself (each made in one function, so one place decides how they
+/// look):
 ///
 /// - `HEAD` on a path with a GET route and no HEAD route: the GET route's handler, whose
 ///   response goes out without its body (the server drops it; the handler sees `HEAD`);

@@ -84,7 +84,8 @@ impl<'a> Request<'a> {
         Request { method, target, version, headers: req.headers, body, draining, client, params: &[] }
     }
 
-    /// The same request with the path parameters a route matched (see [`Request::param`]).
+    /// The same request with path parameters, (name, raw value), as a [`Router`](crate::Router)
+    /// hands it to a route's handler (see [`Request::param`]): to test such a handler alone.
     pub fn with_params<'p>(&self, params: &'p [(&'p str, &'p str)]) -> Request<'p>
     where
         'a: 'p,
@@ -126,9 +127,14 @@ impl<'a> Request<'a> {
         query_of(self.target)
     }
 
-    /// The value of the first query parameter called `name`, decoded (`+` is a space; see the
-    /// [module docs](self) for escapes that are not valid); `Some("")` for `?name` without `=`.
-    /// Borrowed from the request unless there was something to decode.
+    /// The value of the first query parameter called `name`, decoded; `Some("")` for `?name`
+    /// without `=`. Borrowed from the request unless there was something to decode.
+    ///
+    /// The rule is the one browsers apply to `URLSearchParams` (WHATWG
+    /// `application/x-www-form-urlencoded`): `+` is a space, `%XX` a byte, a `%` not followed by
+    /// two hex digits stays as it is, and bytes that are not UTF-8 once decoded become U+FFFD.
+    /// So there is no error to handle; [`Request::query_param_raw`] has the text as sent, to
+    /// tell `%FF` from `%EF%BF%BD`. Names are decoded too.
     ///
     /// ```
     /// # use quiesce::{Request, Version};
@@ -154,8 +160,9 @@ impl<'a> Request<'a> {
     }
 
     /// The value of the path parameter `name` of the route that matched (`{name}` or
-    /// `{*name}` in its pattern, see [`Router`](crate::Router)), percent-decoded (`+` stays a
-    /// `+`); `None` outside a router or for a name the pattern does not have.
+    /// `{*name}` in its pattern, see [`Router`](crate::Router)), percent-decoded as
+    /// [`Request::query_param`] is, but `+` stays a `+`; `None` outside a router or for a name
+    /// the pattern does not have.
     pub fn param(&self, name: &str) -> Option<Cow<'a, str>> {
         self.param_raw(name).map(decode_path)
     }
