@@ -21,8 +21,8 @@ if [ -z "$msrv" ]; then
     exit 1
 fi
 if rustup toolchain install "$msrv" --profile minimal >/dev/null 2>&1; then
-    echo "== cargo +$msrv build --all-targets (the declared rust-version)"
-    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/msrv" cargo +"$msrv" build --all-targets --locked --quiet
+    echo "== cargo +$msrv build --all-targets --features json (the declared rust-version)"
+    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/msrv" cargo +"$msrv" build --all-targets --features json --locked --quiet
 else
     skipped+=("toolchain $msrv")
 fi

@@ -19,7 +19,7 @@ GROUPS = [
     ("loop", "src/server: poll, dispatch, ready queue, deadline heap, accept, counts"),
     ("connection", "src/connection: phases, buffers, timers of one connection"),
     ("parse", "head parser (src/http/head.rs, request, body) and httparse"),
-    ("route", "the handler: src/app, src/handler.rs"),
+    ("route", "the router and the handler: src/router.rs, matchit, src/app, src/handler.rs"),
     ("encode", "response head and Date (src/http/response.rs, date.rs)"),
     ("kernel calls", "libc's syscall wrappers, std::sys, std::time, mio: the way to the kernel"),
     ("memory", "memcpy/memmove/memset, malloc/free"),
@@ -29,7 +29,7 @@ GROUPS = [
 OURS = [
     (r"src/http/(response|date)\.rs$", "encode"),
     (r"src/http/", "parse"),
-    (r"src/(app/|handler\.rs)", "route"),
+    (r"src/(app/|handler\.rs|router\.rs)", "route"),
     (r"src/(server/|timer\.rs|counters\.rs|process/|main\.rs)", "loop"),
     (r"src/", "connection"),
 ]
@@ -37,7 +37,7 @@ OURS = [
 FUNCTIONS = [
     (r"^quiesce::http::(response|date)::", "encode"),
     (r"^quiesce::http::|^httparse::|^core::str::converts::from_utf8", "parse"),
-    (r"^quiesce::app::|^<quiesce::app::|^quiesce::handler::", "route"),
+    (r"^quiesce::(app|router|handler)::|^<quiesce::(app|router)::|^matchit::", "route"),
     (r"^quiesce::(server|timer|counters|process)::|^<quiesce::server::", "loop"),
     (r"^quiesce::|^<quiesce::", "connection"),
     (r"^mio::|^<mio::|^std::sys::|^<std::sys::|^<std::time::|^std::time::|^<&?std::net::", "kernel calls"),
@@ -54,6 +54,8 @@ def by_file(path):
         return "kernel calls"
     if "/slab-" in path:
         return "loop"
+    if "/matchit-" in path:
+        return "route"
     if "/library/core/" in path or "/library/alloc/" in path or not path or path == "???":
         return None  # generic code: the function it was inlined into decides
     for pattern, group in OURS:

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::http::request::Request;
+use crate::http::request::{BodyError, Request};
 use crate::http::response::Response;
 
 /// When to send the response the handler filled in.
@@ -43,5 +43,31 @@ where
 {
     fn handle(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
         self(req, res)
+    }
+}
+
+impl BodyError {
+    /// Answers the request with this error: its status, and its message as a plain-text body.
+    /// One line in a handler:
+    ///
+    /// ```
+    /// # use quiesce::{Reply, Request, Response};
+    /// fn shout(req: &Request<'_>, res: &mut Response) -> Reply {
+    ///     let text = match req.body_text() {
+    ///         Ok(text) => text,
+    ///         Err(e) => return e.reply(res),
+    ///     };
+    ///     res.set_body(text.to_uppercase());
+    ///     Reply::Now
+    /// }
+    /// # let mut res = Response::new();
+    /// # let req = Request::new("POST", "/", quiesce::Version::Http11, &[], b"\xff");
+    /// # shout(&req, &mut res);
+    /// # assert_eq!(res.status(), 400);
+    /// ```
+    pub fn reply(&self, res: &mut Response) -> Reply {
+        // Rendered by the server's error hook, as its own errors are (plain text by default).
+        res.render_error(&crate::errors::ErrorInfo::new(self.status(), self.message()));
+        Reply::Now
     }
 }

@@ -83,6 +83,7 @@ mod listen;
 pub mod metrics;
 pub mod process;
 mod responder;
+mod router;
 mod server;
 mod shutdown;
 pub mod sse;
@@ -98,11 +99,12 @@ pub use counters::{ConnState, Counts, StateChange};
 pub use error::Error;
 pub use errors::ErrorInfo;
 pub use handler::{Handler, Reply};
-pub use http::request::{HEADER_SLOTS as MAX_HEADER_SLOTS, OwnedRequest, Request, Version};
+pub use http::request::{BodyError, HEADER_SLOTS as MAX_HEADER_SLOTS, OwnedRequest, Request, Version};
 pub use http::response::{InvalidHeader, Response};
 /// A header field of a request built by hand with [`Request::new`] (`httparse`'s type,
 /// re-exported so a test needs no dependency of its own): `Header { name: "Host", value: b"a" }`.
 pub use httparse::Header;
 pub use responder::{Gone, Responder, STREAM_BUFFER_BYTES, Stream, StreamError, TrySendError};
+pub use router::Router;
 pub use server::{Outcome, Server};
 pub use shutdown::{DrainNotice, Handles, ShutdownHandle};

@@ -1,6 +1,6 @@
 //! The hot paths allocate nothing once a connection is warm: keep-alive `GET /plaintext`, the
-//! hello route, and 16 pipelined requests per read, driven through the real connection state
-//! machine in memory (`quiesce::harness`).
+//! hello route, 16 pipelined requests per read, and a router's route with path parameters,
+//! driven through the real connection state machine in memory (`quiesce::harness`).
 //!
 //! A counting global allocator wraps `System`. Counting is switched on per thread (a
 //! thread-local flag, with a thread-local count), so the test harness's other threads and
@@ -11,9 +11,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
 use std::cell::{Cell, RefCell};
 
-use quiesce::ServerConfig;
 use quiesce::app::App;
 use quiesce::harness::MemoryConnection;
+use quiesce::{Handler, Reply, Router, ServerConfig};
 
 struct Counting;
 
@@ -89,7 +89,18 @@ const HELLO: &[u8] = b"GET /world HTTP/1.1\r\nHost: localhost\r\n\r\n";
 /// steady-state size), then counts the allocations of `rounds` more, clearing the output of
 /// each as a client that reads everything would.
 fn steady_state_allocations(request: &[u8], responses_per_send: usize, expect: &str, rounds: usize) {
-    let mut conn = MemoryConnection::new(ServerConfig::default(), App::default());
+    steady_state_allocations_of(App::default(), request, responses_per_send, expect, rounds);
+}
+
+/// [`steady_state_allocations`] with `handler` serving.
+fn steady_state_allocations_of(
+    handler: impl Handler + Send + 'static,
+    request: &[u8],
+    responses_per_send: usize,
+    expect: &str,
+    rounds: usize,
+) {
+    let mut conn = MemoryConnection::new(ServerConfig::default(), handler);
     for _ in 0..8 {
         conn.send(request);
     }
@@ -133,6 +144,33 @@ fn hello_route_allocates_nothing() {
 #[test]
 fn sixteen_pipelined_plaintext_allocate_nothing() {
     steady_state_allocations(&PLAINTEXT.repeat(16), 16, "Hello, World!", 1000);
+}
+
+/// A route with parameters beside static routes and a catch-all: the lookup, the parameters'
+/// copy and `Request::param` allocate nothing.
+#[test]
+fn router_parameters_allocate_nothing() {
+    let router = Router::new()
+        .get("/users/{id}/posts/{post}", |req, res| {
+            let id = req.param("id").and_then(|id| id.parse::<u64>().ok()).unwrap_or(0);
+            let post = req.param("post").unwrap_or_default();
+            res.body_mut().extend_from_slice(if id == 42 && post == "7" { b"found" } else { b"other" });
+            Reply::Now
+        })
+        .get("/users/me", |_, res| {
+            res.set_body("me");
+            Reply::Now
+        })
+        .get("/plaintext", |_, res| {
+            res.set_body("Hello, World!");
+            Reply::Now
+        })
+        .get("/{*rest}", |_, res| {
+            res.set_body("rest");
+            Reply::Now
+        });
+    let request = b"GET /users/42/posts/7 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    steady_state_allocations_of(router, request, 1, "found", 1000);
 }
 
 #[test]

@@ -22,8 +22,9 @@
 //!
 //! Every body is `text/plain; charset=utf-8` (the [`Response`] default) unless said otherwise.
 //!
-//! A standard method a route does not serve gets `405` with `Allow`; a method that is not one of
-//! RFC 9110's (or PATCH) gets `501` (RFC 9110 §9.1).
+//! The routes are a [`Router`]'s, which answers what none of them does: a standard method a
+//! route does not serve gets `405` with `Allow`; a method that is not one of RFC 9110's (or
+//! PATCH) gets `501` (RFC 9110 §9.1); HEAD runs the GET route.
 
 pub mod events;
 mod hello;
@@ -32,7 +33,7 @@ pub mod work;
 use std::time::Duration;
 
 use crate::metrics::Registry;
-use crate::{BlockingPool, Handler, Reply, Request, Response, sse};
+use crate::{BlockingPool, Handler, Reply, Request, Response, Router, sse};
 use events::Ticker;
 
 /// Settings of the built-in routes.
@@ -55,200 +56,157 @@ impl Default for AppConfig {
     }
 }
 
-/// The built-in routes.
-#[derive(Debug, Default)]
+/// The built-in routes, on a [`Router`].
+#[derive(Debug)]
 pub struct App {
     config: AppConfig,
-    /// Reused for percent-decoding paths.
-    scratch: Vec<u8>,
-    metrics: Option<Registry>,
-    pool: Option<BlockingPool>,
-    events: Option<Ticker>,
+    router: Router,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        App::new(AppConfig::DEFAULT)
+    }
 }
 
 impl App {
     /// The routes with these settings.
     pub fn new(config: AppConfig) -> Self {
-        App { config, scratch: Vec::new(), metrics: None, pool: None, events: None }
+        let hello = hello_route(config);
+        let router = Router::new()
+            .get("/healthz", healthz)
+            .post("/echo", echo)
+            .get("/plaintext", |_, res| {
+                res.set_body("Hello, World!");
+                Reply::Now
+            })
+            .get("/json", |_, res| {
+                // The shape the common HTTP benchmark suites use: a fixed object, served as JSON.
+                res.set_body(r#"{"message":"Hello, World!"}"#).set_header("Content-Type", "application/json");
+                Reply::Now
+            })
+            // Anything else (a catch-all needs at least one byte, so "/" is a route of its own).
+            .get("/", hello.clone())
+            .get("/{*path}", hello);
+        App { config, router }
     }
 
     /// Serves `registry` at `/metrics`.
-    pub fn with_metrics(mut self, registry: Registry) -> Self {
-        self.metrics = Some(registry);
-        self
+    pub fn with_metrics(self, registry: Registry) -> Self {
+        self.route("/metrics", move |req, res| serve_metrics(&registry, req, res))
     }
 
     /// Serves `/work` on `pool` (without one, `/work` is the hello route).
-    pub fn with_pool(mut self, pool: BlockingPool) -> Self {
-        self.pool = Some(pool);
-        self
+    pub fn with_pool(self, pool: BlockingPool) -> Self {
+        let config = self.config;
+        self.route("/work", move |req, res| work(&config, &pool, req, res))
     }
 
     /// Serves `/events` from `ticker` (without one, `/events` is the hello route).
-    pub fn with_events(mut self, ticker: Ticker) -> Self {
-        self.events = Some(ticker);
+    pub fn with_events(self, ticker: Ticker) -> Self {
+        let config = self.config;
+        self.route("/events", move |req, res| events(&config, &ticker, req, res))
+    }
+
+    /// Adds a GET route (which takes the path from the hello route).
+    fn route<F>(mut self, pattern: &str, handler: F) -> Self
+    where
+        F: FnMut(&Request<'_>, &mut Response) -> Reply + Send + 'static,
+    {
+        self.router = std::mem::take(&mut self.router).get(pattern, handler);
         self
     }
+}
 
-    fn work(&self, pool: &BlockingPool, req: &Request<'_>, res: &mut Response) -> Reply {
-        if !is_get_or_head(req) {
-            return method_not_allowed(res, GET_HEAD);
-        }
-        let ms = match req.query_param("ms").map(str::parse::<u64>) {
-            None => 0,
-            Some(Ok(ms)) => ms,
-            Some(Err(_)) => return bad_request(res, "invalid ms: expected a number of milliseconds\n"),
-        };
-        let duration = Duration::from_millis(ms).min(self.config.max_delay);
-        let spin = req.query_param("spin").is_some_and(|v| v == "1");
-        pool.spawn(res, move || work::run(duration, spin))
+fn work(config: &AppConfig, pool: &BlockingPool, req: &Request<'_>, res: &mut Response) -> Reply {
+    let ms = match req.query_param("ms").as_deref().map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(ms)) => ms,
+        Some(Err(_)) => return bad_request(res, "invalid ms: expected a number of milliseconds\n"),
+    };
+    let duration = Duration::from_millis(ms).min(config.max_delay);
+    let spin = req.query_param("spin").is_some_and(|v| v == "1");
+    pool.spawn(res, move || work::run(duration, spin))
+}
+
+fn events(config: &AppConfig, ticker: &Ticker, req: &Request<'_>, res: &mut Response) -> Reply {
+    let every = match req.query_param("every").as_deref().map(humantime::parse_duration) {
+        None => Duration::from_secs(1),
+        Some(Ok(every)) if !every.is_zero() => every.min(config.max_delay.max(Duration::from_millis(1))),
+        Some(_) => return bad_request(res, "invalid every: expected a duration like 250ms, 1s or 2m\n"),
+    };
+    let n = match req.query_param("n").as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(n)) if n > 0 => Some(n),
+        Some(_) => return bad_request(res, "invalid n: expected a number of events, at least 1\n"),
+    };
+    // A client that reconnects resumes after the last id it got; any other id starts over.
+    let after = sse::last_event_id(req).and_then(resume_after).unwrap_or(0);
+    let responder = res.defer();
+    let mut head = sse::head();
+    sse::write_retry(head.body_mut(), ticker.config().retry);
+    // A client already gone needs no stream.
+    if let Ok(stream) = responder.stream(head) {
+        ticker.add(stream, every, n, after);
     }
+    Reply::Later
+}
 
-    fn events(&self, ticker: &Ticker, req: &Request<'_>, res: &mut Response) -> Reply {
-        if !is_get_or_head(req) {
-            return method_not_allowed(res, GET_HEAD);
-        }
-        let every = match req.query_param("every").map(humantime::parse_duration) {
-            None => Duration::from_secs(1),
-            Some(Ok(every)) if !every.is_zero() => every.min(self.config.max_delay.max(Duration::from_millis(1))),
-            Some(_) => return bad_request(res, "invalid every: expected a duration like 250ms, 1s or 2m\n"),
-        };
-        let n = match req.query_param("n").map(str::parse::<u64>) {
-            None => None,
-            Some(Ok(n)) if n > 0 => Some(n),
-            Some(_) => return bad_request(res, "invalid n: expected a number of events, at least 1\n"),
-        };
-        // A client that reconnects resumes after the last id it got; any other id starts over.
-        let after = sse::last_event_id(req).and_then(resume_after).unwrap_or(0);
-        let responder = res.defer();
-        let mut head = sse::head();
-        sse::write_retry(head.body_mut(), ticker.config().retry);
-        // A client already gone needs no stream.
-        if let Ok(stream) = responder.stream(head) {
-            ticker.add(stream, every, n, after);
-        }
-        Reply::Later
+fn serve_metrics(registry: &Registry, _req: &Request<'_>, res: &mut Response) -> Reply {
+    let mut text = String::with_capacity(4096);
+    registry.render(&mut text);
+    res.set_body(text).set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    no_store(res);
+    Reply::Now
+}
+
+fn healthz(req: &Request<'_>, res: &mut Response) -> Reply {
+    if req.server_draining() {
+        res.set_status(503).set_body("draining");
+    } else {
+        res.set_body("ok");
     }
+    // A cache between a balancer and this server must never answer "ok" for it during a
+    // drain: the answer changes without notice.
+    no_store(res);
+    Reply::Now
+}
 
-    fn serve_metrics(registry: &Registry, req: &Request<'_>, res: &mut Response) -> Reply {
-        if !is_get_or_head(req) {
-            return method_not_allowed(res, GET_HEAD);
-        }
-        let mut text = String::with_capacity(4096);
-        registry.render(&mut text);
-        res.set_body(text);
-        let _ = res.set_content_type("text/plain; version=0.0.4; charset=utf-8");
-        no_store(res);
-        Reply::Now
+fn echo(req: &Request<'_>, res: &mut Response) -> Reply {
+    let content_type = req.header_str("content-type").unwrap_or("application/octet-stream");
+    // An unusable Content-Type falls back to the default (text/plain).
+    let _ = res.set_content_type(content_type.to_owned());
+    res.set_body(req.body());
+    Reply::Now
+}
+
+/// The hello route, with a scratch buffer of its own for percent-decoding paths.
+fn hello_route(config: AppConfig) -> impl FnMut(&Request<'_>, &mut Response) -> Reply + Clone + Send + 'static {
+    let mut scratch = Vec::new();
+    move |req, res| hello(&config, &mut scratch, req, res)
+}
+
+fn hello(config: &AppConfig, scratch: &mut Vec<u8>, req: &Request<'_>, res: &mut Response) -> Reply {
+    let delay = match req.query_param("delay") {
+        None => config.delay,
+        Some(value) => match humantime::parse_duration(&value) {
+            Ok(delay) => delay,
+            Err(_) => return bad_request(res, "invalid delay: expected a duration like 250ms, 10s or 2m\n"),
+        },
+    };
+    if hello::write_hello(req.path().as_bytes(), scratch, res.body_mut()).is_err() {
+        return bad_request(res, "invalid percent-encoding in the path\n");
     }
-
-    fn healthz(&self, req: &Request<'_>, res: &mut Response) -> Reply {
-        if !is_get_or_head(req) {
-            return method_not_allowed(res, GET_HEAD);
-        }
-        if req.server_draining() {
-            res.set_status(503).set_body("draining");
-        } else {
-            res.set_body("ok");
-        }
-        // A cache between a balancer and this server must never answer "ok" for it during a
-        // drain: the answer changes without notice.
-        no_store(res);
-        Reply::Now
-    }
-
-    fn echo(req: &Request<'_>, res: &mut Response) -> Reply {
-        if req.method() != "POST" {
-            return method_not_allowed(res, POST);
-        }
-        let content_type =
-            req.header("content-type").and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("application/octet-stream");
-        // An unusable Content-Type falls back to the default (text/plain).
-        let _ = res.set_content_type(content_type.to_owned());
-        res.set_body(req.body());
-        Reply::Now
-    }
-
-    fn hello(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
-        if !is_get_or_head(req) {
-            return method_not_allowed(res, GET_HEAD);
-        }
-        let delay = match req.query_param("delay") {
-            None => self.config.delay,
-            Some(value) => match humantime::parse_duration(value) {
-                Ok(delay) => delay,
-                Err(_) => return bad_request(res, "invalid delay: expected a duration like 250ms, 10s or 2m\n"),
-            },
-        };
-        if hello::write_hello(req.path().as_bytes(), &mut self.scratch, res.body_mut()).is_err() {
-            return bad_request(res, "invalid percent-encoding in the path\n");
-        }
-        match delay.min(self.config.max_delay) {
-            Duration::ZERO => Reply::Now,
-            delay => Reply::After(delay),
-        }
+    match delay.min(config.max_delay) {
+        Duration::ZERO => Reply::Now,
+        delay => Reply::After(delay),
     }
 }
 
 impl Handler for App {
     fn handle(&mut self, req: &Request<'_>, res: &mut Response) -> Reply {
-        if !is_standard_method(req.method()) {
-            res.set_status(501).set_body("method not implemented\n");
-            return Reply::Now;
-        }
-        let path = req.path();
-        if req.method() == "OPTIONS" {
-            let allow = match path {
-                "*" => ALL,
-                "/echo" => POST,
-                _ => GET_HEAD,
-            };
-            res.set_status(204);
-            let _ = res.add_header("Allow", allow);
-            return Reply::Now;
-        }
-        match path {
-            "/healthz" => self.healthz(req, res),
-            "/echo" => Self::echo(req, res),
-            "/metrics" => match &self.metrics {
-                Some(registry) => Self::serve_metrics(registry, req, res),
-                None => self.hello(req, res),
-            },
-            "/plaintext" if is_get_or_head(req) => {
-                res.set_body("Hello, World!");
-                Reply::Now
-            }
-            "/json" if is_get_or_head(req) => {
-                // The shape the common HTTP benchmark suites use: a fixed object, served as JSON.
-                res.set_body(r#"{"message":"Hello, World!"}"#);
-                let _ = res.set_content_type("application/json");
-                Reply::Now
-            }
-            "/work" => match &self.pool {
-                Some(pool) => self.work(pool, req, res),
-                None => self.hello(req, res),
-            },
-            "/events" => match &self.events {
-                Some(ticker) => self.events(ticker, req, res),
-                None => self.hello(req, res),
-            },
-            _ => self.hello(req, res),
-        }
+        self.router.handle(req, res)
     }
-}
-
-/// `Allow` values: what each route serves.
-const GET_HEAD: &str = "GET, HEAD, OPTIONS";
-const POST: &str = "POST, OPTIONS";
-const ALL: &str = "GET, HEAD, POST, OPTIONS";
-
-/// The methods of RFC 9110 §9 and PATCH (RFC 5789): anything else is not implemented here.
-fn is_standard_method(method: &str) -> bool {
-    matches!(method, "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH")
-}
-
-fn is_get_or_head(req: &Request<'_>) -> bool {
-    matches!(req.method(), "GET" | "HEAD")
 }
 
 /// The tick a `Last-Event-ID` names: a decimal number below `u64::MAX` (so the next one has a
@@ -262,13 +220,7 @@ fn resume_after(id: &str) -> Option<u64> {
 
 /// `Cache-Control: no-store`: the answer is about this moment (health, counters).
 fn no_store(res: &mut Response) {
-    let _ = res.add_header("Cache-Control", "no-store");
-}
-
-fn method_not_allowed(res: &mut Response, allow: &'static str) -> Reply {
-    res.set_status(405).set_body("method not allowed\n");
-    let _ = res.add_header("Allow", allow);
-    Reply::Now
+    res.set_header("Cache-Control", "no-store");
 }
 
 fn bad_request(res: &mut Response, why: &'static str) -> Reply {

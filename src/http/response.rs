@@ -3,12 +3,35 @@
 use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A response under construction. The server owns one and hands it to the handler already
 /// reset, so the buffers it holds are reused from request to request.
 ///
 /// The server writes `Date`, `Server`, `Content-Length` and `Connection` itself; handlers may
 /// not set them (nor `Transfer-Encoding`).
+///
+/// # Header fields
+///
+/// [`set_header`](Response::set_header) and [`append_header`](Response::append_header) chain
+/// without a `Result`. A field they cannot send (a reserved or malformed name, a value with CR,
+/// LF or NUL) turns the whole response into a plain `500 Internal Server Error`, and the first
+/// such error of the process is logged at error level (later ones at debug): a response that
+/// silently lost a field (a cookie, a `Content-Security-Policy`, a `Location`) could be wrong
+/// or unsafe in ways the server cannot judge, so it fails closed. Nothing set afterwards
+/// changes that. [`add_header`](Response::add_header) and
+/// [`set_content_type`](Response::set_content_type) return the error instead, for a handler
+/// that wants to decide itself.
+///
+/// ```
+/// # use quiesce::Response;
+/// let mut res = Response::new();
+/// res.set_status(201).set_header("Location", "/users/7").set_header("Cache-Control", "no-store");
+/// assert_eq!(res.header("location"), Some("/users/7"));
+///
+/// res.set_header("X-Echo", "a\r\nSet-Cookie: evil=1");
+/// assert_eq!((res.status(), res.header("x-echo"), res.header("location")), (500, None, None));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Response {
     status: u16,
@@ -16,8 +39,17 @@ pub struct Response {
     headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     body: Vec<u8>,
     close: bool,
+    /// A builder setter was given a field it cannot send: this is a plain 500 now (see
+    /// [`Response::fail`]).
+    failed: bool,
     pub(crate) deferred: Deferral,
 }
+
+/// The body of a response that [failed](Response::fail).
+const FAILED_BODY: &[u8] = b"internal server error\n";
+
+/// Whether a failed response was logged at error level yet (later ones go to debug).
+static FAILURE_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// Where [`Response::defer`] (see `responder.rs`) leaves the answer-later machinery for the
 /// connection to take: opaque here, so this module needs nothing of it. A clone of the response
@@ -67,6 +99,7 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             close: false,
+            failed: false,
             deferred: Deferral(None),
         }
     }
@@ -79,6 +112,7 @@ impl Response {
         self.headers.clear();
         self.body.clear();
         self.close = false;
+        self.failed = false;
         // Not the deferral: the connection takes it after every handler call.
     }
 
@@ -87,9 +121,12 @@ impl Response {
         self.status
     }
 
-    /// Sets the status code (100..=999; anything else becomes 500).
+    /// Sets the status code (100..=999; anything else becomes 500). No effect once the
+    /// response [failed](Response#header-fields).
     pub fn set_status(&mut self, status: u16) -> &mut Self {
-        self.status = if (100..=999).contains(&status) { status } else { 500 };
+        if !self.failed {
+            self.status = if (100..=999).contains(&status) { status } else { 500 };
+        }
         self
     }
 
@@ -98,7 +135,9 @@ impl Response {
     pub fn set_content_type(&mut self, value: impl Into<Cow<'static, str>>) -> Result<&mut Self, InvalidHeader> {
         let value = value.into();
         check_value(&value)?;
-        self.content_type = Some(value);
+        if !self.failed {
+            self.content_type = Some(value);
+        }
         Ok(self)
     }
 
@@ -109,7 +148,40 @@ impl Response {
         name: impl Into<Cow<'static, str>>,
         value: impl Into<Cow<'static, str>>,
     ) -> Result<&mut Self, InvalidHeader> {
-        let (name, value) = (name.into(), value.into());
+        self.put_header(name.into(), value.into(), false)
+    }
+
+    /// Sets a header field, replacing any of the same name (`Content-Type` included); chains
+    /// without a `Result`. A field that cannot be sent turns the response into a 500 (see
+    /// [Header fields](Response#header-fields)).
+    pub fn set_header(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) -> &mut Self {
+        if let Err(e) = self.put_header(name.into(), value.into(), true) {
+            self.fail(&e);
+        }
+        self
+    }
+
+    /// Appends a header field, keeping any of the same name (for fields that may repeat, such
+    /// as `Set-Cookie`); chains without a `Result`. A field that cannot be sent turns the
+    /// response into a 500 (see [Header fields](Response#header-fields)).
+    pub fn append_header(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) -> &mut Self {
+        if let Err(e) = self.put_header(name.into(), value.into(), false) {
+            self.fail(&e);
+        }
+        self
+    }
+
+    /// Checks a field and adds it, or with `replace` puts it in place of those of its name.
+    fn put_header(
+        &mut self,
+        name: Cow<'static, str>,
+        value: Cow<'static, str>,
+        replace: bool,
+    ) -> Result<&mut Self, InvalidHeader> {
         if name.is_empty() || !name.bytes().all(super::is_tchar) {
             return Err(InvalidHeader(format!("bad field name {name:?}")));
         }
@@ -120,8 +192,73 @@ impl Response {
             return self.set_content_type(value);
         }
         check_value(&value)?;
+        if self.failed {
+            return Ok(self);
+        }
+        if replace {
+            self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        }
         self.headers.push((name, value));
         Ok(self)
+    }
+
+    /// Serializes `value` as the body, with `Content-Type: application/json` (feature `json`).
+    /// A value that cannot be serialized (a map with keys that are not strings, a `Serialize`
+    /// that fails) turns the response into a 500, as an invalid header does.
+    #[cfg(feature = "json")]
+    pub fn json<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> &mut Self {
+        self.body.clear();
+        match serde_json::to_writer(&mut self.body, value) {
+            Ok(()) if !self.failed => self.content_type = Some(Cow::Borrowed("application/json")),
+            Ok(()) => {}
+            Err(e) => self.fail(&format_args!("cannot serialize the JSON body: {e}")),
+        }
+        self
+    }
+
+    /// Makes this a plain `500 Internal Server Error`, for good: `why` could not be sent. The
+    /// first failure of the process is logged at error level, the later ones at debug (a client
+    /// that can provoke one must not flood the log).
+    fn fail(&mut self, why: &dyn fmt::Display) {
+        if FAILURE_LOGGED.swap(true, Ordering::Relaxed) {
+            log::debug!("answering 500: {why}");
+        } else {
+            log::error!("answering 500: {why} (later ones are logged at debug level)");
+        }
+        self.status = 500;
+        self.content_type = None;
+        self.headers.clear();
+        self.body.clear();
+        self.body.extend_from_slice(FAILED_BODY);
+        self.failed = true;
+    }
+
+    /// Whether a builder setter was given something it cannot send, which made this a 500
+    /// (see [Header fields](Response#header-fields)).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The value of the first header field called `name` (case-insensitive) set so far,
+    /// `Content-Type` included; the fields the server writes itself (`Date`, `Content-Length`,
+    /// …) are not here.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        if name.eq_ignore_ascii_case("content-type") {
+            return self.content_type();
+        }
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref())
+    }
+
+    /// The header fields set so far, in order, without `Content-Type` (see
+    /// [`Response::content_type`]).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+    }
+
+    /// The `Content-Type` set, if any. Without one, a response with a body is sent as
+    /// `text/plain; charset=utf-8`.
+    pub fn content_type(&self) -> Option<&str> {
+        self.content_type.as_deref()
     }
 
     /// Replaces the body with a copy of `body`.
@@ -136,9 +273,10 @@ impl Response {
         &mut self.body
     }
 
-    /// The body.
+    /// The body (what will be sent: a [failed](Response#header-fields) response's is its
+    /// 500's).
     pub fn body(&self) -> &[u8] {
-        &self.body
+        if self.failed { FAILED_BODY } else { &self.body }
     }
 
     /// Asks the server to close the connection after this response.
@@ -198,6 +336,9 @@ impl Response {
         if status == 200 {
             // The common case, as one copy.
             out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: quiesce\r\nDate: ");
+        } else if !STREAM && self.failed {
+            // A failed response is a 500 (never a 200): checked only off the common path.
+            return self.encode_failed(out, date, head_only_or_no_chunks, connection);
         } else {
             out.extend_from_slice(b"HTTP/1.1 ");
             push_decimal(out, u64::from(status));
@@ -246,6 +387,18 @@ impl Response {
         if !STREAM && !head_only_or_no_chunks && !bodiless {
             out.extend_from_slice(&self.body);
         }
+    }
+}
+
+impl Response {
+    /// [`Response::encode`] of a failed response: its 500 and nothing the handler set but
+    /// `close`. (Its fields were cleared when it failed; the body may have been written to
+    /// since, through [`Response::body_mut`].)
+    #[cold]
+    fn encode_failed(&self, out: &mut Vec<u8>, date: &[u8; 29], head_only: bool, connection: Option<&str>) {
+        let mut plain = Response::new();
+        plain.set_status(500).set_body(FAILED_BODY);
+        plain.encode(out, date, head_only, connection);
     }
 }
 
@@ -383,6 +536,84 @@ mod tests {
         assert!(res.set_content_type("text/html\n").is_err());
         res.add_header("content-type", "application/json").unwrap();
         assert!(encoded(&res, false, None).contains("Content-Type: application/json\r\n"));
+    }
+
+    #[test]
+    fn builder_setters_and_getters() {
+        let mut res = Response::new();
+        res.set_header("X-A", "1")
+            .append_header("Set-Cookie", "a=1")
+            .append_header("set-cookie", "b=2")
+            .set_header("x-a", "2")
+            .set_header("Content-Type", "text/html");
+        assert_eq!(res.header("X-A"), Some("2"));
+        assert_eq!(res.header("content-type"), Some("text/html"));
+        assert_eq!(res.content_type(), Some("text/html"));
+        assert_eq!(res.headers().collect::<Vec<_>>(), [("Set-Cookie", "a=1"), ("set-cookie", "b=2"), ("x-a", "2")]);
+        assert!(!res.failed());
+        assert!(encoded(&res, false, None).contains(
+            "Content-Type: text/html\r\nContent-Length: 0\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nx-a: 2\r\n\r\n"
+        ));
+        assert_eq!(Response::new().content_type(), None);
+    }
+
+    /// An invalid field through a builder setter makes a plain 500 that nothing set later
+    /// changes, on the wire too; `reset` starts over.
+    #[test]
+    fn an_invalid_header_makes_a_500_that_stays() {
+        for bad in [("X-A", "a\r\nX-Smuggled: 1"), ("Content-Length", "5"), ("Bad Name", "v"), ("X-Nul", "a\0b")] {
+            let mut res = Response::new();
+            res.set_status(201).set_header("Location", "/x").set_body("created");
+            res.set_header(bad.0, bad.1);
+            res.set_status(200).set_body("after").append_header("X-Later", "1").set_header("Content-Type", "text/html");
+            assert!(res.add_header("X-Also", "1").is_ok());
+            assert!(res.set_content_type("text/css").is_ok());
+            assert!(res.failed(), "{bad:?}");
+            assert_eq!((res.status(), res.body()), (500, FAILED_BODY), "{bad:?}");
+            assert_eq!((res.header("location"), res.content_type(), res.headers().count()), (None, None, 0));
+            let wire = encoded(&res, false, Some("close"));
+            assert_eq!(
+                wire,
+                "HTTP/1.1 500 Internal Server Error\r\nServer: quiesce\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\nConnection: close\r\n\r\n\
+                 internal server error\n",
+                "{bad:?}"
+            );
+            // Writing into the body directly does not reach the wire either.
+            res.body_mut().extend_from_slice(b"more");
+            assert!(encoded(&res, true, None).ends_with("Content-Length: 22\r\n\r\n"));
+            assert_eq!(res.body(), FAILED_BODY);
+            res.reset();
+            assert!(!res.failed());
+            assert_eq!((res.status(), res.body()), (200, &b""[..]));
+        }
+        // append_header fails the same way; add_header only reports.
+        let mut res = Response::new();
+        assert!(res.add_header("X-A", "a\nb").is_err());
+        assert!(!res.failed());
+        res.append_header("X-A", "a\nb");
+        assert!(res.failed());
+    }
+
+    #[cfg(feature = "json")]
+    #[test]
+    fn json_bodies() {
+        use std::collections::BTreeMap;
+        let mut res = Response::new();
+        res.set_status(201).json(&BTreeMap::from([("id", 7)]));
+        assert_eq!(
+            (res.status(), res.body(), res.content_type()),
+            (201, &br#"{"id":7}"#[..], Some("application/json"))
+        );
+        assert!(
+            encoded(&res, false, None)
+                .ends_with("Content-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"id\":7}")
+        );
+        // Keys that are not strings cannot be JSON: a 500.
+        let mut res = Response::new();
+        res.json(&BTreeMap::from([((1, 2), 3)]));
+        assert!(res.failed());
+        assert_eq!((res.status(), res.body(), res.content_type()), (500, FAILED_BODY, None));
     }
 
     #[test]
