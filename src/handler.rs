@@ -46,6 +46,47 @@ where
     }
 }
 
+/// What a [`Router`](crate::Router) route's handler may return: a [`Reply`]; `()`, for
+/// [`Reply::Now`]; or a `Result` whose error answers the request, so that `?` works on
+/// [`Request::json`](crate::Request::json) and [`Request::body_text`](crate::Request::body_text):
+///
+/// ```
+/// # use quiesce::{Reply, Router};
+/// let router = Router::new().post("/shout", |req, res| {
+///     let text = req.body_text()?; // not UTF-8: 400, saying where
+///     res.set_body(text.to_uppercase());
+///     Ok(Reply::Now)
+/// });
+/// ```
+pub trait IntoReply {
+    /// The reply, after answering `res` with an error if this is one.
+    fn into_reply(self, res: &mut Response) -> Reply;
+}
+
+impl IntoReply for Reply {
+    #[inline(always)]
+    fn into_reply(self, _: &mut Response) -> Reply {
+        self
+    }
+}
+
+impl IntoReply for () {
+    #[inline(always)]
+    fn into_reply(self, _: &mut Response) -> Reply {
+        Reply::Now
+    }
+}
+
+impl<T: IntoReply> IntoReply for Result<T, BodyError> {
+    #[inline]
+    fn into_reply(self, res: &mut Response) -> Reply {
+        match self {
+            Ok(reply) => reply.into_reply(res),
+            Err(e) => e.reply(res),
+        }
+    }
+}
+
 impl BodyError {
     /// Answers the request with this error: its status, and its message as a plain-text body.
     /// One line in a handler:

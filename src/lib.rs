@@ -98,7 +98,7 @@ pub use config::ServerConfig;
 pub use counters::{ConnState, Counts, StateChange};
 pub use error::Error;
 pub use errors::ErrorInfo;
-pub use handler::{Handler, Reply};
+pub use handler::{Handler, IntoReply, Reply};
 pub use http::request::{BodyError, HEADER_SLOTS as MAX_HEADER_SLOTS, OwnedRequest, Request, Version};
 pub use http::response::{InvalidHeader, Response};
 /// A header field of a request built by hand with [`Request::new`] (`httparse`'s type,

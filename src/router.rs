@@ -25,7 +25,7 @@
 
 use std::fmt;
 
-use crate::handler::{Handler, Reply};
+use crate::handler::{Handler, IntoReply, Reply};
 use crate::http::request::Request;
 use crate::http::response::Response;
 
@@ -197,41 +197,46 @@ impl Router {
     }
 
     /// Routes `GET` (and so `HEAD`) requests for `pattern` to `handler`.
-    pub fn get<F>(self, pattern: &str, handler: F) -> Self
+    pub fn get<F, R>(self, pattern: &str, handler: F) -> Self
     where
-        F: FnMut(&Request<'_>, &mut Response) -> Reply + Send + 'static,
+        F: FnMut(&Request<'_>, &mut Response) -> R + Send + 'static,
+        R: IntoReply,
     {
         self.on("GET", pattern, handler)
     }
 
     /// Routes `POST` requests for `pattern` to `handler`.
-    pub fn post<F>(self, pattern: &str, handler: F) -> Self
+    pub fn post<F, R>(self, pattern: &str, handler: F) -> Self
     where
-        F: FnMut(&Request<'_>, &mut Response) -> Reply + Send + 'static,
+        F: FnMut(&Request<'_>, &mut Response) -> R + Send + 'static,
+        R: IntoReply,
     {
         self.on("POST", pattern, handler)
     }
 
     /// Routes `PUT` requests for `pattern` to `handler`.
-    pub fn put<F>(self, pattern: &str, handler: F) -> Self
+    pub fn put<F, R>(self, pattern: &str, handler: F) -> Self
     where
-        F: FnMut(&Request<'_>, &mut Response) -> Reply + Send + 'static,
+        F: FnMut(&Request<'_>, &mut Response) -> R + Send + 'static,
+        R: IntoReply,
     {
         self.on("PUT", pattern, handler)
     }
 
     /// Routes `PATCH` requests for `pattern` to `handler`.
-    pub fn patch<F>(self, pattern: &str, handler: F) -> Self
+    pub fn patch<F, R>(self, pattern: &str, handler: F) -> Self
     where
-        F: FnMut(&Request<'_>, &mut Response) -> Reply + Send + 'static,
+        F: FnMut(&Request<'_>, &mut Response) -> R + Send + 'static,
+        R: IntoReply,
     {
         self.on("PATCH", pattern, handler)
     }
 
     /// Routes `DELETE` requests for `pattern` to `handler`.
-    pub fn delete<F>(self, pattern: &str, handler: F) -> Self
+    pub fn delete<F, R>(self, pattern: &str, handler: F) -> Self
     where
-        F: FnMut(&Request<'_>, &mut Response) -> Reply + Send + 'static,
+        F: FnMut(&Request<'_>, &mut Response) -> R + Send + 'static,
+        R: IntoReply,
     {
         self.on("DELETE", pattern, handler)
     }
@@ -239,10 +244,12 @@ impl Router {
     /// Routes requests with `method` (case-sensitive, as HTTP methods are) for `pattern` to
     /// `handler`: any method, `HEAD` or `OPTIONS` to answer them otherwise than the router
     /// does, or one of your own (which then is not a 501).
-    pub fn on<F>(mut self, method: &str, pattern: &str, handler: F) -> Self
+    pub fn on<F, R>(mut self, method: &str, pattern: &str, mut handler: F) -> Self
     where
-        F: FnMut(&Request<'_>, &mut Response) -> Reply + Send + 'static,
+        F: FnMut(&Request<'_>, &mut Response) -> R + Send + 'static,
+        R: IntoReply,
     {
+        let handler = move |req: &Request<'_>, res: &mut Response| handler(req, res).into_reply(res);
         assert!(
             !method.is_empty() && method.bytes().all(crate::http::is_tchar),
             "route {method:?} {pattern}: the method is not a token"

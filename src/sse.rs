@@ -353,6 +353,23 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_hub_closed_by_the_drain_answers_a_late_subscriber_with_its_last_event_at_once() {
+        let drain = crate::DrainNotice::new();
+        let hub = Hub::new(&drain);
+        let id = hub.next_id();
+        drain.begin();
+        assert!(hub.is_empty());
+        let late = hub.clone();
+        let mut client =
+            crate::testing::TestClient::new(move |_: &Request<'_>, res: &mut Response| late.subscribe(res));
+        let answer = client.get("/events");
+        assert_eq!(answer.header("content-type"), Some("text/event-stream"));
+        let text = answer.text();
+        assert!(text.starts_with("retry: 3000\n\nretry: "), "{text:?}");
+        assert!(text.ends_with(&format!("\nid: {id}\nevent: shutdown\ndata: draining\n\n")), "{text:?}");
+    }
+
     use super::*;
     use crate::Version;
 
@@ -517,4 +534,151 @@ mod tests {
         assert!((min..=max).contains(&RetrySpread::with_seed(max, min, 7).draw()));
         let _ = RetrySpread::with_seed(Duration::ZERO, Duration::MAX, 7).draw();
     }
+}
+
+/// Every open stream of one feed, for a producer that sends each event to all of them (a chat,
+/// a live dashboard), and their end at the drain. Cheap to clone: the clones share the streams.
+///
+/// - [`Hub::subscribe`] answers a request with a stream of the feed (the head from [`head`], a
+///   `retry:` of 3 s first), from a handler;
+/// - [`Hub::send`] writes an event to every stream with [`Stream::try_send`](crate::Stream::try_send)
+///   (never waiting on a slow client: one whose buffer is full misses the event) and forgets the
+///   streams whose client left; [`Hub::next_id`] numbers events so clients can resume;
+/// - when the drain begins ([`Hub::new`] takes the server's [`DrainNotice`](crate::DrainNotice)),
+///   every stream gets a last event, `event: shutdown` with the last id and a `retry:` drawn
+///   from 0.5–3 s ([`RetrySpread`]), and ends cleanly, so the drain does not wait for them; a
+///   request to subscribe after that gets that last event at once.
+///
+/// ```no_run
+/// use quiesce::sse::{Event, Hub};
+/// use quiesce::{Router, Server, ServerConfig};
+///
+/// let server = Server::bind_with(ServerConfig::default(), |handles| {
+///     let hub = Hub::new(&handles.drain);
+///     let feed = hub.clone();
+///     Router::new()
+///         .get("/events", move |_, res| hub.subscribe(res))
+///         .post("/send", move |req, res| {
+///             let _ = feed.send(&Event::new().id_number(feed.next_id()).data(req.body_text()?));
+///             res.set_status(204);
+///             Ok(())
+///         })
+/// });
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    inner: std::sync::Arc<std::sync::Mutex<HubState>>,
+}
+
+struct HubState {
+    streams: Vec<crate::Stream>,
+    /// The last id [`Hub::next_id`] gave.
+    last_id: u64,
+    /// The drain began: the streams were ended and new ones end at once.
+    closed: bool,
+    spread: RetrySpread,
+    /// Reused for each event written.
+    buffer: Vec<u8>,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Hub").field("streams", &state.streams.len()).field("closed", &state.closed).finish()
+    }
+}
+
+impl Hub {
+    /// A hub whose streams end when `drain` begins.
+    pub fn new(drain: &crate::DrainNotice) -> Hub {
+        let hub = Hub {
+            inner: std::sync::Arc::new(std::sync::Mutex::new(HubState {
+                streams: Vec::new(),
+                last_id: 0,
+                closed: false,
+                spread: RetrySpread::new(Duration::from_millis(500), Duration::from_secs(3)),
+                buffer: Vec::new(),
+            })),
+        };
+        let closing = hub.clone();
+        drain.on_drain(move || closing.close());
+        hub
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Answers the request with a stream of this feed (a handler's last call: it returns what
+    /// the handler returns). After the drain began, the last event at once instead.
+    pub fn subscribe(&self, res: &mut Response) -> crate::Reply {
+        let mut state = self.lock();
+        let mut head = head();
+        write_retry(head.body_mut(), Duration::from_secs(3));
+        if state.closed {
+            let retry = state.spread.draw();
+            last_event(head.body_mut(), retry, state.last_id);
+            *res = head;
+            return crate::Reply::Now;
+        }
+        if let Ok(stream) = res.defer().stream(head) {
+            state.streams.push(stream);
+        }
+        crate::Reply::Later
+    }
+
+    /// The next event id: 1, 2, …
+    pub fn next_id(&self) -> u64 {
+        let mut state = self.lock();
+        state.last_id += 1;
+        state.last_id
+    }
+
+    /// Writes `event` to every open stream; returns how many took it. A stream whose client
+    /// left is forgotten; one whose buffer is full misses this event.
+    pub fn send(&self, event: &Event<'_>) -> Result<usize, InvalidEvent> {
+        let mut state = self.lock();
+        let HubState { streams, buffer, .. } = &mut *state;
+        buffer.clear();
+        event.write_to(buffer)?;
+        let mut took = 0;
+        streams.retain_mut(|stream| match stream.try_send(buffer) {
+            Ok(()) => {
+                took += 1;
+                true
+            }
+            Err(crate::TrySendError::Gone) => false,
+            Err(_) => true,
+        });
+        Ok(took)
+    }
+
+    /// How many streams are open.
+    pub fn len(&self) -> usize {
+        self.lock().streams.len()
+    }
+
+    /// Whether no stream is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ends every stream with the last event; later subscribers get it at once.
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        let HubState { streams, buffer, spread, last_id, .. } = &mut *state;
+        for mut stream in std::mem::take(streams) {
+            buffer.clear();
+            last_event(buffer, spread.draw(), *last_id);
+            let _ = stream.try_send(buffer);
+            let _ = stream.finish();
+        }
+    }
+}
+
+/// The last event of a stream at the drain: come back after `retry`, resume after `last`.
+fn last_event(out: &mut Vec<u8>, retry: Duration, last: u64) {
+    // A numeric id and a fixed type are always valid.
+    let _ = Event::new().retry(retry).id_number(last).event("shutdown").data("draining").write_to(out);
 }

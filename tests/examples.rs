@@ -236,3 +236,87 @@ fn a_second_sigterm_ends_a_process_stuck_in_a_handler_with_143() {
 fn a_second_sigint_ends_a_process_stuck_in_a_handler_with_130() {
     second_signal_ends_a_process_stuck_in_a_handler(SIGINT, "SIGINT", 130);
 }
+
+/// A request with a body.
+fn with_body(method: &str, path: &str, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(feature = "json")]
+#[test]
+fn crud_creates_reads_and_deletes_users_and_says_what_was_wrong() {
+    let mut server = Quiesce::spawn(example("crud"));
+    let mut client = connect(server.addr());
+    let created = client
+        .request(&with_body("POST", "/users", "application/json", r#"{"name":"Ada","email":"ada@example.com"}"#))
+        .unwrap();
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.header("content-type"), Some("application/json"));
+    assert_eq!(created.text(), r#"{"id":1,"name":"Ada","email":"ada@example.com"}"#);
+    let read = client.request(&get("/users/1")).unwrap();
+    assert_eq!((read.status, read.text()), (200, created.text()));
+    assert_eq!(client.request(&get("/users/2")).unwrap().status, 404);
+    assert_eq!(client.request(&get("/users/x")).unwrap().status, 404);
+    // What was wrong with a body: malformed (400, where), not JSON at all (415).
+    let bad = client.request(&with_body("POST", "/users", "application/json", "{\"name\": }")).unwrap();
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("line 1 column"), "{}", bad.text());
+    assert_eq!(client.request(&with_body("POST", "/users", "text/plain", "Ada")).unwrap().status, 415);
+    let hello = client.request(&get("/hello/world")).unwrap();
+    assert_eq!(hello.text(), r#"{"hello":"world"}"#);
+    // Another method on a path the router knows: 405 and what is allowed.
+    let put = client.request(&with_body("PUT", "/users/1", "application/json", "{}")).unwrap();
+    assert_eq!(put.status, 405);
+    assert!(put.header("allow").is_some_and(|a| a.contains("DELETE")), "{put:?}");
+    let deleted = client.request(b"DELETE /users/1 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(deleted.status, 204);
+    assert_eq!(client.request(&get("/users/1")).unwrap().status, 404);
+    server.signal(SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(10));
+    server.assert_exit_code(status, 0);
+}
+
+#[test]
+fn chat_sends_each_message_to_every_subscriber_and_ends_the_streams_at_the_drain() {
+    let mut server = Quiesce::spawn(example("chat"));
+    let mut subscribers: Vec<common::Client> = (0..2).map(|_| connect(server.addr())).collect();
+    for subscriber in &mut subscribers {
+        subscriber.send(&get("/events")).unwrap();
+        let head = subscriber.read_head_response().unwrap();
+        assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    }
+    let mut sender = connect(server.addr());
+    assert_eq!(sender.request(&with_body("POST", "/send", "text/plain", "hello")).unwrap().status, 204);
+    assert_eq!(sender.request(&with_body("POST", "/send", "text/plain", "again")).unwrap().status, 204);
+    for subscriber in &mut subscribers {
+        let mut got = String::new();
+        while !got.contains("data: again\n") {
+            let chunk = subscriber.read_chunk().unwrap().expect("a message");
+            got.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert_eq!(got, "retry: 3000\n\nid: 1\ndata: hello\n\nid: 2\ndata: again\n\n");
+    }
+    drop(sender);
+    server.signal(SIGTERM);
+    for subscriber in &mut subscribers {
+        let mut rest = String::new();
+        while let Some(chunk) = subscriber.read_chunk().unwrap() {
+            rest.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        // The last event (a spread retry, the last id), then the stream's clean end (read_chunk
+        // gave None at the last chunk).
+        let retry: u64 = rest
+            .strip_prefix("retry: ")
+            .and_then(|r| r.split_once('\n'))
+            .and_then(|(ms, _)| ms.parse().ok())
+            .unwrap_or_else(|| panic!("{rest:?}"));
+        assert!((500..=3000).contains(&retry), "{rest:?}");
+        assert!(rest.ends_with("\nid: 2\nevent: shutdown\ndata: draining\n\n"), "{rest:?}");
+    }
+    let status = server.wait_exit(Duration::from_secs(10));
+    server.assert_exit_code(status, 0);
+}

@@ -91,6 +91,13 @@ impl Default for Response {
 const RESERVED: [&str; 5] = ["date", "server", "content-length", "connection", "transfer-encoding"];
 
 impl Response {
+    /// Moves the response out, leaving an empty `200 OK`: the end of a chain of setters where an
+    /// owned response is wanted, e.g. what a [`Response::blocking`](crate::Response::blocking)
+    /// closure returns: `Response::new().set_status(201).json(&user).take()`.
+    pub fn take(&mut self) -> Response {
+        std::mem::take(self)
+    }
+
     /// An empty `200 OK`.
     pub fn new() -> Self {
         Response {
