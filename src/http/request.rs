@@ -461,6 +461,11 @@ fn query_param_raw_of<'t>(target: &'t str, name: &str) -> Option<&'t str> {
 
 /// A path segment percent-decoded (`+` is not a space in a path); see the module docs.
 fn decode_path(raw: &str) -> Cow<'_, str> {
+    // Most parameters have nothing to decode: borrowed as they are, without the decoder's walk
+    // and its UTF-8 check (`raw` is text already).
+    if !raw.as_bytes().contains(&b'%') {
+        return Cow::Borrowed(raw);
+    }
     percent_encoding::percent_decode_str(raw).decode_utf8_lossy()
 }
 
