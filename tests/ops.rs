@@ -561,7 +561,16 @@ fn systemd_socket_activation() {
         for _ in 0..10 {
             assert_ok_body(&fetch(addr, "/plaintext"), "Hello, World!");
         }
-        let text = scrape(addr);
+        // Each worker publishes its counts at the end of its turn: a scrape answered by one
+        // worker may come before the other's turn that served the last request has ended.
+        let mut text = scrape(addr);
+        for _ in 0..100 {
+            if value(&text, "quiesce_accepted_connections_total") >= 10 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            text = scrape(addr);
+        }
         assert_eq!(info_label(&text, "workers"), workers_arg, "{text}");
         assert_eq!(info_pid(&text), server.pid(), "LISTEN_PID trick: the shell must have exec'd quiesce");
         assert!(value(&text, "quiesce_accepted_connections_total") >= 10, "{text}");
