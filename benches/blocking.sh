@@ -56,23 +56,9 @@ if [[ $PEERS == *hyper* ]]; then
     HYPER=target/peers/release/peer-hyper
 fi
 
-# start PORT CMD...: starts a server pinned to SERVER_CPU, waits until it accepts.
-start() {
-    local port=$1
-    shift
-    taskset -c "$SERVER_CPU" "$@" >"$work/server.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 200); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), timeout=1).close()" 2>/dev/null && return
-        sleep 0.05
-    done
-    echo "server on $port did not start" >&2
-    exit 1
-}
-stop() { kill -INT "${pids[-1]}" 2>/dev/null || true; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
-ticks() { awk '{print $14 + $15}' "/proc/${pids[-1]}/stat"; }
+# shellcheck source=benches/servers.sh
+. benches/servers.sh
 threads() { awk '/^Threads:/ {print $2}' "/proc/${pids[-1]}/status"; }
-hz=$(getconf CLK_TCK)
 
 # measure NAME URL: one wrk run against the last started server -> a line of cost.tsv
 measure() {

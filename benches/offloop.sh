@@ -38,23 +38,8 @@ cargo build --release --quiet
 QUIESCE=target/release/quiesce
 HYPER=target/peers/release/peer-hyper
 
-# start NAME PORT CMD...: starts a server pinned to SERVER_CPU, waits until it accepts.
-start() {
-    local port=$2
-    shift 2
-    taskset -c "$SERVER_CPU" "$@" >"$work/server.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 200); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), timeout=1).close()" 2>/dev/null && return
-        sleep 0.05
-    done
-    echo "server on $port did not start" >&2
-    exit 1
-}
-stop() { kill -INT "${pids[-1]}" 2>/dev/null || true; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
-# CPU ticks (utime + stime) of the last started server, all threads.
-ticks() { awk '{print $14 + $15}' "/proc/${pids[-1]}/stat"; }
-hz=$(getconf CLK_TCK)
+# shellcheck source=benches/servers.sh
+. benches/servers.sh
 
 # wrk URL CONNS -> "req_per_s p99_us" (wrk -t1, pinned to CLIENT_CPU)
 run_wrk() {
@@ -83,7 +68,7 @@ report="$work/report.md"
 
 # 1. /plaintext while 64 /work?ms=300 requests keep the 8 blocking threads busy.
 port=$BASE_PORT
-start quiesce "$port" "$QUIESCE" --addr "127.0.0.1:$port" -q --blocking-threads 8
+start "$port" "$QUIESCE" --addr "127.0.0.1:$port" -q --blocking-threads 8
 run_wrk "http://127.0.0.1:$port/plaintext" 16 >/dev/null # warm-up
 : >"$work/latency.tsv"
 for rep in $(seq "$REPS"); do
@@ -115,8 +100,8 @@ for rep in $(seq "$REPS"); do
     for server in quiesce hyper; do
         port=$((BASE_PORT + 1))
         case $server in
-            quiesce) start quiesce "$port" "$QUIESCE" --addr "127.0.0.1:$port" -q --blocking-threads 8 ;;
-            hyper) start hyper "$port" "$HYPER" --addr "127.0.0.1:$port" ;;
+            quiesce) start "$port" "$QUIESCE" --addr "127.0.0.1:$port" -q --blocking-threads 8 ;;
+            hyper) start "$port" "$HYPER" --addr "127.0.0.1:$port" ;;
         esac
         run_wrk "http://127.0.0.1:$port/work?ms=0" 64 >/dev/null # warm-up (starts the pools)
         before=$(ticks)
