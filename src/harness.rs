@@ -84,8 +84,8 @@ impl Transport for Pipe {
     }
 
     /// What the client took: everything the server wrote (it reads all it is given).
-    fn taken(&self) -> Option<u64> {
-        Some(self.output.len() as u64)
+    fn counted(&self) -> Option<(u64, bool)> {
+        Some((self.output.len() as u64, true))
     }
 }
 

@@ -38,6 +38,7 @@ pub(crate) fn bind(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Resu
 /// megabytes for a client that stopped reading. Bytes in flight are not counted (the client's
 /// receive window bounds them), so a fast client's throughput does not depend on it: the
 /// kernel wakes the loop to write more while this much is still queued.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
 pub(crate) const UNSENT_LIMIT: u32 = 128 * 1024;
 
 /// Sets [`UNSENT_LIMIT`] on a listener; the connections it accepts inherit it (Linux). Where

@@ -17,15 +17,10 @@
 use mio::net::TcpStream;
 
 /// The bytes of this connection's output the client has taken: acknowledged, less what sits
-/// unread in its socket when that socket is on this host. `None` where the system does not say.
-#[cfg(target_os = "linux")]
-pub(crate) fn taken(stream: &TcpStream) -> Option<u64> {
-    counted(stream).map(|(taken, _)| taken)
-}
-
-/// [`taken`], and whether it is what the client has: false for a connection the client reset,
-/// or for a client on this host whose socket is gone (it closed): then the count is what it
-/// acknowledged, more than it read when it closed without reading everything.
+/// unread in its socket when that socket is on this host; and whether that is what the client
+/// has: false for a connection the client reset, or for a client on this host whose socket is
+/// gone (it closed): then the count is what it acknowledged, more than it read when it closed
+/// without reading everything. `None` where the system does not say.
 #[cfg(target_os = "linux")]
 pub(crate) fn counted(stream: &TcpStream) -> Option<(u64, bool)> {
     use std::os::fd::AsRawFd;
@@ -42,12 +37,6 @@ pub(crate) fn counted(stream: &TcpStream) -> Option<(u64, bool)> {
         std::net::SocketAddr::new(local_ip, local.port()),
     );
     Some((acked.saturating_sub(unread.unwrap_or(0)), unread.is_some()))
-}
-
-/// Elsewhere the kernel is not asked.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn taken(_stream: &TcpStream) -> Option<u64> {
-    None
 }
 
 /// Elsewhere the kernel is not asked.

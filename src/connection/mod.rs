@@ -59,16 +59,12 @@ pub(crate) trait Transport: Read + Write {
     /// whose end the client must not take for complete.
     fn reset_on_close(&self) -> io::Result<()>;
     /// How many bytes of the output the client has taken so far, as the system counts them
-    /// (see `delivery`), or `None` where it does not say: before a connection whose writes
+    /// (see `delivery`), and whether that is what the client has (false: a client that reset
+    /// the connection, or one on this host that closed, whose count is only what it
+    /// acknowledged); `None` where the system does not say. Before a connection whose writes
     /// made no progress is cut, this tells a client that reads slowly from one that stopped.
-    fn taken(&self) -> Option<u64> {
-        None
-    }
-
-    /// [`Transport::taken`], and whether that is what the client has (false: a client on this
-    /// host that closed, whose count is only what it acknowledged).
     fn counted(&self) -> Option<(u64, bool)> {
-        self.taken().map(|taken| (taken, true))
+        None
     }
 }
 
@@ -83,10 +79,6 @@ impl Transport for mio::net::TcpStream {
 
     fn set_nodelay(&self) -> io::Result<()> {
         mio::net::TcpStream::set_nodelay(self, true)
-    }
-
-    fn taken(&self) -> Option<u64> {
-        delivery::taken(self)
     }
 
     fn counted(&self) -> Option<(u64, bool)> {
