@@ -617,7 +617,7 @@ impl Hub {
         write_retry(head.body_mut(), Duration::from_secs(3));
         if state.closed {
             let retry = state.spread.draw();
-            last_event(head.body_mut(), retry, state.last_id);
+            write_shutdown(head.body_mut(), retry, state.last_id);
             *res = head;
             return crate::Reply::Now;
         }
@@ -670,15 +670,17 @@ impl Hub {
         let HubState { streams, buffer, spread, last_id, .. } = &mut *state;
         for mut stream in std::mem::take(streams) {
             buffer.clear();
-            last_event(buffer, spread.draw(), *last_id);
+            write_shutdown(buffer, spread.draw(), *last_id);
             let _ = stream.try_send(buffer);
             let _ = stream.finish();
         }
     }
 }
 
-/// The last event of a stream at the drain: come back after `retry`, resume after `last`.
-fn last_event(out: &mut Vec<u8>, retry: Duration, last: u64) {
+/// Writes the last event of a stream at the drain, as [`Hub`] and the binary's `/events` send
+/// it: `retry: R` (come back after `retry`), `id: L` (resume after `last`), `event: shutdown`,
+/// `data: draining`.
+pub fn write_shutdown(out: &mut Vec<u8>, retry: Duration, last: u64) {
     // A numeric id and a fixed type are always valid.
     let _ = Event::new().retry(retry).id_number(last).event("shutdown").data("draining").write_to(out);
 }

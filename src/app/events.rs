@@ -262,9 +262,7 @@ enum Next {
 /// The drain's last event for a stream whose last tick was `last`: the client reconnects after
 /// `retry` and resumes after `last`.
 pub fn shutdown_event(out: &mut Vec<u8>, last: u64, retry: Duration) {
-    let event = Event::new().retry(retry).id_number(last).event("shutdown").data("draining");
-    // Constant type and data, a numeric id: nothing to refuse.
-    let _ = event.write_to(out);
+    crate::sse::write_shutdown(out, retry, last);
 }
 
 /// Sends one event, using `out` and `text` as scratch (a slow reader whose buffer is full
