@@ -405,6 +405,9 @@ impl Write for TlsStream {
     /// Takes plaintext only while rustls holds no records the socket refused: output waits in
     /// the connection's buffer, where the write timer and the high-water mark see it.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.state == Handshake::Failed {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
         self.push()?;
         let n = self.tls.writer().write(buf)?;
         if n == 0 && !buf.is_empty() {
@@ -417,7 +420,10 @@ impl Write for TlsStream {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.push()
+        match self.state {
+            Handshake::Failed => Ok(()),
+            _ => self.push(),
+        }
     }
 }
 
@@ -451,8 +457,10 @@ impl Transport for TlsStream {
         self.state == Handshake::Running
     }
 
+    /// Never after a failed handshake: its alert went out at once, or (to a client that sent
+    /// plain HTTP) never does.
     fn holds_output(&self) -> bool {
-        self.tls.wants_write()
+        self.state != Handshake::Failed && self.tls.wants_write()
     }
 
     fn tls_info(&self) -> Option<Arc<TlsInfo>> {
