@@ -412,7 +412,7 @@ impl Write for Trickle {
         }
         let n = self.0.write(&buf[..1])?;
         // Give the server a chance to read this byte alone now and then.
-        if buf.len() % 97 == 0 {
+        if buf.len().is_multiple_of(97) {
             thread::sleep(Duration::from_millis(1));
         }
         Ok(n)
