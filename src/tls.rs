@@ -463,8 +463,8 @@ impl Transport for TlsStream {
         self.state != Handshake::Failed && self.tls.wants_write()
     }
 
-    fn tls_info(&self) -> Option<Arc<TlsInfo>> {
-        self.info.clone()
+    fn tls_info(&self) -> Option<&Arc<TlsInfo>> {
+        self.info.as_ref()
     }
 
     fn on_close(&mut self, reason: CloseReason) {
@@ -489,108 +489,6 @@ impl Transport for TlsStream {
                 self.notify()
             }
             _ => {}
-        }
-    }
-}
-
-/// A connection's stream: plain TCP, or TLS over it.
-pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream>),
-}
-
-impl Read for Stream {
-    #[inline]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(sock) => sock.read(buf),
-            Stream::Tls(tls) => tls.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(sock) => sock.write(buf),
-            Stream::Tls(tls) => tls.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(_) => Ok(()),
-            Stream::Tls(tls) => tls.flush(),
-        }
-    }
-}
-
-impl Transport for Stream {
-    const TLS: bool = true;
-
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(sock) => sock.shutdown_write(),
-            Stream::Tls(tls) => tls.shutdown_write(),
-        }
-    }
-
-    fn set_nodelay(&self) -> io::Result<()> {
-        match self {
-            Stream::Plain(sock) => Transport::set_nodelay(sock),
-            Stream::Tls(tls) => tls.set_nodelay(),
-        }
-    }
-
-    fn reset_on_close(&self) -> io::Result<()> {
-        match self {
-            Stream::Plain(sock) => sock.reset_on_close(),
-            Stream::Tls(tls) => tls.reset_on_close(),
-        }
-    }
-
-    fn counted(&self) -> Option<(u64, bool)> {
-        match self {
-            Stream::Plain(sock) => sock.counted(),
-            Stream::Tls(tls) => tls.counted(),
-        }
-    }
-
-    #[inline]
-    fn drained_by_short_read(&self) -> bool {
-        match self {
-            Stream::Plain(_) => true,
-            Stream::Tls(tls) => tls.drained_by_short_read(),
-        }
-    }
-
-    #[inline]
-    fn handshaking(&self) -> bool {
-        match self {
-            Stream::Plain(_) => false,
-            Stream::Tls(tls) => tls.handshaking(),
-        }
-    }
-
-    #[inline]
-    fn holds_output(&self) -> bool {
-        match self {
-            Stream::Plain(_) => false,
-            Stream::Tls(tls) => tls.holds_output(),
-        }
-    }
-
-    fn tls_info(&self) -> Option<Arc<TlsInfo>> {
-        match self {
-            Stream::Plain(_) => None,
-            Stream::Tls(tls) => tls.tls_info(),
-        }
-    }
-
-    fn on_close(&mut self, reason: CloseReason) {
-        if let Stream::Tls(tls) = self {
-            tls.on_close(reason);
         }
     }
 }

@@ -165,9 +165,8 @@ impl Running {
             Reply::Now
         };
         let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..config };
-        let mut server = Server::bind(config, handler).expect("bind");
         let tls = TlsConfig::new(server_config("a"));
-        server.set_tls(tls.clone());
+        let server = Server::bind(config, handler).expect("bind").with_tls(tls.clone());
         let (addr, handle, drain) = (server.local_addr(), server.shutdown_handle(), server.drain_notice());
         let thread = Some(thread::spawn(move || server.run()));
         Running { addr, handle, drain, tls, later, thread }

@@ -50,8 +50,8 @@ const STREAM_LOW_WATER: usize = 16 * 1024;
 
 /// The byte stream a connection runs over: a TCP stream, or an in-memory one in tests.
 pub(crate) trait Transport: Read + Write {
-    /// Whether this kind of stream may carry TLS (then [`Transport::tls_info`] is asked for
-    /// once a connection reads; a plain one never asks).
+    /// Whether this kind of stream is TLS: the checks only a TLS stream needs (a handshake
+    /// under way, records held back) are compiled out of a plain connection.
     const TLS: bool = false;
     /// Shuts down the write side (sends FIN, after a TLS `close_notify`) so the client sees the
     /// end of the last response.
@@ -85,7 +85,7 @@ pub(crate) trait Transport: Read + Write {
         false
     }
     /// The TLS session's parameters, once its handshake is done.
-    fn tls_info(&self) -> Option<Arc<crate::http::request::TlsInfo>> {
+    fn tls_info(&self) -> Option<&Arc<crate::http::request::TlsInfo>> {
         None
     }
     /// The connection closes for `reason`: a TLS stream ends a clean close with `close_notify`
@@ -485,7 +485,7 @@ impl<S: Transport> Connection<S> {
         Connection {
             stream,
             key,
-            client: Client { id, addr: peer, tls: None },
+            client: Client { id, addr: peer },
             phase: Phase::Head(HeadProgress::default()),
             read_buf: ReadBuf::default(),
             write_buf: WriteBuf::default(),
@@ -852,9 +852,6 @@ impl<S: Transport> Connection<S> {
                 Ok(n) => {
                     progress = true;
                     self.input_drained = n < want && self.stream.drained_by_short_read();
-                    if S::TLS && self.client.tls.is_none() {
-                        self.client.tls = self.stream.tls_info();
-                    }
                     env.stats.bytes_in += n as u64;
                     if let Phase::Body(body) = &mut self.phase {
                         body.last_read = env.now;
@@ -1010,7 +1007,8 @@ impl<S: Transport> Connection<S> {
             if env.access.is_some() {
                 note_request(&mut self.access, parsed, head.started.unwrap_or(env.now));
             }
-            (parsed.info.body == BodyKind::None).then(|| call_handler(env, parsed, &[], &self.client))
+            (parsed.info.body == BodyKind::None)
+                .then(|| call_handler(env, parsed, &[], &self.client, self.stream.tls_info()))
         });
         self.read_buf.consume(skip);
         if !matches!(step, HeadStep::Empty) && head.started.is_none() {
@@ -1082,8 +1080,9 @@ impl<S: Transport> Connection<S> {
         // view the handler gets.
         let request = &mut self.read_buf.data_mut()[..head.len + body_len];
         // (The access log noted the request when its head came.)
-        let (_, step) = HeadScan::default()
-            .next(request, head_limits(&env.config), |parsed, body| call_handler(env, parsed, body, &self.client));
+        let (_, step) = HeadScan::default().next(request, head_limits(&env.config), |parsed, body| {
+            call_handler(env, parsed, body, &self.client, self.stream.tls_info())
+        });
         let reply = match step {
             HeadStep::Complete(_, reply) => reply,
             // The same bytes parsed a moment ago; keep going rather than trust that blindly.
@@ -1578,8 +1577,14 @@ fn head_limits(config: &ServerConfig) -> HeadLimits {
 
 /// Runs the handler on a reset response for the request `parsed` with `body` from `client`; a
 /// panic becomes a 500 that closes the connection.
-fn call_handler(env: &mut Env, parsed: &ParsedHead<'_, '_>, body: &[u8], client: &Client) -> Reply {
-    let request = Request::received(&parsed.req, parsed.info.version, body, env.draining != Draining::No, client);
+fn call_handler(
+    env: &mut Env,
+    parsed: &ParsedHead<'_, '_>,
+    body: &[u8],
+    client: &Client,
+    tls: Option<&Arc<crate::http::request::TlsInfo>>,
+) -> Reply {
+    let request = Request::received(&parsed.req, parsed.info.version, body, env.draining != Draining::No, client, tls);
     env.response.reset();
     let handler = &mut *env.handler;
     let response = &mut env.response;

@@ -30,16 +30,13 @@ pub enum Version {
     Http11,
 }
 
-/// Who sent a request: its connection's id, the client's address, and the TLS session it came
-/// over, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who sent a request: its connection's id and the client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Client {
     /// Unique for the server's lifetime (slab keys, unlike these, are reused).
     pub id: u64,
     /// The client's address.
     pub addr: SocketAddr,
-    /// The TLS session (set once its handshake is done); `None` over plain TCP.
-    pub tls: Option<Arc<TlsInfo>>,
 }
 
 /// The TLS session a request came over ([`Request::tls`]).
@@ -56,8 +53,7 @@ pub struct TlsInfo {
 }
 
 /// The client of a request built by hand ([`Request::new`]): id 0, address `0.0.0.0:0`.
-static UNKNOWN_CLIENT: Client =
-    Client { id: 0, addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)), tls: None };
+static UNKNOWN_CLIENT: Client = Client { id: 0, addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)) };
 
 /// One request, borrowed from the connection's read buffer: nothing is copied. To keep it
 /// beyond the handler (to finish the answer on another thread), copy it with
@@ -74,6 +70,8 @@ pub struct Request<'a> {
     body: &'a [u8],
     draining: bool,
     client: &'a Client,
+    /// The TLS session it came over (`None` over plain TCP).
+    tls: Option<&'a Arc<TlsInfo>>,
     /// The path parameters the router matched, (name, raw value); empty outside a router.
     params: &'a [(&'a str, &'a str)],
 }
@@ -87,7 +85,17 @@ impl<'a> Request<'a> {
         headers: &'a [httparse::Header<'a>],
         body: &'a [u8],
     ) -> Self {
-        Request { method, target, version, headers, body, draining: false, client: &UNKNOWN_CLIENT, params: &[] }
+        Request {
+            method,
+            target,
+            version,
+            headers,
+            body,
+            draining: false,
+            client: &UNKNOWN_CLIENT,
+            tls: None,
+            params: &[],
+        }
     }
 
     /// The request the server hands a handler: from `client`, `draining` or not.
@@ -97,9 +105,10 @@ impl<'a> Request<'a> {
         body: &'a [u8],
         draining: bool,
         client: &'a Client,
+        tls: Option<&'a Arc<TlsInfo>>,
     ) -> Self {
         let (method, target) = (req.method.unwrap_or(""), req.path.unwrap_or(""));
-        Request { method, target, version, headers: req.headers, body, draining, client, params: &[] }
+        Request { method, target, version, headers: req.headers, body, draining, client, tls, params: &[] }
     }
 
     /// The same request with path parameters, (name, raw value), as a [`Router`](crate::Router)
@@ -266,7 +275,7 @@ impl<'a> Request<'a> {
     /// The TLS session the request came over (version, cipher suite, ALPN, SNI); `None` over
     /// plain HTTP.
     pub fn tls(&self) -> Option<&TlsInfo> {
-        self.client.tls.as_deref()
+        self.tls.map(|tls| &**tls)
     }
 
     /// The id of the connection the request came on: unique for the server's lifetime, the
@@ -315,7 +324,8 @@ impl<'a> Request<'a> {
             body,
             version: self.version,
             draining: self.draining,
-            client: self.client.clone(),
+            client: *self.client,
+            tls: self.tls.cloned(),
         }
     }
 }
@@ -342,6 +352,7 @@ pub struct OwnedRequest {
     version: Version,
     draining: bool,
     client: Client,
+    tls: Option<Arc<TlsInfo>>,
 }
 
 impl OwnedRequest {
@@ -444,7 +455,7 @@ impl OwnedRequest {
 
     /// See [`Request::tls`].
     pub fn tls(&self) -> Option<&TlsInfo> {
-        self.client.tls.as_deref()
+        self.tls.as_deref()
     }
 
     /// See [`Request::connection_id`].
@@ -592,7 +603,7 @@ mod tests {
             httparse::Header { name: "Host", value: b"a" },
             httparse::Header { name: "X-Long", value: b"\xff\x00 value" },
         ];
-        let client = Client { id: 7, addr: "192.0.2.1:4321".parse().unwrap(), tls: None };
+        let client = Client { id: 7, addr: "192.0.2.1:4321".parse().unwrap() };
         let req = Request::new("POST", "/p/q?x=1&y", Version::Http10, &headers, b"body")
             .with_draining(true)
             .with_client(&client);

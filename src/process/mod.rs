@@ -303,9 +303,8 @@ where
     let mut servers = servers(listeners, workers, &config, &make_handler, &shared)?;
     #[cfg(feature = "tls")]
     if let Some(tls) = &tls {
-        for server in &mut servers[workers..] {
-            server.set_tls(tls.config.clone());
-        }
+        let https = servers.split_off(workers);
+        servers.extend(https.into_iter().map(|server| server.with_tls(tls.config.clone())));
     }
     let tls_addr = servers.get(workers).map(Server::local_addr);
     if options.process_exits_after {

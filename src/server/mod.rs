@@ -43,7 +43,7 @@ use slab::Slab;
 use crate::access::AccessLog;
 use crate::blocking::{BlockingPool, ServerPool};
 use crate::config::ServerConfig;
-use crate::connection::{Connection, DrainRole, Env};
+use crate::connection::{Connection, DrainRole, Env, Transport};
 use crate::counters::{ConnState, Counts, Cut, CutCounts, DrainReport, StateChange};
 use crate::error::Error;
 use crate::errors::{ErrorInfo, Renderer};
@@ -60,39 +60,41 @@ use accept::Acceptor;
 pub use stage::Outcome;
 use stage::{Ask, Cause, Drain, Observer, Stage};
 
-/// What a connection runs over: with the `tls` feature, plain TCP or TLS over it (a server
-/// given a [`TlsConfig`](crate::tls::TlsConfig) wraps each socket it accepts); without, plain
-/// TCP, and nothing of TLS is compiled.
-#[cfg(feature = "tls")]
-type Stream = crate::tls::Stream;
-#[cfg(not(feature = "tls"))]
-type Stream = TcpStream;
-
-/// The TCP socket beneath a [`Stream`] (to register it with the poll).
-trait Tcp {
+/// What a server's connections run over, chosen once per server: plain TCP, or (with the `tls`
+/// feature, for a server given a [`TlsConfig`](crate::tls::TlsConfig)) TLS over TCP. A plain
+/// server's connections are `Connection<TcpStream>`, compiled as if TLS did not exist.
+pub(crate) trait Accepted: Transport + Sized + Send + 'static {
+    /// What wraps a socket just accepted.
+    type Acceptor: Send;
+    /// The stream a socket just accepted is served over (`None`: it is closed).
+    fn accept(sock: TcpStream, acceptor: &Self::Acceptor) -> Option<Self>;
+    /// The TCP socket beneath (to register it with the poll).
     fn tcp_mut(&mut self) -> &mut TcpStream;
-    fn plain(sock: TcpStream) -> Self;
 }
 
-impl Tcp for TcpStream {
+impl Accepted for TcpStream {
+    type Acceptor = ();
+
+    #[inline]
+    fn accept(sock: TcpStream, _: &()) -> Option<Self> {
+        Some(sock)
+    }
+
     fn tcp_mut(&mut self) -> &mut TcpStream {
         self
     }
-    fn plain(sock: TcpStream) -> Self {
-        sock
-    }
 }
 
 #[cfg(feature = "tls")]
-impl Tcp for crate::tls::Stream {
-    fn tcp_mut(&mut self) -> &mut TcpStream {
-        match self {
-            crate::tls::Stream::Plain(sock) => sock,
-            crate::tls::Stream::Tls(tls) => tls.tcp_mut(),
-        }
+impl Accepted for crate::tls::TlsStream {
+    type Acceptor = crate::tls::TlsConfig;
+
+    fn accept(sock: TcpStream, tls: &crate::tls::TlsConfig) -> Option<Self> {
+        tls.accept(sock).ok()
     }
-    fn plain(sock: TcpStream) -> Self {
-        crate::tls::Stream::Plain(sock)
+
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        crate::tls::TlsStream::tcp_mut(self)
     }
 }
 
@@ -108,8 +110,8 @@ const FIRST_CONNECTION: usize = 3;
 type Hook = Box<dyn FnMut(&StateChange) + Send>;
 
 /// A connection and the server's bookkeeping for it.
-struct Slot {
-    conn: Connection<Stream>,
+struct Slot<S> {
+    conn: Connection<S>,
     /// The state last reported to the counts and the hook.
     reported: Option<ConnState>,
     /// The deadline the heap holds for it.
@@ -236,9 +238,32 @@ impl Inbox {
 /// A single-threaded HTTP/1.1 server. [`Server::bind`] it, then [`Server::run`] it on the thread
 /// that should serve.
 pub struct Server {
+    core: Cores,
+}
+
+/// A server's loop, over plain TCP or over TLS.
+enum Cores {
+    Plain(Core<TcpStream>),
+    #[cfg(feature = "tls")]
+    Tls(Core<crate::tls::TlsStream>),
+}
+
+/// Runs `$body` with `$core` bound to the server's loop, whichever kind it is.
+macro_rules! with_core {
+    ($cores:expr, $core:ident => $body:expr) => {
+        match $cores {
+            Cores::Plain($core) => $body,
+            #[cfg(feature = "tls")]
+            Cores::Tls($core) => $body,
+        }
+    };
+}
+
+/// The loop itself, for connections over `S`.
+struct Core<S: Accepted> {
     poll: Poll,
     accept: Acceptor,
-    slots: Slab<Slot>,
+    slots: Slab<Slot<S>>,
     queues: Queues,
     deadlines: Deadlines,
     ledger: Ledger,
@@ -251,16 +276,15 @@ pub struct Server {
     /// Fires when the drain begins (shared by every worker of a process).
     drain: DrainNotice,
     /// Connections the drain closed in this turn, their sockets not closed yet.
-    parting: Parting,
+    parting: Parting<S>,
     /// The drain's progress line.
     progress: Progress,
     /// Slow turns logged lately.
     slow_log: SlowLog,
     /// Where [`Response::blocking`](crate::Response::blocking) sends work from this loop.
     blocking: BlockingPool,
-    /// With it, every connection accepted speaks TLS.
-    #[cfg(feature = "tls")]
-    tls: Option<crate::tls::TlsConfig>,
+    /// Wraps each socket accepted (TLS: the configuration new handshakes use).
+    acceptor: S::Acceptor,
 }
 
 /// The WARN lines about slow turns: at most one a second; the turns not named in one are
@@ -295,14 +319,19 @@ impl SlowLog {
 /// idle connections, 10,000 system calls fewer between the signal and the exit). Only the last
 /// server of the process to finish does that; the others close theirs, so no client of a
 /// server that finished early waits for another's drain.
-#[derive(Default)]
-struct Parting {
-    conns: Vec<Connection<Stream>>,
+struct Parting<S> {
+    conns: Vec<Connection<S>>,
     /// The servers of this process still running, when the process exits after the last.
     exit: Option<Arc<AtomicUsize>>,
 }
 
-impl Parting {
+impl<S> Default for Parting<S> {
+    fn default() -> Self {
+        Parting { conns: Vec::new(), exit: None }
+    }
+}
+
+impl<S> Parting<S> {
     /// The turn is over: closes what it holds.
     #[inline]
     fn close(&mut self) {
@@ -381,6 +410,168 @@ impl Server {
         drain: DrainNotice,
         make: impl FnOnce(&ShutdownHandle) -> H,
     ) -> Result<Server, Error> {
+        Ok(Server { core: Cores::Plain(Core::assemble(listener, config, drain, make)?) })
+    }
+
+    /// This server, serving HTTPS: every connection accepted makes a TLS handshake with the
+    /// configuration `tls` holds at that moment (swap it to rotate a certificate), then speaks
+    /// HTTP/1.1 inside the session. Idle and finished connections are ended with `close_notify`;
+    /// a handshake gets [`ServerConfig::handshake_timeout`]. A process serving plain HTTP and
+    /// HTTPS side by side runs one server of each. Call it before [`Server::run`].
+    #[cfg(feature = "tls")]
+    pub fn with_tls(self, tls: crate::tls::TlsConfig) -> Server {
+        let core = match self.core {
+            Cores::Plain(core) => core.retype(tls),
+            Cores::Tls(mut core) => {
+                core.acceptor = tls;
+                core
+            }
+        };
+        Server { core: Cores::Tls(core) }
+    }
+
+    /// The process exits once `running` (shared by its servers) counts down to 0: the last
+    /// server to finish leaves the sockets its drain closed in its last turn to that exit.
+    pub(crate) fn leave_to_exit(&mut self, running: Arc<AtomicUsize>) {
+        with_core!(&mut self.core, core => core.leave_to_exit(running))
+    }
+
+    /// Takes SIGHUP as well (when it takes signals at all): the restart of `process::run`.
+    pub(crate) fn take_sighup(&mut self) -> Result<(), Error> {
+        with_core!(&mut self.core, core => core.take_sighup())
+    }
+
+    /// Fires when the drain begins (or the server stops at once).
+    pub fn drain_notice(&self) -> DrainNotice {
+        with_core!(&self.core, core => core.drain_notice())
+    }
+
+    /// The counters this server publishes (for `/metrics`; see
+    /// [`Registry`](crate::metrics::Registry)).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        with_core!(&self.core, core => core.metrics())
+    }
+
+    /// Names this server in its log lines (`worker N: ...`).
+    pub(crate) fn set_label(&mut self, label: String) {
+        with_core!(&mut self.core, core => core.set_label(label))
+    }
+
+    /// Publishes into `metrics` instead of this server's own (a process shares a registry).
+    pub(crate) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        with_core!(&mut self.core, core => core.set_metrics(metrics))
+    }
+
+    /// Tells `observer` of every stage change (and asks it about SIGHUP).
+    pub(crate) fn observe(&mut self, observer: Box<dyn Observer>) {
+        with_core!(&mut self.core, core => core.observe(observer))
+    }
+
+    /// Makes `other` drain and stop with this server: each shutdown request this server acts
+    /// on (from a signal or its handle) is passed on. This is how one signal stops all workers.
+    pub fn add_follower(&mut self, other: ShutdownHandle) {
+        with_core!(&mut self.core, core => core.add_follower(other))
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        with_core!(&self.core, core => core.local_addr())
+    }
+
+    /// A handle to stop this server from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        with_core!(&self.core, core => core.shutdown_handle())
+    }
+
+    /// Records every answered request in `log` (see [`AccessRecord`](crate::AccessRecord)): a
+    /// closure `|record: &AccessRecord<'_>| …` will do, or a writer that buffers within a turn
+    /// and writes in [`AccessLog::end_of_turn`](crate::AccessLog::end_of_turn). It runs on the
+    /// loop thread: keep it quick.
+    pub fn set_access_log(&mut self, log: impl AccessLog + 'static) {
+        with_core!(&mut self.core, core => core.set_access_log(log))
+    }
+
+    pub(crate) fn set_boxed_access_log(&mut self, log: Box<dyn AccessLog>) {
+        with_core!(&mut self.core, core => core.set_boxed_access_log(log))
+    }
+
+    pub(crate) fn set_renderer(&mut self, renderer: Renderer) {
+        with_core!(&mut self.core, core => core.set_renderer(renderer))
+    }
+
+    /// Sends the blocking work of this server's handler ([`Response::blocking`](crate::Response::blocking))
+    /// to `pool` instead of a pool of its own (made from the configuration's `blocking_threads`
+    /// and `blocking_queue`): servers that share one pool share its threads and its bound.
+    pub fn set_blocking_pool(&mut self, pool: BlockingPool) {
+        with_core!(&mut self.core, core => core.set_blocking_pool(pool))
+    }
+
+    /// The pool this server's handler sends blocking work to (for its
+    /// [`stats`](BlockingPool::stats), or to use it from elsewhere).
+    pub fn blocking_pool(&self) -> &BlockingPool {
+        with_core!(&self.core, core => core.blocking_pool())
+    }
+
+    /// Renders every error response: the server's own (400, 408, 413, 414, 431, 417, 501,
+    /// 505; a 500 for a panicking handler, a dropped responder or `Reply::Later` without a
+    /// responder) and those handlers make with [`Response::set_error`](crate::Response::set_error)
+    /// (a router's 404 and 405, a pool's 503). `render` gets the error (status, detail, and
+    /// the request's method and target when known) and a response reset to that status; it
+    /// may set the body, the content type and headers. The server keeps the status and the
+    /// framing (`Content-Length`, `Connection`, the close after a protocol error). It runs on
+    /// the loop thread, only for errors. Plain text (the detail and a line feed) without one;
+    /// [`errors::problem_json`](crate::errors::problem_json) gives RFC 9457 problem details.
+    pub fn set_error_renderer(&mut self, render: impl Fn(&ErrorInfo<'_>, &mut Response) + Send + Sync + 'static) {
+        with_core!(&mut self.core, core => core.set_error_renderer(render))
+    }
+
+    /// Calls `hook` on every connection state change (New, Active, Idle, Closed), with the live
+    /// counts after it. It runs on the loop thread: keep it quick.
+    pub fn on_state_change(&mut self, hook: impl FnMut(&StateChange) + Send + 'static) {
+        with_core!(&mut self.core, core => core.on_state_change(hook))
+    }
+
+    /// Serves until a shutdown completes. Errors only when the poll itself fails.
+    pub fn run(self) -> Result<Outcome, Error> {
+        with_core!(self.core, core => core.run())
+    }
+}
+
+impl Core<TcpStream> {
+    /// The same loop, before it ran, for TLS connections.
+    #[cfg(feature = "tls")]
+    fn retype(self, tls: crate::tls::TlsConfig) -> Core<crate::tls::TlsStream> {
+        // Nothing is connected yet: connections are accepted only by `run`, which consumes
+        // the server.
+        Core {
+            poll: self.poll,
+            accept: self.accept,
+            slots: Slab::new(),
+            queues: self.queues,
+            deadlines: self.deadlines,
+            ledger: self.ledger,
+            stage: self.stage,
+            inbox: self.inbox,
+            env: self.env,
+            metrics: self.metrics,
+            observers: self.observers,
+            drain: self.drain,
+            parting: Parting { conns: Vec::new(), exit: self.parting.exit },
+            progress: self.progress,
+            slow_log: self.slow_log,
+            blocking: self.blocking,
+            acceptor: tls,
+        }
+    }
+
+    /// A server on `listener` that fires `drain` when its drain begins, with the handler `make`
+    /// builds once the server's own shutdown handle exists.
+    fn assemble<H: Handler + Send + 'static>(
+        listener: std::net::TcpListener,
+        config: ServerConfig,
+        drain: DrainNotice,
+        make: impl FnOnce(&ShutdownHandle) -> H,
+    ) -> Result<Core<TcpStream>, Error> {
         listener.set_nonblocking(true).map_err(Error::Setup)?;
         listen::limit_unsent(&listener);
         let mut listener = TcpListener::from_std(listener);
@@ -400,7 +591,7 @@ impl Server {
         let blocking = BlockingPool::new(config.blocking_threads, config.blocking_queue);
         let handle = ShutdownHandle::new(waker);
         let handler = make(&handle);
-        Ok(Server {
+        Ok(Core {
             poll,
             accept: Acceptor::new(listener, local_addr),
             slots: Slab::new(),
@@ -431,19 +622,20 @@ impl Server {
             progress: Progress::default(),
             slow_log: SlowLog::default(),
             blocking,
-            #[cfg(feature = "tls")]
-            tls: None,
+            acceptor: (),
         })
     }
+}
 
+impl<S: Accepted> Core<S> {
     /// The process exits once `running` (shared by its servers) counts down to 0: the last
     /// server to finish leaves the sockets its drain closed in its last turn to that exit.
-    pub(crate) fn leave_to_exit(&mut self, running: Arc<AtomicUsize>) {
+    fn leave_to_exit(&mut self, running: Arc<AtomicUsize>) {
         self.parting.exit = Some(running);
     }
 
     /// Takes SIGHUP as well (when it takes signals at all): the restart of `process::run`.
-    pub(crate) fn take_sighup(&mut self) -> Result<(), Error> {
+    fn take_sighup(&mut self) -> Result<(), Error> {
         match self.inbox.signals.as_ref() {
             Some(signals) => signals.add_signal(SIGHUP).map_err(Error::Setup),
             None => Ok(()),
@@ -451,66 +643,56 @@ impl Server {
     }
 
     /// Fires when the drain begins (or the server stops at once).
-    pub fn drain_notice(&self) -> DrainNotice {
+    fn drain_notice(&self) -> DrainNotice {
         self.drain.clone()
     }
 
     /// The counters this server publishes (for `/metrics`; see
     /// [`Registry`](crate::metrics::Registry)).
-    pub fn metrics(&self) -> Arc<Metrics> {
+    fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
     }
 
     /// Names this server in its log lines (`worker N: ...`).
-    pub(crate) fn set_label(&mut self, label: String) {
+    fn set_label(&mut self, label: String) {
         self.ledger.label = label;
     }
 
     /// Publishes into `metrics` instead of this server's own (a process shares a registry).
-    pub(crate) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+    fn set_metrics(&mut self, metrics: Arc<Metrics>) {
         self.metrics = metrics;
     }
 
     /// Tells `observer` of every stage change (and asks it about SIGHUP).
-    pub(crate) fn observe(&mut self, observer: Box<dyn Observer>) {
+    fn observe(&mut self, observer: Box<dyn Observer>) {
         self.observers.push(observer);
     }
 
     /// Makes `other` drain and stop with this server: each shutdown request this server acts
     /// on (from a signal or its handle) is passed on. This is how one signal stops all workers.
-    pub fn add_follower(&mut self, other: ShutdownHandle) {
+    fn add_follower(&mut self, other: ShutdownHandle) {
         self.observe(Box::new(other));
     }
 
     /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    fn local_addr(&self) -> SocketAddr {
         self.accept.local_addr()
     }
 
     /// A handle to stop this server from any thread.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
+    fn shutdown_handle(&self) -> ShutdownHandle {
         self.inbox.handle.clone()
-    }
-
-    /// Serves HTTPS: every connection accepted from now on makes a TLS handshake with the
-    /// configuration `tls` holds at that moment (swap it to rotate a certificate), then speaks
-    /// HTTP/1.1 inside the session. Idle and finished connections are ended with `close_notify`;
-    /// a handshake gets [`ServerConfig::handshake_timeout`]. A process serving plaintext and
-    /// HTTPS side by side runs one server of each.
-    #[cfg(feature = "tls")]
-    pub fn set_tls(&mut self, tls: crate::tls::TlsConfig) {
-        self.tls = Some(tls);
     }
 
     /// Records every answered request in `log` (see [`AccessRecord`](crate::AccessRecord)): a
     /// closure `|record: &AccessRecord<'_>| …` will do, or a writer that buffers within a turn
     /// and writes in [`AccessLog::end_of_turn`](crate::AccessLog::end_of_turn). It runs on the
     /// loop thread: keep it quick.
-    pub fn set_access_log(&mut self, log: impl AccessLog + 'static) {
+    fn set_access_log(&mut self, log: impl AccessLog + 'static) {
         self.set_boxed_access_log(Box::new(log));
     }
 
-    pub(crate) fn set_boxed_access_log(&mut self, log: Box<dyn AccessLog>) {
+    fn set_boxed_access_log(&mut self, log: Box<dyn AccessLog>) {
         self.env.access = Some(log);
     }
 
@@ -523,35 +705,35 @@ impl Server {
     /// framing (`Content-Length`, `Connection`, the close after a protocol error). It runs on
     /// the loop thread, only for errors. Plain text (the detail and a line feed) without one;
     /// [`errors::problem_json`](crate::errors::problem_json) gives RFC 9457 problem details.
-    pub fn set_error_renderer(&mut self, render: impl Fn(&ErrorInfo<'_>, &mut Response) + Send + Sync + 'static) {
+    fn set_error_renderer(&mut self, render: impl Fn(&ErrorInfo<'_>, &mut Response) + Send + Sync + 'static) {
         self.env.errors = Renderer::new(render);
     }
 
-    pub(crate) fn set_renderer(&mut self, renderer: Renderer) {
+    fn set_renderer(&mut self, renderer: Renderer) {
         self.env.errors = renderer;
     }
 
     /// Sends the blocking work of this server's handler ([`Response::blocking`](crate::Response::blocking))
     /// to `pool` instead of a pool of its own (made from the configuration's `blocking_threads`
     /// and `blocking_queue`): servers that share one pool share its threads and its bound.
-    pub fn set_blocking_pool(&mut self, pool: BlockingPool) {
+    fn set_blocking_pool(&mut self, pool: BlockingPool) {
         self.blocking = pool;
     }
 
     /// The pool this server's handler sends blocking work to (for its
     /// [`stats`](BlockingPool::stats), or to use it from elsewhere).
-    pub fn blocking_pool(&self) -> &BlockingPool {
+    fn blocking_pool(&self) -> &BlockingPool {
         &self.blocking
     }
 
     /// Calls `hook` on every connection state change (New, Active, Idle, Closed), with the live
     /// counts after it. It runs on the loop thread: keep it quick.
-    pub fn on_state_change(&mut self, hook: impl FnMut(&StateChange) + Send + 'static) {
+    fn on_state_change(&mut self, hook: impl FnMut(&StateChange) + Send + 'static) {
         self.ledger.hook = Some(Box::new(hook));
     }
 
     /// Serves until a shutdown completes. Errors only when the poll itself fails.
-    pub fn run(mut self) -> Result<Outcome, Error> {
+    fn run(mut self) -> Result<Outcome, Error> {
         let _loop_thread = LoopThread::enter();
         // A handler's `Response::set_error` renders with this server's hook, and its
         // `Response::blocking` goes to this server's pool.
@@ -748,23 +930,12 @@ impl Server {
         }
     }
 
-    /// The stream a socket just accepted is served over: TLS when this server has a TLS
-    /// configuration (`None` if rustls refuses to start a session: the socket is closed).
-    #[inline]
-    fn wrap(&self, sock: TcpStream) -> Option<Stream> {
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
-            return tls.accept(sock).ok().map(|tls| Stream::Tls(Box::new(tls)));
-        }
-        Some(Stream::plain(sock))
-    }
-
     /// Gives a new connection a slot. With `look`, it is queued to be driven in this turn before
     /// it is registered: if its request is there already, that first look answers it without
     /// waiting for an event, and a connection answered and closed at once (`Connection: close`)
     /// never enters the poll. Without, it is registered now and waits for its event.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, look: bool) {
-        let Some(stream) = self.wrap(stream) else { return };
+        let Some(stream) = S::accept(stream, &self.acceptor) else { return };
         let entry = self.slots.vacant_entry();
         let key = entry.key();
         self.ledger.last_id += 1;
@@ -824,7 +995,7 @@ impl Server {
     /// Brings the counts, the hook and the deadline heap in line with the connection.
     fn sync(&mut self, key: usize) {
         let Some(slot) = self.slots.get_mut(key) else { return };
-        let Client { id, addr: peer, .. } = slot.conn.client;
+        let Client { id, addr: peer } = slot.conn.client;
         let state = slot.conn.state();
         // A request that began and ended within one turn still made the connection Active: told
         // to whoever watches each change. Unwatched, the two changes cancel out in the counts.
@@ -1071,7 +1242,7 @@ impl Server {
                 if cut {
                     self.env.stats.cut(Cut::Shutdown);
                     if self.env.cut_log.allow(self.env.now) {
-                        let Client { id, addr, .. } = slot.conn.client;
+                        let Client { id, addr } = slot.conn.client;
                         warn!(
                             event = "cut", reason = "shutdown", client:% = addr, conn = id;
                             "{}connection {id} ({addr}): cut: closed in the middle of its response by the shutdown",
@@ -1123,7 +1294,7 @@ impl Server {
 /// shows in the next wait, so nothing that arrived after the first look is missed. A socket
 /// that cannot be registered is closed.
 #[inline(never)]
-fn register(poll: &Poll, key: usize, slot: &mut Slot) {
+fn register<S: Accepted>(poll: &Poll, key: usize, slot: &mut Slot<S>) {
     slot.registered = true;
     if slot.conn.state() == ConnState::Closed {
         return;
@@ -1148,12 +1319,12 @@ mod tests {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     /// A connection on a real loopback socket, and its client's end.
-    fn connection() -> (Connection<Stream>, std::net::TcpStream) {
+    fn connection() -> (Connection<TcpStream>, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        (Connection::new(Stream::plain(TcpStream::from_std(server)), 0, 1, peer, Tick::now()), client)
+        (Connection::new(TcpStream::from_std(server), 0, 1, peer, Tick::now()), client)
     }
 
     #[test]
@@ -1171,8 +1342,7 @@ mod tests {
     fn only_the_last_server_of_the_process_leaves_its_sockets_to_the_exit() {
         let running = Arc::new(AtomicUsize::new(2));
         let ((first_conn, mut first_client), (last_conn, mut last_client)) = (connection(), connection());
-        let mut last_conn = last_conn;
-        let last_fd = last_conn.stream_mut().tcp_mut().as_raw_fd();
+        let last_fd = last_conn.stream().as_raw_fd();
         let mut first = Parting { conns: vec![first_conn], exit: Some(Arc::clone(&running)) };
         let mut last = Parting { conns: vec![last_conn], exit: Some(Arc::clone(&running)) };
 
@@ -1205,7 +1375,7 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_slot_stays_small() {
-        assert!(std::mem::size_of::<Slot>() <= 224, "{} bytes", std::mem::size_of::<Slot>());
+        assert!(std::mem::size_of::<Slot<TcpStream>>() <= 224, "{} bytes", std::mem::size_of::<Slot<TcpStream>>());
         assert_eq!(std::mem::size_of::<(crate::timer::Tick, usize)>(), 16, "a deadline entry");
     }
 }
