@@ -77,13 +77,23 @@ fn main() -> ExitCode {
         }
     };
 
+    #[cfg(not(feature = "tls"))]
+    let _: Option<()> = tls;
+
     let config = cli.server_config();
     let app_config = cli.app;
     let workers = cli.workers;
     // One ticker for event streams, shared by every worker (its thread starts when first used);
     // so is the pool for blocking work, which `process::run` makes from the configuration.
     let ticker = Ticker::with_config(cli.events);
-    let options = Options { workers, inherited, restart_on_sighup: true, process_exits_after: true, tls };
+    let options = Options {
+        workers,
+        inherited,
+        restart_on_sighup: true,
+        process_exits_after: true,
+        #[cfg(feature = "tls")]
+        tls,
+    };
     let summary = process::run(
         config,
         options,
@@ -143,6 +153,7 @@ fn main() -> ExitCode {
 /// The HTTPS listener the command line asks for, with its certificate loaded; `None` without
 /// `--tls-cert`. A certificate that has expired is served (a client may still accept it, and
 /// refusing would turn a late renewal into an outage) with a warning.
+#[cfg(feature = "tls")]
 fn tls_listen(tls: &cli::TlsCli) -> Result<Option<process::TlsListen>, quiesce::tls::TlsError> {
     let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else { return Ok(None) };
     let loaded = quiesce::tls::load_pem(cert.as_ref(), key.as_ref(), tls.resumption)?;
@@ -161,6 +172,15 @@ fn tls_listen(tls: &cli::TlsCli) -> Result<Option<process::TlsListen>, quiesce::
         None => warn!("certificate {cert}: its expiry date could not be read"),
     }
     Ok(Some(process::TlsListen { addr: tls.addr, config: quiesce::tls::TlsConfig::new(loaded.config) }))
+}
+
+/// A build without the `tls` feature serves no HTTPS: asked to, it says so.
+#[cfg(not(feature = "tls"))]
+fn tls_listen(tls: &cli::TlsCli) -> Result<Option<()>, &'static str> {
+    match tls.cert {
+        Some(_) => Err("this quiesce was built without the tls feature"),
+        None => Ok(None),
+    }
 }
 
 /// Log lines lost in the process's life, said once at the end (and counted in the summary):

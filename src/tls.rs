@@ -1,14 +1,15 @@
-//! HTTPS: rustls as the transport beneath [`Connection`](crate::connection): the connection
-//! reads and writes plaintext through a [`TlsStream`], which moves records between the socket
-//! and rustls as readiness allows (the pattern of rustls' `tlsserver-mio` example). The
-//! parser, the phases, responders, streams, the access log and the drain see plaintext either
-//! way; the handshake is a phase of its own with its own deadline
+//! HTTPS: rustls as the transport beneath the connection. A TLS connection reads and writes
+//! plaintext through a TLS stream, which moves records between the socket and rustls as
+//! readiness allows (the pattern of rustls' `tlsserver-mio` example). The parser, the phases,
+//! responders, streams, the access log and the drain see plaintext either way; the handshake is
+//! a phase of its own with its own deadline
 //! ([`ServerConfig::handshake_timeout`](crate::ServerConfig::handshake_timeout)).
 //!
-//! A server serves HTTPS once given a [`TlsConfig`] ([`Server::set_tls`](crate::Server::set_tls)):
+//! A server serves HTTPS once given a [`TlsConfig`] ([`Server::with_tls`](crate::Server::with_tls)):
 //! a handle on the rustls configuration that new handshakes use, which any thread may swap
 //! ([`TlsConfig::swap`]) while connections already up keep theirs. [`load_pem`] builds the
-//! configuration the binary uses from PEM files.
+//! configuration the binary uses from PEM files. A plain server's connections never see this
+//! module: their request path is the same with the feature or without it.
 
 use std::collections::BTreeMap;
 use std::fmt;
