@@ -8,7 +8,7 @@
 # 1. Lines of each program (non-blank, non-comment lines of Rust).
 # 2. Server CPU per request (utime + stime of the whole process, every thread, from
 #    /proc/PID/stat, over the requests wrk counted), REPS pairs, each pair run back to back
-#    (quiesce, then axum), the ratio's median reported:
+#    (quiesce, then axum), the ratio's median reported, and every pair's ratio beside it:
 #      json      GET /hello/{name}: the router and a JSON response, no blocking work
 #      blocking  GET /users/1: the router, the store behind a blocking call (quiesce's pool,
 #                axum's spawn_blocking), a JSON response
@@ -62,7 +62,7 @@ measure() {
 
 echo
 echo "## server CPU µs per request (wrk -t1 -c32, $DURATION, $REPS pairs)"
-printf '| route | quiesce (median) | axum (median) | quiesce/axum (median of pairs) |\n|---|--:|--:|--:|\n'
+printf '| route | quiesce (median) | axum (median) | quiesce/axum (median of pairs) | pairs |\n|---|--:|--:|--:|---|\n'
 for scenario in json blocking; do
     path=/hello/world
     [ "$scenario" = blocking ] && path=/users/1
@@ -77,5 +77,5 @@ for scenario in json blocking; do
         qs+=("$q") as+=("$a") rs+=("$(python3 -c "print(f'{$q / $a:.3f}')")")
     done
     med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-    printf '| %s (`%s`) | %s | %s | %s |\n' "$scenario" "$path" "$(med "${qs[@]}")" "$(med "${as[@]}")" "$(med "${rs[@]}")"
+    printf '| %s (`%s`) | %s | %s | %s | %s |\n' "$scenario" "$path" "$(med "${qs[@]}")" "$(med "${as[@]}")" "$(med "${rs[@]}")" "${rs[*]}"
 done
