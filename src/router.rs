@@ -128,8 +128,8 @@ pub struct Router {
     /// For each length up to the longest static pattern's, where the patterns of that length
     /// are in `statics`.
     statics_by_length: Vec<(usize, usize)>,
-    /// Each pattern with parameters (but the root catch-all) to its index in `routes`.
-    paths: matchit::Router<usize>,
+    /// Each pattern with parameters (but the root catch-all): its route, its parameters' names.
+    paths: matchit::Router<Parameterized>,
     /// The catch-all at the root, `/{*name}`, if any: its route and the parameter's name.
     root_catch_all: Option<(usize, Box<str>)>,
     /// Every pattern, for matchit to check each new one against.
@@ -139,6 +139,39 @@ pub struct Router {
     extra_methods: Vec<Box<str>>,
     /// `Allow` for `OPTIONS *`.
     allow_all: String,
+}
+
+/// A pattern with parameters, as the tree holds it.
+struct Parameterized {
+    /// Its index in `Router::routes`.
+    route: usize,
+    names: Names,
+}
+
+/// The names of a pattern's parameters, learnt from its first match: matchit gives a pattern's
+/// parameters the same names in the same order at every match (the pattern's own, in order),
+/// so from then on each value can be asked for by its name. matchit's iterator checks that each
+/// name is UTF-8 again, as it checks each value: a call to `str::from_utf8` for each, which
+/// was the costliest part of a lookup with one parameter.
+enum Names {
+    /// Not matched yet.
+    Unknown,
+    /// Each name once.
+    Known(Box<[Box<str>]>),
+    /// A name twice (matchit allows `/{a}/{a}`): asking by name would find the first twice, so
+    /// the iterator it is.
+    Repeated,
+}
+
+impl Names {
+    fn learn(params: &matchit::Params<'_, '_>) -> Names {
+        let names: Vec<&str> = params.iter().map(|(name, _)| name).collect();
+        if names.iter().enumerate().all(|(i, n)| !names[..i].contains(n)) {
+            Names::Known(names.into_iter().map(Box::from).collect())
+        } else {
+            Names::Repeated
+        }
+    }
 }
 
 /// One pattern's handlers.
@@ -265,7 +298,7 @@ impl Router {
                 if let Some(name) = root_catch_all(pattern) {
                     self.root_catch_all = Some((index, name.into()));
                 } else if pattern.contains(['{', '}']) {
-                    if let Err(e) = self.paths.insert(pattern, index) {
+                    if let Err(e) = self.paths.insert(pattern, Parameterized { route: index, names: Names::Unknown }) {
                         panic!("route {method} {pattern}: {e}");
                     }
                 } else {
@@ -363,7 +396,7 @@ impl Router {
     /// static path's code stays small (no frame for the parameters, fewer saved registers).
     #[inline(never)]
     fn handle_with_parameters(&mut self, path: &str, req: &Request<'_>, res: &mut Response) -> Reply {
-        let Ok(matched) = self.paths.at(path) else {
+        let Ok(matched) = self.paths.at_mut(path) else {
             return match &self.root_catch_all {
                 // At least one byte, as matchit's catch-all.
                 Some((index, name)) if path.len() > 1 && path.starts_with('/') => {
@@ -373,21 +406,44 @@ impl Router {
                 _ => self.unmatched(req, res),
             };
         };
+        let (tree, found) = (matched.value, &matched.params);
+        if let Names::Unknown = tree.names {
+            tree.names = Names::learn(found);
+        }
         // The parameters, (name, raw value), for `Request::param`: on the stack unless there
-        // are many.
+        // are many; each value asked for by its name (see `Names`) when the names are known.
         let mut inline = [("", ""); INLINE_PARAMS];
         let spilled: Vec<(&str, &str)>;
-        let params = if matched.params.len() <= INLINE_PARAMS {
-            for (slot, param) in inline.iter_mut().zip(matched.params.iter()) {
-                *slot = param;
+        let params = if found.len() <= INLINE_PARAMS {
+            let by_name = match &tree.names {
+                Names::Known(names) if names.len() == found.len() => by_name(&mut inline, names, found),
+                _ => false,
+            };
+            if !by_name {
+                for (slot, param) in inline.iter_mut().zip(found.iter()) {
+                    *slot = param;
+                }
             }
-            &inline[..matched.params.len()]
+            &inline[..found.len()]
         } else {
-            spilled = matched.params.iter().collect();
+            spilled = found.iter().collect();
             &spilled[..]
         };
-        dispatch(&mut self.routes[*matched.value], &self.extra_methods, &req.with_params(params), res)
+        dispatch(&mut self.routes[tree.route], &self.extra_methods, &req.with_params(params), res)
     }
+}
+
+/// Fills `slots` with each of `names` and its value in `found`; false if one is not there
+/// (matchit gave other names than at the first match, which it does not do).
+#[inline]
+fn by_name<'n, 'v>(slots: &mut [(&'n str, &'v str)], names: &'n [Box<str>], found: &matchit::Params<'_, 'v>) -> bool {
+    for (slot, name) in slots.iter_mut().zip(names) {
+        match found.get(name) {
+            Some(value) => *slot = (name, value),
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Runs `route`'s endpoint for the request's method, or answers 204 (OPTIONS), 405 or 501.
@@ -672,6 +728,21 @@ mod tests {
         // The same pattern with another method is one route, not a conflict.
         let mut r = Router::new().get("/{a}", echo("get")).post("/{a}", echo("post"));
         check(&mut r, "POST", "/x", 200, "post:a=x");
+    }
+
+    #[test]
+    fn parameters_by_name_after_the_first_match() {
+        // Twice each: the first match learns the names, the second asks by them.
+        let mut r = table().get("/{{x}}/{id}/{{{y}}}", echo("braces")).get("/twice/{a}/{a}", echo("twice"));
+        for _ in 0..2 {
+            check(&mut r, "GET", "/users/7/posts/9", 200, "post:id=7,post=9");
+            check(&mut r, "GET", "/img/cat.png", 200, "png:name=cat");
+            check(&mut r, "GET", "/1/2/3/4/5/6/7/8/9/10", 200, "ten:a=1,b=2,c=3,d=4,e=5,f=6,g=7,h=8,i=9,j=10");
+            // matchit's names, whatever they are: `{y}}}` is one called `y}`.
+            check(&mut r, "GET", "/{x}/1/{2}", 200, "braces:id=1,y}=2}");
+            // A name twice (matchit allows it): each value, in order.
+            check(&mut r, "GET", "/twice/1/2", 200, "twice:a=1,a=2");
+        }
     }
 
     #[test]

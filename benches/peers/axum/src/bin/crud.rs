@@ -31,6 +31,10 @@ struct Store {
 
 type Shared = State<Arc<Store>>;
 
+async fn hello(Path(name): Path<String>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "hello": name }))
+}
+
 async fn create(State(store): Shared, Json(new): Json<NewUser>) -> impl IntoResponse {
     let user = tokio::task::spawn_blocking(move || {
         let mut users = store.users.lock().unwrap();
@@ -58,6 +62,7 @@ async fn delete(State(store): Shared, Path(id): Path<u64>) -> StatusCode {
 async fn main() {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8080".into());
     let app = Router::new()
+        .route("/hello/{name}", get(hello))
         .route("/users", post(create))
         .route("/users/{id}", get(read).delete(delete))
         .with_state(Arc::new(Store::default()));
