@@ -12,9 +12,10 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http::request::Version;
+use crate::http::request::{TlsInfo, Version};
 use crate::timer::Tick;
 
 /// One answered request.
@@ -46,6 +47,9 @@ pub struct AccessRecord<'a> {
     pub during_drain: bool,
     /// How the response ended on the wire: whole, or cut short and why.
     pub ending: Ending,
+    /// The TLS session the request came over (its SNI, version, cipher), `None` over plain
+    /// HTTP.
+    pub tls: Option<&'a TlsInfo>,
 }
 
 /// How a response ended on the wire (see [`AccessRecord::ending`]): the log never claims a
@@ -268,6 +272,7 @@ impl Pending {
             duration: held.duration,
             during_drain: held.answer.during_drain,
             ending,
+            tls: held.answer.tls.as_deref(),
         });
         let mut line = held.line;
         if self.spare.len() < 4 && line.capacity() > 0 {
@@ -288,11 +293,12 @@ impl Pending {
 }
 
 /// What the connection knows of an answer when it is recorded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Answer {
     pub peer: SocketAddr,
     pub connection_id: u64,
     pub status: u16,
     pub body_bytes: u64,
     pub during_drain: bool,
+    pub tls: Option<Arc<TlsInfo>>,
 }

@@ -146,6 +146,12 @@ impl Writer {
                 push_numbers(out, [b"\" ", b" ", b" us=", b" conn="], numbers);
                 out.extend_from_slice(if record.during_drain { b" drain=yes end=" } else { b" drain=no end=" });
                 out.extend_from_slice(record.ending.as_str().as_bytes());
+                if let Some(tls) = record.tls {
+                    out.extend_from_slice(b" tls=");
+                    out.extend_from_slice(tls.version.as_bytes());
+                    out.extend_from_slice(b" sni=");
+                    push_clf(out, tls.sni.as_deref().unwrap_or("-"));
+                }
                 out.push(b'\n');
             }
             LogFormat::Json => {
@@ -174,7 +180,19 @@ impl Writer {
                     b",\"draining\":false,\"end\":\""
                 });
                 out.extend_from_slice(record.ending.as_str().as_bytes());
-                out.extend_from_slice(b"\"}\n");
+                out.push(b'"');
+                if let Some(tls) = record.tls {
+                    text.clear();
+                    text.push_str(",\"tls\":\"");
+                    text.push_str(tls.version);
+                    text.push_str("\",\"sni\":");
+                    match tls.sni.as_deref() {
+                        Some(sni) => push_json_str(&mut text, sni),
+                        None => text.push_str("null"),
+                    }
+                    out.extend_from_slice(text.as_bytes());
+                }
+                out.extend_from_slice(b"}\n");
             }
         }
     }
@@ -417,6 +435,7 @@ mod tests {
             body_bytes: 13,
             duration: Duration::from_micros(412),
             during_drain: false,
+            tls: None,
             ending: Ending::Complete,
         }
     }
@@ -451,6 +470,18 @@ mod tests {
         assert_eq!(
             line(LogFormat::Text, &unread),
             "127.0.0.1 - - [30/Nov/2026:10:28:27 +0000] \"-\" 400 24 us=412 conn=17 drain=yes end=complete\n"
+        );
+        let session = quiesce::TlsInfo {
+            version: "TLSv1.3",
+            cipher: "TLS13_AES_128_GCM_SHA256",
+            alpn: Some("http/1.1".into()),
+            sni: Some("example.com".into()),
+        };
+        let https = AccessRecord { tls: Some(&session), ..record("GET", "/", Some(Version::Http11)) };
+        assert!(line(LogFormat::Text, &https).ends_with(" end=complete tls=TLSv1.3 sni=example.com\n"));
+        assert!(
+            line(LogFormat::Json, &https)
+                .ends_with(",\"end\":\"complete\",\"tls\":\"TLSv1.3\",\"sni\":\"example.com\"}\n")
         );
         let cut = AccessRecord { body_bytes: 5, ending: Ending::WriteTimeout, ..r };
         assert!(line(LogFormat::Text, &cut).ends_with("\" 200 5 us=412 conn=17 drain=no end=write_timeout\n"));

@@ -1401,6 +1401,7 @@ impl<S: Transport> Connection<S> {
             status,
             body_bytes,
             during_drain: env.draining != Draining::No,
+            tls: self.stream.tls_info().cloned(),
         }
     }
 
