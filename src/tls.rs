@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
@@ -83,7 +82,7 @@ impl TlsConfig {
 
     /// A TLS session over a connection just accepted; `Err` (and a failure counted) when
     /// rustls refuses to start one (the socket is handed back, to be closed).
-    pub(crate) fn accept(&self, sock: TcpStream) -> Result<TlsStream, TcpStream> {
+    pub(crate) fn accept<T: Transport>(&self, sock: T) -> Result<TlsStream<T>, T> {
         match ServerConnection::new(self.current()) {
             Ok(tls) => Ok(TlsStream {
                 sock,
@@ -243,9 +242,10 @@ enum Handshake {
     Failed,
 }
 
-/// A TLS session over a TCP connection: plaintext in and out for the connection above it.
-pub(crate) struct TlsStream {
-    sock: TcpStream,
+/// A TLS session over a connection (a TCP stream; an in-memory one in tests and fuzzing):
+/// plaintext in and out for the connection above it.
+pub(crate) struct TlsStream<T = TcpStream> {
+    sock: T,
     tls: ServerConnection,
     stats: Arc<Shared>,
     state: Handshake,
@@ -260,13 +260,13 @@ pub(crate) struct TlsStream {
 }
 
 /// The socket as rustls reads it: notes whether a read came back short.
-struct Probe<'a> {
-    sock: &'a mut TcpStream,
+struct Probe<'a, T> {
+    sock: &'a mut T,
     short: &'a mut bool,
     first: &'a mut Option<u8>,
 }
 
-impl Read for Probe<'_> {
+impl<T: Read> Read for Probe<'_, T> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.sock.read(buf) {
             Ok(n) => {
@@ -284,9 +284,17 @@ impl Read for Probe<'_> {
     }
 }
 
-impl TlsStream {
+impl TlsStream<TcpStream> {
     /// The TCP stream (to register it).
     pub(crate) fn tcp_mut(&mut self) -> &mut TcpStream {
+        &mut self.sock
+    }
+}
+
+impl<T: Transport> TlsStream<T> {
+    /// The stream beneath (the harness's pipe, for its client side).
+    #[allow(dead_code)]
+    pub(crate) fn inner_mut(&mut self) -> &mut T {
         &mut self.sock
     }
 
@@ -368,7 +376,7 @@ impl TlsStream {
     }
 }
 
-impl Read for TlsStream {
+impl<T: Transport> Read for TlsStream<T> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.tls.reader().read(buf) {
@@ -402,7 +410,7 @@ impl Read for TlsStream {
     }
 }
 
-impl Write for TlsStream {
+impl<T: Transport> Write for TlsStream<T> {
     /// Takes plaintext only while rustls holds no records the socket refused: output waits in
     /// the connection's buffer, where the write timer and the high-water mark see it.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -428,20 +436,20 @@ impl Write for TlsStream {
     }
 }
 
-impl Transport for TlsStream {
+impl<T: Transport> Transport for TlsStream<T> {
     const TLS: bool = true;
 
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.notify();
-        self.sock.shutdown(Shutdown::Write)
+        self.sock.shutdown_write()
     }
 
     fn set_nodelay(&self) -> io::Result<()> {
-        self.sock.set_nodelay(true)
+        self.sock.set_nodelay()
     }
 
     fn reset_on_close(&self) -> io::Result<()> {
-        socket2::SockRef::from(&self.sock).set_linger(Some(Duration::ZERO))
+        self.sock.reset_on_close()
     }
 
     /// The TCP bytes the client took: records, not plaintext, so the access log is not
@@ -665,9 +673,119 @@ fn parse_time(text: &[u8], tag: u8) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
+/// A configuration with the test certificate of `tests/tls` (for `localhost`, made by a test
+/// CA), built in: for the in-memory harness and the tests.
+#[doc(hidden)]
+pub fn test_config() -> Arc<rustls::ServerConfig> {
+    let chain = CertificateDer::pem_slice_iter(include_bytes!("../tests/tls/a.pem"))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_default();
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("../tests/tls/a.key"));
+    match key.map_err(|e| rustls::Error::General(format!("{e:?}"))).and_then(|key| server_config(chain, key, true)) {
+        Ok(config) => Arc::new(config),
+        Err(e) => panic!("the built-in test certificate: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::Pipe;
+    use rustls::pki_types::ServerName;
+
+    /// A client of the test CA, offering X25519 only (a short ClientHello).
+    fn client() -> rustls::ClientConnection {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(include_bytes!("../tests/tls/ca.pem")) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = rustls::crypto::CryptoProvider {
+            kx_groups: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
+            ..rustls::crypto::aws_lc_rs::default_provider()
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap()
+    }
+
+    /// What the client has to send.
+    fn flight(client: &mut rustls::ClientConnection) -> Vec<u8> {
+        let mut out = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut out).unwrap();
+        }
+        out
+    }
+
+    /// Hands `bytes` to the server in pieces cut at `cuts`, reading after each as the
+    /// connection does; returns the plaintext read.
+    fn deliver(server: &mut TlsStream<Pipe>, bytes: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut plain = Vec::new();
+        let mut from = 0;
+        let mut buf = [0u8; 4096];
+        for &to in cuts.iter().chain([&bytes.len()]) {
+            let to = to.clamp(from, bytes.len());
+            server.inner_mut().input.extend_from_slice(&bytes[from..to]);
+            from = to;
+            loop {
+                match server.read(&mut buf) {
+                    Ok(0) => panic!("an end of stream"),
+                    Ok(n) => plain.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        plain
+    }
+
+    /// One handshake and request with the client's bytes cut at `cut` (both flights), or at
+    /// every byte; returns the request as the server read it.
+    fn session(cut: Option<usize>) -> Vec<u8> {
+        let tls = TlsConfig::new(test_config());
+        let Ok(mut server) = tls.accept(Pipe::default()) else { panic!("a session") };
+        let mut client = client();
+        let cuts = |len: usize| -> Vec<usize> {
+            match cut {
+                Some(at) => vec![at % (len + 1)],
+                None => (1..len).collect(),
+            }
+        };
+        let hello = flight(&mut client);
+        assert!(deliver(&mut server, &hello, &cuts(hello.len())).is_empty());
+        let answer = std::mem::take(&mut server.inner_mut().output);
+        client.read_tls(&mut &answer[..]).unwrap();
+        client.process_new_packets().unwrap();
+        client.writer().write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let finished = flight(&mut client);
+        let plain = deliver(&mut server, &finished, &cuts(finished.len()));
+        assert!(!server.handshaking());
+        plain
+    }
+
+    #[test]
+    fn records_cut_anywhere_read_the_same() {
+        let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec();
+        assert_eq!(session(None), request, "every byte alone");
+        // Every cut of the ClientHello (and the same offset into the client's second flight).
+        let hello = flight(&mut client()).len();
+        for at in 0..=hello {
+            assert_eq!(session(Some(at)), request, "cut at {at}");
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics_and_ends() {
+        let mut data = vec![5u8, 0x16, 0x03, 0x01, 0x00, 0xff];
+        data.extend((0..200u8).flat_map(|i| [3, i, i.wrapping_mul(7), 0x17]));
+        crate::harness::tls_read(&data);
+        crate::harness::tls_read(&[]);
+        crate::harness::tls_read(&[4, b'G', b'E', b'T', b' ']);
+    }
 
     #[test]
     fn reads_both_time_forms() {
