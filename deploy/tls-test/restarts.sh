@@ -108,7 +108,9 @@ run_scenario() {
             sleep "$WARMUP"
             echo "sigterm $(now_ms) $first" >>"$events"
             kill -TERM "$first"
-            wait "$first" && echo "exit $(now_ms) 0" >>"$events" || echo "exit $(now_ms) $?" >>"$events" ;;
+            local status
+            wait "$first" && status=0 || status=$?
+            echo "exit $(now_ms) $status" >>"$events" ;;
         rotate)
             local i old new at
             for i in $(seq 1 "$RESTARTS"); do
