@@ -582,6 +582,10 @@ pub fn server_config(
     resumption: bool,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // aws-lc seeds its random generator on first use, from jitter entropy: tens of milliseconds
+    // of CPU. Here, while the configuration loads (before a restarted process says it is
+    // ready), instead of inside the first handshake, on the event loop, after the handover.
+    let _ = provider.secure_random.fill(&mut [0u8; 1]);
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
