@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         Ok(inherited) => inherited,
         Err(e) => {
             error!("cannot use the inherited listening sockets: {e}");
-            return ExitCode::from(1);
+            return fail_early();
         }
     };
     if let Some(inherited) = &inherited {
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         Ok(file) => file,
         Err(e) => {
             error!("cannot open the access log {}: {e}", cli.access_log.as_deref().unwrap_or_default());
-            return ExitCode::from(1);
+            return fail_early();
         }
     };
 
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         Ok(tls) => tls,
         Err(e) => {
             error!(event = "tls_load_failed"; "cannot serve HTTPS: {e}");
-            return ExitCode::from(1);
+            return fail_early();
         }
     };
 
@@ -148,6 +148,13 @@ fn main() -> ExitCode {
     };
     logging::finish(flush_by);
     code
+}
+
+/// Exits with 1 before serving, once the line that says why is out (or given up on after
+/// `LOG_FLUSH`): a restarting parent and its supervisor read it there.
+fn fail_early() -> ExitCode {
+    logging::finish(Instant::now() + LOG_FLUSH);
+    ExitCode::from(1)
 }
 
 /// The HTTPS listener the command line asks for, with its certificate loaded; `None` without

@@ -56,11 +56,13 @@ impl fmt::Debug for TlsConfig {
 impl TlsConfig {
     /// Serves with `config`. Its ALPN list should offer `http/1.1` (what [`load_pem`] sets).
     pub fn new(config: Arc<rustls::ServerConfig>) -> TlsConfig {
+        warm(&config);
         TlsConfig { shared: Arc::new(Shared { current: RwLock::new(config), stats: TlsStats::default() }) }
     }
 
     /// New handshakes use `config` from now on.
     pub fn swap(&self, config: Arc<rustls::ServerConfig>) {
+        warm(&config);
         match self.shared.current.write() {
             Ok(mut current) => *current = config,
             Err(poisoned) => *poisoned.into_inner() = config,
@@ -101,6 +103,14 @@ impl TlsConfig {
             }
         }
     }
+}
+
+/// Has the configuration's crypto provider seed its random generator now, on the caller's
+/// thread: aws-lc does it on first use, from jitter entropy, tens of milliseconds of CPU that
+/// would otherwise fall on the event loop inside the first handshake (after a restart: just
+/// after the handover).
+fn warm(config: &rustls::ServerConfig) {
+    let _ = config.crypto_provider().secure_random.fill(&mut [0u8; 1]);
 }
 
 /// Why a handshake failed, as `/metrics` counts it.
@@ -523,6 +533,9 @@ impl fmt::Display for TlsError {
         match self {
             TlsError::Pem { path, error } => write!(f, "{path}: {error}"),
             TlsError::NoCertificate(path) => write!(f, "{path}: no certificate in it"),
+            TlsError::Refused(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                f.write_str("the certificate and key were refused: the private key does not match the certificate")
+            }
             TlsError::Refused(e) => write!(f, "the certificate and key were refused: {e}"),
         }
     }
@@ -581,16 +594,22 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
     resumption: bool,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    // aws-lc seeds its random generator on first use, from jitter entropy: tens of milliseconds
-    // of CPU. Here, while the configuration loads (before a restarted process says it is
-    // ready), instead of inside the first handshake, on the event loop, after the handover.
-    let _ = provider.secure_random.fill(&mut [0u8; 1]);
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    // AES-128-GCM before AES-256-GCM before ChaCha20-Poly1305, in each version.
+    provider.cipher_suites.sort_by_key(|suite| {
+        let name = suite.suite().as_str().unwrap_or("");
+        (!name.contains("AES_128"), !name.contains("AES_256"))
+    });
+    let provider = Arc::new(provider);
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The server's order decides (testssl.sh asks for it): rustls' suites are all AEAD with
+    // forward secrecy, and of them AES-128-GCM first, the cheapest on hardware with AES
+    // instructions (the order set above).
+    config.ignore_client_order = true;
     if !resumption {
         config.send_tls13_tickets = 0;
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});

@@ -222,6 +222,9 @@ impl Drop for Restart {
 /// The watcher thread: waits (at most [`READY_TIMEOUT`]) for the successor's byte. Ready: tell
 /// systemd the successor is the main process now, and hand over. Dead, or too slow (then
 /// stopped): log it, and serve on.
+/// How long a successor that gave up (closed its readiness pipe) gets to exit by itself.
+const FAILED_EXIT_GRACE: Duration = Duration::from_secs(2);
+
 fn wait_ready(
     mut successor: Successor,
     mut poll: Poll,
@@ -272,8 +275,9 @@ fn wait_ready(
                 return;
             }
             Ok(ReadyState::Failed) | Err(_) => {
-                // Reaped either way; killed first if it is still running without being ready.
-                match successor.kill() {
+                // Reaped either way; killed if it is still running a moment later without
+                // being ready.
+                match successor.reap(FAILED_EXIT_GRACE) {
                     Ok(status) => error!("new process {pid} failed before it was ready ({status}); serving on"),
                     Err(_) => error!("new process {pid} closed its readiness pipe without being ready; serving on"),
                 }
@@ -384,6 +388,20 @@ impl Successor {
         // An already exited child makes `kill` fail with InvalidInput; `wait` still reaps it.
         let _ = self.child.kill();
         self.child.wait()
+    }
+
+    /// Reaps a successor that closed its readiness pipe without being ready: it is on its way
+    /// out (a configuration it could not load), so it gets `grace` to exit by itself, and the
+    /// status told is its own; only one still running after that is killed.
+    pub(crate) fn reap(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.kill()
     }
 }
 
