@@ -402,6 +402,36 @@ pub fn decode_chunked(data: &[u8], splits: &[usize], max_body_bytes: u64) -> Res
     }
 }
 
+/// The TLS read side, for fuzzing: `data` is split into chunks (each chunk's length is its
+/// first byte, then that many bytes), handed one by one to a server's TLS session as what its
+/// client sent, and read after each as the connection reads. Whatever the bytes, this ends (a
+/// protocol error, or all of them taken) and never panics; a client's plaintext comes out only
+/// after a handshake completed.
+#[cfg(feature = "tls")]
+pub fn tls_read(data: &[u8]) {
+    use std::sync::OnceLock;
+    static CONFIG: OnceLock<crate::tls::TlsConfig> = OnceLock::new();
+    let tls = CONFIG.get_or_init(|| crate::tls::TlsConfig::new(crate::tls::test_config()));
+    let Ok(mut stream) = tls.accept(Pipe::default()) else { return };
+    let mut rest = data;
+    let mut buf = [0u8; 4096];
+    while let Some((&len, tail)) = rest.split_first() {
+        let (chunk, tail) = tail.split_at(usize::from(len).min(tail.len()));
+        rest = tail;
+        stream.inner_mut().input.extend_from_slice(chunk);
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => assert!(!stream.handshaking(), "plaintext before the handshake ended"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return,
+            }
+        }
+        // What the server answered is taken by the client (a client that reads).
+        stream.inner_mut().output.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,35 +591,5 @@ mod tests {
                 assert_eq!(parse_request_head(case, 100), Ok(len));
             }
         }
-    }
-}
-
-/// The TLS read side, for fuzzing: `data` is split into chunks (each chunk's length is its
-/// first byte, then that many bytes), handed one by one to a server's TLS session as what its
-/// client sent, and read after each as the connection reads. Whatever the bytes, this ends (a
-/// protocol error, or all of them taken) and never panics; a client's plaintext comes out only
-/// after a handshake completed.
-#[cfg(feature = "tls")]
-pub fn tls_read(data: &[u8]) {
-    use std::sync::OnceLock;
-    static CONFIG: OnceLock<crate::tls::TlsConfig> = OnceLock::new();
-    let tls = CONFIG.get_or_init(|| crate::tls::TlsConfig::new(crate::tls::test_config()));
-    let Ok(mut stream) = tls.accept(Pipe::default()) else { return };
-    let mut rest = data;
-    let mut buf = [0u8; 4096];
-    while let Some((&len, tail)) = rest.split_first() {
-        let (chunk, tail) = tail.split_at(usize::from(len).min(tail.len()));
-        rest = tail;
-        stream.inner_mut().input.extend_from_slice(chunk);
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => assert!(!stream.handshaking(), "plaintext before the handshake ended"),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return,
-            }
-        }
-        // What the server answered is taken by the client (a client that reads).
-        stream.inner_mut().output.clear();
     }
 }
