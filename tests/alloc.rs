@@ -182,3 +182,85 @@ fn the_counter_counts() {
     assert_eq!(traces.len(), 1);
     assert!(traces[0].starts_with("alloc"), "{}", traces[0]);
 }
+
+/// HTTPS: what one keep-alive request costs on the loop's thread over a real TLS session:
+/// rustls (its buffered API) allocates the plaintext of each record it receives and each record
+/// it encrypts, so two for a request in one record. Counted on the loop thread itself, from a
+/// handler: `/count` reports the count so far and turns counting on.
+#[cfg(feature = "tls")]
+#[test]
+fn keep_alive_over_tls_allocates_a_bounded_few() {
+    use quiesce::tls::{TlsConfig, rustls};
+    use quiesce::{Request, Response, Server};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    let handler = |req: &Request<'_>, res: &mut Response| {
+        if req.path() == "/count" {
+            ENABLED.set(true);
+            res.set_body(COUNT.get().to_string());
+        } else if req.path() == "/traces" {
+            ENABLED.set(false);
+            res.set_body(TRACES.take().join("\n\n"));
+        } else {
+            res.set_body("Hello, World!");
+        }
+        Reply::Now
+    };
+    let config = ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), handle_signals: false, ..Default::default() };
+    let server = Server::bind(config, handler).unwrap().with_tls(TlsConfig::new(quiesce::tls::test_config()));
+    let (addr, handle) = (server.local_addr(), server.shutdown_handle());
+    let thread = std::thread::spawn(move || server.run());
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(include_bytes!("tls/ca.pem")) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+    let sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    sock.set_nodelay(true).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let mut get = |path: &str| -> String {
+        // One write, one record (as a client that buffers its request sends it).
+        tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&data).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap();
+                if data.len() >= end + 4 + length {
+                    return text[end + 4..].to_owned();
+                }
+            }
+            let n = tls.read(&mut buf).unwrap();
+            assert!(n > 0);
+            data.extend_from_slice(&buf[..n]);
+        }
+    };
+    for _ in 0..16 {
+        assert_eq!(get("/plaintext"), "Hello, World!");
+    }
+    let before: u64 = get("/count").parse().unwrap();
+    let rounds = 1000;
+    for _ in 0..rounds {
+        assert_eq!(get("/plaintext"), "Hello, World!");
+    }
+    let after: u64 = get("/count").parse().unwrap();
+    if std::env::var_os("TRACES").is_some() {
+        println!("{}", get("/traces"));
+    }
+    // The first /count's own body (its number as a String) is counted too.
+    let per_request = (after - before).saturating_sub(1) as f64 / rounds as f64;
+    println!("allocations per HTTPS keep-alive request (TLS 1.3, loop thread): {per_request:.2}");
+    assert!(per_request <= 2.05, "{per_request} allocations per HTTPS request");
+    handle.immediate();
+    let _ = thread.join();
+}
