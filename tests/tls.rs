@@ -476,3 +476,33 @@ fn a_client_that_stops_reading_a_large_response_is_cut_by_the_write_timeout() {
     assert_eq!(end, End::Ragged, "after {total} bytes");
     assert!(total < 32 << 20);
 }
+
+#[test]
+fn a_flood_of_stalled_handshakes_at_the_cap_starves_no_established_client() {
+    let config = ServerConfig {
+        max_connections: 16,
+        handshake_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let server = Running::start(config);
+    let mut established = connect(server.addr);
+    assert!(get(&mut established, "/").ends_with("hello"));
+    // Three times the cap in stalled handshakes: the first ones fill every other slot, the
+    // rest wait in the backlog.
+    let mut stalled = Vec::new();
+    for _ in 0..48 {
+        let mut sock = TcpStream::connect(server.addr).unwrap();
+        sock.write_all(&[0x16, 0x03, 0x01]).unwrap();
+        stalled.push(sock);
+    }
+    // The client already in is served throughout.
+    for _ in 0..20 {
+        assert!(get(&mut established, "/").ends_with("hello"));
+    }
+    // The stalled ones are cut by the handshake timeout, slots free up, and a new client gets
+    // its turn behind them.
+    let mut late = connect(server.addr);
+    assert!(get(&mut late, "/session").ends_with("sni=localhost"));
+    assert!(server.failed("timeout") >= 15, "{:?}", server.tls.counts());
+    assert!(get(&mut established, "/").ends_with("hello"));
+}
