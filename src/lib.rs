@@ -14,9 +14,12 @@
 //! process/       the process around the loops: workers, sockets inherited at startup, the
 //!                SIGHUP restart (both ends), systemd; hears the leader's stage changes
 //! server/        the reactor: Poll, accept, a Slab of slots (connection + bookkeeping),
-//!                deadlines, and one shutdown Stage (serving, announced, draining, done)
+//!                deadlines, and one shutdown Stage (serving, announced, draining, done);
+//!                one loop type per stream (plain TCP, or TLS: Server::with_tls)
 //!   connection/  one client: buffers, what it waits for (Phase), its drain rule; never sees
-//!                the Poll
+//!                the Poll; reads and writes plaintext through a Transport
+//!     tls        (feature tls) the Transport that is a rustls session over TCP: records in
+//!                and out as readiness allows, the handshake as a phase, close_notify
 //!     http/      one head reader (httparse), one body decoder, response encoding; never sees
 //!                a socket
 //! counters, config, timer, shutdown, listen: leaves the layers above share
