@@ -884,6 +884,43 @@ fn failed_restart_keeps_serving() {
     check_summary(server.logs().last().expect("logs"), "drained", 0, 1);
 }
 
+/// A certificate renewal gone wrong: the key on disk no longer matches the certificate. The new
+/// process says why, in one line, and exits; the old one goes on serving (plain HTTP here, the
+/// same process serves HTTPS), and its pid answers.
+#[cfg(feature = "tls")]
+#[test]
+fn a_certificate_that_does_not_load_on_sighup_keeps_the_old_process_serving() {
+    let dir = TempDir::new("tls-reload");
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(tls.join("a.pem"), &cert).unwrap();
+    std::fs::copy(tls.join("a.key"), &key).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quiesce"));
+    command.args(["--addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0"]).env_remove("NOTIFY_SOCKET");
+    command.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+    let mut server = Quiesce::spawn(command);
+    let addr = server.addr();
+    assert_ok_body(&fetch(addr, "/plaintext"), "Hello, World!");
+
+    // The renewal wrote the new key but not the new certificate.
+    std::fs::copy(tls.join("b.key"), &key).unwrap();
+    server.signal(SIGHUP);
+    let line = server.expect_log("cannot serve HTTPS", LOG_WAIT);
+    assert!(line.contains("the private key does not match the certificate"), "{line}");
+    let line = server.expect_log("serving on", LOG_WAIT);
+    assert!(line.contains("failed before it was ready (exit status: 1)"), "{line}");
+    assert!(server.try_status().is_none(), "old process exited; logs:\n{}", server.logs_text());
+    for _ in 0..5 {
+        assert_ok_body(&fetch(addr, "/plaintext"), "Hello, World!");
+    }
+    assert_eq!(info_pid(&scrape(addr)), server.pid());
+    let failures = server.logs().iter().filter(|l| l.contains("cannot serve HTTPS")).count();
+    assert_eq!(failures, 1, "one line says why; logs:\n{}", server.logs_text());
+    server.signal(SIGTERM);
+    let status = server.wait_exit(EXIT_WAIT);
+    server.assert_exit_code(status, 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. Connection cap
 // ---------------------------------------------------------------------------------------------

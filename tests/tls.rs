@@ -479,11 +479,8 @@ fn a_client_that_stops_reading_a_large_response_is_cut_by_the_write_timeout() {
 
 #[test]
 fn a_flood_of_stalled_handshakes_at_the_cap_starves_no_established_client() {
-    let config = ServerConfig {
-        max_connections: 16,
-        handshake_timeout: Duration::from_millis(300),
-        ..ServerConfig::default()
-    };
+    let config =
+        ServerConfig { max_connections: 16, handshake_timeout: Duration::from_millis(300), ..ServerConfig::default() };
     let server = Running::start(config);
     let mut established = connect(server.addr);
     assert!(get(&mut established, "/").ends_with("hello"));
