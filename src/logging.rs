@@ -73,6 +73,10 @@ impl Output {
     pub fn install(self, level: LevelFilter) {
         let mut builder = env_logger::Builder::new();
         builder.filter_level(level);
+        // rustls speaks of what one client sent (an IP address as SNI, an alert): a warning per
+        // connection, which any client can make. Handshake failures are counted in /metrics
+        // instead; RUST_LOG can still ask for rustls' lines.
+        builder.filter_module("rustls", level.min(LevelFilter::Error));
         if let Ok(spec) = std::env::var("RUST_LOG") {
             builder.parse_filters(&spec);
         }
