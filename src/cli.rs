@@ -9,7 +9,7 @@
 use std::{
     ffi::OsString,
     fmt,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4},
     time::Duration,
 };
 
@@ -73,7 +73,25 @@ pub struct Cli {
     pub log_format: LogFormat,
     /// Where the access log goes (`--access-log PATH`, `-` for stdout); none by default.
     pub access_log: Option<String>,
+    /// HTTPS (`--tls-cert`, `--tls-key`, `--tls-addr`, `--tls-resumption`).
+    pub tls: TlsCli,
 }
+
+/// What the command line says about HTTPS: served when a certificate and key are given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCli {
+    /// Where HTTPS is served (`--tls-addr`), beside plain HTTP on `--addr`.
+    pub addr: SocketAddr,
+    /// The certificate chain, PEM (`--tls-cert`).
+    pub cert: Option<String>,
+    /// Its private key, PEM: PKCS#8, RSA or SEC1 (`--tls-key`).
+    pub key: Option<String>,
+    /// Session resumption (tickets in TLS 1.3, a session cache): `--tls-resumption on|off`.
+    pub resumption: bool,
+}
+
+/// HTTPS is served here unless `--tls-addr` says otherwise.
+pub const DEFAULT_TLS_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8443));
 
 impl Default for Cli {
     fn default() -> Self {
@@ -85,6 +103,7 @@ impl Default for Cli {
             workers: 1,
             log_format: LogFormat::Text,
             access_log: None,
+            tls: TlsCli { addr: DEFAULT_TLS_ADDR, cert: None, key: None, resumption: true },
         }
     }
 }
@@ -145,6 +164,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
     use lexopt::Arg::{Long, Short, Value};
 
     let mut cli = Cli::default();
+    let mut tls_addr_given = false;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(from_lexopt)? {
         match arg {
@@ -212,12 +232,38 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 }
                 cli.access_log = Some(value);
             }
+            Long("tls-addr") => {
+                let value = take_value(&mut parser, "--tls-addr")?;
+                cli.tls.addr = parse_addr(&value).map_err(|why| invalid("--tls-addr", &value, &why))?;
+                tls_addr_given = true;
+            }
+            Long("tls-cert") => cli.tls.cert = Some(take_value(&mut parser, "--tls-cert")?),
+            Long("tls-key") => cli.tls.key = Some(take_value(&mut parser, "--tls-key")?),
+            Long("tls-resumption") => {
+                let value = take_value(&mut parser, "--tls-resumption")?;
+                cli.tls.resumption = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(invalid("--tls-resumption", &value, "expected on or off")),
+                };
+            }
+            Long("handshake-timeout") => {
+                cli.server.handshake_timeout = nonzero_duration(&mut parser, "--handshake-timeout")?;
+            }
             Short(c) => return Err(UsageError(format!("unknown option '-{c}'"))),
             Long(name) => return Err(UsageError(format!("unknown option '--{name}'"))),
             Value(value) => {
                 return Err(UsageError(format!("unexpected argument '{}'", value.to_string_lossy())));
             }
         }
+    }
+    match (&cli.tls.cert, &cli.tls.key) {
+        (Some(_), None) => return Err(UsageError("--tls-cert needs --tls-key".into())),
+        (None, Some(_)) => return Err(UsageError("--tls-key needs --tls-cert".into())),
+        (None, None) if tls_addr_given => {
+            return Err(UsageError("--tls-addr needs --tls-cert and --tls-key".into()));
+        }
+        _ => {}
     }
     Ok(Command::Run(cli))
 }
@@ -486,6 +532,20 @@ SERVER-SENT EVENTS (/events):
                                  rather than in one wave; one DURATION for no spread
                                  [default: {sse_drain_min}..{sse_drain_max}]
 
+HTTPS:
+    --tls-cert PATH              Serve HTTPS too, with this certificate chain (PEM, the
+                                 server's certificate first); needs --tls-key
+    --tls-key PATH               The certificate's private key (PEM: PKCS#8, RSA or SEC1 EC)
+    --tls-addr HOST:PORT         Where HTTPS is served, beside plain HTTP on --addr
+                                 [default: {tls_addr}]
+    --handshake-timeout DURATION A TLS handshake not done by then is closed
+                                 [default: {handshake_t}s]
+    --tls-resumption on|off      Session resumption (TLS 1.3 tickets, a session cache); off
+                                 makes every connection a full handshake [default: on]
+    TLS 1.3 and 1.2, rustls' default cipher suites, ALPN http/1.1. SIGHUP reads the
+    certificate and key again in the new process; if they do not load, the new process exits
+    and this one keeps serving.
+
 ROUTES:
     GET|HEAD /healthz      200 ok; 503 draining from the first signal on
     POST /echo             the request body, sent back
@@ -545,6 +605,8 @@ ENVIRONMENT:
         sse_retry = show(EventsConfig::DEFAULT.retry),
         sse_drain_min = show(EventsConfig::DEFAULT.drain_retry_min),
         sse_drain_max = show(EventsConfig::DEFAULT.drain_retry_max),
+        tls_addr = DEFAULT_TLS_ADDR,
+        handshake_t = DEFAULTS.handshake_timeout.as_secs(),
     )
 }
 
@@ -1015,7 +1077,10 @@ mod tests {
         let help = help_text();
         let defaults: Vec<&str> =
             help.split("[default: ").skip(1).filter_map(|rest| rest.split_once(']').map(|(value, _)| value)).collect();
-        assert_eq!(defaults.len(), 22, "{defaults:?}");
+        assert_eq!(defaults.len(), 25, "{defaults:?}");
+        assert_eq!(defaults[22].parse::<SocketAddr>(), Ok(DEFAULT_TLS_ADDR));
+        assert_eq!(parse_duration(defaults[23]), Ok(Cli::default().server.handshake_timeout));
+        assert_eq!((defaults[24], Cli::default().tls.resumption), ("on", true));
         assert_eq!((defaults[17], Cli::default().log_format), ("text", LogFormat::Text));
         assert_eq!((defaults[18], Cli::default().access_log), ("none", None));
         assert_eq!(parse_duration(defaults[19]), Ok(Cli::default().server.slow_turn));

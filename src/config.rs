@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// Time allowed for a whole request head, counted from its first byte; also the longest
     /// wait for the next byte of a request body. Default 10 s.
     pub header_timeout: Duration,
+    /// HTTPS only: time allowed for a TLS handshake, counted from the accept; a client still
+    /// in its handshake then is closed (counted as a `timeout` failure). Default 10 s.
+    pub handshake_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request. Default 60 s.
     pub idle_timeout: Duration,
     /// How long queued output may make no progress before the connection is cut, when the
@@ -106,6 +109,7 @@ impl ServerConfig {
         drain_new_grace: Duration::from_secs(1),
         drain_idle_grace: Duration::from_millis(100),
         header_timeout: Duration::from_secs(10),
+        handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
         write_timeout: Duration::from_secs(30),
         drain_write_timeout: Duration::from_secs(5),

@@ -69,7 +69,7 @@ impl Write for Pipe {
 }
 
 impl Transport for Pipe {
-    fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
         self.shut_write.set(true);
         Ok(())
     }

@@ -90,6 +90,8 @@ pub mod sse;
 mod sync;
 pub mod testing;
 mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod watch;
 
 pub use access::{AccessLog, AccessRecord, Ending};
@@ -99,7 +101,7 @@ pub use counters::{ConnState, Counts, StateChange};
 pub use error::Error;
 pub use errors::ErrorInfo;
 pub use handler::{Handler, IntoReply, Reply};
-pub use http::request::{BodyError, HEADER_SLOTS as MAX_HEADER_SLOTS, OwnedRequest, Request, Version};
+pub use http::request::{BodyError, HEADER_SLOTS as MAX_HEADER_SLOTS, OwnedRequest, Request, TlsInfo, Version};
 pub use http::response::{InvalidHeader, Response};
 /// A header field of a request built by hand with [`Request::new`] (`httparse`'s type,
 /// re-exported so a test needs no dependency of its own): `Header { name: "Host", value: b"a" }`.

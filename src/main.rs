@@ -67,13 +67,23 @@ fn main() -> ExitCode {
         }
     };
 
+    // HTTPS: the certificate and key load now, before this process listens or tells a
+    // restarting parent that it serves: if they do not, it exits, and the parent keeps serving.
+    let tls = match tls_listen(&cli.tls) {
+        Ok(tls) => tls,
+        Err(e) => {
+            error!(event = "tls_load_failed"; "cannot serve HTTPS: {e}");
+            return ExitCode::from(1);
+        }
+    };
+
     let config = cli.server_config();
     let app_config = cli.app;
     let workers = cli.workers;
     // One ticker for event streams, shared by every worker (its thread starts when first used);
     // so is the pool for blocking work, which `process::run` makes from the configuration.
     let ticker = Ticker::with_config(cli.events);
-    let options = Options { workers, inherited, restart_on_sighup: true, process_exits_after: true };
+    let options = Options { workers, inherited, restart_on_sighup: true, process_exits_after: true, tls };
     let summary = process::run(
         config,
         options,
@@ -91,10 +101,17 @@ fn main() -> ExitCode {
                 .with_pool(worker.blocking.clone())
                 .with_events(ticker.clone())
         },
-        |started| match workers {
-            1 => info!(event = "listening", addr:% = started.addr, workers = 1; "listening on http://{}", started.addr),
-            n => {
-                info!(event = "listening", addr:% = started.addr, workers = n; "listening on http://{} with {n} workers", started.addr)
+        |started| {
+            match workers {
+                1 => {
+                    info!(event = "listening", addr:% = started.addr, workers = 1; "listening on http://{}", started.addr)
+                }
+                n => {
+                    info!(event = "listening", addr:% = started.addr, workers = n; "listening on http://{} with {n} workers", started.addr)
+                }
+            }
+            if let Some(addr) = started.tls_addr {
+                info!(event = "listening", addr:% = addr, tls = true; "listening on https://{addr}");
             }
         },
     );
@@ -121,6 +138,29 @@ fn main() -> ExitCode {
     };
     logging::finish(flush_by);
     code
+}
+
+/// The HTTPS listener the command line asks for, with its certificate loaded; `None` without
+/// `--tls-cert`. A certificate that has expired is served (a client may still accept it, and
+/// refusing would turn a late renewal into an outage) with a warning.
+fn tls_listen(tls: &cli::TlsCli) -> Result<Option<process::TlsListen>, quiesce::tls::TlsError> {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else { return Ok(None) };
+    let loaded = quiesce::tls::load_pem(cert.as_ref(), key.as_ref(), tls.resumption)?;
+    let now = SystemTime::now();
+    match loaded.not_after {
+        Some(at) if at < now => warn!(
+            event = "tls_certificate_expired";
+            "the certificate in {cert} expired {} ago: clients will refuse it",
+            humantime::format_duration(Duration::from_secs(now.duration_since(at).unwrap_or_default().as_secs()))
+        ),
+        Some(at) => info!(
+            "certificate {cert}: {} in the chain, valid until {}",
+            loaded.chain,
+            humantime::format_rfc3339_seconds(at)
+        ),
+        None => warn!("certificate {cert}: its expiry date could not be read"),
+    }
+    Ok(Some(process::TlsListen { addr: tls.addr, config: quiesce::tls::TlsConfig::new(loaded.config) }))
 }
 
 /// Log lines lost in the process's life, said once at the end (and counted in the summary):

@@ -216,6 +216,8 @@ impl LogCounts {
 pub struct Registry {
     workers: Vec<Arc<Metrics>>,
     blocking: Option<Monitor>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
 }
 
 /// One metric family: name, help, type, and how to read one value of it (per label value).
@@ -332,7 +334,19 @@ const FAMILIES: &[Family] = &[
 impl Registry {
     /// A registry of these workers' metrics, in worker order.
     pub fn new(workers: Vec<Arc<Metrics>>) -> Self {
-        Registry { workers, blocking: None }
+        Registry {
+            workers,
+            blocking: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// Renders the handshake figures of the servers using `tls` too (`quiesce_tls_*`).
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, tls: &crate::tls::TlsConfig) -> Self {
+        self.tls = Some(tls.clone());
+        self
     }
 
     /// Renders `pool`'s figures too (`quiesce_blocking_*`); the registry does not keep the
@@ -387,6 +401,10 @@ impl Registry {
         }
         if let Some(pool) = &self.blocking {
             render_blocking(&pool.stats(), out);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            tls.counts().render(out);
         }
         LogHealth::global().counts().render(out);
     }

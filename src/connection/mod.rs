@@ -50,8 +50,12 @@ const STREAM_LOW_WATER: usize = 16 * 1024;
 
 /// The byte stream a connection runs over: a TCP stream, or an in-memory one in tests.
 pub(crate) trait Transport: Read + Write {
-    /// Shuts down the write side (sends FIN) so the client sees the end of the last response.
-    fn shutdown_write(&self) -> io::Result<()>;
+    /// Whether this kind of stream may carry TLS (then [`Transport::tls_info`] is asked for
+    /// once a connection reads; a plain one never asks).
+    const TLS: bool = false;
+    /// Shuts down the write side (sends FIN, after a TLS `close_notify`) so the client sees the
+    /// end of the last response.
+    fn shutdown_write(&mut self) -> io::Result<()>;
     /// Turns off Nagle's algorithm, so a response written while an earlier one is not yet
     /// acknowledged goes out at once.
     fn set_nodelay(&self) -> io::Result<()>;
@@ -66,10 +70,31 @@ pub(crate) trait Transport: Read + Write {
     fn counted(&self) -> Option<(u64, bool)> {
         None
     }
+    /// Whether a read that returned less than asked proves that nothing more waits in the
+    /// socket (true for a plain stream; a TLS one knows whether its last socket read was short).
+    fn drained_by_short_read(&self) -> bool {
+        true
+    }
+    /// A TLS handshake is under way (no request can arrive before it ends).
+    fn handshaking(&self) -> bool {
+        false
+    }
+    /// The stream itself holds output the socket has not taken (TLS records): flushed with
+    /// `Write::flush` when writable.
+    fn holds_output(&self) -> bool {
+        false
+    }
+    /// The TLS session's parameters, once its handshake is done.
+    fn tls_info(&self) -> Option<Arc<crate::http::request::TlsInfo>> {
+        None
+    }
+    /// The connection closes for `reason`: a TLS stream ends a clean close with `close_notify`
+    /// (never a cut one) and counts a handshake that did not finish.
+    fn on_close(&mut self, _reason: CloseReason) {}
 }
 
 impl Transport for mio::net::TcpStream {
-    fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
     }
 
@@ -232,6 +257,8 @@ pub(crate) enum CloseReason {
     Io(io::ErrorKind),
     /// Keep-alive connection unused for the idle timeout.
     IdleTimeout,
+    /// A TLS handshake not done within the handshake timeout.
+    HandshakeTimeout,
     /// The client stopped reading its response for the write timeout.
     WriteTimeout,
     /// During the drain, the client took none of its response for the drain write timeout.
@@ -341,6 +368,9 @@ enum PhaseTimer {
     Delay(Tick),
     /// The linger time is over.
     Linger(Tick),
+    /// A TLS handshake: closed at `until` (the handshake timeout), or during a drain at
+    /// `last_call` if nothing is readable by then.
+    Handshake { until: Tick, last_call: Option<Tick> },
 }
 
 /// The write timer of queued output that makes no progress: first a look at what the client
@@ -376,7 +406,9 @@ impl PhaseTimer {
     fn at(self) -> Tick {
         match self {
             PhaseTimer::Request(at) | PhaseTimer::Delay(at) | PhaseTimer::Linger(at) => at,
-            PhaseTimer::Next { idle, last_call } => last_call.map_or(idle, |g| g.min(idle)),
+            PhaseTimer::Next { idle, last_call } | PhaseTimer::Handshake { until: idle, last_call } => {
+                last_call.map_or(idle, |g| g.min(idle))
+            }
         }
     }
 }
@@ -453,7 +485,7 @@ impl<S: Transport> Connection<S> {
         Connection {
             stream,
             key,
-            client: Client { id, addr: peer },
+            client: Client { id, addr: peer, tls: None },
             phase: Phase::Head(HeadProgress::default()),
             read_buf: ReadBuf::default(),
             write_buf: WriteBuf::default(),
@@ -510,11 +542,17 @@ impl<S: Transport> Connection<S> {
         std::mem::take(&mut self.activity)
     }
 
+    /// Output waits to be written: in the write buffer, or (TLS records) in the stream.
+    #[inline]
+    fn output_waits(&self) -> bool {
+        !self.write_buf.is_empty() || (S::TLS && self.stream.holds_output())
+    }
+
     /// The lifecycle state, derived from the phase and buffers.
     pub(crate) fn state(&self) -> ConnState {
         match self.phase {
             Phase::Closed(_) => ConnState::Closed,
-            Phase::Head(_) if self.read_buf.is_empty() && self.write_buf.is_empty() => {
+            Phase::Head(_) if self.read_buf.is_empty() && !self.output_waits() => {
                 if !self.served {
                     ConnState::New
                 } else {
@@ -536,7 +574,7 @@ impl<S: Transport> Connection<S> {
     /// The write timer, while output waits: when it looks at what the client has taken, or
     /// when it decides. `draining`: the shorter drain write timeout applies.
     fn write_timer(&self, config: &ServerConfig, draining: bool) -> Option<WriteTimer> {
-        if self.write_buf.is_empty() {
+        if !self.output_waits() {
             return None;
         }
         let timeout = write_timeout(config, draining);
@@ -555,6 +593,10 @@ impl<S: Transport> Connection<S> {
             Phase::Body(body) => Some(PhaseTimer::Request(body.last_read.after(config.header_timeout))),
             Phase::Head(head) => match head.started {
                 Some(started) => Some(PhaseTimer::Request(started.after(config.header_timeout))),
+                None if S::TLS && self.stream.handshaking() => Some(PhaseTimer::Handshake {
+                    until: self.idle_since.after(config.handshake_timeout),
+                    last_call: self.last_call,
+                }),
                 None if self.write_buf.is_empty() => Some(PhaseTimer::Next {
                     idle: self.idle_since.after(config.idle_timeout),
                     last_call: self.last_call,
@@ -610,6 +652,13 @@ impl<S: Transport> Connection<S> {
                 }
             }
             Some(PhaseTimer::Linger(at)) if at <= now => self.close(CloseReason::Done),
+            Some(PhaseTimer::Handshake { until, last_call }) => {
+                if until <= now {
+                    self.close(CloseReason::HandshakeTimeout);
+                } else if last_call.is_some_and(|at| at <= now) && !self.readable {
+                    self.close(CloseReason::Drain);
+                }
+            }
             _ => {}
         }
     }
@@ -743,7 +792,7 @@ impl<S: Transport> Connection<S> {
                 progress |= self.read(env);
             }
             progress |= self.process(env);
-            if self.writable && !self.write_buf.is_empty() {
+            if self.writable && self.output_waits() {
                 progress |= self.flush(env);
                 if self.access.as_ref().is_some_and(|pending| pending.holds()) {
                     self.release_records(env);
@@ -802,7 +851,10 @@ impl<S: Transport> Connection<S> {
                 }
                 Ok(n) => {
                     progress = true;
-                    self.input_drained = n < want;
+                    self.input_drained = n < want && self.stream.drained_by_short_read();
+                    if S::TLS && self.client.tls.is_none() {
+                        self.client.tls = self.stream.tls_info();
+                    }
                     env.stats.bytes_in += n as u64;
                     if let Phase::Body(body) = &mut self.phase {
                         body.last_read = env.now;
@@ -814,7 +866,7 @@ impl<S: Transport> Connection<S> {
                     }
                     // A short read drained the socket; new data brings a new event. Unless the
                     // client closed: then only reading on shows the end of stream.
-                    if n < want && !self.read_closed_hint {
+                    if n < want && !self.read_closed_hint && self.stream.drained_by_short_read() {
                         self.readable = false;
                         return true;
                     }
@@ -858,6 +910,13 @@ impl<S: Transport> Connection<S> {
                 }
             }
         }
+        if S::TLS && failed.is_none() && self.writable && self.stream.holds_output() {
+            match self.stream.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) => failed = Some(e.kind()),
+            }
+        }
         env.stats.bytes_out += sent as u64;
         if let Some(pending) = self.access.as_mut() {
             pending.written += sent as u64;
@@ -883,7 +942,7 @@ impl<S: Transport> Connection<S> {
     /// write side and linger; after the client's end of stream, close.
     fn after_flush(&mut self, env: &mut Env) -> bool {
         match self.phase {
-            Phase::Closing(after_flush) if self.write_buf.is_empty() => {
+            Phase::Closing(after_flush) if !self.output_waits() => {
                 if after_flush == AfterFlush::Cut {
                     self.close(CloseReason::Cut);
                     return true;
@@ -1478,6 +1537,9 @@ impl<S: Transport> Connection<S> {
                 && let Err(e) = self.stream.reset_on_close()
             {
                 debug!("connection {}: SO_LINGER: {e}", self.client.id);
+            }
+            if S::TLS {
+                self.stream.on_close(reason);
             }
             let_go(&self.phase);
             self.phase = Phase::Closed(reason);

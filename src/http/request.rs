@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 
 /// Header slots on the stack for one parse: the most header fields a request can have
 /// (`ServerConfig::max_headers` is clamped to this).
@@ -29,17 +30,34 @@ pub enum Version {
     Http11,
 }
 
-/// Who sent a request: its connection's id and the client's address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who sent a request: its connection's id, the client's address, and the TLS session it came
+/// over, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Client {
     /// Unique for the server's lifetime (slab keys, unlike these, are reused).
     pub id: u64,
     /// The client's address.
     pub addr: SocketAddr,
+    /// The TLS session (set once its handshake is done); `None` over plain TCP.
+    pub tls: Option<Arc<TlsInfo>>,
+}
+
+/// The TLS session a request came over ([`Request::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: &'static str,
+    /// The cipher suite, by its IANA name (`TLS13_AES_128_GCM_SHA256`).
+    pub cipher: &'static str,
+    /// The protocol the client and server agreed on with ALPN (`http/1.1`), if they did.
+    pub alpn: Option<String>,
+    /// The server name the client asked for (SNI), if it sent one.
+    pub sni: Option<String>,
 }
 
 /// The client of a request built by hand ([`Request::new`]): id 0, address `0.0.0.0:0`.
-static UNKNOWN_CLIENT: Client = Client { id: 0, addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)) };
+static UNKNOWN_CLIENT: Client =
+    Client { id: 0, addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)), tls: None };
 
 /// One request, borrowed from the connection's read buffer: nothing is copied. To keep it
 /// beyond the handler (to finish the answer on another thread), copy it with
@@ -245,6 +263,12 @@ impl<'a> Request<'a> {
         self.client.addr
     }
 
+    /// The TLS session the request came over (version, cipher suite, ALPN, SNI); `None` over
+    /// plain HTTP.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.client.tls.as_deref()
+    }
+
     /// The id of the connection the request came on: unique for the server's lifetime, the
     /// same as in its state changes (`StateChange::id`); 0 for a request built by hand.
     pub fn connection_id(&self) -> u64 {
@@ -291,7 +315,7 @@ impl<'a> Request<'a> {
             body,
             version: self.version,
             draining: self.draining,
-            client: *self.client,
+            client: self.client.clone(),
         }
     }
 }
@@ -416,6 +440,11 @@ impl OwnedRequest {
     /// See [`Request::peer_addr`].
     pub fn peer_addr(&self) -> SocketAddr {
         self.client.addr
+    }
+
+    /// See [`Request::tls`].
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.client.tls.as_deref()
     }
 
     /// See [`Request::connection_id`].
@@ -563,7 +592,7 @@ mod tests {
             httparse::Header { name: "Host", value: b"a" },
             httparse::Header { name: "X-Long", value: b"\xff\x00 value" },
         ];
-        let client = Client { id: 7, addr: "192.0.2.1:4321".parse().unwrap() };
+        let client = Client { id: 7, addr: "192.0.2.1:4321".parse().unwrap(), tls: None };
         let req = Request::new("POST", "/p/q?x=1&y", Version::Http10, &headers, b"body")
             .with_draining(true)
             .with_client(&client);

@@ -91,6 +91,19 @@ pub struct Summary {
     /// What the log output could not write, when `run` returned (see [`LogHealth`]; a caller
     /// that writes more before the summary can read the counts again).
     pub log: LogCounts,
+    /// With HTTPS served: its handshakes, and the connections ended with `close_notify`.
+    pub tls: Option<TlsSummary>,
+}
+
+/// The HTTPS figures of a process run (see [`Summary::tls`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsSummary {
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Handshakes that failed (any reason; `/metrics` tells them apart).
+    pub failed: u64,
+    /// Connections the server ended with `close_notify`.
+    pub close_notify: u64,
 }
 
 impl Summary {
@@ -116,7 +129,7 @@ impl Summary {
             "{{\"event\":\"shutdown\",\"outcome\":\"{outcome}\",\"exit_code\":{},\"workers\":{},\
              \"at_drain_start\":{{\"new\":{},\"active\":{},\"idle\":{}}},\"served_during_drain\":{},\
              \"closed_by_force\":{},\"streams_cut\":{},\"cut\":{{\"total\":{},\"write_timeout\":{},\
-             \"drain_write_timeout\":{},\"shutdown\":{}}},\"drain_ms\":{:.3},\"log\":{}}}",
+             \"drain_write_timeout\":{},\"shutdown\":{}}},\"drain_ms\":{:.3},\"log\":{}{}}}",
             self.exit_code(),
             self.workers,
             d.at_start.new,
@@ -131,6 +144,10 @@ impl Summary {
             d.cut.shutdown,
             d.micros as f64 / 1000.0,
             self.log.to_json(),
+            self.tls.map_or(String::new(), |t| format!(
+                ",\"tls\":{{\"handshakes\":{},\"failed\":{},\"close_notify\":{}}}",
+                t.handshakes, t.failed, t.close_notify
+            )),
         );
         json
     }
@@ -155,11 +172,33 @@ pub struct Options {
     /// Their clients see the end at the exit rather than a moment before it. Off by default:
     /// a program that embeds quiesce may go on after `run`, and must not keep those sockets.
     pub process_exits_after: bool,
+    /// Serve HTTPS too: as many servers again as `workers`, on `TlsListen::addr` (or, with
+    /// inherited sockets, on those whose port is its port), each making TLS handshakes with
+    /// `TlsListen::config`. Default none.
+    #[cfg(feature = "tls")]
+    pub tls: Option<TlsListen>,
+}
+
+/// Where and how [`run`] serves HTTPS (see [`Options::tls`]).
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    /// The address to listen on.
+    pub addr: SocketAddr,
+    /// The configuration new handshakes use (swap it to rotate the certificate).
+    pub config: crate::tls::TlsConfig,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { workers: 1, inherited: None, restart_on_sighup: false, process_exits_after: false }
+        Options {
+            workers: 1,
+            inherited: None,
+            restart_on_sighup: false,
+            process_exits_after: false,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
     }
 }
 
@@ -213,6 +252,8 @@ impl fmt::Debug for Worker {
 pub struct Started {
     /// The address the workers listen on.
     pub addr: SocketAddr,
+    /// The address the HTTPS servers listen on, if any.
+    pub tls_addr: Option<SocketAddr>,
     /// Stops the whole process (from another thread, as a host program would).
     pub handles: Handles,
 }
@@ -235,7 +276,12 @@ where
     F: Fn(&Worker) -> H,
 {
     let workers = options.workers.max(1);
-    let (listeners, ready_pipe) = listeners(&config, workers, options.inherited)?;
+    #[cfg(feature = "tls")]
+    let tls = options.tls;
+    #[cfg(not(feature = "tls"))]
+    let tls: Option<Never> = None;
+    let tls_addr = tls.as_ref().map(|tls| tls.addr());
+    let (listeners, ready_pipe) = listeners(&config, workers, options.inherited, tls_addr)?;
     // The restart's own descriptors of every worker's socket, taken before the servers own them.
     let copies = match options.restart_on_sighup {
         true => Some(Copies::new(
@@ -243,13 +289,25 @@ where
         )),
         false => None,
     };
-    let metrics: Vec<Arc<Metrics>> = (0..workers).map(|_| Arc::default()).collect();
+    let metrics: Vec<Arc<Metrics>> = (0..listeners.len()).map(|_| Arc::default()).collect();
     let blocking = BlockingPool::new(config.blocking_threads, config.blocking_queue);
     let registry = Registry::new(metrics.clone()).with_blocking(&blocking);
+    #[cfg(feature = "tls")]
+    let registry = match &tls {
+        Some(tls) => registry.with_tls(&tls.config),
+        None => registry,
+    };
     let drain = DrainNotice::new();
 
     let shared = Shared { metrics: &metrics, registry: &registry, drain: &drain, blocking: &blocking };
-    let mut servers = servers(listeners, &config, &make_handler, &shared)?;
+    let mut servers = servers(listeners, workers, &config, &make_handler, &shared)?;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &tls {
+        for server in &mut servers[workers..] {
+            server.set_tls(tls.config.clone());
+        }
+    }
+    let tls_addr = servers.get(workers).map(Server::local_addr);
     if options.process_exits_after {
         let running = Arc::new(AtomicUsize::new(servers.len()));
         for server in &mut servers {
@@ -288,7 +346,7 @@ where
         threads.push(thread);
     }
 
-    on_started(&Started { addr: leader.local_addr(), handles });
+    on_started(&Started { addr: leader.local_addr(), tls_addr, handles });
     report_ready(ready_pipe, notifier.as_deref());
 
     let leader_outcome = leader.run();
@@ -312,7 +370,13 @@ where
         outcomes.push(Ok(Outcome::Stopped { signal: Some(signal), closed: 0 }));
     }
     let outcome = combine(outcomes).ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
-    Ok(Summary { outcome, drain: registry.drain_report(), workers, log: LogHealth::global().counts() })
+    Ok(Summary {
+        outcome,
+        drain: registry.drain_report(),
+        workers,
+        log: LogHealth::global().counts(),
+        tls: tls.map(|tls| tls.summary()),
+    })
 }
 
 /// What the workers of a process share.
@@ -328,6 +392,7 @@ struct Shared<'a> {
 /// worker 0's shutdown handle: stopping it stops them all.
 fn servers<H, F>(
     listeners: Vec<TcpListener>,
+    plain: usize,
     config: &ServerConfig,
     make_handler: &F,
     shared: &Shared<'_>,
@@ -366,7 +431,10 @@ where
         server.set_metrics(Arc::clone(&shared.metrics[i]));
         server.set_blocking_pool(shared.blocking.clone());
         if workers > 1 {
-            server.set_label(format!("worker {i}: "));
+            match i.checked_sub(plain) {
+                None => server.set_label(format!("worker {i}: ")),
+                Some(j) => server.set_label(format!("https worker {j}: ")),
+            }
         }
         servers.push(server);
     }
@@ -459,39 +527,87 @@ fn worse(a: Outcome, b: Outcome) -> Outcome {
 }
 
 /// One listening socket per worker, and the readiness pipe to a restarting parent.
+/// One listening socket per worker, then (with `tls_addr`) one per HTTPS worker, and the
+/// readiness pipe to a restarting parent. Inherited sockets whose port is `tls_addr`'s are the
+/// HTTPS ones (a restart passes both kinds; so may systemd).
 fn listeners(
     config: &ServerConfig,
     workers: usize,
     inherited: Option<InheritedSockets>,
+    tls_addr: Option<SocketAddr>,
 ) -> Result<(Vec<TcpListener>, Option<ReadyPipe>), Error> {
-    let setup = |e: io::Error| Error::Setup(e);
     if let Some(InheritedSockets(inherited)) = inherited {
         let given = inherited.listeners;
-        if given.is_empty() {
-            return Err(Error::Setup(io::Error::other("no inherited listening socket")));
-        }
         if !inherited.names.is_empty() {
             info!("inherited socket names: {}", inherited.names.join(", "));
         }
-        if given.len() > workers {
-            warn!("{} sockets inherited for {workers} worker(s): the extra ones are not served", given.len());
-        }
-        let mut own = Vec::with_capacity(workers);
-        for i in 0..workers {
-            own.push(listen::dup_listener(&given[i % given.len()]).map_err(setup)?);
+        let tls_port = tls_addr.map(|addr| addr.port());
+        let is_tls = |l: &TcpListener| tls_port.is_some() && l.local_addr().ok().map(|a| a.port()) == tls_port;
+        let (tls, plain): (Vec<&TcpListener>, Vec<&TcpListener>) = given.iter().partition(|l| is_tls(l));
+        let mut own = share(&plain, workers, "")?;
+        if tls_addr.is_some() {
+            own.extend(share(&tls, workers, "HTTPS ")?);
         }
         return Ok((own, inherited.ready));
     }
+    let mut all = bind_workers(config.addr, config, workers)?;
+    if let Some(addr) = tls_addr {
+        all.extend(bind_workers(addr, config, workers)?);
+    }
+    Ok((all, None))
+}
+
+/// A descriptor of one of `given` for each of `workers` (worker i gets socket i mod n).
+fn share(given: &[&TcpListener], workers: usize, kind: &str) -> Result<Vec<TcpListener>, Error> {
+    if given.is_empty() {
+        return Err(Error::Setup(io::Error::other(format!("no inherited {kind}listening socket"))));
+    }
+    if given.len() > workers {
+        warn!("{} {kind}sockets inherited for {workers} worker(s): the extra ones are not served", given.len());
+    }
+    (0..workers).map(|i| listen::dup_listener(given[i % given.len()]).map_err(Error::Setup)).collect()
+}
+
+/// `workers` sockets listening on `addr` (with `SO_REUSEPORT` when more than one).
+fn bind_workers(addr: SocketAddr, config: &ServerConfig, workers: usize) -> Result<Vec<TcpListener>, Error> {
     let reuse_port = config.reuse_port || workers > 1;
-    let first = listen::bind(config.addr, config.backlog, reuse_port)
-        .map_err(|source| Error::Bind { addr: config.addr, source })?;
+    let first = listen::bind(addr, config.backlog, reuse_port).map_err(|source| Error::Bind { addr, source })?;
     // With port 0, the other workers bind the port the first one got.
-    let addr = first.local_addr().map_err(setup)?;
+    let addr = first.local_addr().map_err(Error::Setup)?;
     let mut all = vec![first];
     for _ in 1..workers {
         all.push(listen::bind(addr, config.backlog, true).map_err(|source| Error::Bind { addr, source })?);
     }
-    Ok((all, None))
+    Ok(all)
+}
+
+/// Stands for [`TlsListen`] in a build without TLS: there is none.
+#[cfg(not(feature = "tls"))]
+enum Never {}
+
+#[cfg(not(feature = "tls"))]
+impl Never {
+    fn addr(&self) -> SocketAddr {
+        match *self {}
+    }
+    fn summary(self) -> TlsSummary {
+        match self {}
+    }
+}
+
+#[cfg(feature = "tls")]
+impl TlsListen {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn summary(self) -> TlsSummary {
+        let counts = self.config.counts();
+        TlsSummary {
+            handshakes: counts.handshakes,
+            failed: counts.failed.iter().map(|(_, n)| n).sum(),
+            close_notify: counts.close_notify,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -515,6 +631,7 @@ mod tests {
             drain: DrainReport::default(),
             workers: 2,
             log: LogCounts::default(),
+            tls: None,
         };
         let json = summary.to_json();
         assert!(!json.contains('\n'));

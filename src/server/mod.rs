@@ -60,6 +60,42 @@ use accept::Acceptor;
 pub use stage::Outcome;
 use stage::{Ask, Cause, Drain, Observer, Stage};
 
+/// What a connection runs over: with the `tls` feature, plain TCP or TLS over it (a server
+/// given a [`TlsConfig`](crate::tls::TlsConfig) wraps each socket it accepts); without, plain
+/// TCP, and nothing of TLS is compiled.
+#[cfg(feature = "tls")]
+type Stream = crate::tls::Stream;
+#[cfg(not(feature = "tls"))]
+type Stream = TcpStream;
+
+/// The TCP socket beneath a [`Stream`] (to register it with the poll).
+trait Tcp {
+    fn tcp_mut(&mut self) -> &mut TcpStream;
+    fn plain(sock: TcpStream) -> Self;
+}
+
+impl Tcp for TcpStream {
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        self
+    }
+    fn plain(sock: TcpStream) -> Self {
+        sock
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Tcp for crate::tls::Stream {
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            crate::tls::Stream::Plain(sock) => sock,
+            crate::tls::Stream::Tls(tls) => tls.tcp_mut(),
+        }
+    }
+    fn plain(sock: TcpStream) -> Self {
+        crate::tls::Stream::Plain(sock)
+    }
+}
+
 /// Token of the listening socket.
 const LISTENER: Token = Token(0);
 /// Token of the shutdown waker.
@@ -73,7 +109,7 @@ type Hook = Box<dyn FnMut(&StateChange) + Send>;
 
 /// A connection and the server's bookkeeping for it.
 struct Slot {
-    conn: Connection<TcpStream>,
+    conn: Connection<Stream>,
     /// The state last reported to the counts and the hook.
     reported: Option<ConnState>,
     /// The deadline the heap holds for it.
@@ -222,6 +258,9 @@ pub struct Server {
     slow_log: SlowLog,
     /// Where [`Response::blocking`](crate::Response::blocking) sends work from this loop.
     blocking: BlockingPool,
+    /// With it, every connection accepted speaks TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
 }
 
 /// The WARN lines about slow turns: at most one a second; the turns not named in one are
@@ -258,7 +297,7 @@ impl SlowLog {
 /// server that finished early waits for another's drain.
 #[derive(Default)]
 struct Parting {
-    conns: Vec<Connection<TcpStream>>,
+    conns: Vec<Connection<Stream>>,
     /// The servers of this process still running, when the process exits after the last.
     exit: Option<Arc<AtomicUsize>>,
 }
@@ -392,6 +431,8 @@ impl Server {
             progress: Progress::default(),
             slow_log: SlowLog::default(),
             blocking,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
     }
 
@@ -449,6 +490,16 @@ impl Server {
     /// A handle to stop this server from any thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.inbox.handle.clone()
+    }
+
+    /// Serves HTTPS: every connection accepted from now on makes a TLS handshake with the
+    /// configuration `tls` holds at that moment (swap it to rotate a certificate), then speaks
+    /// HTTP/1.1 inside the session. Idle and finished connections are ended with `close_notify`;
+    /// a handshake gets [`ServerConfig::handshake_timeout`]. A process serving plaintext and
+    /// HTTPS side by side runs one server of each.
+    #[cfg(feature = "tls")]
+    pub fn set_tls(&mut self, tls: crate::tls::TlsConfig) {
+        self.tls = Some(tls);
     }
 
     /// Records every answered request in `log` (see [`AccessRecord`](crate::AccessRecord)): a
@@ -697,11 +748,23 @@ impl Server {
         }
     }
 
+    /// The stream a socket just accepted is served over: TLS when this server has a TLS
+    /// configuration (`None` if rustls refuses to start a session: the socket is closed).
+    #[inline]
+    fn wrap(&self, sock: TcpStream) -> Option<Stream> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.accept(sock).ok().map(|tls| Stream::Tls(Box::new(tls)));
+        }
+        Some(Stream::plain(sock))
+    }
+
     /// Gives a new connection a slot. With `look`, it is queued to be driven in this turn before
     /// it is registered: if its request is there already, that first look answers it without
     /// waiting for an event, and a connection answered and closed at once (`Connection: close`)
     /// never enters the poll. Without, it is registered now and waits for its event.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, look: bool) {
+        let Some(stream) = self.wrap(stream) else { return };
         let entry = self.slots.vacant_entry();
         let key = entry.key();
         self.ledger.last_id += 1;
@@ -761,7 +824,7 @@ impl Server {
     /// Brings the counts, the hook and the deadline heap in line with the connection.
     fn sync(&mut self, key: usize) {
         let Some(slot) = self.slots.get_mut(key) else { return };
-        let Client { id, addr: peer } = slot.conn.client;
+        let Client { id, addr: peer, .. } = slot.conn.client;
         let state = slot.conn.state();
         // A request that began and ended within one turn still made the connection Active: told
         // to whoever watches each change. Unwatched, the two changes cancel out in the counts.
@@ -1008,7 +1071,7 @@ impl Server {
                 if cut {
                     self.env.stats.cut(Cut::Shutdown);
                     if self.env.cut_log.allow(self.env.now) {
-                        let Client { id, addr } = slot.conn.client;
+                        let Client { id, addr, .. } = slot.conn.client;
                         warn!(
                             event = "cut", reason = "shutdown", client:% = addr, conn = id;
                             "{}connection {id} ({addr}): cut: closed in the middle of its response by the shutdown",
@@ -1066,7 +1129,7 @@ fn register(poll: &Poll, key: usize, slot: &mut Slot) {
         return;
     }
     let token = Token(key + FIRST_CONNECTION);
-    let stream = slot.conn.stream_mut();
+    let stream = slot.conn.stream_mut().tcp_mut();
     if let Err(e) = poll.registry().register(stream, token, Interest::READABLE | Interest::WRITABLE) {
         warn!("cannot register connection {} from {}: {e}", slot.conn.client.id, slot.conn.client.addr);
         slot.conn.lost(e.kind());
@@ -1085,12 +1148,12 @@ mod tests {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     /// A connection on a real loopback socket, and its client's end.
-    fn connection() -> (Connection<TcpStream>, std::net::TcpStream) {
+    fn connection() -> (Connection<Stream>, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        (Connection::new(TcpStream::from_std(server), 0, 1, peer, Tick::now()), client)
+        (Connection::new(Stream::plain(TcpStream::from_std(server)), 0, 1, peer, Tick::now()), client)
     }
 
     #[test]
@@ -1108,7 +1171,8 @@ mod tests {
     fn only_the_last_server_of_the_process_leaves_its_sockets_to_the_exit() {
         let running = Arc::new(AtomicUsize::new(2));
         let ((first_conn, mut first_client), (last_conn, mut last_client)) = (connection(), connection());
-        let last_fd = last_conn.stream().as_raw_fd();
+        let mut last_conn = last_conn;
+        let last_fd = last_conn.stream_mut().tcp_mut().as_raw_fd();
         let mut first = Parting { conns: vec![first_conn], exit: Some(Arc::clone(&running)) };
         let mut last = Parting { conns: vec![last_conn], exit: Some(Arc::clone(&running)) };
 
