@@ -333,7 +333,8 @@ measure() {
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
     errors=$(awk '/Socket errors:/ {gsub(/,/, ""); e += $4 + $6 + $8 + $10} /Non-2xx/ {e += $NF} END {print e + 0}' "$out")
     [[ -n $requests && $requests -gt 0 ]] || die "no requests completed: $s $sc ($(tail -3 "$out"))"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$s" "$sc" "$rps" "$requests" "$((t1 - t0))" "$((u1 - u0))" "$errors" >>"$WORK/runs.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$s" "$sc" "$rps" "$requests" "$((t1 - t0))" "$((u1 - u0))" \
+        "$errors" >>"$WORK/runs.tsv"
     log "  $s $sc: $rps req/s, cpu $((t1 - t0)) ticks, $errors errors"
 }
 
@@ -488,23 +489,29 @@ print("CPU µs/req: server utime+stime (every process and thread) over the wrk r
       "in H every request is a connection, so it is CPU µs per full handshake + request + close. 'of it "
       "user': the utime part. Medians over the repetitions; quiesce/peer columns are medians "
       "of the per-repetition ratios, leaving out a pair whose two runs' req/s, each relative to its "
-      f"server's median, differ by more than {band:.0%} (listed with * below).")
+      f"server's median, differ by more than {band:.0%} (marked * in the targets' table).")
 print()
 print("| server | RSS before (KiB) | RSS with idle TLS conns (KiB) | idle conns | bytes per idle TLS conn |"
       + (" quiesce/server |" if "quiesce" in servers else ""))
 print("|---|--:|--:|--:|--:|" + ("--:|" if "quiesce" in servers else ""))
 per_conn = {}
 for s in servers:
-    rs = [r for r in rss if r["server"] == s]
-    if not rs:
-        continue
-    per_conn[s] = {r["rep"]: (int(r["rss1_kb"]) - int(r["rss0_kb"])) * 1024 / int(r["n"]) for r in rs}
-    line = (f"| {s} | {fmt(med([int(r['rss0_kb']) for r in rs]))} | {fmt(med([int(r['rss1_kb']) for r in rs]))} | "
-            f"{int(rs[0]['n']):,} | {fmt(med(list(per_conn[s].values())))} |")
-    print(line)
+    per_conn[s] = {r["rep"]: (int(r["rss1_kb"]) - int(r["rss0_kb"])) * 1024 / int(r["n"]) for r in rss
+                   if r["server"] == s}
+
 def rss_pairs(peer):
     q, p = per_conn.get("quiesce", {}), per_conn.get(peer, {})
     return [q[rep] / p[rep] for rep in sorted(q, key=int) if rep in p and p[rep] > 0]
+
+for s in servers:
+    rs = [r for r in rss if r["server"] == s]
+    if not rs:
+        continue
+    line = (f"| {s} | {fmt(med([int(r['rss0_kb']) for r in rs]))} | {fmt(med([int(r['rss1_kb']) for r in rs]))} | "
+            f"{int(rs[0]['n']):,} | {fmt(med(list(per_conn[s].values())))} |")
+    if "quiesce" in servers:
+        line += " — |" if s == "quiesce" else f" {fmt(med(rss_pairs(s)), 2)} |"
+    print(line)
 print()
 print("Bytes per idle TLS connection: (RSS with the idle connections − RSS before) / connections, "
       "RSS summed over the server's processes (nginx: master + worker); each connection handshaken "
