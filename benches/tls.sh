@@ -212,7 +212,10 @@ start_server() { # $1 = name; sets PID[$1]
     local s=$1 port=${PORT[$1]} cmd
     case $s in
         quiesce)
-            cmd=("$QUIESCE" -q --addr "127.0.0.1:$QUIESCE_PLAIN_PORT" --tls-addr "127.0.0.1:$port" --tls-cert "$CERT"
+            # -qq: errors only. wrk sends the address 127.0.0.1 as SNI, which rustls answers with a
+            # warning per handshake (RFC 6066 allows no IP literal there); at -q or the default level
+            # H would measure a log line per connection.
+            cmd=("$QUIESCE" -qq --addr "127.0.0.1:$QUIESCE_PLAIN_PORT" --tls-addr "127.0.0.1:$port" --tls-cert "$CERT"
                 --tls-key "$KEY" "${quiesce_tls_args[@]}")
             if "$QUIESCE" --help | grep -q -- '--max-connections'; then cmd+=(--max-connections $((IDLE + 1024))); fi
             ;;
