@@ -15,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -50,11 +50,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     Ok(res)
 }
 
-fn tls_config(cert: &PathBuf, key: &PathBuf) -> Arc<ServerConfig> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .expect("open --cert")
-        .collect::<Result<_, _>>()
-        .expect("parse --cert");
+fn tls_config(cert: &Path, key: &Path) -> Arc<ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert).expect("open --cert").collect::<Result<_, _>>().expect("parse --cert");
     let key = PrivateKeyDer::from_pem_file(key).expect("read --key");
     let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
