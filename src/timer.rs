@@ -25,8 +25,8 @@ static BASE: OnceLock<u64> = OnceLock::new();
 
 /// The monotonic clock (`CLOCK_MONOTONIC`, which never jumps), in nanoseconds: the one reading
 /// of it in the crate (systemd's `MONOTONIC_USEC=` refers to the same clock). Read directly
-/// rather than through `Instant::now` and `duration_since`, which cost 60 instructions more,
-/// once a turn.
+/// rather than through `Instant::now` and `duration_since`, which cost more (their checks and
+/// conversions), once a turn.
 pub(crate) fn monotonic_nanos() -> io::Result<u64> {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec.

@@ -26,7 +26,7 @@ pub(crate) fn is_tchar(byte: u8) -> bool {
 }
 
 /// Index of the first `needle` in `haystack`, eight bytes per step: targets are short, and a
-/// search a byte at a time costs about six instructions a byte on every request. Inlined, it
+/// search a byte at a time costs several instructions a byte on every request. Inlined, it
 /// beats `memchr::memchr`, whose call and set-up cost more than a short target's search
 /// (measured: benches/results/hand-written.md).
 pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {

@@ -793,7 +793,7 @@ impl<S: Accepted> Core<S> {
         self.env.beat.begin_turn(now);
         self.env.date.tick(now);
         // Connections that used up their budget last turn go first (rarely any: the check saves
-        // the extend's setup, 50 instructions a turn).
+        // the extend's setup in every turn).
         if !self.queues.later.is_empty() {
             self.queues.ready.extend(self.queues.later.drain(..));
         }
