@@ -15,7 +15,8 @@
 //!   50 ms later, the `SIGALRM` handler ends the process the same way.
 //!
 //! No thread watches: a process with a second thread pays for it in every system call (glibc's
-//! cancellation points, about 40 instructions each, 5 to 10 % of a keep-alive request).
+//! cancellation points, a few dozen instructions each, a noticeable share of a keep-alive
+//! request).
 //!
 //! Each running loop holds a [`Beat`]: when its current turn began (0 while it waits in its
 //! poll), stored at each end of the poll from the clock the turn reads anyway. The beats are

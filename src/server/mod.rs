@@ -10,6 +10,8 @@
 //!    the signal handlers look at (`crate::watch`: a second signal while stuck), with the cycle
 //!    count past which the turn is slow;
 //! 2. `dispatch` each event: record readiness and queue the connection, nothing else;
+//!    then `deliver_letters`: what responders on other threads posted reaches its connection
+//!    (checked against the connection's id, so a reused slot never gets another's letter);
 //! 3. `drive_ready`: each queued connection reads, answers and writes, within a budget;
 //! 4. `accept_pending`: take new connections while a look at the queue says more are there,
 //!    up to a batch and the cap; each is registered at once, or, while such looks find
@@ -21,7 +23,8 @@
 //! 6. `reap_closed`: the only place a connection leaves the slab;
 //! 7. `advance_stage`: act on signals, the shutdown handle, a successor's handover and the
 //!    clock, and finish the drain once nothing is left: the one place the stage moves;
-//! 8. `publish` the counters; return once the stage is done.
+//! 8. `publish` the counters; return once the stage is done; otherwise close the sockets the
+//!    drain let go of in this turn (`Parting`) and end the access log's turn.
 
 mod accept;
 pub(crate) mod stage;
