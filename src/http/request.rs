@@ -30,6 +30,94 @@ pub enum Version {
     Http11,
 }
 
+/// The accessors [`Request`] and [`OwnedRequest`] share, written once: each is derived from the
+/// few every request has (`target`, `header`, `body`, `param_raw`, and the fields `draining`
+/// and `client`). `$lt` is what the results borrow from: the connection's buffer (`'a`) or the
+/// owned request (`'_`).
+macro_rules! shared_accessors {
+    ($lt:lifetime) => {
+    /// The path of the target, still percent-encoded: the part before `?`. For an absolute-form
+    /// target (`http://host/x`) the part after the authority (`/x`, or `/` when empty).
+    pub fn path(&self) -> &$lt str {
+        path_of(self.target())
+    }
+
+    /// The query string after `?`, still percent-encoded, if any.
+    pub fn query(&self) -> Option<&$lt str> {
+        query_of(self.target())
+    }
+
+    /// The value of the first query parameter called `name`, decoded; `Some("")` for `?name`
+    /// without `=`. Borrowed from the request unless there was something to decode.
+    ///
+    /// The rule is the one browsers apply to `URLSearchParams` (WHATWG
+    /// `application/x-www-form-urlencoded`): `+` is a space, `%XX` a byte, a `%` not followed by
+    /// two hex digits stays as it is, and bytes that are not UTF-8 once decoded become U+FFFD.
+    /// So there is no error to handle; [`Request::query_param_raw`] has the text as sent, to
+    /// tell `%FF` from `%EF%BF%BD`. Names are decoded too.
+    ///
+    /// ```
+    /// # use quiesce::{Request, Version};
+    /// let req = Request::new("GET", "/search?q=caf%C3%A9+au+lait&page=2", Version::Http11, &[], b"");
+    /// assert_eq!(req.query_param("q").as_deref(), Some("café au lait"));
+    /// assert_eq!(req.query_param("page").and_then(|p| p.parse::<u32>().ok()), Some(2));
+    /// assert_eq!(req.query_param("sort"), None);
+    /// ```
+    pub fn query_param(&self, name: &str) -> Option<Cow<$lt, str>> {
+        query_param_of(self.target(), name)
+    }
+
+    /// The raw (still percent-encoded) value of the first query parameter called `name`, matched
+    /// by its raw name; `Some("")` for `?name` without `=`.
+    pub fn query_param_raw(&self, name: &str) -> Option<&$lt str> {
+        query_param_raw_of(self.target(), name)
+    }
+
+    /// Every query parameter in order, decoded as by [`Request::query_param`]; empty pairs
+    /// (`&&`) are skipped.
+    pub fn query_params(&self) -> impl Iterator<Item = (Cow<$lt, str>, Cow<$lt, str>)> + use<$lt> {
+        form_urlencoded::parse(self.query().unwrap_or("").as_bytes())
+    }
+
+    /// The value of the path parameter `name` of the route that matched (`{name}` or
+    /// `{*name}` in its pattern, see [`Router`](crate::Router)), percent-decoded as
+    /// [`Request::query_param`] is, but `+` stays a `+`; `None` outside a router or for a name
+    /// the pattern does not have.
+    pub fn param(&self, name: &str) -> Option<Cow<$lt, str>> {
+        self.param_raw(name).map(decode_path)
+    }
+
+    /// The value of the first header field called `name` (case-insensitive) as text; `None`
+    /// when there is none or when it is not UTF-8 (field values may carry other bytes: read
+    /// those with [`Request::header`]).
+    pub fn header_str(&self, name: &str) -> Option<&$lt str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The body as text: a [`BodyError`] (400) when it is not UTF-8.
+    pub fn body_text(&self) -> Result<&$lt str, BodyError> {
+        text_of(self.body())
+    }
+
+    /// True when the server is draining: this request will be answered, and it is the last
+    /// one on its connection unless more were already pipelined behind it.
+    pub fn server_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// The client's address (`0.0.0.0:0` for a request built with [`Request::new`]).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.client.addr
+    }
+
+    /// The id of the connection the request came on: unique for the server's lifetime, the
+    /// same as in its state changes (`StateChange::id`); 0 for a request built by hand.
+    pub fn connection_id(&self) -> u64 {
+        self.client.id
+    }
+    };
+}
+
 /// Who sent a request: its connection's id and the client's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Client {
@@ -143,56 +231,7 @@ impl<'a> Request<'a> {
         self.target
     }
 
-    /// The path of the target, still percent-encoded: the part before `?`. For an absolute-form
-    /// target (`http://host/x`) the part after the authority (`/x`, or `/` when empty).
-    pub fn path(&self) -> &'a str {
-        path_of(self.target)
-    }
-
-    /// The query string after `?`, still percent-encoded, if any.
-    pub fn query(&self) -> Option<&'a str> {
-        query_of(self.target)
-    }
-
-    /// The value of the first query parameter called `name`, decoded; `Some("")` for `?name`
-    /// without `=`. Borrowed from the request unless there was something to decode.
-    ///
-    /// The rule is the one browsers apply to `URLSearchParams` (WHATWG
-    /// `application/x-www-form-urlencoded`): `+` is a space, `%XX` a byte, a `%` not followed by
-    /// two hex digits stays as it is, and bytes that are not UTF-8 once decoded become U+FFFD.
-    /// So there is no error to handle; [`Request::query_param_raw`] has the text as sent, to
-    /// tell `%FF` from `%EF%BF%BD`. Names are decoded too.
-    ///
-    /// ```
-    /// # use quiesce::{Request, Version};
-    /// let req = Request::new("GET", "/search?q=caf%C3%A9+au+lait&page=2", Version::Http11, &[], b"");
-    /// assert_eq!(req.query_param("q").as_deref(), Some("café au lait"));
-    /// assert_eq!(req.query_param("page").and_then(|p| p.parse::<u32>().ok()), Some(2));
-    /// assert_eq!(req.query_param("sort"), None);
-    /// ```
-    pub fn query_param(&self, name: &str) -> Option<Cow<'a, str>> {
-        query_param_of(self.target, name)
-    }
-
-    /// The raw (still percent-encoded) value of the first query parameter called `name`, matched
-    /// by its raw name; `Some("")` for `?name` without `=`.
-    pub fn query_param_raw(&self, name: &str) -> Option<&'a str> {
-        query_param_raw_of(self.target, name)
-    }
-
-    /// Every query parameter in order, decoded as by [`Request::query_param`]; empty pairs
-    /// (`&&`) are skipped.
-    pub fn query_params(&self) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + use<'a> {
-        form_urlencoded::parse(self.query().unwrap_or("").as_bytes())
-    }
-
-    /// The value of the path parameter `name` of the route that matched (`{name}` or
-    /// `{*name}` in its pattern, see [`Router`](crate::Router)), percent-decoded as
-    /// [`Request::query_param`] is, but `+` stays a `+`; `None` outside a router or for a name
-    /// the pattern does not have.
-    pub fn param(&self, name: &str) -> Option<Cow<'a, str>> {
-        self.param_raw(name).map(decode_path)
-    }
+    shared_accessors!('a);
 
     /// The path parameter `name` as it was in the path, still percent-encoded.
     pub fn param_raw(&self, name: &str) -> Option<&'a str> {
@@ -214,13 +253,6 @@ impl<'a> Request<'a> {
         self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
     }
 
-    /// The value of the first header field called `name` (case-insensitive) as text; `None`
-    /// when there is none or when it is not UTF-8 (field values may carry other bytes: read
-    /// those with [`Request::header`]).
-    pub fn header_str(&self, name: &str) -> Option<&'a str> {
-        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
-    }
-
     /// Every header field in order, as (name, value).
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + '_ {
         self.headers.iter().map(|h| (h.name, h.value))
@@ -229,11 +261,6 @@ impl<'a> Request<'a> {
     /// The complete request body (empty when there is none).
     pub fn body(&self) -> &'a [u8] {
         self.body
-    }
-
-    /// The body as text: a [`BodyError`] (400) when it is not UTF-8.
-    pub fn body_text(&self) -> Result<&'a str, BodyError> {
-        text_of(self.body)
     }
 
     /// The body parsed as JSON into `T` (feature `json`), which may borrow from the body.
@@ -261,27 +288,10 @@ impl<'a> Request<'a> {
         json_of(self.header("content-type"), self.body)
     }
 
-    /// True when the server is draining: this request will be answered, and it is the last
-    /// one on its connection unless more were already pipelined behind it.
-    pub fn server_draining(&self) -> bool {
-        self.draining
-    }
-
-    /// The client's address (`0.0.0.0:0` for a request built with [`Request::new`]).
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.client.addr
-    }
-
     /// The TLS session the request came over (version, cipher suite, ALPN, SNI); `None` over
     /// plain HTTP.
     pub fn tls(&self) -> Option<&TlsInfo> {
         self.tls.map(|tls| &**tls)
-    }
-
-    /// The id of the connection the request came on: unique for the server's lifetime, the
-    /// same as in its state changes (`StateChange::id`); 0 for a request built by hand.
-    pub fn connection_id(&self) -> u64 {
-        self.client.id
     }
 
     /// A copy that owns its bytes, to take to another thread: two allocations, one for the
@@ -356,6 +366,8 @@ pub struct OwnedRequest {
 }
 
 impl OwnedRequest {
+    shared_accessors!('_);
+
     /// See [`Request::method`].
     pub fn method(&self) -> &str {
         &self.text[..self.method]
@@ -364,36 +376,6 @@ impl OwnedRequest {
     /// See [`Request::target`].
     pub fn target(&self) -> &str {
         &self.text[self.method..self.target]
-    }
-
-    /// See [`Request::path`].
-    pub fn path(&self) -> &str {
-        path_of(self.target())
-    }
-
-    /// See [`Request::query`].
-    pub fn query(&self) -> Option<&str> {
-        query_of(self.target())
-    }
-
-    /// See [`Request::query_param`].
-    pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
-        query_param_of(self.target(), name)
-    }
-
-    /// See [`Request::query_param_raw`].
-    pub fn query_param_raw(&self, name: &str) -> Option<&str> {
-        query_param_raw_of(self.target(), name)
-    }
-
-    /// See [`Request::query_params`].
-    pub fn query_params(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> + '_ {
-        form_urlencoded::parse(self.query().unwrap_or("").as_bytes())
-    }
-
-    /// See [`Request::param`].
-    pub fn param(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.param_raw(name).map(decode_path)
     }
 
     /// See [`Request::param_raw`].
@@ -416,11 +398,6 @@ impl OwnedRequest {
         self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, value)| value)
     }
 
-    /// See [`Request::header_str`].
-    pub fn header_str(&self, name: &str) -> Option<&str> {
-        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
-    }
-
     /// See [`Request::headers`].
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         self.fields.iter().map(|(name, value)| (&self.text[name.clone()], &self.data[value.clone()]))
@@ -431,36 +408,15 @@ impl OwnedRequest {
         &self.data[self.body..]
     }
 
-    /// See [`Request::body_text`].
-    pub fn body_text(&self) -> Result<&str, BodyError> {
-        text_of(self.body())
-    }
-
     /// See [`Request::json`] (feature `json`).
     #[cfg(feature = "json")]
     pub fn json<'de, T: serde::Deserialize<'de>>(&'de self) -> Result<T, BodyError> {
         json_of(self.header("content-type"), self.body())
     }
 
-    /// Whether the server was draining when the request arrived (see
-    /// [`Request::server_draining`]).
-    pub fn server_draining(&self) -> bool {
-        self.draining
-    }
-
-    /// See [`Request::peer_addr`].
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.client.addr
-    }
-
     /// See [`Request::tls`].
     pub fn tls(&self) -> Option<&TlsInfo> {
         self.tls.as_deref()
-    }
-
-    /// See [`Request::connection_id`].
-    pub fn connection_id(&self) -> u64 {
-        self.client.id
     }
 }
 
