@@ -14,6 +14,16 @@ if grep -rlE '\[<code>[^<]*</code>\]' "$target/doc/quiesce" >/dev/null; then
     exit 1
 fi
 
+# docs.rs's features: the binary's demo routes (feature demo) and the in-memory harness (feature
+# harness) are not part of the library's surface.
+# (The crate's index, rewritten by every build; a module's directory may be left from another.)
+for module in app harness; do
+    if grep -q "href=\"$module/index.html\"" "$target/doc/quiesce/index.html"; then
+        echo "error: quiesce::$module is in the library's documentation without its feature" >&2
+        exit 1
+    fi
+done
+
 echo "== the library alone (default-features = false) compiles the core crates only"
 cargo check --lib --no-default-features --quiet
 tree=$(cargo tree --no-default-features --edges normal --prefix none --format '{p}')
