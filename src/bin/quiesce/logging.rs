@@ -48,6 +48,19 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// Every format, as `--log-format` names them.
+    pub const ALL: [LogFormat; 2] = [LogFormat::Text, LogFormat::Json];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// Where the lines go: the journal keeps its own time and reads priorities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sink {
