@@ -51,7 +51,7 @@ const MAX_QUEUED: usize = 4 * 1024 * 1024;
 
 /// Where the lines go.
 #[derive(Debug, Clone)]
-pub enum Sink {
+pub enum Destination {
     /// A regular file: each worker writes its buffer itself, once per turn.
     File(Arc<File>),
     /// A pipe, a socket, a terminal: one thread writes, the loops hand it their buffers.
@@ -61,7 +61,7 @@ pub enum Sink {
 /// Opens the access log's destination: `-` is stdout, anything else a file opened for
 /// appending (created with mode 0640). A destination that is not a regular file gets the
 /// writer thread.
-pub fn open(path: &str) -> io::Result<Sink> {
+pub fn open(path: &str) -> io::Result<Destination> {
     let file = if path == "-" {
         use std::os::fd::AsFd;
         File::from(io::stdout().as_fd().try_clone_to_owned()?)
@@ -69,17 +69,17 @@ pub fn open(path: &str) -> io::Result<Sink> {
         OpenOptions::new().append(true).create(true).mode(0o640).open(path)?
     };
     if file.metadata()?.file_type().is_file() {
-        Ok(Sink::File(Arc::new(file)))
+        Ok(Destination::File(Arc::new(file)))
     } else {
-        Ok(Sink::Thread(Handoff::open(file, LogStream::Access, MAX_QUEUED, "quiesce-access-log")))
+        Ok(Destination::Thread(Handoff::open(file, LogStream::Access, MAX_QUEUED, "quiesce-access-log")))
     }
 }
 
-impl Sink {
+impl Destination {
     /// The server stopped: waits (until `deadline` at most) for the writer thread to write
     /// what it holds, and says what it could not. A regular file has nothing left by then.
     pub fn finish(&self, deadline: Instant) {
-        if let Sink::Thread(handoff) = self {
+        if let Destination::Thread(handoff) = self {
             let left = handoff.finish(deadline);
             if left > 0 {
                 warn!("access log: {left} bytes not written: the destination stopped taking them");
@@ -91,7 +91,7 @@ impl Sink {
 /// One worker's access log.
 #[derive(Debug)]
 pub struct Writer {
-    out: Sink,
+    out: Destination,
     format: LogFormat,
     /// Lines not written yet.
     buf: Vec<u8>,
@@ -104,7 +104,7 @@ pub struct Writer {
 
 impl Writer {
     /// A writer to `out` (shared by the workers) in `format`.
-    pub fn new(out: Sink, format: LogFormat) -> Writer {
+    pub fn new(out: Destination, format: LogFormat) -> Writer {
         Writer { out, format, buf: Vec::with_capacity(WRITE_AT), clock: Clock::default(), ip: None, lost: 0 }
     }
 
@@ -205,7 +205,7 @@ impl Writer {
         }
         let health = LogHealth::global();
         match &self.out {
-            Sink::File(file) => match write_whole(file, &mut self.buf) {
+            Destination::File(file) => match write_whole(file, &mut self.buf) {
                 Ok(()) => wrote(),
                 Err(e) => {
                     let lines = lines_in(&self.buf);
@@ -216,7 +216,7 @@ impl Writer {
                     losing(|| format!("{e}; lines are lost until writing works again"));
                 }
             },
-            Sink::Thread(handoff) => match handoff.give(&mut self.buf) {
+            Destination::Thread(handoff) => match handoff.give(&mut self.buf) {
                 Ok(()) => wrote(),
                 // (Counted by the hand-over.)
                 Err(lines) => {
@@ -447,7 +447,7 @@ mod tests {
 
     fn line(format: LogFormat, record: &AccessRecord<'_>) -> String {
         let file = Arc::new(tempfile());
-        let mut writer = Writer::new(Sink::File(file), format);
+        let mut writer = Writer::new(Destination::File(file), format);
         writer.push_line(record, at());
         String::from_utf8(writer.buf.clone()).unwrap()
     }
@@ -551,7 +551,7 @@ mod tests {
     #[test]
     fn a_turn_ends_with_one_write_of_every_line() {
         let file = Arc::new(tempfile());
-        let mut writer = Writer::new(Sink::File(Arc::clone(&file)), LogFormat::Text);
+        let mut writer = Writer::new(Destination::File(Arc::clone(&file)), LogFormat::Text);
         for _ in 0..3 {
             writer.record(&record("GET", "/", Some(Version::Http11)));
         }
@@ -568,7 +568,7 @@ mod tests {
     #[test]
     fn what_is_buffered_when_the_server_lets_go_is_written() {
         let file = Arc::new(tempfile());
-        let mut writer = Writer::new(Sink::File(Arc::clone(&file)), LogFormat::Text);
+        let mut writer = Writer::new(Destination::File(Arc::clone(&file)), LogFormat::Text);
         writer.record(&record("GET", "/last", Some(Version::Http11)));
         drop(writer);
         let mut text = String::new();
@@ -585,7 +585,7 @@ mod tests {
         let (reader, pipe) = std::io::pipe().unwrap();
         let file = File::from(std::os::fd::OwnedFd::from(pipe));
         let handoff = Handoff::open(file, LogStream::Access, MAX_QUEUED, "test");
-        let mut writer = Writer::new(Sink::Thread(Arc::clone(&handoff)), LogFormat::Text);
+        let mut writer = Writer::new(Destination::Thread(Arc::clone(&handoff)), LogFormat::Text);
         let record = record("GET", "/plaintext", Some(Version::Http11));
         let mut turns = 0;
         while writer.lost == 0 {
