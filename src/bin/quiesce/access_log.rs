@@ -328,25 +328,11 @@ impl AccessLog for Writer {
 
 /// Appends each label followed by its number.
 fn push_numbers(out: &mut Vec<u8>, labels: [&[u8]; 4], numbers: [u64; 4]) {
+    let mut digits = itoa::Buffer::new();
     for (label, n) in labels.into_iter().zip(numbers) {
         out.extend_from_slice(label);
-        push_u64(out, n);
+        out.extend_from_slice(digits.format(n).as_bytes());
     }
-}
-
-/// Appends `n` in decimal (the library's own formatter is private to it).
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Appends milliseconds as three digits.
@@ -379,21 +365,58 @@ impl Clock {
         let second = since.as_secs();
         if self.second != Some(second) {
             self.second = Some(second);
-            // `2026-11-30T10:28:27Z`
-            let text =
-                humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(second)).to_string();
-            self.rfc3339 = text.trim_end_matches('Z').to_owned();
-            let (date, time) = self.rfc3339.split_once('T').unwrap_or(("1970-01-01", "00:00:00"));
-            let mut parts = date.split('-');
-            let (year, month, day) =
-                (parts.next().unwrap_or("1970"), parts.next().unwrap_or("01"), parts.next().unwrap_or("01"));
+            let t = Utc::from_unix(second);
             const MONTHS: [&str; 12] =
                 ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-            let month = month.parse::<usize>().ok().and_then(|m| MONTHS.get(m.wrapping_sub(1))).unwrap_or(&"Jan");
-            self.clf = format!("{day}/{month}/{year}:{time} +0000");
+            let month = MONTHS[(t.month - 1) as usize];
+            let (y, mo, d, h, mi, s) = (t.year, t.month, t.day, t.hour, t.minute, t.second);
+            self.clf.clear();
+            let _ = write!(self.clf, "{d:02}/{month}/{y}:{h:02}:{mi:02}:{s:02} +0000");
+            self.rfc3339.clear();
+            let _ = write!(self.rfc3339, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
         }
         self.millis = since.subsec_millis();
         Stamp { clf: &self.clf, rfc3339: &self.rfc3339, millis: self.millis }
+    }
+}
+
+/// A second since the Unix epoch as a date and time of day in UTC (the proleptic Gregorian
+/// calendar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Utc {
+    year: u64,
+    /// 1 to 12.
+    month: u32,
+    /// 1 to 31.
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+}
+
+impl Utc {
+    /// Howard Hinnant's `civil_from_days` (chrono-compatible low-level date algorithms), for days
+    /// on or after 1970-01-01: counted in 400-year eras from 0000-03-01, so that the leap day
+    /// ends each year.
+    fn from_unix(secs: u64) -> Utc {
+        let (days, of_day) = (secs / 86_400, secs % 86_400);
+        let from_march_0000 = days + 719_468;
+        let era = from_march_0000 / 146_097;
+        let day_of_era = from_march_0000 % 146_097;
+        let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let month_from_march = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+        let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+        let year = era * 400 + year_of_era + u64::from(month <= 2);
+        Utc {
+            year,
+            month: month as u32,
+            day: day as u32,
+            hour: (of_day / 3_600) as u32,
+            minute: (of_day / 60 % 60) as u32,
+            second: (of_day % 60) as u32,
+        }
     }
 }
 
@@ -528,14 +551,39 @@ mod tests {
     fn numbers_by_hand() {
         for n in [0, 7, 10, 999, 1000, u64::MAX] {
             let mut out = Vec::new();
-            push_u64(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes());
+            push_numbers(&mut out, [b" ", b" ", b" ", b" "], [n, 0, 1, n]);
+            assert_eq!(out, format!(" {n} 0 1 {n}").into_bytes());
         }
         for (ms, text) in [(0, "000"), (7, "007"), (45, "045"), (999, "999")] {
             let mut out = Vec::new();
             push_millis(&mut out, ms);
             assert_eq!(out, text.as_bytes());
         }
+    }
+
+    #[test]
+    fn dates_agree_with_the_calendar() {
+        // Each against humantime's RFC 3339 rendering: the epoch, leap days (2000 is a leap
+        // year, 2100 is not), year ends, and a day in every month for two centuries.
+        let mut seconds = vec![0, 59, 86_399, 86_400, 951_782_400, 951_868_799, 978_307_199, 4_107_542_400];
+        seconds.extend((0..2_500).map(|i| i * 2_629_743 + i % 86_400));
+        for second in seconds {
+            let humantime = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second)).to_string();
+            let mut clock = Clock::default();
+            let stamp = clock.at(UNIX_EPOCH + Duration::from_secs(second));
+            assert_eq!(format!("{}Z", stamp.rfc3339), humantime, "{second}");
+            let t = Utc::from_unix(second);
+            let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+                [t.month as usize - 1];
+            let clf = format!("{:02}/{month}/{}:{} +0000", t.day, t.year, &humantime[11..19]);
+            assert_eq!(stamp.clf, clf, "{second}");
+        }
+        assert_eq!(
+            Utc::from_unix(951_782_400),
+            Utc { year: 2000, month: 2, day: 29, hour: 0, minute: 0, second: 0 },
+            "2000-02-29"
+        );
+        assert_eq!(Utc::from_unix(4_107_542_400).month, 3, "2100 has no 29 February");
     }
 
     #[test]
