@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo doc (warnings are errors), with the json feature as docs.rs builds it"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features json --quiet
+echo "== cargo doc (warnings are errors), with the features docs.rs builds with (json, tls)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --no-default-features --features json,tls --quiet
 # rustdoc leaves a link it cannot resolve to another crate as literal brackets, silently.
 target=${CARGO_TARGET_DIR:-target}
 [ -f "$target/doc/quiesce/index.html" ] || { echo "error: no rendered docs in $target/doc/quiesce" >&2; exit 1; }
@@ -14,8 +14,8 @@ if grep -rlE '\[<code>[^<]*</code>\]' "$target/doc/quiesce" >/dev/null; then
     exit 1
 fi
 
-# docs.rs's features: the binary's demo routes (feature demo) and the in-memory harness (feature
-# harness) are not part of the library's surface.
+# The binary's demo routes (feature demo) and the in-memory harness (feature harness) are not
+# part of the library's surface.
 # (The crate's index, rewritten by every build; a module's directory may be left from another.)
 for module in app harness; do
     if grep -q "href=\"$module/index.html\"" "$target/doc/quiesce/index.html"; then
