@@ -30,7 +30,7 @@ OURS = [
     (r"src/http/(response|date)\.rs$", "encode"),
     (r"src/http/", "parse"),
     (r"src/(app/|handler\.rs|router\.rs)", "route"),
-    (r"src/(server/|timer\.rs|counters\.rs|process/|main\.rs)", "loop"),
+    (r"src/(server/|timer\.rs|counters\.rs|process/|bin/quiesce/main\.rs)", "loop"),
     (r"src/", "connection"),
 ]
 

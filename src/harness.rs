@@ -1,6 +1,8 @@
 //! An in-memory driver for one `Connection`: the fuzz targets, the benchmarks and the
 //! allocation test push bytes through the real state machine with no socket and no `Poll`, and
-//! with a clock they control. Not a stable API: hidden from the docs.
+//! with a clock they control. Not a stable API: hidden from the docs, and public only with the
+//! `harness` feature. Without it, only what [`TestClient`](crate::testing::TestClient) runs on
+//! is compiled (the connection, its pipe and the steps the client takes).
 
 use std::cell::Cell;
 use std::io::{self, Read, Write};
@@ -8,11 +10,16 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::ServerConfig;
-use crate::connection::{Connection, Draining, Env, Transport};
+#[cfg(feature = "harness")]
+use crate::connection::Draining;
+use crate::connection::{Connection, Env, Transport};
 use crate::counters::ConnState;
 use crate::handler::Handler;
-use crate::http::body::BodyDecoder;
-use crate::http::head::{BodyKind, HeadLimits, HeadScan, HeadStep, whole_head_len};
+#[cfg(feature = "harness")]
+use crate::http::{
+    body::BodyDecoder,
+    head::{BodyKind, HeadLimits, HeadScan, HeadStep, whole_head_len},
+};
 use crate::responder::{Letter, LoopThread, Mailbox};
 use crate::shutdown::DrainNotice;
 use crate::timer::Tick;
@@ -186,6 +193,7 @@ impl MemoryConnection {
     }
 
     /// The client shuts down its write side.
+    #[cfg(feature = "harness")]
     pub fn send_eof(&mut self) {
         self.conn.stream_mut().eof = true;
         self.conn.on_ready(true, false, true);
@@ -194,6 +202,7 @@ impl MemoryConnection {
 
     /// How many bytes each server `write` may take (`None`: all; `Some(0)`: the client stopped
     /// reading). Raising it lets the server write again.
+    #[cfg(feature = "harness")]
     pub fn set_write_limit(&mut self, limit: Option<usize>) {
         self.conn.stream_mut().write_limit = limit;
         self.conn.on_ready(false, true, false);
@@ -225,11 +234,13 @@ impl MemoryConnection {
 
     /// Delivers what responders (on any thread) posted since the last step, and drives the
     /// connection: what the server does when its waker fires.
+    #[cfg(feature = "harness")]
     pub fn deliver(&mut self) {
         self.drive();
     }
 
     /// Starts a graceful drain, as the server does for each connection.
+    #[cfg(feature = "harness")]
     pub fn begin_drain(&mut self) {
         self.env.draining = Draining::Now;
         self.env.drain.begin();
@@ -238,6 +249,7 @@ impl MemoryConnection {
     }
 
     /// Records every answered request in `log`, as [`Server::set_access_log`](crate::Server::set_access_log).
+    #[cfg(feature = "harness")]
     pub fn set_access_log(&mut self, log: impl crate::AccessLog + 'static) {
         self.env.access = Some(Box::new(log));
     }
@@ -253,11 +265,13 @@ impl MemoryConnection {
     }
 
     /// Clears what the server has written, keeping the allocation (for allocation counting).
+    #[cfg(feature = "harness")]
     pub fn clear_output(&mut self) {
         self.conn.stream_mut().output.clear();
     }
 
     /// The lifecycle state.
+    #[cfg(feature = "harness")]
     pub fn state(&self) -> ConnState {
         self.conn.state()
     }
@@ -268,6 +282,7 @@ impl MemoryConnection {
     }
 
     /// True once the drain closed the connection while it was idle (without reading more).
+    #[cfg(feature = "harness")]
     pub fn closed_by_drain(&self) -> bool {
         self.conn.close_reason() == Some(crate::connection::CloseReason::Drain)
     }
@@ -320,7 +335,9 @@ impl MemoryConnection {
     }
 }
 
+#[cfg(feature = "harness")]
 /// The limits the harness reads heads with: the server's defaults, with `max_headers`.
+#[cfg(feature = "harness")]
 fn limits(max_headers: usize) -> HeadLimits {
     let config = ServerConfig::DEFAULT;
     HeadLimits { max_head_bytes: config.max_head_bytes, max_uri_bytes: config.max_uri_bytes, max_headers }
@@ -328,6 +345,7 @@ fn limits(max_headers: usize) -> HeadLimits {
 
 /// Limits a head is read with, for the `_within` functions (the server takes them from
 /// [`ServerConfig`]).
+#[cfg(feature = "harness")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Most header fields (431 above).
@@ -338,6 +356,7 @@ pub struct Limits {
     pub max_head_bytes: usize,
 }
 
+#[cfg(feature = "harness")]
 impl From<Limits> for HeadLimits {
     fn from(l: Limits) -> HeadLimits {
         HeadLimits { max_head_bytes: l.max_head_bytes, max_uri_bytes: l.max_uri_bytes, max_headers: l.max_headers }
@@ -349,15 +368,18 @@ impl From<Limits> for HeadLimits {
 /// server's default limits, after the empty lines the connection skips before a request. Returns
 /// the length of both together, or the status the server answers; a head that is not complete
 /// in `data` is a 400, as at the end of a connection.
+#[cfg(feature = "harness")]
 pub fn parse_request_head(data: &[u8], max_headers: usize) -> Result<usize, u16> {
     careful(data, limits(max_headers))
 }
 
 /// [`parse_request_head`] under `limits`.
+#[cfg(feature = "harness")]
 pub fn parse_request_head_within(data: &[u8], limits: Limits) -> Result<usize, u16> {
     careful(data, limits.into())
 }
 
+#[cfg(feature = "harness")]
 fn careful(data: &[u8], limits: HeadLimits) -> Result<usize, u16> {
     let mut data = data.to_vec();
     match HeadScan::default().next_careful(&mut data, limits, |_, _| ()) {
@@ -372,11 +394,13 @@ fn careful(data: &[u8], limits: HeadLimits) -> Result<usize, u16> {
 /// `None` when the head is incomplete or invalid, and the connection takes the careful path
 /// ([`parse_request_head`]) instead. Whenever this says `Some(len)`, the careful path must say
 /// `Ok(len)`.
+#[cfg(feature = "harness")]
 pub fn parse_request_prefix(data: &[u8], max_headers: usize) -> Option<usize> {
     whole_head_len(data, limits(max_headers))
 }
 
 /// [`parse_request_prefix`] under `limits`.
+#[cfg(feature = "harness")]
 pub fn parse_request_prefix_within(data: &[u8], limits: Limits) -> Option<usize> {
     whole_head_len(data, limits.into())
 }
@@ -384,6 +408,7 @@ pub fn parse_request_prefix_within(data: &[u8], limits: Limits) -> Option<usize>
 /// Decodes the chunked body at the start of `data` in place, as the connection does, feeding it
 /// in the pieces `splits` gives (each a length; the rest goes last). Returns the decoded body,
 /// `Ok(None)` when it is incomplete, or the status the server would answer.
+#[cfg(feature = "harness")]
 pub fn decode_chunked(data: &[u8], splits: &[usize], max_body_bytes: u64) -> Result<Option<Vec<u8>>, u16> {
     let mut decoder = BodyDecoder::for_head(BodyKind::Chunked, max_body_bytes).map_err(|e| e.status())?;
     let mut buf: Vec<u8> = Vec::new();
@@ -407,7 +432,7 @@ pub fn decode_chunked(data: &[u8], splits: &[usize], max_body_bytes: u64) -> Res
 /// client sent, and read after each as the connection reads. Whatever the bytes, this ends (a
 /// protocol error, or all of them taken) and never panics; a client's plaintext comes out only
 /// after a handshake completed.
-#[cfg(feature = "tls")]
+#[cfg(all(feature = "harness", feature = "tls"))]
 pub fn tls_read(data: &[u8]) {
     use std::sync::OnceLock;
     static CONFIG: OnceLock<crate::tls::TlsConfig> = OnceLock::new();

@@ -63,14 +63,18 @@
 //!
 //! # Features
 //!
-//! `cli` (on by default) builds the `quiesce` binary and compiles what only it needs (command
-//! line, log output). As a library, depend on it with `default-features = false`: then only the
-//! core crates are compiled (mio, signal-hook, httparse, slab and a few small helpers). `json`
-//! (off by default) adds `serde` and `serde_json` for JSON bodies (in [`testing`]:
-//! `TestResponse::json`, `TestRequest::json`).
+//! `cli` (on by default) builds the `quiesce` binary (its code lives apart, in
+//! `src/bin/quiesce/`: command line, log output, the access-log writer) and turns on `demo`,
+//! the routes it serves (`quiesce::app`). As a library, depend on it with
+//! `default-features = false`: then only the library and the core crates are compiled (mio,
+//! signal-hook, httparse, slab and a few small helpers). `json` (off by default) adds `serde`
+//! and `serde_json` for JSON bodies (in [`testing`]: `TestResponse::json`, `TestRequest::json`).
+//! `harness` exposes the in-memory connection and the parser to the fuzz targets and benches
+//! (hidden, not a stable API); `tls` (on by default) is HTTPS.
 #![deny(missing_docs)]
 
 mod access;
+#[cfg(feature = "demo")]
 pub mod app;
 pub mod blocking;
 mod config;
@@ -79,8 +83,13 @@ mod counters;
 mod error;
 pub mod errors;
 mod handler;
+// The in-memory connection is `testing::TestClient`'s engine, so it is always compiled; what
+// only the fuzz targets and benches use, and the module's being public, come with `harness`.
+#[cfg(feature = "harness")]
 #[doc(hidden)]
 pub mod harness;
+#[cfg(not(feature = "harness"))]
+mod harness;
 mod http;
 mod listen;
 pub mod metrics;

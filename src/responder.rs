@@ -209,7 +209,7 @@ struct Binding {
 
 /// The answer as the producer left it.
 #[derive(Debug)]
-enum Answer {
+enum Produced {
     /// Nothing yet.
     Pending,
     /// A whole response.
@@ -258,7 +258,7 @@ struct State {
     binding: Option<Binding>,
     /// A letter is on its way, or the loop has been told and has not looked yet.
     posted: bool,
-    answer: Answer,
+    answer: Produced,
     /// Producers waiting in [`Stream::send`] for room.
     waiting: usize,
 }
@@ -291,7 +291,7 @@ pub(crate) enum Taken {
 
 impl Exchange {
     fn new() -> Exchange {
-        let state = State { binding: None, posted: false, answer: Answer::Pending, waiting: 0 };
+        let state = State { binding: None, posted: false, answer: Produced::Pending, waiting: 0 };
         Exchange {
             state: Mutex::new(state),
             room: Condvar::new(),
@@ -309,7 +309,7 @@ impl Exchange {
     }
 
     /// Changes the answer with `change` (unless the connection is gone) and tells the loop.
-    fn update<R>(&self, change: impl FnOnce(&mut Answer) -> R) -> Result<R, Gone> {
+    fn update<R>(&self, change: impl FnOnce(&mut Produced) -> R) -> Result<R, Gone> {
         let mut state = lock(&self.state);
         if self.is_closed() {
             return Err(Gone);
@@ -325,7 +325,7 @@ impl Exchange {
         let _ = self.drain.set(drain);
         let mut state = lock(&self.state);
         state.binding = Some(Binding { mailbox, letter });
-        let news = !matches!(state.answer, Answer::Pending);
+        let news = !matches!(state.answer, Produced::Pending);
         state.posted = news;
         news
     }
@@ -335,14 +335,14 @@ impl Exchange {
         let mut state = lock(&self.state);
         state.posted = false;
         match &mut state.answer {
-            Answer::Pending | Answer::Taken | Answer::Complete => Taken::Nothing,
-            Answer::Dropped => Taken::Dropped,
-            Answer::Stream { head, sized, .. } => {
+            Produced::Pending | Produced::Taken | Produced::Complete => Taken::Nothing,
+            Produced::Dropped => Taken::Dropped,
+            Produced::Stream { head, sized, .. } => {
                 let declared = sized.map(|sized| sized.declared);
                 head.take().map_or(Taken::Nothing, |head| Taken::StreamHead(head, declared))
             }
-            answer @ Answer::Whole(_) => match std::mem::replace(answer, Answer::Taken) {
-                Answer::Whole(response) => Taken::Whole(response),
+            answer @ Produced::Whole(_) => match std::mem::replace(answer, Produced::Taken) {
+                Produced::Whole(response) => Taken::Whole(response),
                 _ => Taken::Nothing,
             },
         }
@@ -355,7 +355,7 @@ impl Exchange {
         let mut state = lock(&self.state);
         state.posted = false;
         let waiting = state.waiting > 0;
-        let Answer::Stream { body, end, .. } = &mut state.answer else { return (End::Abandoned, 0) };
+        let Produced::Stream { body, end, .. } = &mut state.answer else { return (End::Abandoned, 0) };
         let taken = body.len();
         if !body.is_empty() {
             if chunked {
@@ -386,16 +386,16 @@ impl Exchange {
     /// The connection is gone, or takes nothing more: producers are told, and what they left
     /// is dropped.
     pub(crate) fn close(&self) {
-        self.end_as(Answer::Taken);
+        self.end_as(Produced::Taken);
     }
 
     /// A stream's head was its whole response (no body for HEAD, 204, 304): closed, and
     /// [`Stream::finish`] succeeds.
     pub(crate) fn complete(&self) {
-        self.end_as(Answer::Complete);
+        self.end_as(Produced::Complete);
     }
 
-    fn end_as(&self, last: Answer) {
+    fn end_as(&self, last: Produced) {
         let mut state = lock(&self.state);
         // Under the lock, with the answer: `finish` sees both or neither.
         self.closed.store(true, Ordering::Release);
@@ -490,7 +490,7 @@ impl Responder {
     pub fn send(mut self, mut response: Response) -> Result<(), Gone> {
         self.answered = true;
         disconnect(&mut response);
-        self.exchange.update(|answer| *answer = Answer::Whole(response))
+        self.exchange.update(|answer| *answer = Produced::Whole(response))
     }
 
     /// Starts a streamed response: `head` (its status, headers and content type; its body, if
@@ -528,7 +528,7 @@ impl Responder {
         disconnect(&mut head);
         let first = std::mem::take(head.body_mut());
         self.exchange
-            .update(|answer| *answer = Answer::Stream { head: Some(head), body: first, end: End::Open, sized })?;
+            .update(|answer| *answer = Produced::Stream { head: Some(head), body: first, end: End::Open, sized })?;
         Ok(Stream { exchange: Arc::clone(&self.exchange), done: false })
     }
 
@@ -557,8 +557,8 @@ impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
             let _ = self.exchange.update(|answer| {
-                if matches!(answer, Answer::Pending) {
-                    *answer = Answer::Dropped;
+                if matches!(answer, Produced::Pending) {
+                    *answer = Produced::Dropped;
                 }
             });
         }
@@ -633,14 +633,14 @@ impl Stream {
         self.done = true;
         let mut state = lock(&self.exchange.state);
         let result = match &mut state.answer {
-            Answer::Complete => return Ok(()),
+            Produced::Complete => return Ok(()),
             _ if self.exchange.is_closed() => return Err(StreamError::Gone),
-            Answer::Stream { end, sized: Some(sized), .. } if !sized.is_complete() => {
+            Produced::Stream { end, sized: Some(sized), .. } if !sized.is_complete() => {
                 let Sized { declared, sent } = *sized;
                 *end = End::Short { declared, sent };
                 Err(StreamError::Short { declared, sent })
             }
-            Answer::Stream { end, .. } => {
+            Produced::Stream { end, .. } => {
                 *end = End::Finished;
                 Ok(())
             }
@@ -676,19 +676,19 @@ enum Push {
 
 /// Appends `piece` to the stream's body if it fits (a piece larger than the buffer goes alone,
 /// into an empty one), or in any case when `anyway`; never past a declared length.
-fn push_piece(answer: &mut Answer, piece: &[u8], anyway: bool) -> Push {
+fn push_piece(answer: &mut Produced, piece: &[u8], anyway: bool) -> Push {
     match answer {
-        Answer::Stream { sized: Some(Sized { declared, sent }), .. }
+        Produced::Stream { sized: Some(Sized { declared, sent }), .. }
             if piece.len() as u64 > declared.saturating_sub(*sent) =>
         {
             Push::TooLong { declared: *declared, sent: *sent }
         }
-        Answer::Stream { body, .. }
+        Produced::Stream { body, .. }
             if !anyway && body.len() + piece.len() > STREAM_BUFFER_BYTES && !body.is_empty() =>
         {
             Push::Wait
         }
-        Answer::Stream { body, sized, .. } => {
+        Produced::Stream { body, sized, .. } => {
             body.extend_from_slice(piece);
             if let Some(sized) = sized {
                 sized.sent += piece.len() as u64;
@@ -705,7 +705,7 @@ impl Drop for Stream {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.exchange.update(|answer| {
-                if let Answer::Stream { end: end @ End::Open, sized, .. } = answer {
+                if let Produced::Stream { end: end @ End::Open, sized, .. } = answer {
                     // A declared length all sent is a complete body: nothing to cut.
                     *end = if sized.is_some_and(|sized| sized.is_complete()) { End::Finished } else { End::Abandoned };
                 }

@@ -64,6 +64,7 @@ impl HeadScan {
 
     /// [`HeadScan::next`] without ever parsing a head the fast way (as if it had arrived whole):
     /// for the harness, whose fuzz target checks that the two ways agree.
+    #[cfg(feature = "harness")]
     pub(crate) fn next_careful<R>(
         &mut self,
         data: &mut [u8],
@@ -140,6 +141,7 @@ impl HeadScan {
 
 /// The length of the complete, valid head at the start of `data`, parsed the fast way (as it
 /// arrived whole), or `None` when it is incomplete or invalid and the careful path must judge.
+#[cfg(feature = "harness")]
 pub(crate) fn whole_head_len(data: &[u8], limits: HeadLimits) -> Option<usize> {
     let skip = leading_empty_lines(data);
     let mut slots: Slots<'_> = [const { MaybeUninit::uninit() }; HEADER_SLOTS];

@@ -48,9 +48,23 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where the lines go: the journal keeps its own time and reads priorities.
+impl LogFormat {
+    /// Every format, as `--log-format` names them.
+    pub const ALL: [LogFormat; 2] = [LogFormat::Text, LogFormat::Json];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// What stderr is: a plain stream (a terminal, a file, a pipe), or the journal's, which keeps
+/// its own time and reads priorities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sink {
+enum Stderr {
     Plain,
     Journal,
 }
@@ -59,14 +73,14 @@ enum Sink {
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
     format: LogFormat,
-    sink: Sink,
+    stderr: Stderr,
 }
 
 impl Output {
     /// `format`, to wherever stderr is connected.
     pub fn new(format: LogFormat) -> Output {
-        let sink = if stderr_is_journal() { Sink::Journal } else { Sink::Plain };
-        Output { format, sink }
+        let stderr = if stderr_is_journal() { Stderr::Journal } else { Stderr::Plain };
+        Output { format, stderr }
     }
 
     /// Installs the logger: `level` (or `RUST_LOG`, when set) chooses what is written.
@@ -96,19 +110,19 @@ impl Output {
     /// One log line, newline included.
     fn render(&self, record: &Record<'_>, now: SystemTime, role: &ThreadRole) -> String {
         let mut line = String::with_capacity(128);
-        if self.sink == Sink::Journal {
+        if self.stderr == Stderr::Journal {
             let _ = write!(line, "<{}>", priority(record.level()));
         }
         match self.format {
             LogFormat::Text => {
-                if self.sink == Sink::Plain {
+                if self.stderr == Stderr::Plain {
                     let _ = write!(line, "{} ", humantime::format_rfc3339_millis(now));
                 }
                 let _ = write!(line, "quiesce: {}: {}", level_name(record.level()), record.args());
             }
             LogFormat::Json => {
                 line.push('{');
-                if self.sink == Sink::Plain {
+                if self.stderr == Stderr::Plain {
                     let _ = write!(line, "\"ts\":\"{}\",", humantime::format_rfc3339_millis(now));
                 }
                 let _ = write!(line, "\"level\":\"{}\",\"message\":", level_name(record.level()));
@@ -133,7 +147,7 @@ impl Output {
     /// The exit summary (a JSON object), as one line with the time first.
     pub fn summary(&self, json: &str, now: SystemTime) -> String {
         let mut line = String::with_capacity(json.len() + 40);
-        if self.sink == Sink::Journal {
+        if self.stderr == Stderr::Journal {
             line.push_str("<6>");
             line.push_str(json);
         } else {
@@ -301,8 +315,8 @@ mod tests {
         UNIX_EPOCH + Duration::from_millis(1_796_034_507_123)
     }
 
-    fn render(format: LogFormat, sink: Sink, record: &Record<'_>, role: ThreadRole) -> String {
-        Output { format, sink }.render(record, at(), &role)
+    fn render(format: LogFormat, stderr: Stderr, record: &Record<'_>, role: ThreadRole) -> String {
+        Output { format, stderr }.render(record, at(), &role)
     }
 
     #[test]
@@ -310,17 +324,17 @@ mod tests {
         let args = format_args!("listening on http://127.0.0.1:8080");
         let record = Record::builder().args(args).level(Level::Info).build();
         assert_eq!(
-            render(LogFormat::Text, Sink::Plain, &record, ThreadRole::Worker(0)),
+            render(LogFormat::Text, Stderr::Plain, &record, ThreadRole::Worker(0)),
             "2026-11-30T10:28:27.123Z quiesce: info: listening on http://127.0.0.1:8080\n"
         );
         assert_eq!(
-            render(LogFormat::Text, Sink::Journal, &record, ThreadRole::Worker(0)),
+            render(LogFormat::Text, Stderr::Journal, &record, ThreadRole::Worker(0)),
             "<6>quiesce: info: listening on http://127.0.0.1:8080\n"
         );
         let warn = Record::builder().args(format_args!("w")).level(Level::Warn).build();
-        assert!(render(LogFormat::Text, Sink::Journal, &warn, ThreadRole::Worker(0)).starts_with("<4>"));
+        assert!(render(LogFormat::Text, Stderr::Journal, &warn, ThreadRole::Worker(0)).starts_with("<4>"));
         let error = Record::builder().args(format_args!("e")).level(Level::Error).build();
-        assert!(render(LogFormat::Text, Sink::Journal, &error, ThreadRole::Worker(0)).starts_with("<3>"));
+        assert!(render(LogFormat::Text, Stderr::Journal, &error, ThreadRole::Worker(0)).starts_with("<3>"));
     }
 
     #[test]
@@ -329,13 +343,13 @@ mod tests {
             [("event", Value::from("drained")), ("drain_ms", Value::from(812u64)), ("ok", Value::from(true))];
         let args = format_args!("worker 1: drained in \"0.81s\"\n");
         let record = Record::builder().args(args).level(Level::Info).key_values(&fields).build();
-        let line = render(LogFormat::Json, Sink::Plain, &record, ThreadRole::Worker(1));
+        let line = render(LogFormat::Json, Stderr::Plain, &record, ThreadRole::Worker(1));
         assert_eq!(
             line,
             "{\"ts\":\"2026-11-30T10:28:27.123Z\",\"level\":\"info\",\"message\":\"worker 1: drained in \\\"0.81s\\\"\\n\",\
              \"worker\":1,\"event\":\"drained\",\"drain_ms\":812,\"ok\":true}\n"
         );
-        let other = render(LogFormat::Json, Sink::Journal, &record, ThreadRole::Other("quiesce-signals".into()));
+        let other = render(LogFormat::Json, Stderr::Journal, &record, ThreadRole::Other("quiesce-signals".into()));
         assert!(other.starts_with("<6>{\"level\":\"info\","), "{other}");
         assert!(other.contains(",\"thread\":\"quiesce-signals\","), "{other}");
     }
@@ -343,9 +357,9 @@ mod tests {
     #[test]
     fn the_summary_stays_one_json_object_with_the_time_first() {
         let json = r#"{"event":"shutdown","exit_code":0}"#;
-        let plain = Output { format: LogFormat::Text, sink: Sink::Plain }.summary(json, at());
+        let plain = Output { format: LogFormat::Text, stderr: Stderr::Plain }.summary(json, at());
         assert_eq!(plain, r#"{"ts":"2026-11-30T10:28:27.123Z","event":"shutdown","exit_code":0}"#);
-        let journal = Output { format: LogFormat::Json, sink: Sink::Journal }.summary(json, at());
+        let journal = Output { format: LogFormat::Json, stderr: Stderr::Journal }.summary(json, at());
         assert_eq!(journal, format!("<6>{json}"));
     }
 

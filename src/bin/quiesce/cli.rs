@@ -5,6 +5,10 @@
 //! single-line [`UsageError`] that the caller prints after `quiesce: ` before exiting with
 //! code 2. Values are checked here, so the caller gets a ready-to-bind [`SocketAddr`] and
 //! plain [`Duration`]s; no DNS lookup is ever made (only `localhost` is understood as a name).
+//!
+//! Every option is one row of [`OPTIONS`]: its names, the value it takes and what it sets, its
+//! help, its section and its default, rendered from [`Cli::default`]. [`parse`] looks options up
+//! there and [`help_text`] prints them from there, so the two cannot disagree.
 
 use std::{
     ffi::OsString,
@@ -20,30 +24,16 @@ use quiesce::app::work::QUEUE_PER_THREAD;
 
 use crate::logging::LogFormat;
 
-/// Default listening address: `127.0.0.1:8080`.
-pub const DEFAULT_ADDR: SocketAddr = ServerConfig::DEFAULT.addr;
-/// Default delay before answering requests to other paths: none.
-pub const DEFAULT_DELAY: Duration = AppConfig::DEFAULT.delay;
-/// Default upper bound for any delay, including `?delay=`: 60 seconds.
-pub const DEFAULT_MAX_DELAY: Duration = AppConfig::DEFAULT.max_delay;
-/// Default time allowed for in-flight requests after the first signal: 30 seconds.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = ServerConfig::DEFAULT.shutdown_timeout;
 /// Largest duration [`parse_duration`] accepts: one year (365.25 days, humantime's `1y`).
 ///
 /// The cap keeps later arithmetic such as `Instant::now() + timeout` far from overflowing.
 pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
-
-/// The library's defaults for the limits and timeouts the command line can change.
-const DEFAULTS: ServerConfig = ServerConfig::DEFAULT;
 
 /// Most header fields `--max-headers` allows (the parser's fixed number of slots).
 pub const MAX_HEADERS_CAP: usize = quiesce::MAX_HEADER_SLOTS;
 
 /// Most worker threads `--workers` allows.
 pub const MAX_WORKERS: usize = 1024;
-
-/// Default number of threads for blocking work (`/work`): the library's default.
-pub const DEFAULT_BLOCKING_THREADS: usize = DEFAULTS.blocking_threads;
 
 /// Most threads `--blocking-threads` allows.
 pub const MAX_BLOCKING_THREADS: usize = 1024;
@@ -159,7 +149,7 @@ impl std::error::Error for UsageError {}
 ///
 /// `-h`/`--help` and `-V`/`--version` are returned as soon as they are seen, whatever follows
 /// them. Options that take a value accept both `--flag VALUE` and `--flag=VALUE`; when an
-/// option is given twice, the last value wins.
+/// option is given twice, the last value wins. Every option is one row of [`OPTIONS`].
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
     use lexopt::Arg::{Long, Short, Value};
 
@@ -167,95 +157,27 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
     let mut tls_addr_given = false;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(from_lexopt)? {
-        match arg {
-            Short('h') | Long("help") => return Ok(Command::Help),
-            Short('V') | Long("version") => return Ok(Command::Version),
-            Short('v') | Long("verbose") => cli.verbosity = cli.verbosity.saturating_add(1),
-            Short('q') | Long("quiet") => cli.verbosity = cli.verbosity.saturating_sub(1),
-            Long("addr") => {
-                let value = take_value(&mut parser, "--addr")?;
-                cli.server.addr = parse_addr(&value).map_err(|why| invalid("--addr", &value, &why))?;
-            }
-            Long("delay") => cli.app.delay = duration_value(&mut parser, "--delay")?,
-            Long("max-delay") => cli.app.max_delay = duration_value(&mut parser, "--max-delay")?,
-            Long("shutdown-timeout") => {
-                cli.server.shutdown_timeout = duration_value(&mut parser, "--shutdown-timeout")?;
-            }
-            Long("header-timeout") => cli.server.header_timeout = nonzero_duration(&mut parser, "--header-timeout")?,
-            Long("idle-timeout") => cli.server.idle_timeout = nonzero_duration(&mut parser, "--idle-timeout")?,
-            Long("write-timeout") => cli.server.write_timeout = nonzero_duration(&mut parser, "--write-timeout")?,
-            Long("drain-write-timeout") => {
-                cli.server.drain_write_timeout = nonzero_duration(&mut parser, "--drain-write-timeout")?;
-            }
-            Long("reuse-port") => cli.server.reuse_port = true,
-            Long("slow-turn") => cli.server.slow_turn = duration_value(&mut parser, "--slow-turn")?,
-            Long("sse-retry") => cli.events.retry = duration_value(&mut parser, "--sse-retry")?,
-            Long("sse-drain-retry") => {
-                let value = take_value(&mut parser, "--sse-drain-retry")?;
-                let (min, max) =
-                    parse_duration_window(&value).map_err(|why| invalid("--sse-drain-retry", &value, &why))?;
-                (cli.events.drain_retry_min, cli.events.drain_retry_max) = (min, max);
-            }
-            Long("max-uri-bytes") => cli.server.max_uri_bytes = size_value(&mut parser, "--max-uri-bytes")?,
-            Long("max-header-bytes") => cli.server.max_head_bytes = size_value(&mut parser, "--max-header-bytes")?,
-            Long("max-body-bytes") => cli.server.max_body_bytes = size_value(&mut parser, "--max-body-bytes")?,
-            Long("drain-delay") => cli.server.drain_delay = duration_value(&mut parser, "--drain-delay")?,
-            Long("workers") => cli.workers = count_value(&mut parser, "--workers", 1, MAX_WORKERS)?,
-            Long("blocking-threads") => {
-                let threads = count_value(&mut parser, "--blocking-threads", 1, MAX_BLOCKING_THREADS)?;
-                // The queue grows with the threads: QUEUE_PER_THREAD jobs may wait per thread.
-                cli.server.blocking_threads = threads;
-                cli.server.blocking_queue = threads * QUEUE_PER_THREAD;
-            }
-            Long("max-connections") => {
-                cli.server.max_connections = count_value(&mut parser, "--max-connections", 1, 10_000_000)?;
-            }
-            Long("backlog") => {
-                let n = count_value(&mut parser, "--backlog", 1, i32::MAX as usize)?;
-                cli.server.backlog = i32::try_from(n).unwrap_or(i32::MAX);
-            }
-            Long("max-headers") => {
-                cli.server.max_headers = count_value(&mut parser, "--max-headers", 1, MAX_HEADERS_CAP)?
-            }
-            Long("log-format") => {
-                let value = take_value(&mut parser, "--log-format")?;
-                cli.log_format = match value.as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => return Err(invalid("--log-format", &value, "expected text or json")),
-                };
-            }
-            Long("access-log") => {
-                let value = take_value(&mut parser, "--access-log")?;
-                if value.is_empty() {
-                    return Err(invalid("--access-log", &value, "expected a file name, or - for stdout"));
-                }
-                cli.access_log = Some(value);
-            }
-            Long("tls-addr") => {
-                let value = take_value(&mut parser, "--tls-addr")?;
-                cli.tls.addr = parse_addr(&value).map_err(|why| invalid("--tls-addr", &value, &why))?;
-                tls_addr_given = true;
-            }
-            Long("tls-cert") => cli.tls.cert = Some(take_value(&mut parser, "--tls-cert")?),
-            Long("tls-key") => cli.tls.key = Some(take_value(&mut parser, "--tls-key")?),
-            Long("tls-resumption") => {
-                let value = take_value(&mut parser, "--tls-resumption")?;
-                cli.tls.resumption = match value.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    _ => return Err(invalid("--tls-resumption", &value, "expected on or off")),
-                };
-            }
-            Long("handshake-timeout") => {
-                cli.server.handshake_timeout = nonzero_duration(&mut parser, "--handshake-timeout")?;
-            }
-            Short(c) => return Err(UsageError(format!("unknown option '-{c}'"))),
-            Long(name) => return Err(UsageError(format!("unknown option '--{name}'"))),
+        let opt = match arg {
+            Short(c) => OPTIONS.iter().find(|o| o.short == Some(c)).ok_or_else(|| unknown(format!("-{c}")))?,
+            Long(name) => OPTIONS.iter().find(|o| o.long == name).ok_or_else(|| unknown(format!("--{name}")))?,
             Value(value) => {
                 return Err(UsageError(format!("unexpected argument '{}'", value.to_string_lossy())));
             }
+        };
+        let flag = format!("--{}", opt.long);
+        match opt.takes {
+            Takes::Nothing(set) => set(&mut cli),
+            Takes::Command(command) => return Ok(command()),
+            Takes::Value { set, .. } => {
+                let value = take_value(&mut parser, &flag)?;
+                set(&mut cli, &value).map_err(|why| invalid(&flag, &value, &why))?;
+            }
+            Takes::Count { min, max, set, .. } => {
+                let value = take_value(&mut parser, &flag)?;
+                set(&mut cli, parse_count(&value, min, max).map_err(|why| invalid(&flag, &value, &why))?);
+            }
         }
+        tls_addr_given |= opt.long == "tls-addr";
     }
     match (&cli.tls.cert, &cli.tls.key) {
         (Some(_), None) => return Err(UsageError("--tls-cert needs --tls-key".into())),
@@ -268,6 +190,414 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
     Ok(Command::Run(cli))
 }
 
+/// One command-line option: how the parser reads it and what `--help` says of it.
+struct Opt {
+    /// Its one-letter form (`v` for `-v`), if it has one.
+    short: Option<char>,
+    /// Its name, without the dashes (`addr` for `--addr`).
+    long: &'static str,
+    takes: Takes,
+    /// What it does, one paragraph (the help wraps it); `{max}` is a count's upper bound.
+    help: &'static str,
+    /// Its default as the help shows it, rendered from [`Cli::default`].
+    default: Option<fn(&Cli) -> String>,
+    section: Section,
+}
+
+/// What an option takes, and what it sets.
+#[derive(Clone, Copy)]
+enum Takes {
+    /// Nothing: a switch.
+    Nothing(fn(&mut Cli)),
+    /// Nothing, and the parser stops there with this command (`--help`, `--version`).
+    Command(fn() -> Command),
+    /// A value called `name` in the help, read by `set` (or why it is not valid).
+    Value { name: &'static str, set: fn(&mut Cli, &str) -> Result<(), String> },
+    /// A whole number from `min` to `max`.
+    Count { name: &'static str, min: usize, max: usize, set: fn(&mut Cli, usize) },
+}
+
+/// Where an option appears in the help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Basic,
+    Production,
+    Limits,
+    Other,
+    Events,
+    Https,
+}
+
+impl Section {
+    /// In the help's order.
+    const ALL: [Section; 6] =
+        [Section::Basic, Section::Production, Section::Limits, Section::Other, Section::Events, Section::Https];
+
+    fn title(self) -> &'static str {
+        match self {
+            Section::Basic => "OPTIONS",
+            Section::Production => "PRODUCTION",
+            Section::Limits => "LIMITS AND TIMEOUTS",
+            Section::Other => "OTHER",
+            Section::Events => "SERVER-SENT EVENTS (/events)",
+            Section::Https => "HTTPS",
+        }
+    }
+
+    /// What the help says after the section's options.
+    fn notes(self) -> &'static str {
+        match self {
+            Section::Other => {
+                "
+    A DURATION is a number with a unit, e.g. 250ms, 10s, 2m, 1h or 1m30s (a bare 0 is fine).
+    A SIZE is a number of bytes, optionally with a unit: 8192, 8KiB, 1MiB (K, M, G also work).
+    Values go after a space or an '=': --addr 127.0.0.1:0 or --addr=127.0.0.1:0.
+"
+            }
+            Section::Https => {
+                "    TLS 1.3 and 1.2, rustls' default cipher suites, ALPN http/1.1. SIGHUP reads the
+    certificate and key again in the new process; if they do not load, the new process exits
+    and this one keeps serving.
+"
+            }
+            _ => "",
+        }
+    }
+}
+
+/// Every option, in the help's order within each section. The parser looks options up here,
+/// and the help is printed from here, defaults included.
+static OPTIONS: &[Opt] = &[
+    Opt {
+        short: None,
+        long: "addr",
+        takes: Takes::Value { name: "HOST:PORT", set: |c, v| parse_addr(v).map(|x| c.server.addr = x) },
+        help: "Address to listen on: an IPv4 address, a bracketed IPv6 address ([::1]:8080) or \
+               localhost; port 0 picks a free port",
+        default: Some(|c| c.server.addr.to_string()),
+        section: Section::Basic,
+    },
+    Opt {
+        short: None,
+        long: "delay",
+        takes: Takes::Value { name: "DURATION", set: |c, v| parse_duration(v).map(|x| c.app.delay = x) },
+        help: "Delay before answering requests to other paths",
+        default: Some(|c| show(c.app.delay)),
+        section: Section::Basic,
+    },
+    Opt {
+        short: None,
+        long: "max-delay",
+        takes: Takes::Value { name: "DURATION", set: |c, v| parse_duration(v).map(|x| c.app.max_delay = x) },
+        help: "Upper bound for the delay, including ?delay=",
+        default: Some(|c| show(c.app.max_delay)),
+        section: Section::Basic,
+    },
+    Opt {
+        short: None,
+        long: "shutdown-timeout",
+        takes: Takes::Value { name: "DURATION", set: |c, v| parse_duration(v).map(|x| c.server.shutdown_timeout = x) },
+        help: "Time allowed for in-flight requests after the first signal; 0s closes everything at once",
+        default: Some(|c| show(c.server.shutdown_timeout)),
+        section: Section::Basic,
+    },
+    Opt {
+        short: None,
+        long: "workers",
+        takes: Takes::Count { name: "N", min: 1, max: MAX_WORKERS, set: |c, n| c.workers = n },
+        help: "Worker threads, each with its own event loop and its own listening socket (SO_REUSEPORT)",
+        default: Some(|c| c.workers.to_string()),
+        section: Section::Production,
+    },
+    Opt {
+        short: None,
+        long: "drain-delay",
+        takes: Takes::Value { name: "DURATION", set: |c, v| parse_duration(v).map(|x| c.server.drain_delay = x) },
+        help: "After the first signal, keep serving this long with /healthz answering 503, then drain",
+        default: Some(|c| show(c.server.drain_delay)),
+        section: Section::Production,
+    },
+    Opt {
+        short: None,
+        long: "max-connections",
+        takes: Takes::Count { name: "N", min: 1, max: 10_000_000, set: |c, n| c.server.max_connections = n },
+        help: "Most open connections per worker; at the cap new ones wait in the backlog until below 90%",
+        default: Some(|c| c.server.max_connections.to_string()),
+        section: Section::Production,
+    },
+    Opt {
+        short: None,
+        long: "backlog",
+        takes: Takes::Count {
+            name: "N",
+            min: 1,
+            max: i32::MAX as usize,
+            set: |c, n| c.server.backlog = i32::try_from(n).unwrap_or(i32::MAX),
+        },
+        help: "Listen backlog (the kernel may cap it)",
+        default: Some(|c| c.server.backlog.to_string()),
+        section: Section::Production,
+    },
+    Opt {
+        short: None,
+        long: "reuse-port",
+        takes: Takes::Nothing(|c| c.server.reuse_port = true),
+        help: "Bind with SO_REUSEPORT even with one worker, so a new process can listen beside this \
+               one before it stops (overlapping deploys)",
+        default: None,
+        section: Section::Production,
+    },
+    Opt {
+        short: None,
+        long: "blocking-threads",
+        takes: Takes::Count {
+            name: "N",
+            min: 1,
+            max: MAX_BLOCKING_THREADS,
+            set: |c, threads| {
+                // The queue grows with the threads: QUEUE_PER_THREAD jobs may wait per thread.
+                c.server.blocking_threads = threads;
+                c.server.blocking_queue = threads * QUEUE_PER_THREAD;
+            },
+        },
+        help: "Threads for the blocking work of /work (shared by the workers)",
+        default: Some(|c| c.server.blocking_threads.to_string()),
+        section: Section::Production,
+    },
+    Opt {
+        short: None,
+        long: "max-uri-bytes",
+        takes: Takes::Value { name: "SIZE", set: |c, v| size(v).map(|x| c.server.max_uri_bytes = x) },
+        help: "Longest request target; longer gets 414",
+        default: Some(|c| c.server.max_uri_bytes.to_string()),
+        section: Section::Limits,
+    },
+    Opt {
+        short: None,
+        long: "max-header-bytes",
+        takes: Takes::Value { name: "SIZE", set: |c, v| size(v).map(|x| c.server.max_head_bytes = x) },
+        help: "Largest request head; larger gets 431",
+        default: Some(|c| c.server.max_head_bytes.to_string()),
+        section: Section::Limits,
+    },
+    Opt {
+        short: None,
+        long: "max-headers",
+        takes: Takes::Count { name: "N", min: 1, max: MAX_HEADERS_CAP, set: |c, n| c.server.max_headers = n },
+        help: "Most header fields, 1 to {max}; more gets 431",
+        default: Some(|c| c.server.max_headers.to_string()),
+        section: Section::Limits,
+    },
+    Opt {
+        short: None,
+        long: "max-body-bytes",
+        takes: Takes::Value { name: "SIZE", set: |c, v| size(v).map(|x| c.server.max_body_bytes = x) },
+        help: "Largest request body; larger gets 413",
+        default: Some(|c| c.server.max_body_bytes.to_string()),
+        section: Section::Limits,
+    },
+    Opt {
+        short: None,
+        long: "header-timeout",
+        takes: Takes::Value { name: "DURATION", set: |c, v| timeout(v).map(|x| c.server.header_timeout = x) },
+        help: "Time for a whole request head from its first byte, and longest pause inside a body; then 408",
+        default: Some(|c| show(c.server.header_timeout)),
+        section: Section::Limits,
+    },
+    Opt {
+        short: None,
+        long: "idle-timeout",
+        takes: Takes::Value { name: "DURATION", set: |c, v| timeout(v).map(|x| c.server.idle_timeout = x) },
+        help: "Idle keep-alive connections close after this",
+        default: Some(|c| show(c.server.idle_timeout)),
+        section: Section::Limits,
+    },
+    Opt {
+        short: None,
+        long: "write-timeout",
+        takes: Takes::Value { name: "DURATION", set: |c, v| timeout(v).map(|x| c.server.write_timeout = x) },
+        help: "A client that takes none of its response for this long is cut (on Linux, one that \
+               still reads, however slowly, is kept)",
+        default: Some(|c| show(c.server.write_timeout)),
+        section: Section::Limits,
+    },
+    Opt {
+        short: None,
+        long: "drain-write-timeout",
+        takes: Takes::Value { name: "DURATION", set: |c, v| timeout(v).map(|x| c.server.drain_write_timeout = x) },
+        help: "The same during a drain, so a client that stopped reading holds the drain up this long at most",
+        default: Some(|c| show(c.server.drain_write_timeout)),
+        section: Section::Limits,
+    },
+    Opt {
+        short: Some('v'),
+        long: "verbose",
+        takes: Takes::Nothing(|c| c.verbosity = c.verbosity.saturating_add(1)),
+        help: "More logging: -v debug, -vv trace",
+        default: None,
+        section: Section::Other,
+    },
+    Opt {
+        short: Some('q'),
+        long: "quiet",
+        takes: Takes::Nothing(|c| c.verbosity = c.verbosity.saturating_sub(1)),
+        help: "Less logging: -q warnings, -qq errors, -qqq nothing",
+        default: None,
+        section: Section::Other,
+    },
+    Opt {
+        short: None,
+        long: "log-format",
+        takes: Takes::Value {
+            name: "FORMAT",
+            set: |c, v| {
+                c.log_format = LogFormat::ALL
+                    .into_iter()
+                    .find(|f| f.name() == v)
+                    .ok_or_else(|| "expected text or json".to_owned())?;
+                Ok(())
+            },
+        },
+        help: "text (a line with its UTC time) or json (an object per line, for log shippers); under \
+               systemd's journal, lines carry their syslog priority instead of a time",
+        default: Some(|c| c.log_format.name().into()),
+        section: Section::Other,
+    },
+    Opt {
+        short: None,
+        long: "access-log",
+        takes: Takes::Value {
+            name: "PATH",
+            set: |c, v| {
+                if v.is_empty() {
+                    return Err("expected a file name, or - for stdout".into());
+                }
+                c.access_log = Some(v.into());
+                Ok(())
+            },
+        },
+        help: "Append a line per answered request to PATH (- for stdout): Common Log Format plus \
+               duration, connection and drain, or JSON with --log-format json",
+        default: Some(|c| c.access_log.clone().unwrap_or_else(|| "none".into())),
+        section: Section::Other,
+    },
+    Opt {
+        short: None,
+        long: "slow-turn",
+        takes: Takes::Value { name: "DURATION", set: |c, v| parse_duration(v).map(|x| c.server.slow_turn = x) },
+        help: "Warn (at most once a second) of an event loop turn longer than this, naming the \
+               request whose handler held it; 0s turns it off",
+        default: Some(|c| show(c.server.slow_turn)),
+        section: Section::Other,
+    },
+    Opt {
+        short: Some('h'),
+        long: "help",
+        takes: Takes::Command(|| Command::Help),
+        help: "Print this help and exit",
+        default: None,
+        section: Section::Other,
+    },
+    Opt {
+        short: Some('V'),
+        long: "version",
+        takes: Takes::Command(|| Command::Version),
+        help: "Print the version and exit",
+        default: None,
+        section: Section::Other,
+    },
+    Opt {
+        short: None,
+        long: "sse-retry",
+        takes: Takes::Value { name: "DURATION", set: |c, v| parse_duration(v).map(|x| c.events.retry = x) },
+        help: "The retry: each stream starts with, how long a client waits before it reconnects when \
+               the stream breaks",
+        default: Some(|c| show(c.events.retry)),
+        section: Section::Events,
+    },
+    Opt {
+        short: None,
+        long: "sse-drain-retry",
+        takes: Takes::Value {
+            name: "MIN..MAX",
+            set: |c, v| parse_duration_window(v).map(|w| (c.events.drain_retry_min, c.events.drain_retry_max) = w),
+        },
+        help: "At the drain, each stream's last event carries a retry: drawn at random from this \
+               window, so clients come back spread out rather than in one wave; one DURATION for no spread",
+        default: Some(|c| format!("{}..{}", show(c.events.drain_retry_min), show(c.events.drain_retry_max))),
+        section: Section::Events,
+    },
+    Opt {
+        short: None,
+        long: "tls-cert",
+        takes: Takes::Value {
+            name: "PATH",
+            set: |c, v| {
+                c.tls.cert = Some(v.into());
+                Ok(())
+            },
+        },
+        help: "Serve HTTPS too, with this certificate chain (PEM, the server's certificate first); \
+               needs --tls-key",
+        default: None,
+        section: Section::Https,
+    },
+    Opt {
+        short: None,
+        long: "tls-key",
+        takes: Takes::Value {
+            name: "PATH",
+            set: |c, v| {
+                c.tls.key = Some(v.into());
+                Ok(())
+            },
+        },
+        help: "The certificate's private key (PEM: PKCS#8, RSA or SEC1 EC)",
+        default: None,
+        section: Section::Https,
+    },
+    Opt {
+        short: None,
+        long: "tls-addr",
+        takes: Takes::Value { name: "HOST:PORT", set: |c, v| parse_addr(v).map(|x| c.tls.addr = x) },
+        help: "Where HTTPS is served, beside plain HTTP on --addr",
+        default: Some(|c| c.tls.addr.to_string()),
+        section: Section::Https,
+    },
+    Opt {
+        short: None,
+        long: "handshake-timeout",
+        takes: Takes::Value { name: "DURATION", set: |c, v| timeout(v).map(|x| c.server.handshake_timeout = x) },
+        help: "A TLS handshake not done by then is closed",
+        default: Some(|c| show(c.server.handshake_timeout)),
+        section: Section::Https,
+    },
+    Opt {
+        short: None,
+        long: "tls-resumption",
+        takes: Takes::Value {
+            name: "on|off",
+            set: |c, v| {
+                c.tls.resumption = match v {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err("expected on or off".into()),
+                };
+                Ok(())
+            },
+        },
+        help: "Session resumption (TLS 1.3 tickets, a session cache); off makes every connection a \
+               full handshake",
+        default: Some(|c| if c.tls.resumption { "on" } else { "off" }.into()),
+        section: Section::Https,
+    },
+];
+
+/// The error for an option that is in no row of [`OPTIONS`].
+fn unknown(option: String) -> UsageError {
+    UsageError(format!("unknown option '{option}'"))
+}
+
 /// Takes the value of `flag` from `parser` as UTF-8 text.
 fn take_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, UsageError> {
     let value = parser.value().map_err(|err| match err {
@@ -277,27 +607,18 @@ fn take_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, UsageEr
     value.into_string().map_err(|value| invalid(flag, &value.to_string_lossy(), "the value is not valid UTF-8"))
 }
 
-/// Takes the value of `flag` from `parser` and parses it with [`parse_duration`].
-fn duration_value(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, UsageError> {
-    let value = take_value(parser, flag)?;
-    parse_duration(&value).map_err(|why| invalid(flag, &value, &why))
-}
-
-/// Like [`duration_value`], but zero is refused: a zero timeout would close every connection.
-fn nonzero_duration(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, UsageError> {
-    let value = take_value(parser, flag)?;
-    match parse_duration(&value) {
-        Ok(Duration::ZERO) => Err(invalid(flag, &value, "the timeout must be longer than 0")),
-        Ok(d) => Ok(d),
-        Err(why) => Err(invalid(flag, &value, &why)),
+/// A timeout: [`parse_duration`], but zero is refused, as a zero timeout would close every
+/// connection.
+fn timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err("the timeout must be longer than 0".into()),
+        d => Ok(d),
     }
 }
 
-/// Takes the value of `flag` from `parser` and parses it with [`parse_size`].
-fn size_value<T: TryFrom<u64>>(parser: &mut lexopt::Parser, flag: &str) -> Result<T, UsageError> {
-    let value = take_value(parser, flag)?;
-    let n = parse_size(&value).map_err(|why| invalid(flag, &value, &why))?;
-    T::try_from(n).map_err(|_| invalid(flag, &value, "too large for this machine"))
+/// A size in bytes ([`parse_size`]) that fits `T`.
+fn size<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    T::try_from(parse_size(s)?).map_err(|_| "too large for this machine".into())
 }
 
 /// Parses a size in bytes: a plain number (`8192`) or one with a binary unit (`8KiB`, `8K`,
@@ -321,12 +642,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some(n) => Ok(n),
         None => Err("the size is too large".to_owned()),
     }
-}
-
-/// Takes the value of `flag` from `parser` and parses it with [`parse_count`].
-fn count_value(parser: &mut lexopt::Parser, flag: &str, min: usize, max: usize) -> Result<usize, UsageError> {
-    let value = take_value(parser, flag)?;
-    parse_count(&value, min, max).map_err(|why| invalid(flag, &value, &why))
 }
 
 /// Parses a decimal count from `min` to `max`.
@@ -450,107 +765,106 @@ pub fn parse_duration_window(s: &str) -> Result<(Duration, Duration), String> {
     Ok((min, max))
 }
 
-/// A duration as the help prints it and [`parse_duration`] reads it back: `3s`, `500ms`.
+/// A duration as the help prints it and [`parse_duration`] reads it back: `30s`, `500ms`.
 fn show(d: Duration) -> String {
-    humantime::format_duration(d).to_string().replace(' ', "")
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", d.as_millis())
+    } else {
+        humantime::format_duration(d).to_string().replace(' ', "")
+    }
 }
 
-/// The text printed for `--help`.
+/// Where an option's help starts on its line; a longer name puts the help on the next line.
+const HELP_COLUMN: usize = 33;
+/// The help's lines are wrapped to this width.
+const HELP_WIDTH: usize = 96;
+
+/// The text printed for `--help`: every row of [`OPTIONS`], by section, then what is not an
+/// option (routes, signals, exit codes, environment).
 pub fn help_text() -> String {
-    format!(
+    let defaults = Cli::default();
+    let mut out = String::from(
         "\
 Usage: quiesce [OPTIONS]
 
 quiesce: a single-threaded HTTP/1.1 server that stops gracefully: on SIGINT or SIGTERM it stops
 accepting, lets in-flight requests finish and exits.
+",
+    );
+    for section in Section::ALL {
+        out.push('\n');
+        out.push_str(section.title());
+        out.push_str(":\n");
+        for opt in OPTIONS.iter().filter(|o| o.section == section) {
+            push_option(&mut out, opt, &defaults);
+        }
+        out.push_str(section.notes());
+    }
+    out.push_str(AFTER_OPTIONS);
+    out
+}
 
-OPTIONS:
-    --addr HOST:PORT             Address to listen on: an IPv4 address, a bracketed IPv6
-                                 address ([::1]:8080) or localhost; port 0 picks a free port
-                                 [default: {addr}]
-    --delay DURATION             Delay before answering requests to other paths
-                                 [default: {delay}s]
-    --max-delay DURATION         Upper bound for the delay, including ?delay=
-                                 [default: {max_delay}s]
-    --shutdown-timeout DURATION  Time allowed for in-flight requests after the first signal;
-                                 0s closes everything at once [default: {shutdown}s]
+/// Appends `opt`'s entry: its name and value, then its help, wrapped, with its default.
+fn push_option(out: &mut String, opt: &Opt, defaults: &Cli) {
+    let mut name = String::from("    ");
+    if let Some(c) = opt.short {
+        name.push_str(&format!("-{c}, "));
+    }
+    name.push_str("--");
+    name.push_str(opt.long);
+    let help = match opt.takes {
+        Takes::Value { name: value, .. } => {
+            name.push(' ');
+            name.push_str(value);
+            opt.help.to_owned()
+        }
+        Takes::Count { name: value, max, .. } => {
+            name.push(' ');
+            name.push_str(value);
+            opt.help.replace("{max}", &max.to_string())
+        }
+        Takes::Nothing(_) | Takes::Command(_) => opt.help.to_owned(),
+    };
+    // Words, the default last and in one piece.
+    let mut words: Vec<String> = help.split_whitespace().map(str::to_owned).collect();
+    if let Some(default) = opt.default {
+        words.push(format!("[default: {}]", default(defaults)));
+    }
+    let mut line = name;
+    if line.len() >= HELP_COLUMN {
+        out.push_str(&line);
+        out.push('\n');
+        line = String::new();
+    }
+    let mut fresh = true;
+    for word in words {
+        if !fresh && line.len() + 1 + word.len() > HELP_WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::new();
+            fresh = true;
+        }
+        if fresh {
+            line.push_str(&" ".repeat(HELP_COLUMN - line.len()));
+        } else {
+            line.push(' ');
+        }
+        line.push_str(&word);
+        fresh = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+}
 
-PRODUCTION:
-    --workers N                  Worker threads, each with its own event loop and its own
-                                 listening socket (SO_REUSEPORT) [default: 1]
-    --drain-delay DURATION       After the first signal, keep serving this long with /healthz
-                                 answering 503, then drain [default: {drain_delay}s]
-    --max-connections N          Most open connections per worker; at the cap new ones wait in
-                                 the backlog until below 90% [default: {max_conns}]
-    --backlog N                  Listen backlog (the kernel may cap it) [default: {backlog}]
-    --reuse-port                 Bind with SO_REUSEPORT even with one worker, so a new process
-                                 can listen beside this one before it stops (overlapping
-                                 deploys)
-    --blocking-threads N         Threads for the blocking work of /work (shared by the workers)
-                                 [default: {blocking}]
-
-LIMITS AND TIMEOUTS:
-    --max-uri-bytes SIZE         Longest request target; longer gets 414 [default: {uri}]
-    --max-header-bytes SIZE      Largest request head; larger gets 431 [default: {head}]
-    --max-headers N              Most header fields, 1 to {slots}; more gets 431
-                                 [default: {headers}]
-    --max-body-bytes SIZE        Largest request body; larger gets 413 [default: {body}]
-    --header-timeout DURATION    Time for a whole request head from its first byte, and longest
-                                 pause inside a body; then 408 [default: {header_t}s]
-    --idle-timeout DURATION      Idle keep-alive connections close after this [default: {idle_t}s]
-    --write-timeout DURATION     A client that takes none of its response for this long is
-                                 cut (on Linux, one that still reads, however slowly, is kept)
-                                 [default: {write_t}s]
-    --drain-write-timeout DURATION
-                                 The same during a drain, so a client that stopped reading
-                                 holds the drain up this long at most [default: {drain_write_t}s]
-
-OTHER:
-    -v, --verbose                More logging: -v debug, -vv trace
-    -q, --quiet                  Less logging: -q warnings, -qq errors, -qqq nothing
-    --log-format FORMAT          text (a line with its UTC time) or json (an object per line,
-                                 for log shippers); under systemd's journal, lines carry their
-                                 syslog priority instead of a time [default: text]
-    --access-log PATH            Append a line per answered request to PATH (- for stdout):
-                                 Common Log Format plus duration, connection and drain, or JSON
-                                 with --log-format json [default: none]
-    --slow-turn DURATION         Warn (at most once a second) of an event loop turn longer
-                                 than this, naming the request whose handler held it; 0s
-                                 turns it off [default: {slow_turn}ms]
-    -h, --help                   Print this help and exit
-    -V, --version                Print the version and exit
-
-    A DURATION is a number with a unit, e.g. 250ms, 10s, 2m, 1h or 1m30s (a bare 0 is fine).
-    A SIZE is a number of bytes, optionally with a unit: 8192, 8KiB, 1MiB (K, M, G also work).
-    Values go after a space or an '=': --addr 127.0.0.1:0 or --addr=127.0.0.1:0.
-
-SERVER-SENT EVENTS (/events):
-    --sse-retry DURATION         The retry: each stream starts with, how long a client waits
-                                 before it reconnects when the stream breaks [default: {sse_retry}]
-    --sse-drain-retry MIN..MAX   At the drain, each stream's last event carries a retry: drawn
-                                 at random from this window, so clients come back spread out
-                                 rather than in one wave; one DURATION for no spread
-                                 [default: {sse_drain_min}..{sse_drain_max}]
-
-HTTPS:
-    --tls-cert PATH              Serve HTTPS too, with this certificate chain (PEM, the
-                                 server's certificate first); needs --tls-key
-    --tls-key PATH               The certificate's private key (PEM: PKCS#8, RSA or SEC1 EC)
-    --tls-addr HOST:PORT         Where HTTPS is served, beside plain HTTP on --addr
-                                 [default: {tls_addr}]
-    --handshake-timeout DURATION A TLS handshake not done by then is closed
-                                 [default: {handshake_t}s]
-    --tls-resumption on|off      Session resumption (TLS 1.3 tickets, a session cache); off
-                                 makes every connection a full handshake [default: on]
-    TLS 1.3 and 1.2, rustls' default cipher suites, ALPN http/1.1. SIGHUP reads the
-    certificate and key again in the new process; if they do not load, the new process exits
-    and this one keeps serving.
-
+/// The help after the options.
+const AFTER_OPTIONS: &str = "
 ROUTES:
     GET|HEAD /healthz      200 ok; 503 draining from the first signal on
     POST /echo             the request body, sent back
     GET|HEAD /plaintext    Hello, World!
-    GET|HEAD /json         {{\"message\":\"Hello, World!\"}} as application/json
+    GET|HEAD /json         {\"message\":\"Hello, World!\"} as application/json
     GET|HEAD /metrics      counters in the Prometheus text format
     GET|HEAD /work?ms=N    N ms of blocking work on a --blocking-threads pool (&spin=1: CPU
                            work), answered from that thread: worked N ms; 503 when queued full
@@ -583,36 +897,17 @@ ENVIRONMENT:
     JOURNAL_STREAM
                 set by systemd: when it names stderr, log lines carry syslog priorities (<6>)
                 instead of times
-",
-        addr = DEFAULT_ADDR,
-        delay = DEFAULT_DELAY.as_secs(),
-        max_delay = DEFAULT_MAX_DELAY.as_secs(),
-        shutdown = DEFAULT_SHUTDOWN_TIMEOUT.as_secs(),
-        drain_delay = DEFAULTS.drain_delay.as_secs(),
-        max_conns = DEFAULTS.max_connections,
-        backlog = DEFAULTS.backlog,
-        blocking = DEFAULT_BLOCKING_THREADS,
-        uri = DEFAULTS.max_uri_bytes,
-        head = DEFAULTS.max_head_bytes,
-        slots = MAX_HEADERS_CAP,
-        headers = DEFAULTS.max_headers,
-        body = DEFAULTS.max_body_bytes,
-        header_t = DEFAULTS.header_timeout.as_secs(),
-        idle_t = DEFAULTS.idle_timeout.as_secs(),
-        write_t = DEFAULTS.write_timeout.as_secs(),
-        drain_write_t = DEFAULTS.drain_write_timeout.as_secs(),
-        slow_turn = DEFAULTS.slow_turn.as_millis(),
-        sse_retry = show(EventsConfig::DEFAULT.retry),
-        sse_drain_min = show(EventsConfig::DEFAULT.drain_retry_min),
-        sse_drain_max = show(EventsConfig::DEFAULT.drain_retry_max),
-        tls_addr = DEFAULT_TLS_ADDR,
-        handshake_t = DEFAULTS.handshake_timeout.as_secs(),
-    )
-}
+";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The library's defaults, which the help and the parser must agree with.
+    const DEFAULT_ADDR: SocketAddr = ServerConfig::DEFAULT.addr;
+    const DEFAULT_DELAY: Duration = AppConfig::DEFAULT.delay;
+    const DEFAULT_MAX_DELAY: Duration = AppConfig::DEFAULT.max_delay;
+    const DEFAULT_SHUTDOWN_TIMEOUT: Duration = ServerConfig::DEFAULT.shutdown_timeout;
 
     /// Parses `args` given as string slices.
     fn p(args: &[&str]) -> Result<Command, UsageError> {
@@ -1109,5 +1404,39 @@ mod tests {
         assert_eq!((defaults[15], parse_duration(defaults[15])), ("3s", Ok(events.retry)));
         assert_eq!(defaults[16], "500ms..3s");
         assert_eq!(parse_duration_window(defaults[16]), Ok((events.drain_retry_min, events.drain_retry_max)));
+    }
+
+    #[test]
+    fn each_option_is_one_row_and_in_the_help() {
+        let help = help_text();
+        for (i, opt) in OPTIONS.iter().enumerate() {
+            let rest = &OPTIONS[i + 1..];
+            assert!(rest.iter().all(|o| o.long != opt.long), "--{} twice", opt.long);
+            assert!(opt.short.is_none() || rest.iter().all(|o| o.short != opt.short), "-{:?} twice", opt.short);
+            let shown = match opt.short {
+                Some(c) => format!("\n    -{c}, --{}", opt.long),
+                None => format!("\n    --{}", opt.long),
+            };
+            assert_eq!(help.matches(&shown).count(), 1, "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn each_default_the_help_shows_parses_back_to_the_default() {
+        for opt in OPTIONS {
+            let (Some(default), Takes::Value { .. } | Takes::Count { .. }) = (opt.default, opt.takes) else {
+                continue;
+            };
+            let shown = default(&Cli::default());
+            if opt.long == "access-log" {
+                // No access log: no value to give.
+                assert_eq!(shown, "none");
+                continue;
+            }
+            // (With a certificate, which --tls-addr needs.)
+            let cert = ["--tls-cert=c.pem", "--tls-key=k.pem"];
+            let given = format!("--{}={shown}", opt.long);
+            assert_eq!(run(&[cert[0], cert[1], &given]), run(&cert), "{given}");
+        }
     }
 }

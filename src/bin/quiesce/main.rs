@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         info!("using {} listening socket(s) from {}", inherited.len(), inherited.origin());
     }
 
-    let access_sink = match cli.access_log.as_deref().map(access_log::open).transpose() {
+    let access_destination = match cli.access_log.as_deref().map(access_log::open).transpose() {
         Ok(file) => file,
         Err(e) => {
             error!("cannot open the access log {}: {e}", cli.access_log.as_deref().unwrap_or_default());
@@ -103,8 +103,8 @@ fn main() -> ExitCode {
                 let ticker = ticker.clone();
                 worker.handles.drain.on_drain(move || ticker.drain());
             }
-            if let Some(sink) = &access_sink {
-                worker.set_access_log(access_log::Writer::new(sink.clone(), cli.log_format));
+            if let Some(destination) = &access_destination {
+                worker.set_access_log(access_log::Writer::new(destination.clone(), cli.log_format));
             }
             App::new(app_config)
                 .with_metrics(worker.registry.clone())
@@ -128,8 +128,8 @@ fn main() -> ExitCode {
     // What the access log's writer thread (if any) still holds goes out, or is given up on:
     // a stalled reader must not hold the exit up.
     let flush_by = Instant::now() + LOG_FLUSH;
-    if let Some(sink) = &access_sink {
-        sink.finish(flush_by);
+    if let Some(destination) = &access_destination {
+        destination.finish(flush_by);
     }
     let code = match summary {
         Ok(mut summary) => {

@@ -51,7 +51,7 @@ const MAX_QUEUED: usize = 4 * 1024 * 1024;
 
 /// Where the lines go.
 #[derive(Debug, Clone)]
-pub enum Sink {
+pub enum Destination {
     /// A regular file: each worker writes its buffer itself, once per turn.
     File(Arc<File>),
     /// A pipe, a socket, a terminal: one thread writes, the loops hand it their buffers.
@@ -61,7 +61,7 @@ pub enum Sink {
 /// Opens the access log's destination: `-` is stdout, anything else a file opened for
 /// appending (created with mode 0640). A destination that is not a regular file gets the
 /// writer thread.
-pub fn open(path: &str) -> io::Result<Sink> {
+pub fn open(path: &str) -> io::Result<Destination> {
     let file = if path == "-" {
         use std::os::fd::AsFd;
         File::from(io::stdout().as_fd().try_clone_to_owned()?)
@@ -69,17 +69,17 @@ pub fn open(path: &str) -> io::Result<Sink> {
         OpenOptions::new().append(true).create(true).mode(0o640).open(path)?
     };
     if file.metadata()?.file_type().is_file() {
-        Ok(Sink::File(Arc::new(file)))
+        Ok(Destination::File(Arc::new(file)))
     } else {
-        Ok(Sink::Thread(Handoff::open(file, LogStream::Access, MAX_QUEUED, "quiesce-access-log")))
+        Ok(Destination::Thread(Handoff::open(file, LogStream::Access, MAX_QUEUED, "quiesce-access-log")))
     }
 }
 
-impl Sink {
+impl Destination {
     /// The server stopped: waits (until `deadline` at most) for the writer thread to write
     /// what it holds, and says what it could not. A regular file has nothing left by then.
     pub fn finish(&self, deadline: Instant) {
-        if let Sink::Thread(handoff) = self {
+        if let Destination::Thread(handoff) = self {
             let left = handoff.finish(deadline);
             if left > 0 {
                 warn!("access log: {left} bytes not written: the destination stopped taking them");
@@ -91,7 +91,7 @@ impl Sink {
 /// One worker's access log.
 #[derive(Debug)]
 pub struct Writer {
-    out: Sink,
+    out: Destination,
     format: LogFormat,
     /// Lines not written yet.
     buf: Vec<u8>,
@@ -104,7 +104,7 @@ pub struct Writer {
 
 impl Writer {
     /// A writer to `out` (shared by the workers) in `format`.
-    pub fn new(out: Sink, format: LogFormat) -> Writer {
+    pub fn new(out: Destination, format: LogFormat) -> Writer {
         Writer { out, format, buf: Vec::with_capacity(WRITE_AT), clock: Clock::default(), ip: None, lost: 0 }
     }
 
@@ -205,7 +205,7 @@ impl Writer {
         }
         let health = LogHealth::global();
         match &self.out {
-            Sink::File(file) => match write_whole(file, &mut self.buf) {
+            Destination::File(file) => match write_whole(file, &mut self.buf) {
                 Ok(()) => wrote(),
                 Err(e) => {
                     let lines = lines_in(&self.buf);
@@ -216,7 +216,7 @@ impl Writer {
                     losing(|| format!("{e}; lines are lost until writing works again"));
                 }
             },
-            Sink::Thread(handoff) => match handoff.give(&mut self.buf) {
+            Destination::Thread(handoff) => match handoff.give(&mut self.buf) {
                 Ok(()) => wrote(),
                 // (Counted by the hand-over.)
                 Err(lines) => {
@@ -328,25 +328,11 @@ impl AccessLog for Writer {
 
 /// Appends each label followed by its number.
 fn push_numbers(out: &mut Vec<u8>, labels: [&[u8]; 4], numbers: [u64; 4]) {
+    let mut digits = itoa::Buffer::new();
     for (label, n) in labels.into_iter().zip(numbers) {
         out.extend_from_slice(label);
-        push_u64(out, n);
+        out.extend_from_slice(digits.format(n).as_bytes());
     }
-}
-
-/// Appends `n` in decimal (the library's own formatter is private to it).
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Appends milliseconds as three digits.
@@ -379,21 +365,58 @@ impl Clock {
         let second = since.as_secs();
         if self.second != Some(second) {
             self.second = Some(second);
-            // `2026-11-30T10:28:27Z`
-            let text =
-                humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(second)).to_string();
-            self.rfc3339 = text.trim_end_matches('Z').to_owned();
-            let (date, time) = self.rfc3339.split_once('T').unwrap_or(("1970-01-01", "00:00:00"));
-            let mut parts = date.split('-');
-            let (year, month, day) =
-                (parts.next().unwrap_or("1970"), parts.next().unwrap_or("01"), parts.next().unwrap_or("01"));
+            let t = Utc::from_unix(second);
             const MONTHS: [&str; 12] =
                 ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-            let month = month.parse::<usize>().ok().and_then(|m| MONTHS.get(m.wrapping_sub(1))).unwrap_or(&"Jan");
-            self.clf = format!("{day}/{month}/{year}:{time} +0000");
+            let month = MONTHS[(t.month - 1) as usize];
+            let (y, mo, d, h, mi, s) = (t.year, t.month, t.day, t.hour, t.minute, t.second);
+            self.clf.clear();
+            let _ = write!(self.clf, "{d:02}/{month}/{y}:{h:02}:{mi:02}:{s:02} +0000");
+            self.rfc3339.clear();
+            let _ = write!(self.rfc3339, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
         }
         self.millis = since.subsec_millis();
         Stamp { clf: &self.clf, rfc3339: &self.rfc3339, millis: self.millis }
+    }
+}
+
+/// A second since the Unix epoch as a date and time of day in UTC (the proleptic Gregorian
+/// calendar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Utc {
+    year: u64,
+    /// 1 to 12.
+    month: u32,
+    /// 1 to 31.
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+}
+
+impl Utc {
+    /// Howard Hinnant's `civil_from_days` (chrono-compatible low-level date algorithms), for days
+    /// on or after 1970-01-01: counted in 400-year eras from 0000-03-01, so that the leap day
+    /// ends each year.
+    fn from_unix(secs: u64) -> Utc {
+        let (days, of_day) = (secs / 86_400, secs % 86_400);
+        let from_march_0000 = days + 719_468;
+        let era = from_march_0000 / 146_097;
+        let day_of_era = from_march_0000 % 146_097;
+        let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let month_from_march = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+        let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+        let year = era * 400 + year_of_era + u64::from(month <= 2);
+        Utc {
+            year,
+            month: month as u32,
+            day: day as u32,
+            hour: (of_day / 3_600) as u32,
+            minute: (of_day / 60 % 60) as u32,
+            second: (of_day % 60) as u32,
+        }
     }
 }
 
@@ -447,7 +470,7 @@ mod tests {
 
     fn line(format: LogFormat, record: &AccessRecord<'_>) -> String {
         let file = Arc::new(tempfile());
-        let mut writer = Writer::new(Sink::File(file), format);
+        let mut writer = Writer::new(Destination::File(file), format);
         writer.push_line(record, at());
         String::from_utf8(writer.buf.clone()).unwrap()
     }
@@ -528,14 +551,39 @@ mod tests {
     fn numbers_by_hand() {
         for n in [0, 7, 10, 999, 1000, u64::MAX] {
             let mut out = Vec::new();
-            push_u64(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes());
+            push_numbers(&mut out, [b" ", b" ", b" ", b" "], [n, 0, 1, n]);
+            assert_eq!(out, format!(" {n} 0 1 {n}").into_bytes());
         }
         for (ms, text) in [(0, "000"), (7, "007"), (45, "045"), (999, "999")] {
             let mut out = Vec::new();
             push_millis(&mut out, ms);
             assert_eq!(out, text.as_bytes());
         }
+    }
+
+    #[test]
+    fn dates_agree_with_the_calendar() {
+        // Each against humantime's RFC 3339 rendering: the epoch, leap days (2000 is a leap
+        // year, 2100 is not), year ends, and a day in every month for two centuries.
+        let mut seconds = vec![0, 59, 86_399, 86_400, 951_782_400, 951_868_799, 978_307_199, 4_107_542_400];
+        seconds.extend((0..2_500).map(|i| i * 2_629_743 + i % 86_400));
+        for second in seconds {
+            let humantime = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second)).to_string();
+            let mut clock = Clock::default();
+            let stamp = clock.at(UNIX_EPOCH + Duration::from_secs(second));
+            assert_eq!(format!("{}Z", stamp.rfc3339), humantime, "{second}");
+            let t = Utc::from_unix(second);
+            let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+                [t.month as usize - 1];
+            let clf = format!("{:02}/{month}/{}:{} +0000", t.day, t.year, &humantime[11..19]);
+            assert_eq!(stamp.clf, clf, "{second}");
+        }
+        assert_eq!(
+            Utc::from_unix(951_782_400),
+            Utc { year: 2000, month: 2, day: 29, hour: 0, minute: 0, second: 0 },
+            "2000-02-29"
+        );
+        assert_eq!(Utc::from_unix(4_107_542_400).month, 3, "2100 has no 29 February");
     }
 
     #[test]
@@ -551,7 +599,7 @@ mod tests {
     #[test]
     fn a_turn_ends_with_one_write_of_every_line() {
         let file = Arc::new(tempfile());
-        let mut writer = Writer::new(Sink::File(Arc::clone(&file)), LogFormat::Text);
+        let mut writer = Writer::new(Destination::File(Arc::clone(&file)), LogFormat::Text);
         for _ in 0..3 {
             writer.record(&record("GET", "/", Some(Version::Http11)));
         }
@@ -568,7 +616,7 @@ mod tests {
     #[test]
     fn what_is_buffered_when_the_server_lets_go_is_written() {
         let file = Arc::new(tempfile());
-        let mut writer = Writer::new(Sink::File(Arc::clone(&file)), LogFormat::Text);
+        let mut writer = Writer::new(Destination::File(Arc::clone(&file)), LogFormat::Text);
         writer.record(&record("GET", "/last", Some(Version::Http11)));
         drop(writer);
         let mut text = String::new();
@@ -585,7 +633,7 @@ mod tests {
         let (reader, pipe) = std::io::pipe().unwrap();
         let file = File::from(std::os::fd::OwnedFd::from(pipe));
         let handoff = Handoff::open(file, LogStream::Access, MAX_QUEUED, "test");
-        let mut writer = Writer::new(Sink::Thread(Arc::clone(&handoff)), LogFormat::Text);
+        let mut writer = Writer::new(Destination::Thread(Arc::clone(&handoff)), LogFormat::Text);
         let record = record("GET", "/plaintext", Some(Version::Http11));
         let mut turns = 0;
         while writer.lost == 0 {
