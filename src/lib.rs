@@ -24,6 +24,11 @@
 //!                a socket
 //! counters, config, timer, shutdown, listen: leaves the layers above share
 //! watch          the process's watch over its loops: slow turns, a second signal while stuck
+//!
+//! Beside the library, not in it:
+//! src/bin/quiesce/  the binary (feature cli): command line, log output, the access-log writer
+//! app/              the binary's demo routes (feature demo)
+//! harness           the in-memory connection for fuzzing and benches (feature harness)
 //! ```
 //!
 //! Each connection's lifecycle ([`ConnState`]: New, Active, Idle, Closed) is derived from its
