@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread;
 
-use crate::Reply;
+use crate::handler::Reply;
 use crate::http::request::{OwnedRequest, Request};
 use crate::http::response::Response;
 use crate::responder::Responder;
@@ -413,7 +413,7 @@ impl fmt::Debug for Monitor {
 fn fallback_pool() -> &'static BlockingPool {
     static POOL: OnceLock<BlockingPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let defaults = crate::ServerConfig::DEFAULT;
+        let defaults = crate::config::ServerConfig::DEFAULT;
         BlockingPool::new(defaults.blocking_threads, defaults.blocking_queue)
     })
 }

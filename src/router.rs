@@ -536,7 +536,7 @@ fn allow(extra: &[Box<str>], serves: impl Fn(&str) -> bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Version;
+    use crate::http::request::Version;
 
     /// A handler that answers `name` and the request's parameters, `name:k=v,k=v`.
     fn echo(
