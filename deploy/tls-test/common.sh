@@ -21,7 +21,7 @@ setup() {
     (cd "$ROOT" && cargo build --release --quiet)
     QUIESCE=$ROOT/target/release/quiesce
     GOCACHE=${GOCACHE:-$ROOT/target/tls-test/gocache} GOFLAGS=-mod=mod \
-        go build -o "$ROOT/target/tls-test/tlscheck" "$ROOT/deploy/tls-test/tlscheck.go"
+        go build -o "$ROOT/target/tls-test/tlscheck" "$ROOT/deploy/tls-test/tlscheck.go" "$ROOT/deploy/tls-test/tlsend.go"
     TLSCHECK=$ROOT/target/tls-test/tlscheck
     PYCLIENT=$ROOT/deploy/tls-test/pyclient.py
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/quiesce-tls.XXXXXX")

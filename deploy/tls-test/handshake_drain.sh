@@ -49,7 +49,7 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 # The Go program runs from the work directory, so cleanup (which kills by a command line naming
 # it) stops its servers too; nginx's workers rename themselves, so their pids are kept apart.
 GOCACHE=${GOCACHE:-$ROOT/target/tls-test/gocache} GOFLAGS=-mod=mod \
-    go build -o "$ROOT/target/tls-test/hsdrain" "$ROOT/deploy/tls-test/hsdrain.go"
+    go build -o "$ROOT/target/tls-test/hsdrain" "$ROOT/deploy/tls-test/hsdrain.go" "$ROOT/deploy/tls-test/tlsend.go"
 cp "$ROOT/target/tls-test/hsdrain" "$WORK/hsdrain"
 HSDRAIN=$WORK/hsdrain
 NGINX_WORKERS=()
