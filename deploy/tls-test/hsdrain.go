@@ -321,11 +321,10 @@ func run(args []string) {
 	releaseLate := make(chan struct{})
 	var ready sync.WaitGroup
 
-	for i := 0; i < *stalled+*partial; i++ {
-		kind := "stalled"
-		if i >= *stalled {
-			kind = "partial"
-		}
+	// client starts one connection of KIND in its own goroutine: a dial that fails is its
+	// outcome (in Handshake too for a TLS client) and counts as set up; else BODY gets the
+	// connection and when it was made, and calls ready.Done() once it is set up.
+	client := func(kind string, isTLS bool, body func(o *outcome, c net.Conn, at time.Time)) {
 		ready.Add(1)
 		wg.Add(1)
 		go func() {
@@ -334,37 +333,38 @@ func run(args []string) {
 			c, at, err := dial()
 			if err != nil {
 				o.End = "dial: " + errKind(err)
+				if isTLS {
+					o.Handshake, o.End = o.End, "none"
+				}
 				ready.Done()
-				add(o)
-				return
+			} else {
+				body(o, c, at)
+				c.Close()
 			}
+			add(o)
+		}()
+	}
+
+	for i := 0; i < *stalled+*partial; i++ {
+		kind := "stalled"
+		if i >= *stalled {
+			kind = "partial"
+		}
+		client(kind, false, func(o *outcome, c net.Conn, at time.Time) {
 			if kind == "partial" {
 				c.Write(hello[:len(hello)/2])
 			}
 			ready.Done()
 			watchRaw(c, o, deadline, estimate)
 			o.ConnectMs = sinceSignal(at, estimate)
-			c.Close()
-			add(o)
-		}()
+		})
 	}
 	for i := 0; i < *finish+*late; i++ {
 		kind, when := "finish", release
 		if i >= *finish {
 			kind, when = "late", releaseLate
 		}
-		ready.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o := &outcome{Kind: kind}
-			tcp, at, err := dial()
-			if err != nil {
-				o.Handshake, o.End = "dial: "+errKind(err), "none"
-				ready.Done()
-				add(o)
-				return
-			}
+		client(kind, true, func(o *outcome, tcp net.Conn, at time.Time) {
 			ready.Done()
 			raw := &rawConn{eofConn: eofConn{Conn: tcp}, hold: true, release: when}
 			c := tls.Client(raw, cfg)
@@ -378,9 +378,7 @@ func run(args []string) {
 				exchange(c, raw, "/plaintext", o, deadline, estimate)
 			}
 			o.ConnectMs = sinceSignal(at, estimate)
-			tcp.Close()
-			add(o)
-		}()
+		})
 	}
 	ready.Wait()
 	// The handshaking connections are -age old at the signal; the request in flight was
@@ -390,34 +388,20 @@ func run(args []string) {
 		time.Sleep(lead)
 	}
 	if *inflight != "" {
-		ready.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o := &outcome{Kind: "inflight"}
-			tcp, at, err := dial()
-			if err != nil {
-				o.Handshake, o.End = "dial: "+errKind(err), "none"
-				ready.Done()
-				add(o)
-				return
-			}
+		client("inflight", true, func(o *outcome, tcp net.Conn, at time.Time) {
 			raw := &rawConn{eofConn: eofConn{Conn: tcp}}
 			c := tls.Client(raw, cfg)
 			c.SetDeadline(deadline)
 			if err := c.Handshake(); err != nil {
 				o.Handshake, o.End = errKind(err), "none"
 				ready.Done()
-				add(o)
 				return
 			}
 			o.Handshake = "ok"
 			ready.Done()
 			exchange(c, raw, *inflight, o, deadline, estimate)
 			o.ConnectMs = sinceSignal(at, estimate)
-			tcp.Close()
-			add(o)
-		}()
+		})
 		ready.Wait()
 	}
 	time.Sleep(time.Until(setUp.Add(*age)))
