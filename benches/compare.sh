@@ -38,22 +38,14 @@ IDLE_BATCH=1000 # RSS is also read after this many idle connections
 COMMAND="REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP STRACE_DURATION=$STRACE_DURATION IDLE=$IDLE"
 COMMAND+=" SCENARIOS=\"$SCENARIOS\" SERVERS=\"$SERVERS\" bash benches/compare.sh${*:+ $*}"
 
-log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+LOG_TAG=compare
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$ROOT/benches/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=nginx.sh
+. "$ROOT/benches/nginx.sh"
 
 # --- tools ---------------------------------------------------------------------------------------
-have() { command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]]; }
-missing=()
-for tool in wrk nginx strace curl; do have "$tool" || missing+=("$tool"); done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]} with apt-get"
-    [[ $(id -u) == 0 ]] || die "need root to apt-get install ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+need_tools wrk nginx strace curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 have python3 || die "python3 is needed (benches/hold_idle.py and the report)"
 have taskset || die "taskset (util-linux) is needed"
@@ -63,9 +55,7 @@ NPROC=$(nproc)
 ((NPROC >= 2)) || log "warning: only $NPROC CPU: server and client will share it"
 
 # Each server needs IDLE + the load's connections; each holder process at most IDLE.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-NOFILE=$(ulimit -n)
-((NOFILE >= IDLE + 512)) || die "open-file limit $NOFILE (hard) is too low for IDLE=$IDLE"
+open_files "$IDLE"
 
 # --- build ---------------------------------------------------------------------------------------
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -91,27 +81,7 @@ elif ((IDLE + C_KEEPALIVE + 8 > 10000)); then
 fi
 
 # --- processes -----------------------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/quiesce-bench.XXXXXX)
-STARTED=() # every background process this script started
-
-cleanup() {
-    local pid
-    trap - EXIT INT TERM
-    for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.3
-    for pid in "${STARTED[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [[ -n ${KEEP_WORK:-} ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-forget() { # forget a pid we waited for
-    local keep=() pid
-    for pid in "${STARTED[@]}"; do [[ $pid == "$1" ]] || keep+=("$pid"); done
-    STARTED=("${keep[@]}")
-}
+scratch quiesce-bench
 
 declare -A PORT PID
 i=0
@@ -121,11 +91,7 @@ for s in $SERVERS; do
     i=$((i + 1))
 done
 
-# shellcheck source-path=SCRIPTDIR source=nginx.sh
-. "$ROOT/benches/nginx.sh"
-write_nginx_conf() { # $1 = port
-    nginx_conf "$WORK/nginx" "$1" on $((IDLE + 1024)) "$NOFILE"
-}
+probe() { curl -s --max-time 1 "$1"; } # launch's readiness check
 
 start_server() { # $1 = name; sets PID[$1]
     local s=$1 port=${PORT[$1]} cmd
@@ -133,7 +99,7 @@ start_server() { # $1 = name; sets PID[$1]
         quiesce) cmd=("$QUIESCE" --addr "127.0.0.1:$port" "${QUIESCE_ARGS[@]}") ;;
         quiesce-log) cmd=("$QUIESCE" --addr "127.0.0.1:$port" "${QUIESCE_ARGS[@]}" --access-log "$WORK/access.log") ;;
         nginx)
-            write_nginx_conf "$port"
+            nginx_conf "$WORK/nginx" "$port" on $((IDLE + 1024)) "$NOFILE"
             cmd=("$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf")
             ;;
         hyper) cmd=("$PEER_TARGET/release/peer-hyper" --addr "127.0.0.1:$port") ;;
@@ -142,50 +108,7 @@ start_server() { # $1 = name; sets PID[$1]
     esac
     # Background jobs of a script start with SIGINT/SIGQUIT ignored: restore the defaults so
     # that the SIGINT measurement sees each server's own behaviour.
-    env --default-signal=INT,QUIT taskset -c "$SERVER_CPU" "${cmd[@]}" >>"$WORK/$s.log" 2>&1 &
-    PID[$s]=$!
-    STARTED+=("${PID[$s]}")
-    local tries=0
-    until [[ $(curl -s --max-time 1 "http://127.0.0.1:$port/plaintext" 2>/dev/null) == "Hello, World!" ]]; do
-        tries=$((tries + 1))
-        ((tries < 100)) || die "$s did not answer on port $port (log: $(tail -3 "$WORK/$s.log"))"
-        kill -0 "${PID[$s]}" 2>/dev/null || die "$s exited at start: $(tail -3 "$WORK/$s.log")"
-        sleep 0.1
-    done
-}
-
-stop_server() { # $1 = name: SIGKILL (used outside the measured shutdown)
-    local pid=${PID[$1]} child
-    for child in $(server_pids "$1"); do kill -KILL "$child" 2>/dev/null || true; done
-    wait "$pid" 2>/dev/null || true
-    forget "$pid"
-}
-
-server_pids() { # the server's process and its children (nginx: master + worker)
-    local pid=${PID[$1]}
-    echo "$pid"
-    pgrep -P "$pid" 2>/dev/null || true
-}
-
-cpu_ticks() { # "TOTAL USER": utime + stime, and utime alone, of every process of the server (all threads), in clock ticks
-    local total=0 user=0 pid stat rest f
-    for pid in $(server_pids "$1"); do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        rest=${stat##*) } # fields from 3 (state) on
-        read -r -a f <<<"$rest"
-        total=$((total + f[11] + f[12])) # fields 14 (utime) and 15 (stime)
-        user=$((user + f[11]))
-    done
-    echo "$total $user"
-}
-
-rss_kb() { # VmRSS summed over the server's processes
-    local total=0 pid kb
-    for pid in $(server_pids "$1"); do
-        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-        total=$((total + ${kb:-0}))
-    done
-    echo "$total"
+    launch "$s" "http://127.0.0.1:$port/plaintext" env --default-signal=INT,QUIT "${cmd[@]}"
 }
 
 passive_opens() { # TCP connections accepted on this host (netns) so far, by anyone: raw data only
@@ -224,14 +147,14 @@ measure() {
     read -r t1 u1 < <(cpu_ticks "$s")
     o1=$(passive_opens)
     local requests rps p50 p99 errors
-    requests=$(awk '/requests in/ {print $1}' "$out")
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    requests=$(wrk_requests "$out")
+    rps=$(wrk_rps "$out")
     p50=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")
     p99=$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")
     # wrk 4.1 sometimes prints "99% 0.00us" (or 0 for both) with pipelining: not a measurement.
     awk -v a="$p99" -v b="$p50" 'BEGIN {exit !(a < b || a <= 0)}' && p99=-1
     awk -v b="$p50" 'BEGIN {exit !(b <= 0)}' && p50=-1
-    errors=$(awk '/Socket errors:/ {gsub(/,/, ""); e += $4 + $6 + $8 + $10} /Non-2xx/ {e += $NF} END {print e + 0}' "$out")
+    errors=$(wrk_errors "$out")
     [[ -n $requests && $requests -gt 0 ]] || die "no requests completed: $s $sc ($(tail -3 "$out"))"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$s" "$sc" "$rps" "$p50" "$p99" "$requests" \
         "$((t1 - t0))" "$((o1 - o0))" "$errors" "$((u1 - u0))" >>"$WORK/runs.tsv"
@@ -246,17 +169,12 @@ measure() {
 # hold NAME COUNT -> starts a holder of COUNT idle connections and waits until it is ready;
 # sets HOLDER to its pid.
 hold() {
-    local s=$1 n=$2 out="$WORK/hold.$1.$RANDOM.txt" tries=0
+    local s=$1 n=$2 out="$WORK/hold.$1.$RANDOM.txt"
     taskset -c "$CLIENT_CPU" python3 "$ROOT/benches/hold_idle.py" --port "${PORT[$s]}" --count "$n" \
         --timeout 120 --hold 900 >"$out" 2>&1 &
     HOLDER=$!
     STARTED+=("$HOLDER")
-    until grep -q '^ready' "$out"; do
-        kill -0 "$HOLDER" 2>/dev/null || die "idle holder failed for $s: $(cat "$out")"
-        tries=$((tries + 1))
-        ((tries < 1500)) || die "idle holder not ready for $s after 150 s"
-        sleep 0.1
-    done
+    await_ready "$s" "$HOLDER" "$out"
 }
 
 unhold() { # $1 = holder pid
@@ -316,17 +234,10 @@ heavy() {
 # Python server (close_floor.py ARG...) holding the same connections, SIGKILLed -> exit.tsv as
 # server NAME ("floor"; "floor-epoll" with --epoll: the sockets also in an epoll set).
 floor_exit() {
-    local rep=$1 name=${2:-floor} port=$((BASE_PORT + 9)) tries=0 pid h t0 t1 status=0 ms
+    local rep=$1 name=${2:-floor} port=$((BASE_PORT + 9)) pid h t0 t1 status=0 ms
     shift 2 || shift
-    taskset -c "$SERVER_CPU" python3 "$ROOT/benches/close_floor.py" --port "$port" --count "$IDLE" "$@" \
-        >>"$WORK/floor.log" 2>&1 &
-    pid=$!
-    STARTED+=("$pid")
-    until [[ $(curl -s --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null) == "Hello, World!" ]]; do
-        tries=$((tries + 1))
-        ((tries < 100)) || die "close_floor.py did not answer: $(tail -3 "$WORK/floor.log")"
-        sleep 0.1
-    done
+    launch floor "http://127.0.0.1:$port/" python3 "$ROOT/benches/close_floor.py" --port "$port" --count "$IDLE" "$@"
+    pid=${PID[floor]}
     PORT[$name]=$port
     hold "$name" "$IDLE"
     h=$HOLDER
@@ -373,18 +284,9 @@ printf 'server\tscenario\tcalls\taccepts\trequests\n' >"$WORK/sys.tsv"
 DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 for rep in $(seq 1 "$REPS"); do
-    log "rep $rep/$REPS: starting $SERVERS"
-    for s in $SERVERS; do
-        start_server "$s"
-        run_wrk "$s" warm "$WARMUP" "$WORK/warm.$s.txt"
-    done
-    # Each repetition starts with the next server (A B C, B C A, C A B): whatever the first slot
-    # after a switch of scenario costs or gains lands on every server in turn.
-    read -r -a order <<<"$SERVERS"
-    shift_by=$(((rep - 1) % ${#order[@]}))
-    order=("${order[@]:shift_by}" "${order[@]:0:shift_by}")
+    start_rep "$rep"
     for sc in $SCENARIOS; do
-        for s in "${order[@]}"; do measure "$s" "$sc" "$rep"; done
+        for s in "${ORDER[@]}"; do measure "$s" "$sc" "$rep"; done
     done
     for s in $SERVERS; do if [[ $s == quiesce-log ]]; then stop_server "$s"; else heavy "$s" "$rep"; fi; done
     floor_exit "$rep"
@@ -639,16 +541,7 @@ PYEOF
 cat "$WORK/summary.md"
 {
     cat "$WORK/summary.md"
-    echo
-    echo "## Raw numbers"
-    for f in runs rss exit sys; do
-        echo
-        echo "### $f.tsv"
-        echo
-        echo '```'
-        cat "$WORK/$f.tsv"
-        echo '```'
-    done
+    raw_numbers runs rss exit sys
     echo
     echo "### strace -c summaries"
     for f in "$WORK"/strace.*.S?.txt; do

@@ -37,19 +37,10 @@ SCENARIOS=${SCENARIOS:-"keepalive pipelined"}
 PEERS=${PEERS-"may bare"}
 PORT=${PORT:-28680}
 work=$(mktemp -d)
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ]; then kill -9 "$server_pid" 2>/dev/null || true; fi
-    drop_against
-    [ -n "${KEEP:-}" ] && cp "$work"/cg.* "$KEEP"/ 2>/dev/null; rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source-path=SCRIPTDIR source=callgrind.sh disable=SC1091 # followed with shellcheck -x
 . "$(dirname "$0")/callgrind.sh"
-
-if ! command -v valgrind >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
-fi
+trap cg_cleanup EXIT
+need_valgrind
 if ! command -v go >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq golang-go >/dev/null
 fi
@@ -57,10 +48,7 @@ GOCACHE=${GOCACHE:-$work/gocache} GOFLAGS=-mod=mod go build -o "$work/load" benc
 
 depth() { if [ "$1" = pipelined ]; then echo 16; else echo 1; fi; }
 
-build() { # tree target-dir -> path of the release binary, with line tables
-    (cd "$1" && CARGO_TARGET_DIR="$2" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=none \
-        cargo build --release --quiet 2>/dev/null) && echo "$2/release/quiesce"
-}
+build() { build_lines "$1" "$2" && echo "$2/release/quiesce"; } # tree target-dir -> the release binary
 
 # count EXECUTABLE SCENARIO [PEER]: the median of RUNS counts, "median (min-max)" when they differ.
 count() {
@@ -72,65 +60,35 @@ count() {
     awk '{a[NR]=$1} END {m=a[int((NR+1)/2)]; if (a[1]==a[NR]) print m; else printf "%s (%s-%s)\n", m, a[1], a[NR]}' <<<"$sorted"
 }
 
-# fail_run MESSAGE: says so and stops this run's server and client.
-fail_run() {
-    echo "error: $1" >&2
-    [ -z "${CLIENT_PID:-}" ] || kill -9 "$CLIENT_PID" 2>/dev/null || true
-    kill -9 "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-}
-
 # count_once EXECUTABLE SCENARIO [PEER]: one run under callgrind -> instructions per request.
 count_once() {
-    local binary=$1 scenario=$2 peer=${3:-} out="$work/cg.$2${3:+.$3}.$RANDOM" server up="" d rounds line n
+    local binary=$1 scenario=$2 peer=${3:-} out="$work/cg.$2${3:+.$3}.$RANDOM" server d rounds
     # shellcheck disable=SC2206 # SERVER_ARGS is a list
     case $peer in
         "") server=("$binary" --addr "127.0.0.1:$PORT" -qqq ${SERVER_ARGS:-}) ;;
         *) server=("$binary" --addr "127.0.0.1:$PORT") ;;
     esac
-    valgrind --tool=callgrind --callgrind-out-file="$out" "${server[@]}" >/dev/null 2>"$out.log" &
-    server_pid=$!
-    for _ in $(seq 600); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), timeout=1).close()" 2>/dev/null && up=1 && break
-        sleep 0.1
-    done
-    [ -n "$up" ] || { fail_run "${peer:-quiesce} did not answer on 127.0.0.1:$PORT within 60 s under callgrind: $(tail -3 "$out.log")"; return 1; }
+    start_counted "$out" "${server[@]}" || { fail_run "${peer:-quiesce} did not answer on 127.0.0.1:$PORT within 60 s under callgrind: $(tail -3 "$out.log")"; return 1; }
     d=$(depth "$scenario")
     rounds=$((REQUESTS / (CONNS * d)))
     ((rounds > 0)) || rounds=1
     coproc CLIENT { "$work/load" -port "$PORT" -conns "$CONNS" -depth "$d" -rounds "$rounds"; }
-    read -r line <&"${CLIENT[0]}" || true
-    [ "$line" = warm ] || { fail_run "the client failed during the warm-up against ${peer:-quiesce}"; return 1; }
-    callgrind_control --zero "$server_pid" >/dev/null 2>&1
-    echo go >&"${CLIENT[1]}"
-    read -r line n <&"${CLIENT[0]}" || true
-    [ "$line" = done ] || { fail_run "the client failed against ${peer:-quiesce}"; return 1; }
-    callgrind_control --dump "$server_pid" >/dev/null 2>&1
-    echo bye >&"${CLIENT[1]}"
-    wait "$CLIENT_PID" 2>/dev/null || true
+    count_window || { fail_run "the client failed against ${peer:-quiesce}"; return 1; }
     # A peer gets SIGTERM (may_minihttp and the bare server have no handler; SIGINT is ignored
     # by a script's background job).
-    if [ -n "$peer" ]; then kill -TERM "$server_pid"; else kill -INT "$server_pid"; fi
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-    local dump="" file total
-    for file in "$out".*; do # the dump: $out.1 (the exit's own dump, if any, is $out)
-        [ -e "$file" ] && [ "$file" != "$out.log" ] && dump=$file
-    done
-    total=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+    if [ -n "$peer" ]; then stop_counted TERM; else stop_counted INT; fi
+    local dump
+    dump=$(dump_of "$out")
     if [ -n "${DETAIL:-}" ]; then
         echo "## $scenario, ${peer:-$binary}" >&2
-        detail "$dump" 'PROGRAM TOTALS|below main|libc_start|lang_start|rust_begin_short|quiesce::main|thread_start|start_thread|clone3'
+        detail "$dump" "$(harness quiesce::main)"
     fi
     # The last run's output and request count stay for the group table.
     if [ -z "$peer" ]; then
-        local tag
-        tag=$(basename "$(dirname "$(dirname "$binary")")")
-        cp "$dump" "$work/groups.$scenario.$tag"
-        echo "$n" >"$work/requests.$scenario"
+        cp "$dump" "$work/groups.$scenario.$(target_of "$binary")"
+        echo "$window_requests" >"$work/requests.$scenario"
     fi
-    python3 -c "print(f'{$total / $n:.0f}')"
+    per_request "$dump" "$window_requests"
 }
 
 # The peers, built before anything is counted (compare.sh's target directory).
@@ -189,13 +147,8 @@ echo "Requests per run: $(for s in $SCENARIOS; do printf '%s %s; ' "$s" "$(cat "
 echo
 echo "# quiesce by function group (instructions per request, the last run; benches/cg_groups.py)"
 # cg_groups.py divides by one request count: the runs of a scenario all send the same number.
-columns=()
-for scenario in $SCENARIOS; do
-    if [ -n "$base" ]; then
-        columns+=("$scenario $(git rev-parse --short "$AGAINST")=$work/groups.$scenario.instructions-base")
-    fi
-    columns+=("$scenario=$work/groups.$scenario.$(basename "$(dirname "$(dirname "$binary")")")")
-done
+# shellcheck disable=SC2086 # SCENARIOS is a list
+group_columns "$binary" "$base" $SCENARIOS
 n=$(cat "$work/requests.$(first "$SCENARIOS")")
 for scenario in $SCENARIOS; do
     [ "$(cat "$work/requests.$scenario")" = "$n" ] || n=""

@@ -15,13 +15,10 @@ cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-16000}
 SCENARIOS=${SCENARIOS:-"keepalive_plaintext pipelined_16_plaintext keepalive_browser_head keepalive_chunked_echo keepalive_hello_world"}
 work=$(mktemp -d)
-trap 'drop_against; rm -rf "$work"' EXIT
 # shellcheck source=benches/callgrind.sh
 . "$(dirname "$0")/callgrind.sh"
-
-if ! command -v valgrind >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
-fi
+trap cg_cleanup EXIT
+need_valgrind
 
 # Builds the bench in the tree $1 (with target dir $2) and prints the executable's path.
 build() {

@@ -42,21 +42,12 @@ SCENARIOS=${SCENARIOS:-"keepalive pipelined close"}
 PEERS=${PEERS:-}
 PORT=${PORT:-18180}
 work=$(mktemp -d)
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ]; then kill -9 "$server_pid" 2>/dev/null || true; fi
-    drop_against
-    [ -n "${KEEP:-}" ] && cp "$work"/cg.* "$KEEP"/ 2>/dev/null; rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source-path=SCRIPTDIR source=callgrind.sh disable=SC1091 # followed with shellcheck -x
 . "$(dirname "$0")/callgrind.sh"
+trap cg_cleanup EXIT
 # shellcheck source-path=SCRIPTDIR source=nginx.sh disable=SC1091 # followed with shellcheck -x
 . "$(dirname "$0")/nginx.sh"
-
-if ! command -v valgrind >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
-fi
+need_valgrind
 
 # The load: SCENARIO, REQUESTS, then "go" on stdin to start counting; prints nothing useful.
 cat >"$work/client.py" <<'EOF'
@@ -167,10 +158,7 @@ sys.stdout.write("done\n"); sys.stdout.flush()
 sys.stdin.readline()
 EOF
 
-build() { # tree target-dir -> path of the release binary, with line tables
-    (cd "$1" && CARGO_TARGET_DIR="$2" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=none \
-        cargo build --release --quiet 2>/dev/null) && echo "$2/release/quiesce"
-}
+build() { build_lines "$1" "$2" && echo "$2/release/quiesce"; } # tree target-dir -> the release binary
 
 # The median of RUNS counts of SCENARIO against BINARY (PEER: that peer's executable). This
 # tree's quiesce count is kept in $work/median.SCENARIO for the peers' table.
@@ -187,52 +175,33 @@ count() {
 # Runs SCENARIO against BINARY (quiesce, or the executable of PEER) under callgrind once; prints
 # instructions per request.
 count_once() {
-    local binary=$1 scenario=$2 peer=${3:-} out="$work/cg.$2${3:+.$3}.$RANDOM" server up=""
+    local binary=$1 scenario=$2 peer=${3:-} out="$work/cg.$2${3:+.$3}.$RANDOM" server up=1
     # shellcheck disable=SC2206 # SERVER_ARGS is a list
     case $peer in
         "") server=("$binary" --addr "127.0.0.1:$PORT" -qqq ${SERVER_ARGS:-}) ;;
         nginx) server=("$binary" -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf") ;;
         *) server=("$binary" --addr "127.0.0.1:$PORT") ;;
     esac
-    valgrind --tool=callgrind --callgrind-out-file="$out" "${server[@]}" >/dev/null 2>"$out.log" &
-    server_pid=$!
-    for _ in $(seq 600); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), timeout=1).close()" 2>/dev/null && up=1 && break
-        sleep 0.1
-    done
+    start_counted "$out" "${server[@]}" || up=""
     if [ -n "$peer" ] && [ -z "$up" ]; then
-        echo "error: $peer did not answer on 127.0.0.1:$PORT within 60 s under callgrind: $(tail -3 "$out.log")" >&2
-        kill -9 "$server_pid" 2>/dev/null || true
-        server_pid=""
+        fail_run "$peer did not answer on 127.0.0.1:$PORT within 60 s under callgrind: $(tail -3 "$out.log")"
         return 1
     fi
     coproc CLIENT { python3 "$work/client.py" "$scenario" "$REQUESTS" "$PORT" ${peer:+framed}; }
-    read -r _ <&"${CLIENT[0]}"                       # warm
-    callgrind_control --zero "$server_pid" >/dev/null 2>&1
-    echo go >&"${CLIENT[1]}"
-    read -r _ <&"${CLIENT[0]}"                       # done
-    callgrind_control --dump "$server_pid" >/dev/null 2>&1
-    echo bye >&"${CLIENT[1]}"
-    wait "$CLIENT_PID" 2>/dev/null || true
+    count_window || { fail_run "the client failed against ${peer:-quiesce}"; return 1; }
     # A peer gets SIGTERM: may_minihttp has no handler, and SIGINT is ignored by a script's
     # background job (nginx and hyper would take either).
-    if [ -n "$peer" ]; then kill -TERM "$server_pid"; else kill -INT "$server_pid"; fi
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-    local dump="" file
-    for file in "$out".*; do # the dump: $out.1 (the exit's own dump, if any, is $out)
-        [ -e "$file" ] && [ "$file" != "$out.log" ] && dump=$file
-    done
-    local total
-    total=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+    if [ -n "$peer" ]; then stop_counted TERM; else stop_counted INT; fi
+    local dump
+    dump=$(dump_of "$out")
     if [ -n "${DETAIL:-}" ]; then
         echo "## $scenario, $binary" >&2
-        detail "$dump" 'PROGRAM TOTALS|below main|libc_start|lang_start|rust_begin_short|quiesce::main|thread_start|start_thread|clone3'
+        detail "$dump" "$(harness quiesce::main)"
     fi
     # The last run's output stays for the group table (keepalive and pipelined count the same
     # every run).
-    [ -n "$peer" ] || cp "$dump" "$work/groups.$scenario.$(basename "$(dirname "$(dirname "$binary")")")"
-    python3 -c "print(f'{$total / $REQUESTS:.0f}')"
+    [ -n "$peer" ] || cp "$dump" "$work/groups.$scenario.$(target_of "$binary")"
+    per_request "$dump" "$REQUESTS"
 }
 
 # The peers, built and configured before anything is counted (compare.sh's target directory).
@@ -256,24 +225,8 @@ for peer in $PEERS; do
 done
 peer_exe() { if [ "$1" = nginx ]; then echo "$NGINX"; else echo "$peer_target/release/peer-$1"; fi; }
 
-[ -z "${AGAINST:-}" ] && [ -z "${CARGO_TARGET_DIR:-}" ] && export CARGO_TARGET_DIR=$PWD/target/instructions-this
-binary=$(this)
-base=$(against)
 # shellcheck disable=SC2086 # SCENARIOS is a list
-table "live server: instructions per request" "$binary" "$base" $SCENARIOS
-
-echo
-echo "# by function group (instructions per request; benches/cg_groups.py)"
-columns=()
-for scenario in $SCENARIOS; do
-    if [ -n "$base" ]; then
-        columns+=("$scenario $(git rev-parse --short "$AGAINST")=$work/groups.$scenario.instructions-base")
-        columns+=("$scenario this=$work/groups.$scenario.$(basename "$(dirname "$(dirname "$binary")")")")
-    else
-        columns+=("$scenario=$work/groups.$scenario.$(basename "$(dirname "$(dirname "$binary")")")")
-    fi
-done
-python3 benches/cg_groups.py "$REQUESTS" "${columns[@]}"
+count_trees "live server: instructions per request" $SCENARIOS
 
 [ -n "$PEERS" ] || exit 0
 echo

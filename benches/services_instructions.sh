@@ -24,19 +24,10 @@ SCENARIOS=${SCENARIOS:-"json blocking"}
 PEER=${PEER-axum}
 PORT=${PORT:-18395}
 work=$(mktemp -d)
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ]; then kill -9 "$server_pid" 2>/dev/null || true; fi
-    drop_against
-    rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source-path=SCRIPTDIR source=callgrind.sh disable=SC1091 # followed with shellcheck -x
 . "$(dirname "$0")/callgrind.sh"
-
-if ! command -v valgrind >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
-fi
+trap cg_cleanup EXIT
+need_valgrind
 
 cat >"$work/client.py" <<'EOF'
 import socket, sys
@@ -90,9 +81,8 @@ sys.stdout.write("done\n"); sys.stdout.flush()
 sys.stdin.readline()
 EOF
 
-build() { # tree target-dir -> path of examples/crud, with line tables
-    (cd "$1" && CARGO_TARGET_DIR="$2" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=none \
-        cargo build --release --quiet --features json --example crud 2>/dev/null) && echo "$2/release/examples/crud"
+build() { # tree target-dir -> path of examples/crud
+    build_lines "$1" "$2" --features json --example crud && echo "$2/release/examples/crud"
 }
 
 path_of() { if [ "$1" = blocking ]; then echo /users/1; else echo /hello/world; fi; }
@@ -101,55 +91,24 @@ path_of() { if [ "$1" = blocking ]; then echo /users/1; else echo /hello/world; 
 # output and the count stay in $work/{groups,count}.SCENARIO.LABEL (LABEL: the executable's
 # target directory) for the tables below.
 count() {
-    local exe=$1 scenario=$2 out="$work/cg.$2.$RANDOM" up="" label
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$exe" "127.0.0.1:$PORT" >/dev/null 2>"$out.log" &
-    server_pid=$!
-    for _ in $(seq 600); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), timeout=1).close()" 2>/dev/null && up=1 && break
-        sleep 0.1
-    done
-    [ -n "$up" ] || { echo "error: $exe did not answer on 127.0.0.1:$PORT: $(tail -3 "$out.log")" >&2; return 1; }
+    local exe=$1 scenario=$2 out="$work/cg.$2.$RANDOM" label dump
+    start_counted "$out" "$exe" "127.0.0.1:$PORT" ||
+        { fail_run "$exe did not answer on 127.0.0.1:$PORT: $(tail -3 "$out.log")"; return 1; }
     coproc CLIENT { python3 "$work/client.py" "$REQUESTS" "$PORT" "$(path_of "$scenario")" 2>"$work/answer"; }
-    read -r _ <&"${CLIENT[0]}" || { echo "error: the client failed: $(cat "$work/answer")" >&2; return 1; }
-    callgrind_control --zero "$server_pid" >/dev/null 2>&1
-    echo go >&"${CLIENT[1]}"
-    read -r _ <&"${CLIENT[0]}"
-    callgrind_control --dump "$server_pid" >/dev/null 2>&1
-    echo bye >&"${CLIENT[1]}"
-    wait "$CLIENT_PID" 2>/dev/null || true
-    kill -TERM "$server_pid"
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-    local dump="" file total
-    for file in "$out".*; do # the dump: $out.1 (the exit's own dump, if any, is $out)
-        [ -e "$file" ] && [ "$file" != "$out.log" ] && dump=$file
-    done
-    total=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+    count_window || { fail_run "the client failed: $(cat "$work/answer")"; return 1; }
+    stop_counted TERM
+    dump=$(dump_of "$out")
     if [ -n "${DETAIL:-}" ]; then
         echo "## $scenario, $exe: $(tail -1 "$work/answer")" >&2
-        detail "$dump" 'PROGRAM TOTALS|below main|libc_start|lang_start|rust_begin_short|crud::main|thread_start|start_thread|clone3'
+        detail "$dump" "$(harness crud::main)"
     fi
-    label=$(basename "$(dirname "$(dirname "$(dirname "$exe")")")")
+    label=$(target_of "$exe")
     cp "$dump" "$work/groups.$scenario.$label"
-    python3 -c "print(f'{$total / $REQUESTS:.0f}')" | tee "$work/count.$scenario.$label"
+    per_request "$dump" "$REQUESTS" | tee "$work/count.$scenario.$label"
 }
 
-[ -z "${AGAINST:-}" ] && [ -z "${CARGO_TARGET_DIR:-}" ] && export CARGO_TARGET_DIR=$PWD/target/instructions-this
-binary=$(this)
-base=$(against)
 # shellcheck disable=SC2086 # SCENARIOS is a list
-table "examples/crud.rs: instructions per request" "$binary" "$base" $SCENARIOS
-
-echo
-echo "# by function group (instructions per request; benches/cg_groups.py)"
-columns=()
-for scenario in $SCENARIOS; do
-    if [ -n "$base" ]; then
-        columns+=("$scenario $(git rev-parse --short "$AGAINST")=$work/groups.$scenario.instructions-base")
-    fi
-    columns+=("$scenario=$work/groups.$scenario.$(basename "$(dirname "$(dirname "$(dirname "$binary")")")")")
-done
-python3 benches/cg_groups.py "$REQUESTS" "${columns[@]}"
+count_trees "examples/crud.rs: instructions per request" $SCENARIOS
 
 [ -n "$PEER" ] || exit 0
 cargo build --release --quiet --manifest-path benches/peers/axum/Cargo.toml
@@ -157,7 +116,7 @@ echo
 echo "# axum 0.8 (benches/peers/axum crud), same client: instructions per request, whole process"
 printf '| %-10s | %8s | %8s | %12s |\n|---|--:|--:|--:|\n' scenario quiesce axum quiesce/axum
 for scenario in $SCENARIOS; do
-    mine=$(cat "$work/count.$scenario.$(basename "$(dirname "$(dirname "$(dirname "$binary")")")")")
+    mine=$(cat "$work/count.$scenario.$(target_of "$binary")")
     theirs=$(count benches/peers/axum/target/release/crud "$scenario")
     printf '| %-10s | %8s | %8s | %12s |\n' "$scenario" "$mine" "$theirs" "$(python3 -c "print(f'{$mine / $theirs:.2f}')")"
 done

@@ -52,54 +52,22 @@ C_CLOSE=32     # H connections
 COMMAND="REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP IDLE=$IDLE SERVERS=\"$SERVERS\" PROVIDER=$PROVIDER"
 COMMAND+=" bash benches/tls.sh"
 
-log() { printf '[tls %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+LOG_TAG=tls
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$ROOT/benches/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=nginx.sh
+. "$ROOT/benches/nginx.sh"
 
 # --- tools ---------------------------------------------------------------------------------------
-have() { command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]]; }
-declare -A PACKAGE=([wrk]=wrk [nginx]=nginx [curl]=curl [openssl]=openssl [go]=golang-go)
-missing=()
-for tool in wrk nginx curl openssl go; do have "$tool" || missing+=("${PACKAGE[$tool]}"); done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]} with apt-get"
-    [[ $(id -u) == 0 ]] || die "need root to apt-get install ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+need_tools wrk nginx curl openssl go=golang-go
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 have python3 || die "python3 is needed (the resumption check and the report)"
 have taskset || die "taskset (util-linux) is needed"
 CLK_TCK=$(getconf CLK_TCK)
 (($(nproc) >= 2)) || log "warning: only $(nproc) CPU: server and client will share it"
 
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-NOFILE=$(ulimit -n)
-((NOFILE >= IDLE + 512)) || die "open-file limit $NOFILE (hard) is too low for IDLE=$IDLE"
-
-WORK=$(mktemp -d /tmp/quiesce-tls.XXXXXX)
-STARTED=() # every background process this script started
-
-cleanup() {
-    local pid
-    trap - EXIT INT TERM
-    for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.3
-    for pid in "${STARTED[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [[ -n ${KEEP_WORK:-} ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-forget() { # forget a pid we waited for
-    local keep=() pid
-    for pid in "${STARTED[@]}"; do [[ $pid == "$1" ]] || keep+=("$pid"); done
-    STARTED=("${keep[@]}")
-}
+open_files "$IDLE"
+scratch quiesce-tls
 
 # --- build ---------------------------------------------------------------------------------------
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -155,6 +123,7 @@ Ciphersuites = TLS_AES_128_GCM_SHA256
 Groups = X25519
 EOF
 client() { OPENSSL_CONF=$CLIENT_CONF "$@"; } # an OpenSSL client with the forced settings
+probe() { client curl -s --max-time 1 --cacert "$CERT" "$1"; } # launch's readiness check
 
 # --- servers -------------------------------------------------------------------------------------
 declare -A PORT PID RESUMES
@@ -172,42 +141,6 @@ if [[ -z ${QUIESCE_TLS_ARGS+set} ]]; then
 fi
 read -r -a quiesce_tls_args <<<"$QUIESCE_TLS_ARGS"
 
-# nginx_tls_conf DIR PORT CONNECTIONS NOFILE: one worker (and its master), HTTPS only, no resumption.
-nginx_tls_conf() {
-    local dir=$1 port=$2 connections=$3 nofile=$4
-    mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<CONF
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile $nofile;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections $connections; }
-http {
-    access_log off;
-    server_tokens off;
-    keepalive_requests 1000000;
-    keepalive_timeout 600s;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    server {
-        listen 127.0.0.1:$port ssl;
-        ssl_certificate $CERT;
-        ssl_certificate_key $KEY;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_conf_command NumTickets 0;
-        ssl_session_tickets off;
-        ssl_session_cache off;
-        location = /plaintext { default_type text/plain; return 200 'Hello, World!'; }
-    }
-}
-CONF
-}
-
 start_server() { # $1 = name; sets PID[$1]
     local s=$1 port=${PORT[$1]} cmd
     case $s in
@@ -220,56 +153,12 @@ start_server() { # $1 = name; sets PID[$1]
             if "$QUIESCE" --help | grep -q -- '--max-connections'; then cmd+=(--max-connections $((IDLE + 1024))); fi
             ;;
         nginx)
-            nginx_tls_conf "$WORK/nginx" "$port" $((IDLE + 1024)) "$NOFILE"
+            nginx_conf "$WORK/nginx" "$port" on $((IDLE + 1024)) "$NOFILE" "$CERT" "$KEY"
             cmd=("$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf")
             ;;
         hyper-tls) cmd=("$PEER_TARGET/release/peer-hyper-tls" --addr "127.0.0.1:$port" --cert "$CERT" --key "$KEY") ;;
     esac
-    taskset -c "$SERVER_CPU" "${cmd[@]}" >>"$WORK/$s.log" 2>&1 &
-    PID[$s]=$!
-    STARTED+=("${PID[$s]}")
-    local tries=0
-    until [[ $(client curl -s --max-time 1 --cacert "$CERT" "https://127.0.0.1:$port/plaintext" 2>/dev/null) == \
-        "Hello, World!" ]]; do
-        tries=$((tries + 1))
-        ((tries < 100)) || die "$s did not answer on https://127.0.0.1:$port (log: $(tail -3 "$WORK/$s.log"))"
-        kill -0 "${PID[$s]}" 2>/dev/null || die "$s exited at start: $(tail -3 "$WORK/$s.log")"
-        sleep 0.1
-    done
-}
-
-stop_server() { # $1 = name: SIGKILL (no shutdown is measured here)
-    local pid=${PID[$1]} child
-    for child in $(server_pids "$1"); do kill -KILL "$child" 2>/dev/null || true; done
-    wait "$pid" 2>/dev/null || true
-    forget "$pid"
-}
-
-server_pids() { # the server's process and its children (nginx: master + worker)
-    local pid=${PID[$1]}
-    echo "$pid"
-    pgrep -P "$pid" 2>/dev/null || true
-}
-
-cpu_ticks() { # "TOTAL USER": utime + stime, and utime alone, of every process of the server, in clock ticks
-    local total=0 user=0 pid stat rest f
-    for pid in $(server_pids "$1"); do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        rest=${stat##*) } # fields from 3 (state) on
-        read -r -a f <<<"$rest"
-        total=$((total + f[11] + f[12])) # fields 14 (utime) and 15 (stime)
-        user=$((user + f[11]))
-    done
-    echo "$total $user"
-}
-
-rss_kb() { # VmRSS summed over the server's processes
-    local total=0 pid kb
-    for pid in $(server_pids "$1"); do
-        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-        total=$((total + ${kb:-0}))
-    done
-    echo "$total"
+    launch "$s" "https://127.0.0.1:$port/plaintext" "${cmd[@]}"
 }
 
 # check_tls NAME: what the server negotiates with the forced client settings (protocol, suite,
@@ -332,9 +221,9 @@ measure() {
     read -r t0 u0 < <(cpu_ticks "$s")
     run_wrk "$s" "$sc" "$DURATION" "$out"
     read -r t1 u1 < <(cpu_ticks "$s")
-    requests=$(awk '/requests in/ {print $1}' "$out")
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
-    errors=$(awk '/Socket errors:/ {gsub(/,/, ""); e += $4 + $6 + $8 + $10} /Non-2xx/ {e += $NF} END {print e + 0}' "$out")
+    requests=$(wrk_requests "$out")
+    rps=$(wrk_rps "$out")
+    errors=$(wrk_errors "$out")
     [[ -n $requests && $requests -gt 0 ]] || die "no requests completed: $s $sc ($(tail -3 "$out"))"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$s" "$sc" "$rps" "$requests" "$((t1 - t0))" "$((u1 - u0))" \
         "$errors" >>"$WORK/runs.tsv"
@@ -343,19 +232,14 @@ measure() {
 
 # idle_rss NAME REP: RSS before and with IDLE idle TLS connections -> rss.tsv
 idle_rss() {
-    local s=$1 rep=$2 out="$WORK/hold.$1.$2.txt" rss0 rss1 holder tries=0
+    local s=$1 rep=$2 out="$WORK/hold.$1.$2.txt" rss0 rss1 holder
     sleep 0.5 # let the load's connections close
     rss0=$(rss_kb "$s")
     taskset -c "$CLIENT_CPU" "$HOLDER_BIN" -port "${PORT[$s]}" -count "$IDLE" -cacert "$CERT" -timeout 120s \
         -hold 900s >"$out" 2>&1 &
     holder=$!
     STARTED+=("$holder")
-    until grep -q '^ready' "$out"; do
-        kill -0 "$holder" 2>/dev/null || die "idle holder failed for $s: $(cat "$out")"
-        tries=$((tries + 1))
-        ((tries < 1500)) || die "idle holder not ready for $s after 150 s"
-        sleep 0.1
-    done
+    await_ready "$s" "$holder" "$out"
     sleep 0.3
     rss1=$(rss_kb "$s")
     printf '%s\t%s\t%s\t%s\t%s\n' "$rep" "$s" "$rss0" "$rss1" "$IDLE" >>"$WORK/rss.tsv"
@@ -379,19 +263,11 @@ for s in $SERVERS; do
     stop_server "$s"
 done
 for rep in $(seq 1 "$REPS"); do
-    log "rep $rep/$REPS: starting $SERVERS"
-    for s in $SERVERS; do
-        start_server "$s"
-        run_wrk "$s" warm "$WARMUP" "$WORK/warm.$s.txt"
-    done
-    # Each repetition starts with the next server (A B C, B C A, C A B), as in compare.sh.
-    read -r -a order <<<"$SERVERS"
-    shift_by=$(((rep - 1) % ${#order[@]}))
-    order=("${order[@]:shift_by}" "${order[@]:0:shift_by}")
+    start_rep "$rep"
     for sc in K H; do
-        for s in "${order[@]}"; do measure "$s" "$sc" "$rep"; done
+        for s in "${ORDER[@]}"; do measure "$s" "$sc" "$rep"; done
     done
-    for s in "${order[@]}"; do
+    for s in "${ORDER[@]}"; do
         idle_rss "$s" "$rep"
         stop_server "$s"
     done
@@ -562,15 +438,6 @@ PYEOF
 cat "$WORK/summary.md"
 {
     cat "$WORK/summary.md"
-    echo
-    echo "## Raw numbers"
-    for f in tls runs rss; do
-        echo
-        echo "### $f.tsv"
-        echo
-        echo '```'
-        cat "$WORK/$f.tsv"
-        echo '```'
-    done
+    raw_numbers tls runs rss
 } >"$ROOT/benches/results/${RESULT:-tls}.md"
 log "raw numbers: benches/results/${RESULT:-tls}.md"

@@ -210,15 +210,9 @@ done
 # The drain: SIGTERM with every idle client waiting.
 kill -TERM "${PID[ec]}"
 wait "${PID[ec]}" && ec_status=0 || ec_status=$?
-# Waits (at most 30 s: each client gives up after 20 s) for the idle clients to end.
+# Waits (at most 30 s each: each client gives up after 20 s) for the idle clients to end.
 wait_idle() {
-    local pid _
-    for pid in "${IDLE_PIDS[@]}"; do
-        for _ in $(seq 1 600); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.05
-        done
-    done
+    wait_gone 30 "${IDLE_PIDS[@]}"
     IDLE_PIDS=()
 }
 wait_idle

@@ -1,6 +1,7 @@
-# Shared by deploy/tls-test/clients.sh and restarts.sh (sourced, not run): the tools they
-# need, certificates, ports, starting and stopping quiesce. Everything listens on 127.0.0.1
-# only. Expects ROOT (the repository) and OUT (where results go) to be set.
+# Shared by deploy/tls-test/clients.sh, restarts.sh and handshake_drain.sh (sourced, not run):
+# the tools they need, certificates, ports, starting and stopping quiesce, waiting for a server
+# and for processes. Everything listens on 127.0.0.1 only. Expects ROOT (the repository) and OUT
+# (where results go) to be set.
 
 # Installs what is missing (Debian's packages); builds quiesce and the Go clients.
 setup() {
@@ -20,7 +21,7 @@ setup() {
     (cd "$ROOT" && cargo build --release --quiet)
     QUIESCE=$ROOT/target/release/quiesce
     GOCACHE=${GOCACHE:-$ROOT/target/tls-test/gocache} GOFLAGS=-mod=mod \
-        go build -o "$ROOT/target/tls-test/tlscheck" "$ROOT/deploy/tls-test/tlscheck.go"
+        go build -o "$ROOT/target/tls-test/tlscheck" "$ROOT/deploy/tls-test/tlscheck.go" "$ROOT/deploy/tls-test/tlsend.go"
     TLSCHECK=$ROOT/target/tls-test/tlscheck
     PYCLIENT=$ROOT/deploy/tls-test/pyclient.py
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/quiesce-tls.XXXXXX")
@@ -88,16 +89,18 @@ start_quiesce() {
         --log-format json "$@" 2>>"$log" &
     STARTED=$!
     PIDS+=("$STARTED")
-    wait_listening "$plain"
+    wait_answer "http://127.0.0.1:$plain/healthz"
 }
 
-wait_listening() { # port
-    local _
+# wait_answer URL [CURL ARGS...]: until a GET of URL gets an answer (10 s at most).
+wait_answer() {
+    local url=$1 _
+    shift
     for _ in $(seq 1 200); do
-        curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$1/healthz" && return 0
+        curl -s --max-time 1 -o /dev/null "$@" "$url" && return 0
         sleep 0.05
     done
-    echo "nothing listens on $1" >&2
+    echo "nothing answers on $url" >&2
     return 1
 }
 
@@ -106,10 +109,12 @@ serving_pid() {
     curl -s --max-time 2 "http://127.0.0.1:$1/metrics" | sed -n 's/^quiesce_info{.*pid="\([0-9]*\)".*/\1/p'
 }
 
-wait_gone() { # pid...
-    local pid _
+# wait_gone SECONDS PID...: until each PID has exited, waiting SECONDS at most for each.
+wait_gone() {
+    local limit=$(($1 * 20)) pid _
+    shift
     for pid in "$@"; do
-        for _ in $(seq 1 1200); do
+        for _ in $(seq 1 "$limit"); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.05
         done

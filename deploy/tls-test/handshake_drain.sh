@@ -49,7 +49,7 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 # The Go program runs from the work directory, so cleanup (which kills by a command line naming
 # it) stops its servers too; nginx's workers rename themselves, so their pids are kept apart.
 GOCACHE=${GOCACHE:-$ROOT/target/tls-test/gocache} GOFLAGS=-mod=mod \
-    go build -o "$ROOT/target/tls-test/hsdrain" "$ROOT/deploy/tls-test/hsdrain.go"
+    go build -o "$ROOT/target/tls-test/hsdrain" "$ROOT/deploy/tls-test/hsdrain.go" "$ROOT/deploy/tls-test/tlsend.go"
 cp "$ROOT/target/tls-test/hsdrain" "$WORK/hsdrain"
 HSDRAIN=$WORK/hsdrain
 NGINX_WORKERS=()
@@ -76,26 +76,6 @@ for port in $PLAIN $TLS_Q $TLS_GO $TLS_NGINX $UPSTREAM; do
         exit 1
     fi
 done
-
-wait_https() { # port
-    local _
-    for _ in $(seq 1 200); do
-        curl -s --max-time 1 --cacert "$CERT" -o /dev/null "https://127.0.0.1:$1/" && return 0
-        sleep 0.05
-    done
-    echo "nothing serves HTTPS on $1" >&2
-    return 1
-}
-
-wait_http() { # port
-    local _
-    for _ in $(seq 1 200); do
-        curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$1/" && return 0
-        sleep 0.05
-    done
-    echo "nothing serves HTTP on $1" >&2
-    return 1
-}
 
 nginx_conf() { # dir
     mkdir -p "$1/logs"
@@ -137,7 +117,7 @@ run_one() {
             "$HSDRAIN" serve -addr "127.0.0.1:$TLS_GO" -cert "$CERT" -key "$KEY" -timeout 30s 2>>"$log" &
             pid=$!
             PIDS+=("$pid")
-            wait_https "$TLS_GO"
+            wait_answer "https://127.0.0.1:$TLS_GO/" --cacert "$CERT"
             addr=127.0.0.1:$TLS_GO signal=TERM inflight=/slow ;;
         nginx)
             "$HSDRAIN" serve -addr "127.0.0.1:$UPSTREAM" 2>>"$OUT/upstream.log" &
@@ -148,8 +128,8 @@ run_one() {
             nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/logs/error.log" 2>>"$log" &
             pid=$!
             PIDS+=("$pid")
-            wait_http "$UPSTREAM"
-            wait_https "$TLS_NGINX"
+            wait_answer "http://127.0.0.1:$UPSTREAM/"
+            wait_answer "https://127.0.0.1:$TLS_NGINX/" --cacert "$CERT"
             local worker
             for worker in $(pgrep -P "$pid"); do NGINX_WORKERS+=("$worker"); done
             addr=127.0.0.1:$TLS_NGINX signal=QUIT inflight=/slow ;;

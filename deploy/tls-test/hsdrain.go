@@ -24,7 +24,7 @@
 // any bytes received first (a TLS alert is named: "alert:<level>:<description>"). A TLS
 // connection (finish, late, inflight) reports the handshake's result, the response's status, its
 // Connection header and body, and then how the connection ended: "close_notify" (the TLS
-// layer returned EOF before the TCP stream ended: the alert came first, as tlscheck.go tells
+// layer returned EOF before the TCP stream ended: the alert came first, as tlsend.go tells
 // it), "ragged_eof", "reset", or "timeout".
 package main
 
@@ -148,23 +148,14 @@ func sinceSignal(t time.Time, estimate time.Time) float64 {
 	return float64(t.Sub(base).Microseconds()) / 1000
 }
 
-// rawConn notes when its own Read saw the end of the TCP stream.
+// rawConn notes when its own Read saw the end of the TCP stream (eofConn, tlsend.go).
 type rawConn struct {
-	net.Conn
-	eof atomic.Bool
+	eofConn
 	// Holding the ClientHello: the first Write sends half of it and the rest once release
 	// is closed.
 	hold    bool
 	release chan struct{}
 	writes  int
-}
-
-func (c *rawConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if err == io.EOF {
-		c.eof.Store(true)
-	}
-	return n, err
 }
 
 func (c *rawConn) Write(p []byte) (int, error) {
@@ -197,26 +188,6 @@ func (c *captureConn) Close() error                     { return nil }
 func (c *captureConn) SetDeadline(time.Time) error      { return nil }
 func (c *captureConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }
-
-func errKind(err error) string {
-	switch {
-	case err == nil:
-		return "open"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "fin"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "reset"
-	case errors.Is(err, syscall.EPIPE):
-		return "broken_pipe"
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout"
-	}
-	s := err.Error()
-	if i := strings.LastIndex(s, ": "); i >= 0 {
-		s = s[i+2:]
-	}
-	return "error: " + s
-}
 
 var alertNames = map[byte]string{0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac",
 	40: "handshake_failure", 47: "illegal_parameter", 50: "decode_error", 70: "protocol_version",
@@ -270,7 +241,7 @@ func exchange(c *tls.Conn, raw *rawConn, path string, o *outcome, deadline time.
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		o.Err = "response: " + errKind(err)
-		o.End = tlsEnd(raw, err)
+		o.End = tlsEnd(&raw.eofConn, err)
 		o.EndMs = sinceSignal(time.Now(), estimate)
 		return
 	}
@@ -286,23 +257,12 @@ func exchange(c *tls.Conn, raw *rawConn, path string, o *outcome, deadline time.
 	if err != nil {
 		o.Err = "body: " + errKind(err)
 	}
-	_, err = br.ReadByte()
-	o.End = tlsEnd(raw, err)
+	if _, err = br.ReadByte(); err == nil {
+		o.End = "data after the response"
+	} else {
+		o.End = tlsEnd(&raw.eofConn, err)
+	}
 	o.EndMs = sinceSignal(time.Now(), estimate)
-}
-
-func tlsEnd(raw *rawConn, err error) string {
-	k := errKind(err)
-	if k == "fin" {
-		if raw.eof.Load() {
-			return "ragged_eof"
-		}
-		return "close_notify"
-	}
-	if k == "open" {
-		return "data after the response"
-	}
-	return k
 }
 
 func run(args []string) {
@@ -361,11 +321,10 @@ func run(args []string) {
 	releaseLate := make(chan struct{})
 	var ready sync.WaitGroup
 
-	for i := 0; i < *stalled+*partial; i++ {
-		kind := "stalled"
-		if i >= *stalled {
-			kind = "partial"
-		}
+	// client starts one connection of KIND in its own goroutine: a dial that fails is its
+	// outcome (in Handshake too for a TLS client) and counts as set up; else BODY gets the
+	// connection and when it was made, and calls ready.Done() once it is set up.
+	client := func(kind string, isTLS bool, body func(o *outcome, c net.Conn, at time.Time)) {
 		ready.Add(1)
 		wg.Add(1)
 		go func() {
@@ -374,43 +333,44 @@ func run(args []string) {
 			c, at, err := dial()
 			if err != nil {
 				o.End = "dial: " + errKind(err)
+				if isTLS {
+					o.Handshake, o.End = o.End, "none"
+				}
 				ready.Done()
-				add(o)
-				return
+			} else {
+				body(o, c, at)
+				c.Close()
 			}
+			add(o)
+		}()
+	}
+
+	for i := 0; i < *stalled+*partial; i++ {
+		kind := "stalled"
+		if i >= *stalled {
+			kind = "partial"
+		}
+		client(kind, false, func(o *outcome, c net.Conn, at time.Time) {
 			if kind == "partial" {
 				c.Write(hello[:len(hello)/2])
 			}
 			ready.Done()
 			watchRaw(c, o, deadline, estimate)
 			o.ConnectMs = sinceSignal(at, estimate)
-			c.Close()
-			add(o)
-		}()
+		})
 	}
 	for i := 0; i < *finish+*late; i++ {
 		kind, when := "finish", release
 		if i >= *finish {
 			kind, when = "late", releaseLate
 		}
-		ready.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o := &outcome{Kind: kind}
-			tcp, at, err := dial()
-			if err != nil {
-				o.Handshake, o.End = "dial: "+errKind(err), "none"
-				ready.Done()
-				add(o)
-				return
-			}
+		client(kind, true, func(o *outcome, tcp net.Conn, at time.Time) {
 			ready.Done()
-			raw := &rawConn{Conn: tcp, hold: true, release: when}
+			raw := &rawConn{eofConn: eofConn{Conn: tcp}, hold: true, release: when}
 			c := tls.Client(raw, cfg)
 			c.SetDeadline(deadline)
 			if err := c.Handshake(); err != nil {
-				o.Handshake = "failed: " + tlsEnd(raw, err)
+				o.Handshake = "failed: " + tlsEnd(&raw.eofConn, err)
 				o.End = o.Handshake
 				o.EndMs = sinceSignal(time.Now(), estimate)
 			} else {
@@ -418,9 +378,7 @@ func run(args []string) {
 				exchange(c, raw, "/plaintext", o, deadline, estimate)
 			}
 			o.ConnectMs = sinceSignal(at, estimate)
-			tcp.Close()
-			add(o)
-		}()
+		})
 	}
 	ready.Wait()
 	// The handshaking connections are -age old at the signal; the request in flight was
@@ -430,34 +388,20 @@ func run(args []string) {
 		time.Sleep(lead)
 	}
 	if *inflight != "" {
-		ready.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o := &outcome{Kind: "inflight"}
-			tcp, at, err := dial()
-			if err != nil {
-				o.Handshake, o.End = "dial: "+errKind(err), "none"
-				ready.Done()
-				add(o)
-				return
-			}
-			raw := &rawConn{Conn: tcp}
+		client("inflight", true, func(o *outcome, tcp net.Conn, at time.Time) {
+			raw := &rawConn{eofConn: eofConn{Conn: tcp}}
 			c := tls.Client(raw, cfg)
 			c.SetDeadline(deadline)
 			if err := c.Handshake(); err != nil {
 				o.Handshake, o.End = errKind(err), "none"
 				ready.Done()
-				add(o)
 				return
 			}
 			o.Handshake = "ok"
 			ready.Done()
 			exchange(c, raw, *inflight, o, deadline, estimate)
 			o.ConnectMs = sinceSignal(at, estimate)
-			tcp.Close()
-			add(o)
-		}()
+		})
 		ready.Wait()
 	}
 	time.Sleep(time.Until(setUp.Add(*age)))

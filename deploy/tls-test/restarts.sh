@@ -152,7 +152,7 @@ run_scenario() {
         local last
         last=$(serving_pid "$plain")
         [ -n "$last" ] && kill -TERM "$last"
-        wait_gone "$first" ${last:+"$last"}
+        wait_gone 60 "$first" ${last:+"$last"}
         wait "$first" 2>/dev/null || true
     fi
     python3 - "$name" "$dir" "$RESTARTS" <<'EOF' || FAILED=$((FAILED + 1))
@@ -184,6 +184,8 @@ if not_drained:
     problems.append(f"{len(not_drained)} exits not drained: {not_drained}")
 ends = r["connection_ends"]
 ragged = {k: v for k, v in ends.items() if "close_notify" not in k}
+if ragged:
+    problems.append(f"connections ended without close_notify: {ragged}")
 print(f"{name}: {r['requests']} requests ({r['ok']} ok), lost {r['lost']}, wrong {r['wrong_answers']}, "
       f"handshakes {r['handshakes']} ({r['versions']}), failed handshakes {r['handshakes_failed']} {r['handshake_failures'] or ''}, "
       f"refused connections {r['refused_connections']}")
@@ -200,15 +202,11 @@ if name == "drain":
     idle_ends = {k: v for k, v in ends.items() if k.startswith("idle")}
     if not idle_ends.get("idle: while idle: close_notify"):
         problems.append(f"no idle connection saw close_notify: {idle_ends}")
-    if ragged:
-        problems.append(f"connections ended without close_notify: {ragged}")
 else:
     if r["handshakes_failed"]:
         problems.append(f"{r['handshakes_failed']} failed handshakes: {r['handshake_failure_examples']}")
     if r["refused_connections"]:
         problems.append(f"{r['refused_connections']} connections refused")
-    if ragged:
-        problems.append(f"connections ended without close_notify: {ragged}")
     certs = r["certificates"]
     listening = [ms(e) for e in log if e.get("event") == "listening" and e.get("tls")]
     print("  certificates presented: " + ", ".join(f"{c['cn']} x{c['handshakes']}" for c in certs))

@@ -11,11 +11,7 @@
 //	tlscheck load -addr … -roots … -loops 32 -fresh 4 -idle 8 -duration 30s
 //	    Closed-loop HTTPS clients; prints one JSON object when -duration is over (below).
 //
-// How close_notify is told from a ragged EOF: Go's tls.Conn.Read returns io.EOF for both (a
-// TCP end on a record boundary counts as EOF). The TCP connection under it is wrapped, and
-// notes when its own Read returned io.EOF: after close_notify, tls.Conn returns io.EOF without
-// having read the TCP stream's end (it reads no further than the alert record); after a ragged
-// EOF it has seen the TCP end first.
+// How close_notify is told from a ragged EOF: tlsend.go (built with this file).
 //
 // load: -loops keep-alive clients alternate GET /plaintext and POST /echo on one connection,
 // reconnecting when the server says Connection: close (the drain) or closes; -fresh clients
@@ -51,52 +47,11 @@ import (
 	"time"
 )
 
-// rawConn is the TCP connection under a tls.Conn; it notes the end of the TCP stream.
-type rawConn struct {
-	net.Conn
-	eof atomic.Bool
-}
-
-func (c *rawConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if err == io.EOF {
-		c.eof.Store(true)
-	}
-	return n, err
-}
-
 // conn is one client connection.
 type conn struct {
-	raw *rawConn
+	raw *eofConn
 	tls *tls.Conn
 	br  *bufio.Reader
-}
-
-// endKind names how a connection ended, from the error its read returned.
-func endKind(c *conn, err error) string {
-	switch {
-	case err == nil:
-		return "open"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		if c.raw.eof.Load() {
-			return "ragged_eof"
-		}
-		return "close_notify"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "reset"
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout"
-	}
-	return "error: " + shortErr(err)
-}
-
-// shortErr is an error's text without addresses and ports.
-func shortErr(err error) string {
-	s := err.Error()
-	if i := strings.LastIndex(s, ": "); i >= 0 {
-		s = s[i+2:]
-	}
-	return s
 }
 
 type options struct {
@@ -131,7 +86,7 @@ func (o *options) dial(deadline time.Time, capTLS12 bool) (*conn, error) {
 	if err != nil {
 		return nil, &dialErr{refused: errors.Is(err, syscall.ECONNREFUSED), err: err}
 	}
-	raw := &rawConn{Conn: tcp}
+	raw := &eofConn{Conn: tcp}
 	c := tls.Client(raw, o.config(capTLS12))
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := c.Handshake(); err != nil {
@@ -182,7 +137,7 @@ func (c *conn) awaitEnd(timeout time.Duration) string {
 	for {
 		n, err := c.br.Read(buf[:])
 		if err != nil {
-			return endKind(c, err)
+			return tlsEnd(c.raw, err)
 		}
 		if n > 0 {
 			return "unexpected bytes"
@@ -426,13 +381,13 @@ func load(o *options, loops, fresh, idle int, duration time.Duration) {
 		}
 		if !sent && err != nil {
 			// Not written whole: the server had already ended the connection.
-			ends.add(kind+": before a request: "+endKind(c, err), err.Error())
+			ends.add(kind+": before a request: "+tlsEnd(c.raw, err), err.Error())
 			return false
 		}
 		atomic.AddInt64(&requests, 1)
 		switch {
 		case err != nil:
-			lost.add(method+" "+endKind(c, err), err.Error())
+			lost.add(method+" "+tlsEnd(c.raw, err), err.Error())
 			return false
 		case resp.StatusCode != 200:
 			wrong.add(fmt.Sprintf("%s status %d", method, resp.StatusCode), string(got))
