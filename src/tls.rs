@@ -472,6 +472,10 @@ impl<T: Transport> Transport for TlsStream<T> {
         self.socket_short
     }
 
+    fn input_waits(&self) -> bool {
+        self.sock.input_waits()
+    }
+
     fn handshaking(&self) -> bool {
         self.state == Handshake::Running
     }
