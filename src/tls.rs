@@ -303,7 +303,7 @@ impl TlsStream<TcpStream> {
 
 impl<T: Transport> TlsStream<T> {
     /// The stream beneath (the harness's pipe, for its client side).
-    #[allow(dead_code)]
+    #[cfg(any(test, feature = "harness"))]
     pub(crate) fn inner_mut(&mut self) -> &mut T {
         &mut self.sock
     }
