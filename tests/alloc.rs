@@ -7,6 +7,10 @@
 //! tests running in parallel never disturb a measurement. The first few allocations counted
 //! record a backtrace (captured with counting switched off) for the failure message.
 
+#[path = "common/retry.rs"]
+mod retry;
+use retry::read_some;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
 use std::cell::{Cell, RefCell};
@@ -192,7 +196,7 @@ fn the_counter_counts() {
 fn keep_alive_over_tls_allocates_a_bounded_few() {
     use quiesce::tls::{TlsConfig, rustls};
     use quiesce::{Request, Response, Server};
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::sync::Arc;
 
     let handler = |req: &Request<'_>, res: &mut Response| {
@@ -240,7 +244,7 @@ fn keep_alive_over_tls_allocates_a_bounded_few() {
                     return text[end + 4..].to_owned();
                 }
             }
-            let n = tls.read(&mut buf).unwrap();
+            let n = read_some(&mut tls, &mut buf).unwrap();
             assert!(n > 0);
             data.extend_from_slice(&buf[..n]);
         }

@@ -3,7 +3,11 @@
 //! clients that stop reading are cut, counted and never reported as a clean drain, while a
 //! client that reads slowly is kept.
 
-use std::io::{Read, Write};
+#[path = "common/retry.rs"]
+mod retry;
+use retry::read_some;
+
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, mpsc};
 use std::thread;
@@ -98,7 +102,7 @@ fn read_until(stream: &mut TcpStream, needle: &[u8]) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !got.windows(needle.len()).any(|w| w == needle) {
-        let n = stream.read(&mut buf).expect("read");
+        let n = read_some(stream, &mut buf).expect("read");
         assert!(n > 0, "closed before {:?}: {:?}", String::from_utf8_lossy(needle), String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
@@ -110,7 +114,7 @@ fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 65536];
     loop {
-        match stream.read(&mut buf) {
+        match read_some(stream, &mut buf) {
             Ok(0) | Err(_) => return got,
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
@@ -206,7 +210,7 @@ fn the_write_timeout_keeps_a_slow_reader_and_cuts_a_stopped_one() {
     // so its writes stall all along.
     let mut buf = [0u8; 512];
     for _ in 0..(5 * timeout.as_millis() / 20) {
-        let n = slow.read(&mut buf).expect("the slow reader was cut");
+        let n = read_some(&mut slow, &mut buf).expect("the slow reader was cut");
         assert!(n > 0, "the slow reader was cut");
         thread::sleep(Duration::from_millis(20));
     }

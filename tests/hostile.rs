@@ -15,12 +15,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Quiesce;
+use common::{Quiesce, read_some};
 
 /// Read/write/connect timeout of every client socket.
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
@@ -471,7 +471,7 @@ impl Conn {
 
     fn fill(&mut self) -> Result<(), String> {
         let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
+        match read_some(&mut self.stream, &mut chunk) {
             Ok(0) => Err(format!("EOF while reading a response; received so far: {}", show_bytes(&self.buf))),
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
@@ -529,7 +529,7 @@ impl Conn {
         self.stream.set_read_timeout(Some(within)).map_err(|e| format!("set_read_timeout: {e}"))?;
         let started = Instant::now();
         let mut chunk = [0u8; 4096];
-        let result = match self.stream.read(&mut chunk) {
+        let result = match read_some(&mut self.stream, &mut chunk) {
             Ok(0) => Ok(()),
             Ok(n) => Err(format!("unexpected bytes instead of EOF: {}", show_bytes(&chunk[..n]))),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
@@ -789,7 +789,7 @@ fn stalled_reader_dropped_after_write_timeout() {
     let mut total = 0usize;
     let mut chunk = vec![0u8; 256 * 1024];
     let end = loop {
-        match conn.stream.read(&mut chunk) {
+        match read_some(&mut conn.stream, &mut chunk) {
             Ok(0) => break "EOF".to_owned(),
             Ok(n) => total += n,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {

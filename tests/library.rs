@@ -1,5 +1,9 @@
 //! The library API in-process: state hook, counts and ShutdownHandle.
 
+#[path = "common/retry.rs"]
+mod retry;
+use retry::read_some;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
@@ -80,7 +84,7 @@ fn read_response(stream: &mut TcpStream) -> String {
                 return text;
             }
         }
-        let n = stream.read(&mut buf).expect("read");
+        let n = read_some(stream, &mut buf).expect("read");
         assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&data));
         data.extend_from_slice(&buf[..n]);
     }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::thread;
@@ -66,7 +66,7 @@ impl Slow {
     fn poll_read(&mut self, now: Instant) {
         let mut chunk = [0u8; 1024];
         while self.ended.is_none() {
-            match self.stream.read(&mut chunk) {
+            match read_some(&mut self.stream, &mut chunk) {
                 Ok(0) => self.ended = Some((now, Ok(()))),
                 Ok(n) => {
                     self.answered.get_or_insert(now);

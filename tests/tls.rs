@@ -8,6 +8,10 @@
 //! valid for a century: a.pem and b.pem, each with its key.
 #![cfg(feature = "tls")]
 
+#[path = "common/retry.rs"]
+mod retry;
+use retry::read_some;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -97,7 +101,7 @@ fn read_response(tls: &mut Tls) -> io::Result<String> {
                 }
             }
         }
-        let n = tls.read(&mut buf)?;
+        let n = read_some(tls, &mut buf)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -118,7 +122,7 @@ enum End {
 
 fn end_of(tls: &mut Tls) -> End {
     let mut buf = [0u8; 1024];
-    match tls.read(&mut buf) {
+    match read_some(tls, &mut buf) {
         Ok(0) => End::CloseNotify,
         Ok(n) => End::Data(String::from_utf8_lossy(&buf[..n]).into_owned()),
         Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => End::Ragged,
@@ -312,7 +316,7 @@ fn a_stream_ends_with_its_last_chunk_then_close_notify_and_a_cut_one_without() {
     let mut seen = Vec::new();
     let mut buf = [0u8; 1024];
     let end = loop {
-        match cut.read(&mut buf) {
+        match read_some(&mut cut, &mut buf) {
             Ok(0) => break End::CloseNotify,
             Ok(n) => seen.extend_from_slice(&buf[..n]),
             Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => {
@@ -437,7 +441,7 @@ fn records_split_byte_by_byte_are_read_the_same() {
         let mut data = Vec::new();
         let mut buf = [0u8; 4096];
         while !String::from_utf8_lossy(&data).ends_with("sni=localhost") {
-            let n = tls.read(&mut buf).expect("a response");
+            let n = read_some(&mut tls, &mut buf).expect("a response");
             assert!(n > 0, "{}", String::from_utf8_lossy(&data));
             data.extend_from_slice(&buf[..n]);
         }
@@ -467,7 +471,7 @@ fn a_client_that_stops_reading_a_large_response_is_cut_by_the_write_timeout() {
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0;
     let end = loop {
-        match tls.read(&mut buf) {
+        match read_some(&mut tls, &mut buf) {
             Ok(0) => break End::CloseNotify,
             Ok(n) => total += n,
             Err(_) => break End::Ragged,

@@ -13,6 +13,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod retry;
+pub use retry::read_some;
+
 /// Read/write timeout put on every client socket.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the binary gets to print its `listening on` line.
@@ -550,7 +553,7 @@ impl Client {
 
     fn fill(&mut self) -> io::Result<usize> {
         let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk)?;
+        let n = read_some(&mut self.stream, &mut chunk)?;
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
@@ -655,7 +658,7 @@ impl Client {
         let timeout = timeout.max(Duration::from_millis(1));
         let _ = self.stream.set_read_timeout(Some(timeout));
         let mut chunk = [0u8; 4096];
-        let state = match self.stream.read(&mut chunk) {
+        let state = match read_some(&mut self.stream, &mut chunk) {
             Ok(0) => CloseState::Eof,
             Ok(n) => CloseState::Data(chunk[..n].to_vec()),
             Err(e) => match classify(&e) {
