@@ -783,11 +783,15 @@ impl<S: Accepted> Core<S> {
     /// a deadline then fires up to one turn's length late, and a turn saves a clock read.
     fn wait(&mut self, events: &mut Events) -> Result<Tick, Error> {
         self.end_turn();
+        let mut from = self.env.now;
         loop {
-            let timeout = self.poll_timeout(self.env.now);
+            let timeout = self.poll_timeout(from);
             match self.poll.poll(events, timeout) {
                 Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Interrupted (a signal with a handler, a stop and continue): the time spent
+                // waiting counts. A wait restarted whole from the turn's clock would never reach
+                // a deadline under signals that come more often than it (a profiler's timer).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => from = Tick::now(),
                 Err(e) => return Err(Error::Poll(e)),
             }
         }
