@@ -655,17 +655,26 @@ impl Client {
         if !self.buf.is_empty() {
             return CloseState::Data(std::mem::take(&mut self.buf));
         }
-        let timeout = timeout.max(Duration::from_millis(1));
-        let _ = self.stream.set_read_timeout(Some(timeout));
+        // A read interrupted (a stop and continue) is retried for what is left of `timeout`:
+        // retried whole, it could wait for ever under stops that come more often.
+        let deadline = Instant::now() + timeout.max(Duration::from_millis(1));
         let mut chunk = [0u8; 4096];
-        let state = match read_some(&mut self.stream, &mut chunk) {
-            Ok(0) => CloseState::Eof,
-            Ok(n) => CloseState::Data(chunk[..n].to_vec()),
-            Err(e) => match classify(&e) {
-                Failure::Reset => CloseState::Reset,
-                Failure::Timeout => CloseState::Open,
-                _ => panic!("unexpected error while checking for close: {e}"),
-            },
+        let state = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break CloseState::Open;
+            }
+            let _ = self.stream.set_read_timeout(Some(left));
+            break match self.stream.read(&mut chunk) {
+                Ok(0) => CloseState::Eof,
+                Ok(n) => CloseState::Data(chunk[..n].to_vec()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => match classify(&e) {
+                    Failure::Reset => CloseState::Reset,
+                    Failure::Timeout => CloseState::Open,
+                    _ => panic!("unexpected error while checking for close: {e}"),
+                },
+            };
         };
         let _ = self.stream.set_read_timeout(Some(IO_TIMEOUT));
         state

@@ -8,7 +8,9 @@
 
 use std::io::{self, Read};
 
-/// `r.read(buf)`, retried while it fails with `Interrupted`.
+/// `r.read(buf)`, retried while it fails with `Interrupted`. A retry starts the socket's read
+/// timeout afresh: where a short wait's length matters, count what is left of it instead
+/// (`Client::close_state`).
 pub fn read_some<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match r.read(buf) {
