@@ -472,10 +472,6 @@ impl<T: Transport> Transport for TlsStream<T> {
         self.socket_short
     }
 
-    fn input_waits(&self) -> bool {
-        self.sock.input_waits()
-    }
-
     fn handshaking(&self) -> bool {
         self.state == Handshake::Running
     }

@@ -88,14 +88,6 @@ pub(crate) trait Transport: Read + Write {
     fn tls_info(&self) -> Option<&Arc<crate::http::request::TlsInfo>> {
         None
     }
-    /// Whether bytes (or the end of the stream) wait unread in the socket now: asked once more
-    /// just before a drain closes an idle connection, whose readiness was last seen at the
-    /// turn's poll. A request that reached the socket since must be answered, not reset by the
-    /// close. Without a way to ask (the in-memory pipe, whose readiness is always current),
-    /// nothing waits.
-    fn input_waits(&self) -> bool {
-        false
-    }
     /// The connection closes for `reason`: a TLS stream ends a clean close with `close_notify`
     /// (never a cut one) and counts a handshake that did not finish.
     fn on_close(&mut self, _reason: CloseReason) {}
@@ -116,21 +108,6 @@ impl Transport for mio::net::TcpStream {
 
     fn counted(&self) -> Option<(u64, bool)> {
         delivery::counted(self)
-    }
-
-    fn input_waits(&self) -> bool {
-        let mut byte = 0u8;
-        // SAFETY: a one-byte buffer that lives for the call; MSG_PEEK leaves the byte queued.
-        let n = unsafe {
-            libc::recv(
-                std::os::fd::AsRawFd::as_raw_fd(self),
-                (&raw mut byte).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        // Data, or the end of the stream (0): either way the next read says what it is.
-        n >= 0
     }
 }
 
@@ -775,20 +752,12 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    /// Before a drain closes this idle connection: nothing came, by the turn's readiness and by
-    /// one more look at the socket. A request that arrived since the poll (a proxy reusing the
-    /// connection at that moment) makes it readable instead: it is answered, with
-    /// `Connection: close`, where a close would have reset it.
-    #[cold]
-    fn nothing_came(&mut self) -> bool {
-        if self.readable {
-            return false;
-        }
-        if self.stream.input_waits() {
-            self.readable = true;
-            return false;
-        }
-        true
+    /// Before a drain closes this idle connection: nothing came. The server looked at the poll
+    /// once more just before (`look_again`), so a request that reached the socket since the
+    /// turn's poll has made it readable: it is answered, with `Connection: close`, where a close
+    /// would have reset it.
+    fn nothing_came(&self) -> bool {
+        !self.readable
     }
 
     /// No write made progress for most of the write timeout: notes what the client has taken
