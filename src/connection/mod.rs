@@ -715,7 +715,7 @@ impl<S: Transport> Connection<S> {
     /// connection is never idle again) or after a grace. When the drain begins (`starting`): a
     /// request in progress finishes (its response is the last, see `ending`); a new connection,
     /// or one used just now, gets a last call for a request on its way; any other idle one is
-    /// closed by the next turn's deadline pass, after one more look at its socket. While the
+    /// closed by the next turn's deadline pass, after one more look at the poll. While the
     /// drain lasts, a connection that goes idle was not told: its last response began before the
     /// drain (a stream, a large body whose head had gone out), so the client, or a proxy reusing
     /// the connection, may already be sending its next request. It gets the same last call as a
