@@ -70,10 +70,10 @@ const METHODS: &[(usize, &str)] = &[
 /// registry, a ticker thread or a pool, none of them deterministic), deferred ones (`/later...`,
 /// answered by the script's ops), delays, and what the router and the parser refuse.
 const TARGETS: &[(usize, &str)] = &[
-    (12, "/plaintext"),
-    (5, "/json"),
-    (10, "/echo"),
-    (5, "/healthz"),
+    (24, "/plaintext"),
+    (10, "/json"),
+    (20, "/echo"),
+    (10, "/healthz"),
     (2, "/metrics"),
     (2, "/events?every=1s&n=2"),
     (2, "/work?ms=5"),
@@ -96,8 +96,8 @@ const TARGETS: &[(usize, &str)] = &[
 ];
 
 const VERSIONS: &[(usize, &str)] = &[
-    (75, "HTTP/1.1"),
-    (20, "HTTP/1.0"),
+    (150, "HTTP/1.1"),
+    (40, "HTTP/1.0"),
     (1, "HTTP/1.2"),
     (1, "HTTP/2.0"),
     (1, "HTTP/0.9"),
@@ -106,8 +106,8 @@ const VERSIONS: &[(usize, &str)] = &[
 ];
 
 const CONNECTION: &[(usize, &str)] = &[
-    (50, ""),
-    (20, "close"),
+    (60, ""),
+    (10, "close"),
     (15, "keep-alive"),
     (3, "Keep-Alive, foo"),
     (3, "upgrade"),
@@ -116,7 +116,7 @@ const CONNECTION: &[(usize, &str)] = &[
     (1, "te"),
 ];
 
-/// Some extra header lines, each with its line end to come.
+/// Some extra header lines, each with its line end to come: valid ones,
 const EXTRA: &[&str] = &[
     "User-Agent: differential",
     "Accept: */*",
@@ -125,6 +125,13 @@ const EXTRA: &[&str] = &[
     "Upgrade: websocket",
     "X-Empty:",
     "X-Spaces:    padded   ",
+    "Accept-Encoding: gzip, br",
+    "Cookie: a=b; c=d",
+    "X-Forwarded-For: 10.0.0.1",
+];
+
+/// and ones a server must refuse (or at least think about).
+const BAD_EXTRA: &[&str] = &[
     " folded",
     "NoColon",
     "Bad Name: x",
@@ -178,7 +185,7 @@ fn body_len(rng: &mut Rng) -> usize {
 fn request(rng: &mut Rng, out: &mut Vec<u8>) {
     let eol: &str = if rng.chance(92) { "\r\n" } else { "\n" };
     let method = *rng.weighted(METHODS);
-    let mut target = rng.weighted(TARGETS).to_string();
+    let mut target = if method == "POST" && rng.chance(60) { "/echo" } else { *rng.weighted(TARGETS) }.to_string();
     if rng.chance(3) {
         // Past 8 KiB (the URI limit) or past the small head limits.
         let len = *rng.pick(&[50, 900, 8_200, 17_000]);
@@ -189,7 +196,7 @@ fn request(rng: &mut Rng, out: &mut Vec<u8>) {
     }
     let version = *rng.weighted(VERSIONS);
     out.extend_from_slice(format!("{method} {target} {version}{eol}").as_bytes());
-    if rng.chance(90) {
+    if rng.chance(97) {
         out.extend_from_slice(format!("Host: a{eol}").as_bytes());
     }
     let connection = *rng.weighted(CONNECTION);
@@ -200,8 +207,12 @@ fn request(rng: &mut Rng, out: &mut Vec<u8>) {
     if expect {
         out.extend_from_slice(format!("Expect: 100-continue{eol}").as_bytes());
     }
-    for _ in 0..*rng.weighted(&[(70, 0), (20, 1), (7, 3), (3, 70)]) {
+    for _ in 0..*rng.weighted(&[(60, 0), (25, 1), (12, 3), (3, 70)]) {
         out.extend_from_slice(rng.pick(EXTRA).as_bytes());
+        out.extend_from_slice(eol.as_bytes());
+    }
+    if rng.chance(4) {
+        out.extend_from_slice(rng.pick(BAD_EXTRA).as_bytes());
         out.extend_from_slice(eol.as_bytes());
     }
     if rng.chance(3) {
@@ -273,7 +284,7 @@ fn client_bytes(rng: &mut Rng) -> Vec<u8> {
         }
         request(rng, &mut out);
     }
-    mutate(rng, &mut out, 25);
+    mutate(rng, &mut out, 15);
     out
 }
 
@@ -341,8 +352,10 @@ pub fn script(seed: u64, index: u64, seeds: &[Vec<u8>]) -> Vec<u8> {
         mutate(&mut rng, &mut data, 100);
         return data;
     }
+    // Mostly the default config; the small limits (8: a 64-byte head) and no access log (32)
+    // now and then.
     let flags: u8 = {
-        let choices = [(55, 0), (35, rng.byte() & 0x1f), (10, rng.byte() & 0x3f)];
+        let choices = [(65, 0), (28, rng.byte() & 0x17), (7, rng.byte() & 0x3f)];
         *rng.weighted(&choices)
     };
     let mut out = vec![flags];

@@ -138,6 +138,83 @@ fn read_seeds(dir: &Path, seeds: &mut Vec<Vec<u8>>) {
     seeds.extend(paths.iter().filter_map(|p| std::fs::read(p).ok()));
 }
 
+/// Trace lines counted, to show what the scripts reached (on the new side).
+const TALLIED: [&str; 10] = [
+    "send ok",
+    "send refused",
+    "stream ok",
+    "stream refused",
+    "try_send ok",
+    "try_send full",
+    "try_send gone",
+    "finish ok",
+    "step out=",
+    "record ",
+];
+
+/// What the scripts reached: the statuses of the responses written, and the [`TALLIED`] lines.
+struct Tally {
+    statuses: Vec<u64>,
+    lines: [u64; TALLIED.len()],
+    closed_by_drain: u64,
+    reset: u64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally { statuses: vec![0; 1000], lines: [0; TALLIED.len()], closed_by_drain: 0, reset: 0 }
+    }
+
+    fn add(&mut self, trace: &[u8]) {
+        let split = trace.windows(8).position(|w| w == b"output:\n").unwrap_or(trace.len());
+        let (lines, output) = trace.split_at(split);
+        for line in lines.split(|&c| c == b'\n') {
+            if let Some(i) = TALLIED.iter().position(|t| line.starts_with(t.as_bytes())) {
+                self.lines[i] += 1;
+            }
+        }
+        let last = lines.split(|&c| c == b'\n').rev().find(|l| l.starts_with(b"step "));
+        if let Some(last) = last {
+            let has = |text: &[u8]| last.windows(text.len()).any(|w| w == text);
+            self.closed_by_drain += u64::from(has(b"by_drain=true"));
+            self.reset += u64::from(has(b"reset=true"));
+        }
+        let output = output.get(8..).unwrap_or_default();
+        for (i, w) in output.windows(12).enumerate() {
+            if (i == 0 || output[i - 1] == b'\n') && w.starts_with(b"HTTP/1.1 ") {
+                if let Ok(Ok(code)) = std::str::from_utf8(&w[9..12]).map(str::parse::<usize>) {
+                    self.statuses[code.min(999)] += 1;
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        for (a, b) in self.statuses.iter_mut().zip(&other.statuses) {
+            *a += b;
+        }
+        for (a, b) in self.lines.iter_mut().zip(&other.lines) {
+            *a += b;
+        }
+        self.closed_by_drain += other.closed_by_drain;
+        self.reset += other.reset;
+    }
+
+    fn print(&self) {
+        let statuses: Vec<String> =
+            self.statuses.iter().enumerate().filter(|(_, n)| **n > 0).map(|(code, n)| format!("{code}: {n}")).collect();
+        println!("responses written (new side), by status: {}", statuses.join(", "));
+        let lines: Vec<String> =
+            TALLIED.iter().zip(&self.lines).map(|(t, n)| format!("{}: {n}", t.trim_end_matches([' ', '=']))).collect();
+        println!(
+            "calls and steps: {}; connections ended by the drain: {}, with a reset: {}",
+            lines.join(", "),
+            self.closed_by_drain,
+            self.reset
+        );
+    }
+}
+
 /// What the run found.
 #[derive(Default)]
 struct Found {
@@ -149,6 +226,7 @@ struct Found {
     failed: [u64; 2],
     /// The first script that failed a check on each side.
     first_failed: [Option<u64>; 2],
+    tally: Option<Tally>,
 }
 
 fn main() {
@@ -191,6 +269,7 @@ fn main() {
     std::thread::scope(|s| {
         for _ in 0..o.threads {
             s.spawn(|| {
+                let mut tally = Tally::new();
                 loop {
                     let from = next.fetch_add(BATCH, Ordering::Relaxed);
                     if from >= o.scripts {
@@ -199,6 +278,7 @@ fn main() {
                     for index in from..(from + BATCH).min(o.scripts) {
                         let data = generate::script(o.seed, index, &o.seeds);
                         let (a, b) = compare(&data);
+                        tally.add(&b);
                         let note = |f: &mut Found| {
                             for (side, trace) in [&a, &b].into_iter().enumerate() {
                                 if failed(trace) {
@@ -224,6 +304,11 @@ fn main() {
                         }
                     }
                     done.fetch_add((from + BATCH).min(o.scripts) - from, Ordering::Relaxed);
+                }
+                let mut found = found.lock().unwrap();
+                match &mut found.tally {
+                    Some(all) => all.merge(&tally),
+                    None => found.tally = Some(tally),
                 }
             });
         }
@@ -260,6 +345,9 @@ fn main() {
         o.determinism.min(o.scripts),
         found.unstable.len(),
     );
+    if let Some(tally) = &found.tally {
+        tally.print();
+    }
     for (side, name) in ["old", "new"].iter().enumerate() {
         if let Some(first) = found.first_failed[side] {
             println!(
