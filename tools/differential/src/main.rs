@@ -181,10 +181,11 @@ impl Tally {
         }
         let output = output.get(8..).unwrap_or_default();
         for (i, w) in output.windows(12).enumerate() {
-            if (i == 0 || output[i - 1] == b'\n') && w.starts_with(b"HTTP/1.1 ") {
-                if let Ok(Ok(code)) = std::str::from_utf8(&w[9..12]).map(str::parse::<usize>) {
-                    self.statuses[code.min(999)] += 1;
-                }
+            if (i == 0 || output[i - 1] == b'\n')
+                && w.starts_with(b"HTTP/1.1 ")
+                && let Ok(Ok(code)) = std::str::from_utf8(&w[9..12]).map(str::parse::<usize>)
+            {
+                self.statuses[code.min(999)] += 1;
             }
         }
     }
@@ -446,6 +447,19 @@ fn show(data: &[u8], a: &[u8], b: &[u8]) {
     }
     println!("    old:  {}", line(a, at));
     println!("    new:  {}", line(b, at));
+    // And where the bytes written part, if they do.
+    let output = |t: &[u8]| -> Vec<u8> {
+        let at = t.windows(8).position(|w| w == b"output:\n").map_or(t.len(), |i| i + 8);
+        t[at..].to_vec()
+    };
+    let (oa, ob) = (output(a), output(b));
+    if oa != ob {
+        let at = oa.iter().zip(&ob).position(|(x, y)| x != y).unwrap_or(oa.len().min(ob.len()));
+        let from = at.saturating_sub(40);
+        println!("  output parts at byte {at}:");
+        println!("    old:  \"{}\"", oa[from..(at + 40).min(oa.len())].escape_ascii());
+        println!("    new:  \"{}\"", ob[from..(at + 40).min(ob.len())].escape_ascii());
+    }
 }
 
 /// A smaller script that still differs: ops taken out one at a time, then pieces of the client
