@@ -6,7 +6,10 @@
 #   BASE=rev SCRIPTS=N SEED=S THREADS=T benches/differential.sh [extra driver flags]
 #
 # BASE defaults to the commit before the request path's reshaping began, SCRIPTS to 2,000,000,
-# SEED to 1, THREADS to the number of CPUs. Extra flags go to the driver (`--help`).
+# SEED to 1, THREADS to the number of CPUs. Extra flags go to the driver (`--help`), e.g.
+# `--seeds fuzz/corpus/connection_script` to start some scripts from a local fuzz corpus too (not
+# by default: the corpus is not in the repository, and a seed must give the same scripts
+# everywhere).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${BASE:-7fd484065fd2cd4d5e6b7fce9b9551a27e9a2bda}
@@ -67,5 +70,5 @@ cargo build --release --manifest-path "$tool/Cargo.toml"
 target=${CARGO_TARGET_DIR:-$tool/target}
 echo "base $rev ($(git log -1 --format=%s "$rev" | cut -c1-60)), new: the working tree at $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml || echo ' + changes')" >&2
 exec "$target/release/quiesce-differential" --seed "$SEED" --scripts "$SCRIPTS" --threads "$THREADS" \
-    --seeds fuzz/seeds/connection_script --seeds fuzz/regressions/connection_script --seeds fuzz/corpus/connection_script \
+    --seeds fuzz/seeds/connection_script --seeds fuzz/regressions/connection_script \
     --out "$tool/out" "$@"
