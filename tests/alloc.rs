@@ -7,10 +7,6 @@
 //! tests running in parallel never disturb a measurement. The first few allocations counted
 //! record a backtrace (captured with counting switched off) for the failure message.
 
-#[path = "common/retry.rs"]
-mod retry;
-use retry::read_some;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
 use std::cell::{Cell, RefCell};
@@ -187,6 +183,10 @@ fn the_counter_counts() {
     assert!(traces[0].starts_with("alloc"), "{}", traces[0]);
 }
 
+#[cfg(feature = "tls")]
+#[path = "common/retry.rs"]
+mod retry;
+
 /// HTTPS: what one keep-alive request costs on the loop's thread over a real TLS session:
 /// rustls (its buffered API) allocates the plaintext of each record it receives and each record
 /// it encrypts, so two for a request in one record. Counted on the loop thread itself, from a
@@ -196,6 +196,7 @@ fn the_counter_counts() {
 fn keep_alive_over_tls_allocates_a_bounded_few() {
     use quiesce::tls::{TlsConfig, rustls};
     use quiesce::{Request, Response, Server};
+    use retry::read_some;
     use std::io::Write;
     use std::sync::Arc;
 
