@@ -1021,7 +1021,12 @@ impl<S: Accepted> Core<S> {
     #[inline(never)]
     fn look_again(&mut self) {
         let mut late = self.late.take().unwrap_or_else(|| Events::with_capacity(LATE_EVENTS));
-        loop {
+        // Bounded: enough full polls to take every connection's readiness once (and the
+        // listener's, the waker's, the signals'), so readiness that keeps coming cannot hold the
+        // turn here; what is left waits for the next turn's poll.
+        let mut rounds = self.slots.len() / LATE_EVENTS + 2;
+        while rounds > 0 {
+            rounds -= 1;
             match self.poll.poll(&mut late, Some(Duration::ZERO)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
