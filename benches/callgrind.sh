@@ -95,6 +95,19 @@ dump_of() {
     echo "$dump"
 }
 
+# finish_counted OUT PEER LABEL: stops the server under callgrind (a peer with SIGTERM: the peers
+# have no handler, and SIGINT is ignored by a script's background job; quiesce with SIGINT),
+# prints its costliest functions under "## LABEL" when DETAIL is set, and sets `dump` to its
+# callgrind output.
+finish_counted() {
+    if [ -n "$2" ]; then stop_counted TERM; else stop_counted INT; fi
+    dump=$(dump_of "$1")
+    if [ -n "${DETAIL:-}" ]; then
+        echo "## $3" >&2
+        detail "$dump" "$(harness quiesce::main)"
+    fi
+}
+
 # per_request DUMP REQUESTS: the instructions DUMP counted per request, rounded.
 per_request() {
     local total

@@ -74,15 +74,8 @@ count_once() {
     ((rounds > 0)) || rounds=1
     coproc CLIENT { "$work/load" -port "$PORT" -conns "$CONNS" -depth "$d" -rounds "$rounds"; }
     count_window || { fail_run "the client failed against ${peer:-quiesce}"; return 1; }
-    # A peer gets SIGTERM (may_minihttp and the bare server have no handler; SIGINT is ignored
-    # by a script's background job).
-    if [ -n "$peer" ]; then stop_counted TERM; else stop_counted INT; fi
     local dump
-    dump=$(dump_of "$out")
-    if [ -n "${DETAIL:-}" ]; then
-        echo "## $scenario, ${peer:-$binary}" >&2
-        detail "$dump" "$(harness quiesce::main)"
-    fi
+    finish_counted "$out" "$peer" "$scenario, ${peer:-$binary}"
     # The last run's output and request count stay for the group table.
     if [ -z "$peer" ]; then
         cp "$dump" "$work/groups.$scenario.$(target_of "$binary")"

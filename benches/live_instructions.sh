@@ -189,15 +189,8 @@ count_once() {
     fi
     coproc CLIENT { python3 "$work/client.py" "$scenario" "$REQUESTS" "$PORT" ${peer:+framed}; }
     count_window || { fail_run "the client failed against ${peer:-quiesce}"; return 1; }
-    # A peer gets SIGTERM: may_minihttp has no handler, and SIGINT is ignored by a script's
-    # background job (nginx and hyper would take either).
-    if [ -n "$peer" ]; then stop_counted TERM; else stop_counted INT; fi
     local dump
-    dump=$(dump_of "$out")
-    if [ -n "${DETAIL:-}" ]; then
-        echo "## $scenario, $binary" >&2
-        detail "$dump" "$(harness quiesce::main)"
-    fi
+    finish_counted "$out" "$peer" "$scenario, $binary"
     # The last run's output stays for the group table (keepalive and pipelined count the same
     # every run).
     [ -n "$peer" ] || cp "$dump" "$work/groups.$scenario.$(target_of "$binary")"
