@@ -78,6 +78,11 @@ fail_run() {
     server_pid=""
 }
 
+# build TREE TARGET_DIR: what count_trees builds, printing the executable to count. By default
+# quiesce, with line tables (build_lines); a script that counts another executable defines its own
+# build after sourcing this file.
+build() { build_lines "$1" "$2" && echo "$2/release/quiesce"; }
+
 # stop_counted SIGNAL: sends SIGNAL to the server under callgrind and waits for its exit.
 stop_counted() {
     kill -"$1" "$server_pid"

@@ -48,8 +48,6 @@ GOCACHE=${GOCACHE:-$work/gocache} GOFLAGS=-mod=mod go build -o "$work/load" benc
 
 depth() { if [ "$1" = pipelined ]; then echo 16; else echo 1; fi; }
 
-build() { build_lines "$1" "$2" && echo "$2/release/quiesce"; } # tree target-dir -> the release binary
-
 # count EXECUTABLE SCENARIO [PEER]: the median of RUNS counts, "median (min-max)" when they differ.
 count() {
     local runs=() sorted

@@ -158,8 +158,6 @@ sys.stdout.write("done\n"); sys.stdout.flush()
 sys.stdin.readline()
 EOF
 
-build() { build_lines "$1" "$2" && echo "$2/release/quiesce"; } # tree target-dir -> the release binary
-
 # The median of RUNS counts of SCENARIO against BINARY (PEER: that peer's executable). This
 # tree's quiesce count is kept in $work/median.SCENARIO for the peers' table.
 count() {
