@@ -25,8 +25,9 @@ pub struct ServerConfig {
     /// true (the built-in `/healthz` answers 503), so a load balancer can take the instance out
     /// of rotation before the drain starts. Default 0.
     pub drain_delay: Duration,
-    /// Longest a graceful drain may take before the remaining connections are closed.
-    /// Default 30 s.
+    /// Longest a graceful drain may take before the remaining connections are closed. After a
+    /// SIGHUP restart's handover, idle connections are kept until used or this long at most, and
+    /// closed cleanly then, without counting as closed by force. Default 30 s.
     pub shutdown_timeout: Duration,
     /// Last call at drain start for a connection that has not sent its first request yet.
     /// Default 1 s.

@@ -750,6 +750,19 @@ fn hammer(addr: SocketAddr, stop: Arc<AtomicBool>, old_gone: Arc<AtomicBool>) ->
     stats
 }
 
+/// Sends SIGHUP and returns the new process's pid (killed on drop if a test fails).
+fn restart(server: &mut Quiesce) -> (u32, Orphan) {
+    server.signal(SIGHUP);
+    let started = server.expect_log("received SIGHUP: started new process", LOG_WAIT);
+    let new_pid: u32 = started
+        .split("started new process ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {started:?}"));
+    (new_pid, Orphan(Some(new_pid)))
+}
+
 #[test]
 fn sighup_restart_without_downtime() {
     let mut server = Quiesce::start(&[]);
@@ -778,15 +791,7 @@ fn sighup_restart_without_downtime() {
     thread::sleep(Duration::from_millis(200));
 
     let hup = Instant::now();
-    server.signal(SIGHUP);
-    let started = server.expect_log("received SIGHUP: started new process", LOG_WAIT);
-    let new_pid: u32 = started
-        .split("started new process ")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|pid| pid.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {started:?}"));
-    let mut orphan = Orphan(Some(new_pid));
+    let (new_pid, mut orphan) = restart(&mut server);
     assert_ne!(new_pid, old_pid);
     if let Some(parent) = parent_pid(new_pid)
         && server.try_status().is_none()
@@ -848,6 +853,84 @@ fn sighup_restart_without_downtime() {
     check_summary(summaries[0], "drained", 0, 1);
     check_summary(summaries[1], "drained", 0, 1);
     assert_eq!(logs.last(), Some(summaries[1]));
+}
+
+/// After a SIGHUP handover, the old process keeps its idle keep-alive connections (and a new
+/// one that has sent nothing yet) past every last call a signal's drain would give them: a
+/// client, or a proxy's pool, may pick one for a request it does not retry (a POST) at the
+/// moment a close would reach it. Each is answered once more, with `Connection: close`, or
+/// closed by its client; a SIGTERM then applies the signal's rule to what is left.
+#[test]
+fn sighup_keeps_idle_connections_until_used() {
+    let mut server = Quiesce::start(&[]);
+    let addr = server.addr();
+    let mut idle: Vec<Client> = (0..3).map(|_| waiting_client(addr)).collect();
+    for c in &mut idle {
+        expect_plaintext(c, "before the restart");
+    }
+    let mut fresh = connect(addr);
+    sync_point(addr);
+
+    let (new_pid, mut orphan) = restart(&mut server);
+    let draining = server.expect_log(&format!("new process {new_pid} is serving: draining"), LOG_WAIT);
+    assert!(draining.contains("closing 0 idle") && draining.contains("keeping 4 new or idle"), "{draining}");
+    // Longer than the signal's last calls (100 ms for idle, 1 s for new connections).
+    thread::sleep(Duration::from_millis(1300));
+    for c in idle.iter().chain([&fresh]) {
+        assert!(!has_data(c), "closed or answered unasked; logs:\n{}", server.logs_text());
+    }
+    assert!(server.try_status().is_none(), "the old process exited with connections open");
+
+    // A POST on a kept connection: answered in full, told that the connection closes.
+    let resp = idle[0].request(&post_echo("text/plain", b"after the handover")).expect("POST on a kept connection");
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"after the handover"[..]), "{resp:?}");
+    assert!(resp.is_close(), "{resp:?}");
+    assert!(idle[0].is_closed_within(Duration::from_secs(5)));
+    // The connection that had sent nothing: its first request is its last.
+    let resp = fresh.request(&get("/plaintext")).expect("first request after the handover");
+    assert!(resp.status == 200 && resp.is_close(), "{resp:?}");
+    // One the client closes itself.
+    drop(idle.remove(1));
+    thread::sleep(Duration::from_millis(100));
+    assert!(server.try_status().is_none(), "the old process exited with a connection open");
+
+    // A signal now: the last idle connection gets the signal's rule and the process exits.
+    server.signal(libc::SIGTERM);
+    server.expect_log("received SIGTERM: already draining after a restart", LOG_WAIT);
+    assert!(idle[1].is_closed_within(Duration::from_secs(5)), "logs:\n{}", server.logs_text());
+    let status = wait_status(&mut server, EXIT_WAIT);
+    server.assert_exit_code(status, 0);
+    let summary = server.expect_log("\"event\":\"shutdown\"", LOG_WAIT);
+    check_summary(&summary, "drained", 0, 1);
+
+    kill(new_pid, libc::SIGTERM).expect("SIGTERM the new process");
+    assert!(wait_until(EXIT_WAIT, || !is_live_quiesce(new_pid)), "new process {new_pid} did not exit");
+    orphan.0 = None;
+}
+
+/// An idle connection nobody uses after a SIGHUP handover is closed at the shutdown timeout
+/// (before its idle timeout), cleanly: the old process's drain counts it as drained, not as a
+/// connection closed by force.
+#[test]
+fn sighup_closes_unused_idle_connections_at_the_shutdown_timeout() {
+    let mut server = Quiesce::start(&["--shutdown-timeout", "1s"]);
+    let addr = server.addr();
+    let mut idle = waiting_client(addr);
+    expect_plaintext(&mut idle, "before the restart");
+
+    let (new_pid, mut orphan) = restart(&mut server);
+    server.expect_log(&format!("new process {new_pid} is serving: draining"), LOG_WAIT);
+    let closed = idle.close_state(Duration::from_secs(10));
+    assert_eq!(closed, CloseState::Eof, "logs:\n{}", server.logs_text());
+    let status = wait_status(&mut server, EXIT_WAIT);
+    server.assert_exit_code(status, 0);
+    let summary = server.expect_log("\"event\":\"shutdown\"", LOG_WAIT);
+    check_summary(&summary, "drained", 0, 1);
+    assert_eq!(json_number(&summary, "closed_by_force"), 0.0, "{summary}");
+
+    kill(new_pid, libc::SIGTERM).expect("SIGTERM the new process");
+    assert!(wait_until(EXIT_WAIT, || !is_live_quiesce(new_pid)), "new process {new_pid} did not exit");
+    orphan.0 = None;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -206,11 +206,17 @@ r = json.load(open(path))
 expected_ends = restarts * streams
 proxy_5xx = sum(v for k, v in r["failures"].items() if " status 50" in k)
 judged = name not in ("stop-start", "haproxy-noretry")
-ok = (r["failed"] == 0 and r["unclean_stream_ends"] == 0 and r["clean_stream_ends"] == expected_ends
+# Every stream open at a restart ends cleanly once. A stream request that reaches an old process
+# during its drain (on a connection it kept for a pooled client or proxy: see the SIGHUP row of
+# the README) is answered with the last event at once, and the client resumes on the next
+# process: an extra clean end, nothing lost. Fewer ends than restarts x streams is a loss.
+extra_ends = r["clean_stream_ends"] - expected_ends
+ok = (r["failed"] == 0 and r["unclean_stream_ends"] == 0 and extra_ends >= 0
       and r["events_lost"] == 0 and r["events_repeated"] == 0 and not_drained == 0)
 verdict = "ok" if ok else ("LOST" if judged else "lost (not judged)")
 print(f"{name}: {verdict}: {r['requests']} requests, {r['failed']} failed ({proxy_5xx} x 5xx), "
-      f"clean stream ends {r['clean_stream_ends']}/{expected_ends}, unclean {r['unclean_stream_ends']}, "
+      f"clean stream ends {r['clean_stream_ends']}/{expected_ends}"
+      f"{f' ({extra_ends} begun during a drain)' if extra_ends > 0 else ''}, unclean {r['unclean_stream_ends']}, "
       f"events {r['events']} (lost {r['events_lost']}, repeated {r['events_repeated']}, resumed {r['resumed_with_last_event_id']}), "
       f"exits drained {drained}, not drained {not_drained}")
 if r["failures"]:

@@ -121,6 +121,22 @@ pub(crate) enum Draining {
     Soon,
     /// Draining: each connection's last response closes it.
     Now,
+    /// Draining after a successor took over the listening sockets (a restart): each
+    /// connection's last response closes it, as with `Now`, but an idle connection is kept
+    /// until its client uses it (that response closes it), closes it, or its idle timeout
+    /// passes, and at the latest until `until` (the drain's deadline). The drain's last call
+    /// would close it while a client or a proxy may be picking it from its pool for a request
+    /// that it does not retry (a POST); the client is told instead, by its next response. Nothing
+    /// waits for this process's exit, so the wait costs nobody.
+    HandingOver { until: Tick },
+}
+
+impl Draining {
+    /// Whether the drain has begun: each connection's last response closes it.
+    #[inline(always)]
+    pub(crate) fn now(self) -> bool {
+        matches!(self, Draining::Now | Draining::HandingOver { .. })
+    }
 }
 
 /// Most boxes of finished body phases a loop keeps for the next bodies.
@@ -524,6 +540,9 @@ pub(crate) enum DrainRole {
     CloseIdle,
     /// New, or idle since just now: a brief last call for a request on its way.
     LastCall,
+    /// New or idle while handing over to a successor: kept until its client uses it or closes
+    /// it, or its idle timeout (see [`Draining::HandingOver`]).
+    Keep,
     /// Closed.
     Gone,
 }
@@ -655,7 +674,7 @@ impl<S: Transport> Connection<S> {
 
     /// The next moment something must happen if no I/O arrives first.
     pub(crate) fn deadline(&self, config: &ServerConfig, draining: Draining) -> Option<Tick> {
-        let write = self.write_timer(config, draining == Draining::Now).map(WriteTimer::at);
+        let write = self.write_timer(config, draining.now()).map(WriteTimer::at);
         let at = match (write, self.phase_timer(config).map(PhaseTimer::at)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -674,7 +693,7 @@ impl<S: Transport> Connection<S> {
         if self.access.as_ref().and_then(|pending| pending.recheck).is_some_and(|at| at <= now) {
             self.release_records(env);
         }
-        let draining = env.draining == Draining::Now;
+        let draining = env.draining.now();
         match self.write_timer(&env.config, draining) {
             Some(WriteTimer::Look(at)) if at <= now => self.look_at_client(now, write_timeout(&env.config, draining)),
             Some(WriteTimer::Decide(at)) if at <= now => {
@@ -720,9 +739,20 @@ impl<S: Transport> Connection<S> {
     /// drain (a stream, a large body whose head had gone out), so the client, or a proxy reusing
     /// the connection, may already be sending its next request. It gets the same last call as a
     /// connection just used at the signal; that request is answered with `Connection: close`.
-    /// Once its last call is over, it is closed.
-    pub(crate) fn drain(&mut self, now: Tick, config: &ServerConfig, starting: bool) -> DrainRole {
-        match self.state() {
+    /// Once its last call is over, it is closed. When handing over to a successor
+    /// ([`Draining::HandingOver`]), a new or idle connection is kept instead, until it is used,
+    /// closed by its client, or timed out; a signal that comes meanwhile applies the rule above
+    /// (`starting` again).
+    pub(crate) fn drain(&mut self, now: Tick, config: &ServerConfig, draining: Draining, starting: bool) -> DrainRole {
+        let state = self.state();
+        if let Draining::HandingOver { until } = draining
+            && matches!(state, ConnState::New | ConnState::Idle)
+            && (starting || self.last_call.is_none())
+        {
+            self.last_call = Some(until);
+            return DrainRole::Keep;
+        }
+        match state {
             ConnState::Closed => DrainRole::Gone,
             ConnState::Active => DrainRole::Finish,
             ConnState::New if starting => {
@@ -855,9 +885,9 @@ impl<S: Transport> Connection<S> {
             }
             let moved_on = self.after_flush(env);
             progress |= moved_on;
-            let draining = env.draining == Draining::Now;
+            let draining = env.draining.now();
             if draining {
-                self.drain(env.now, &env.config, false);
+                self.drain(env.now, &env.config, env.draining, false);
             }
             // Another round can only take up what this one left: input still in the socket (a
             // read stopped at its cap), input not yet answered (waiting for room to write),
@@ -1364,7 +1394,7 @@ impl<S: Transport> Connection<S> {
     /// side, nothing more was received), and the `Connection` field it carries.
     #[inline(always)]
     fn ending(&self, head: &HeadInfo, env: &Env, must_close: bool) -> (bool, Option<&'static str>) {
-        let last = (env.draining == Draining::Now || self.input.ended()) && self.read_buf.is_empty();
+        let last = (env.draining.now() || self.input.ended()) && self.read_buf.is_empty();
         let close = must_close || !head.keep_alive || env.response.close_requested() || last;
         let connection = if close {
             Some("close")

@@ -163,7 +163,11 @@ pub struct Options {
     pub inherited: Option<InheritedSockets>,
     /// Take SIGHUP (when `config.handle_signals` is on) and restart on it: start a new copy of
     /// the running executable with the same arguments on the same listening sockets, and drain
-    /// once it serves. Off by default: a program that embeds quiesce rarely wants to be
+    /// once it serves. That drain keeps idle keep-alive connections open until their clients
+    /// use them (the response closes them) or close them, or until the shutdown timeout, instead
+    /// of closing them after a last call: a client or proxy that picks one from its pool just
+    /// then would lose a request it does not retry. A SIGTERM meanwhile applies a signal's drain
+    /// rule to them. Off by default: a program that embeds quiesce rarely wants to be
     /// re-executed; the `quiesce` binary turns it on.
     pub restart_on_sighup: bool,
     /// The process exits as soon as `run` returns (as the `quiesce` binary does): the last

@@ -46,7 +46,7 @@ use slab::Slab;
 use crate::access::AccessLog;
 use crate::blocking::{BlockingPool, ServerPool};
 use crate::config::ServerConfig;
-use crate::connection::{Connection, DrainRole, Draining, Env, Transport};
+use crate::connection::{Connection, DrainRole, Env, Transport};
 use crate::counters::{ConnState, Counts, Cut, CutCounts, DrainReport, StateChange};
 use crate::error::Error;
 use crate::errors::{ErrorInfo, Renderer};
@@ -990,7 +990,7 @@ impl<S: Accepted> Core<S> {
             return; // most turns
         }
         let due = self.deadlines.take_due(now);
-        if self.env.draining == Draining::Now {
+        if self.env.draining.now() {
             self.look_again();
         }
         for &(at, key) in &due {
@@ -1155,6 +1155,10 @@ impl<S: Accepted> Core<S> {
                 info!(event = "signal", cause:% = cause.describe(); "{}{}: already draining after a restart", self.ledger.label, cause.describe());
                 drain.cause = cause;
                 self.stage = Stage::Draining(drain);
+                // The signal's drain rule, as if the drain began now: idle connections kept for
+                // the successor's sake get a last call, or close.
+                self.env.draining = self.stage.draining();
+                self.apply_drain_rule(cause, now);
             }
             (Ask::Graceful(cause @ Cause::Signal(_)), Stage::Announced { .. } | Stage::Draining(_)) => self.stop(cause),
             // Asked again: nothing changes.
@@ -1203,13 +1207,20 @@ impl<S: Accepted> Core<S> {
             self.admit(stream, peer, true);
         }
         self.ledger.report.at_start = self.ledger.counts;
-        let (mut closing, mut last_call) = (0, 0);
+        self.apply_drain_rule(cause, now);
+    }
+
+    /// Applies the drain's rule to every connection, as it begins (see `Connection::drain`), and
+    /// logs what it found.
+    fn apply_drain_rule(&mut self, cause: Cause, now: Tick) {
+        let (mut closing, mut last_call, mut kept) = (0, 0, 0);
         let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
         for key in keys {
             if let Some(slot) = self.slots.get_mut(key) {
-                match slot.conn.drain(now, &self.env.config, true) {
+                match slot.conn.drain(now, &self.env.config, self.env.draining, true) {
                     DrainRole::CloseIdle => closing += 1,
                     DrainRole::LastCall => last_call += 1,
+                    DrainRole::Keep => kept += 1,
                     DrainRole::Finish | DrainRole::Gone => {}
                 }
             }
@@ -1220,8 +1231,14 @@ impl<S: Accepted> Core<S> {
         if last_call > 0 {
             message.push_str(&format!(", last call for {last_call} new or just-used"));
         }
+        if kept > 0 {
+            message.push_str(&format!(
+                ", keeping {kept} new or idle until used (then closed with Connection: close), closed by their clients, or timed out (at most {})",
+                humantime::format_duration(self.env.config.shutdown_timeout)
+            ));
+        }
         info!(
-            event = "draining", cause:% = cause.describe(), active, closing_idle = closing, last_call;
+            event = "draining", cause:% = cause.describe(), active, closing_idle = closing, last_call, kept_idle = kept;
             "{}{message}", self.ledger.label
         );
     }
