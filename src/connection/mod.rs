@@ -734,7 +734,8 @@ impl<S: Transport> Connection<S> {
     /// connection is never idle again) or after a grace. When the drain begins (`starting`): a
     /// request in progress finishes (its response is the last, see `ending`); a new connection,
     /// or one used just now, gets a last call for a request on its way; any other idle one is
-    /// closed by the next turn's deadline pass, after one more look at the poll. While the
+    /// closed at once unless the server's look at the poll just before found input on it (then
+    /// that request is read and answered first: with `Connection: close`). While the
     /// drain lasts, a connection that goes idle was not told: its last response began before the
     /// drain (a stream, a large body whose head had gone out), so the client, or a proxy reusing
     /// the connection, may already be sending its next request. It gets the same last call as a
@@ -765,6 +766,9 @@ impl<S: Transport> Connection<S> {
                     DrainRole::LastCall
                 } else {
                     self.last_call = Some(now);
+                    if self.nothing_came() {
+                        self.close(CloseReason::Drain);
+                    }
                     DrainRole::CloseIdle
                 }
             }

@@ -46,7 +46,7 @@ use slab::Slab;
 use crate::access::AccessLog;
 use crate::blocking::{BlockingPool, ServerPool};
 use crate::config::ServerConfig;
-use crate::connection::{Connection, DrainRole, Env, Transport};
+use crate::connection::{Connection, DrainRole, Draining, Env, Transport};
 use crate::counters::{ConnState, Counts, Cut, CutCounts, DrainReport, StateChange};
 use crate::error::Error;
 use crate::errors::{ErrorInfo, Renderer};
@@ -1213,6 +1213,11 @@ impl<S: Accepted> Core<S> {
     /// Applies the drain's rule to every connection, as it begins (see `Connection::drain`), and
     /// logs what it found.
     fn apply_drain_rule(&mut self, cause: Cause, now: Tick) {
+        // Idle connections close at once, but not one with a request on its way: a look at the
+        // poll first (see `look_again`). A handover keeps them instead: no look needed.
+        if self.env.draining == Draining::Now && self.slots.len() > self.ledger.counts.active {
+            self.look_again();
+        }
         let (mut closing, mut last_call, mut kept) = (0, 0, 0);
         let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -1226,6 +1231,10 @@ impl<S: Accepted> Core<S> {
             }
             self.sync(key);
         }
+        // The idle connections closed above leave now, in this turn: their clients see them
+        // close before any response of the drain tells a busy connection's client that it
+        // closes, which is when a client pool reaches for another connection.
+        self.reap_closed(now);
         let active = self.ledger.counts.active;
         let mut message = format!("{}: draining {active} active, closing {closing} idle", cause.describe());
         if last_call > 0 {
