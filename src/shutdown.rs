@@ -105,6 +105,8 @@ pub struct DrainNotice {
 
 struct DrainInner {
     draining: AtomicBool,
+    /// Set before `draining` when a successor serves in this process's place.
+    successor: AtomicBool,
     /// Callbacks not yet run; `None` once the drain began.
     waiting: Mutex<Option<Vec<Callback>>>,
     began: Condvar,
@@ -130,6 +132,7 @@ impl DrainNotice {
     pub fn new() -> Self {
         let inner = DrainInner {
             draining: AtomicBool::new(false),
+            successor: AtomicBool::new(false),
             waiting: Mutex::new(Some(Vec::new())),
             began: Condvar::new(),
         };
@@ -139,6 +142,13 @@ impl DrainNotice {
     /// Whether the drain began: one atomic load.
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether the drain began because another process serves in this one's place (a SIGHUP
+    /// restart handed it the listening sockets): a client told to reconnect now reaches it at
+    /// once. Set before the drain's callbacks run, so they can read it.
+    pub fn successor_serving(&self) -> bool {
+        self.inner.successor.load(Ordering::Acquire)
     }
 
     /// Waits until the drain begins.
@@ -176,6 +186,13 @@ impl DrainNotice {
                 callback();
             }
         }
+    }
+
+    /// The drain began because a successor serves: [`DrainNotice::successor_serving`], then
+    /// [`DrainNotice::begin`]'s work.
+    pub(crate) fn begin_handover(&self) {
+        self.inner.successor.store(true, Ordering::Release);
+        self.begin();
     }
 
     /// The drain began: sets the flag, wakes the waiters, runs the callbacks. Later calls do

@@ -375,6 +375,20 @@ mod tests {
         assert_eq!(text, format!("retry: 3000\n\nretry: 500\nid: {id}\nevent: shutdown\ndata: draining\n\n"));
     }
 
+    #[test]
+    fn after_a_handover_a_late_subscriber_is_told_to_reconnect_at_once() {
+        let drain = crate::DrainNotice::new();
+        let hub = Hub::new(&drain);
+        let id = hub.next_id();
+        drain.begin_handover();
+        assert!(drain.successor_serving());
+        let late = hub.clone();
+        let mut client =
+            crate::testing::TestClient::new(move |_: &Request<'_>, res: &mut Response| late.subscribe(res));
+        let answer = client.get("/events");
+        assert_eq!(answer.text(), format!("retry: 3000\n\nretry: 0\nid: {id}\nevent: shutdown\ndata: draining\n\n"));
+    }
+
     use super::*;
     use crate::Version;
 
@@ -552,7 +566,9 @@ mod tests {
 /// - when the drain begins ([`Hub::new`] takes the server's [`DrainNotice`](crate::DrainNotice)),
 ///   every stream gets a last event, `event: shutdown` with the last id and a `retry:` drawn
 ///   from 0.5–3 s ([`RetrySpread`]), and ends cleanly, so the drain does not wait for them; a
-///   request to subscribe after that gets that last event at once.
+///   request to subscribe after that gets that last event at once, with `retry: 500` (its
+///   client has most likely just waited out its draw), or `retry: 0` when a successor serves
+///   ([`DrainNotice::successor_serving`](crate::DrainNotice::successor_serving)).
 ///
 /// ```no_run
 /// use quiesce::sse::{Event, Hub};
@@ -581,6 +597,8 @@ struct HubState {
     last_id: u64,
     /// The drain began: the streams were ended and new ones end at once.
     closed: bool,
+    /// It began because a successor serves: a new stream is told to reconnect at once.
+    successor: bool,
     spread: RetrySpread,
     /// Reused for each event written.
     buffer: Vec<u8>,
@@ -601,12 +619,16 @@ impl Hub {
                 streams: Vec::new(),
                 last_id: 0,
                 closed: false,
+                successor: false,
                 spread: RetrySpread::new(Duration::from_millis(500), Duration::from_secs(3)),
                 buffer: Vec::new(),
             })),
         };
-        let closing = hub.clone();
-        drain.on_drain(move || closing.close());
+        let (closing, notice) = (hub.clone(), drain.clone());
+        drain.on_drain(move || {
+            closing.lock().successor = notice.successor_serving();
+            closing.close();
+        });
         hub
     }
 
@@ -621,8 +643,9 @@ impl Hub {
         let mut head = head();
         write_retry(head.body_mut(), Duration::from_secs(3));
         if state.closed {
-            // Its client has most likely just waited out its draw (see `RetrySpread`).
-            let retry = state.spread.start();
+            // Its client has most likely just waited out its draw (see `RetrySpread`). With a
+            // successor serving (it came on a connection a restart kept), it reconnects at once.
+            let retry = if state.successor { Duration::ZERO } else { state.spread.start() };
             write_shutdown(head.body_mut(), retry, state.last_id);
             *res = head;
             return crate::Reply::Now;

@@ -886,9 +886,12 @@ fn sighup_keeps_idle_connections_until_used() {
     assert_eq!((resp.status, resp.body.as_slice()), (200, &b"after the handover"[..]), "{resp:?}");
     assert!(resp.is_close(), "{resp:?}");
     assert!(idle[0].is_closed_within(Duration::from_secs(5)));
-    // The connection that had sent nothing: its first request is its last.
-    let resp = fresh.request(&get("/plaintext")).expect("first request after the handover");
-    assert!(resp.status == 200 && resp.is_close(), "{resp:?}");
+    // The connection that had sent nothing: its first request is its last. An event stream
+    // opened on it ends at once, telling its client to reconnect at once: to the new process.
+    let resp = fresh.request(&get("/events")).expect("first request after the handover");
+    assert!(resp.status == 200 && resp.is_close() && resp.is_chunked(), "{resp:?}");
+    let text = resp.text();
+    assert!(text.ends_with("retry: 0\nid: 0\nevent: shutdown\ndata: draining\n\n"), "{text:?}");
     // One the client closes itself.
     drop(idle.remove(1));
     thread::sleep(Duration::from_millis(100));

@@ -18,7 +18,9 @@
 //! preconnected socket, a proxy's pooled connection; the listener is closed): its client has
 //! usually just waited out its spread retry. It gets the same last event at once, with the
 //! window's shortest retry rather than a second draw, so the clients keep the spread their
-//! first retry gave them instead of waiting twice.
+//! first retry gave them instead of waiting twice; when the drain is a restart's handover
+//! ([`Ticker::hand_over`]: a proxy's pooled connection the old process kept), with `retry: 0`,
+//! since the client then reaches the new process at once.
 //!
 //! The thread starts with the first stream (see `work.rs` on why a server should have no
 //! thread it does not use).
@@ -78,6 +80,8 @@ struct State {
     /// Streams added since the ticker last looked.
     added: Vec<Ticking>,
     draining: bool,
+    /// The drain began because a successor serves (see [`Ticker::hand_over`]).
+    successor: bool,
     /// Every handle is gone: the thread ends once its streams are done.
     stopped: bool,
 }
@@ -166,6 +170,18 @@ impl Ticker {
         lock(&self.shared.state).draining = true;
         self.shared.changed.notify_all();
     }
+
+    /// The drain began because a successor serves (a restart,
+    /// [`DrainNotice::successor_serving`](crate::DrainNotice::successor_serving)): as
+    /// [`Ticker::drain`], and a stream opened from now on is told to reconnect at once, since
+    /// its client reaches the successor.
+    pub fn hand_over(&self) {
+        let mut state = lock(&self.shared.state);
+        state.successor = true;
+        state.draining = true;
+        drop(state);
+        self.shared.changed.notify_all();
+    }
 }
 
 /// The ticker thread.
@@ -180,7 +196,7 @@ fn run(shared: &Shared) {
     // at once) or the stop wake the thread, which must not spin while the drain lasts.
     let mut drained = false;
     loop {
-        let (added, draining, stopped) = {
+        let (added, draining, successor, stopped) = {
             let mut state = lock(&shared.state);
             if state.added.is_empty() && (drained || !state.draining) && !state.stopped {
                 let wait = due.peek().map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
@@ -189,7 +205,7 @@ fn run(shared: &Shared) {
                     None => shared.changed.wait(state).unwrap_or_else(PoisonError::into_inner),
                 };
             }
-            (std::mem::take(&mut state.added), state.draining, state.stopped)
+            (std::mem::take(&mut state.added), state.draining, state.successor, state.stopped)
         };
         #[cfg(test)]
         shared.turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -205,10 +221,11 @@ fn run(shared: &Shared) {
         }
         if draining || stopped {
             // Every stream ends now, with the shutdown event (a stream opened during the drain
-            // too, with the shortest retry); the thread stays for those yet to come, until it
-            // is stopped.
+            // too, with the shortest retry, or none when a successor serves); the thread stays
+            // for those yet to come, until it is stopped.
+            let late = if successor { Duration::ZERO } else { shared.config.drain_retry_min };
             for ticking in streams.iter_mut().filter_map(Option::take) {
-                let retry = if drained { shared.config.drain_retry_min } else { spread.draw() };
+                let retry = if drained { late } else { spread.draw() };
                 out.clear();
                 shutdown_event(&mut out, ticking.last, retry);
                 end(ticking, &out);
@@ -368,6 +385,19 @@ mod tests {
             let expected = format!("retry: 500\nid: {id}\nevent: shutdown\ndata: draining\n\n");
             assert_eq!(String::from_utf8(until_finished(&late_exchange)).unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn after_a_handover_a_stream_opened_during_the_drain_reconnects_at_once() {
+        let ticker = fixed_retry(700);
+        let (open, open_exchange) = stream();
+        ticker.add(open, Duration::from_secs(3600), None, 0);
+        ticker.hand_over();
+        // A stream open at the handover: the drain's spread, as with any drain.
+        assert_eq!(until_finished(&open_exchange), b"retry: 700\nid: 0\nevent: shutdown\ndata: draining\n\n");
+        let (late, late_exchange) = stream();
+        ticker.add(late, Duration::from_secs(3600), None, 9);
+        assert_eq!(until_finished(&late_exchange), b"retry: 0\nid: 9\nevent: shutdown\ndata: draining\n\n");
     }
 
     #[test]

@@ -1299,8 +1299,10 @@ impl<S: Accepted> Core<S> {
         for observer in &mut self.observers {
             observer.stage_changed(&stage);
         }
-        if matches!(stage, Stage::Draining(_) | Stage::Done { .. }) {
-            self.drain.begin();
+        match stage.draining() {
+            Draining::HandingOver { .. } => self.drain.begin_handover(),
+            Draining::Now => self.drain.begin(),
+            Draining::No | Draining::Soon => {}
         }
     }
 

@@ -100,8 +100,11 @@ fn main() -> ExitCode {
         |worker| {
             if worker.index == 0 {
                 // The process's drain notice: every event stream ends with it.
-                let ticker = ticker.clone();
-                worker.handles.drain.on_drain(move || ticker.drain());
+                let (ticker, notice) = (ticker.clone(), worker.handles.drain.clone());
+                worker.handles.drain.on_drain(move || match notice.successor_serving() {
+                    true => ticker.hand_over(),
+                    false => ticker.drain(),
+                });
             }
             if let Some(destination) = &access_destination {
                 worker.set_access_log(access_log::Writer::new(destination.clone(), cli.log_format));
