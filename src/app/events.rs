@@ -73,6 +73,8 @@ struct Ticking {
     /// The id (and number) of the last tick sent, or the one the client resumed from; 0 for
     /// none.
     last: u64,
+    /// Added once the drain had begun: its last event goes out at once, with the late retry.
+    late: bool,
 }
 
 #[derive(Debug, Default)]
@@ -155,11 +157,16 @@ impl Ticker {
         });
         if !started {
             // Nobody would ever write it: end it now.
-            let ticking = Ticking { stream, every, left: None, last: after };
+            let ticking = Ticking { stream, every, left: None, last: after, late: false };
             return end(ticking, b"event: error\ndata: unavailable\n\n");
         }
-        let ticking = Ticking { stream, every: every.max(Duration::from_millis(1)), left: n, last: after };
-        lock(&self.shared.state).added.push(ticking);
+        let mut state = lock(&self.shared.state);
+        // Whether the drain began is decided here, not when the thread next looks: a stream
+        // added just after the drain began (or the thread's very first) is still a late one.
+        let late = state.draining;
+        let ticking = Ticking { stream, every: every.max(Duration::from_millis(1)), left: n, last: after, late };
+        state.added.push(ticking);
+        drop(state);
         self.shared.changed.notify_all();
     }
 
@@ -225,7 +232,7 @@ fn run(shared: &Shared) {
             // for those yet to come, until it is stopped.
             let late = if successor { Duration::ZERO } else { shared.config.drain_retry_min };
             for ticking in streams.iter_mut().filter_map(Option::take) {
-                let retry = if drained { late } else { spread.draw() };
+                let retry = if ticking.late { late } else { spread.draw() };
                 out.clear();
                 shutdown_event(&mut out, ticking.last, retry);
                 end(ticking, &out);
@@ -388,6 +395,30 @@ mod tests {
     }
 
     #[test]
+    fn a_first_stream_added_after_the_drain_began_is_a_late_one() {
+        // The thread starts with this stream and sees the drain with it: the stream is still
+        // one opened during the drain, not one the drain found open.
+        for handover in [false, true] {
+            let config = EventsConfig {
+                drain_retry_min: Duration::from_millis(500),
+                drain_retry_max: Duration::from_secs(3),
+                ..EventsConfig::DEFAULT
+            };
+            let ticker = Ticker::with_config(config);
+            if handover {
+                ticker.hand_over()
+            } else {
+                ticker.drain()
+            }
+            let (late, late_exchange) = stream();
+            ticker.add(late, Duration::from_secs(3600), None, 4);
+            let retry = if handover { 0 } else { 500 };
+            let expected = format!("retry: {retry}\nid: 4\nevent: shutdown\ndata: draining\n\n");
+            assert_eq!(String::from_utf8(until_finished(&late_exchange)).unwrap(), expected);
+        }
+    }
+
+    #[test]
     fn after_a_handover_a_stream_opened_during_the_drain_reconnects_at_once() {
         let ticker = fixed_retry(700);
         let (open, open_exchange) = stream();
@@ -456,7 +487,7 @@ mod tests {
     fn a_tick_with_no_room_is_not_counted() {
         let (mut stream, exchange) = stream();
         stream.try_send(&vec![b'x'; crate::STREAM_BUFFER_BYTES]).unwrap();
-        let mut ticking = Ticking { stream, every: Duration::from_secs(1), left: Some(1), last: 0 };
+        let mut ticking = Ticking { stream, every: Duration::from_secs(1), left: Some(1), last: 0, late: false };
         let (mut out, mut text) = (Vec::new(), String::new());
         assert!(matches!(tick(&mut ticking, &mut out, &mut text), Next::At(_)), "a full buffer skips the tick");
         assert_eq!((ticking.last, ticking.left), (0, Some(1)));
