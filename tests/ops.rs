@@ -911,6 +911,38 @@ fn sighup_keeps_idle_connections_until_used() {
     orphan.0 = None;
 }
 
+/// With workers, every worker hands over as worker 0 does (each keeps its idle connections),
+/// and a SIGTERM to the old process reaches every worker's kept connections.
+#[test]
+fn sighup_with_workers_keeps_idle_connections_in_every_worker() {
+    let mut server = Quiesce::start(&["--workers", "2"]);
+    let addr = server.addr();
+    let mut idle: Vec<Client> = (0..8).map(|_| waiting_client(addr)).collect();
+    for c in &mut idle {
+        expect_plaintext(c, "before the restart");
+    }
+    let (new_pid, mut orphan) = restart(&mut server);
+    let serving = format!("new process {new_pid} is serving: draining");
+    for worker in 0..2 {
+        server.expect_log(&format!("worker {worker}: {serving}"), LOG_WAIT);
+    }
+    assert_eq!(server.logs().iter().filter(|l| l.contains(&serving) && l.contains("last call")).count(), 0);
+    thread::sleep(Duration::from_millis(1300));
+    for c in &idle {
+        assert!(!has_data(c), "closed or answered unasked; logs:\n{}", server.logs_text());
+    }
+    server.signal(libc::SIGTERM);
+    for c in &mut idle {
+        assert!(c.is_closed_within(Duration::from_secs(5)), "logs:\n{}", server.logs_text());
+    }
+    let status = wait_status(&mut server, EXIT_WAIT);
+    server.assert_exit_code(status, 0);
+
+    kill(new_pid, libc::SIGTERM).expect("SIGTERM the new process");
+    assert!(wait_until(EXIT_WAIT, || !is_live_quiesce(new_pid)), "new process {new_pid} did not exit");
+    orphan.0 = None;
+}
+
 /// An idle connection nobody uses after a SIGHUP handover is closed at the shutdown timeout
 /// (before its idle timeout), cleanly: the old process's drain counts it as drained, not as a
 /// connection closed by force.

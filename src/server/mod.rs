@@ -1146,12 +1146,13 @@ impl<S: Accepted> Core<S> {
             }
             (Ask::Graceful(cause) | Ask::DrainNow(cause), Stage::Serving)
             | (Ask::DrainNow(cause), Stage::Announced { .. }) => self.begin_drain(cause, now),
-            (Ask::Graceful(cause @ Cause::Signal(_)), Stage::Draining(mut drain))
+            (Ask::Graceful(cause) | Ask::DrainNow(cause @ Cause::Handle), Stage::Draining(mut drain))
                 if matches!(drain.cause, Cause::Restart(_)) =>
             {
-                // Handing over to a successor: this is the first signal, not a second one. Not a
-                // change of stage (observers have nothing to do): only the cause, so that the
-                // next signal is the second one.
+                // Handing over to a successor: this is the first signal (or the handle's first
+                // request), not a second one. Not a change of stage: the cause changes, so that
+                // the next signal is the second one, and so does the rule for idle connections,
+                // which followers hear of.
                 info!(event = "signal", cause:% = cause.describe(); "{}{}: already draining after a restart", self.ledger.label, cause.describe());
                 drain.cause = cause;
                 self.stage = Stage::Draining(drain);
@@ -1159,6 +1160,9 @@ impl<S: Accepted> Core<S> {
                 // the successor's sake get a last call, or close.
                 self.env.draining = self.stage.draining();
                 self.apply_drain_rule(cause, now);
+                for observer in &mut self.observers {
+                    observer.handover_ended();
+                }
             }
             (Ask::Graceful(cause @ Cause::Signal(_)), Stage::Announced { .. } | Stage::Draining(_)) => self.stop(cause),
             // Asked again: nothing changes.

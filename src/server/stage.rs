@@ -171,16 +171,25 @@ pub(crate) trait Observer: Send {
     fn restart(&mut self, _stage: &Stage) -> bool {
         false
     }
+    /// A drain that a successor's handover began became an ordinary one (a signal, or the
+    /// handle, asked for the shutdown meanwhile): idle connections are no longer kept. Not a
+    /// change of stage.
+    fn handover_ended(&mut self) {}
 }
 
 /// A follower: another server (a sibling worker) that drains and stops with this one. Each
 /// request this server acts on is passed on: the announce as `graceful`, the drain as
-/// `drain_now`, a stop as `immediate`. A drain that ends or times out is not passed on; each
-/// server finishes its own.
+/// `drain_now` (a restart's as the same handover, which a later `drain_now` ends), a stop as
+/// `immediate`. A drain that ends or times out is not passed on; each server finishes its own.
 impl Observer for ShutdownHandle {
+    fn handover_ended(&mut self) {
+        self.drain_now();
+    }
+
     fn stage_changed(&mut self, stage: &Stage) {
         match stage {
             Stage::Announced { .. } => self.graceful(),
+            Stage::Draining(Drain { cause: Cause::Restart(pid), .. }) => self.hand_over(*pid),
             Stage::Draining(_) => self.drain_now(),
             Stage::Done { outcome: Outcome::Stopped { .. }, .. } => self.immediate(),
             Stage::Serving | Stage::Done { .. } => {}
