@@ -124,18 +124,18 @@ pub(crate) enum Draining {
     /// Draining after a successor took over the listening sockets (a restart): each
     /// connection's last response closes it, as with `Now`, but an idle connection is kept
     /// until its client uses it (that response closes it), closes it, or its idle timeout
-    /// passes, and at the latest until `until` (the drain's deadline). The drain's last call
+    /// passes, and at the latest until the drain's deadline (`Env::drain_until`). The drain's last call
     /// would close it while a client or a proxy may be picking it from its pool for a request
     /// that it does not retry (a POST); the client is told instead, by its next response. Nothing
     /// waits for this process's exit, so the wait costs nobody.
-    HandingOver { until: Tick },
+    HandingOver,
 }
 
 impl Draining {
     /// Whether the drain has begun: each connection's last response closes it.
     #[inline(always)]
     pub(crate) fn now(self) -> bool {
-        matches!(self, Draining::Now | Draining::HandingOver { .. })
+        matches!(self, Draining::Now | Draining::HandingOver)
     }
 }
 
@@ -149,6 +149,8 @@ pub(crate) struct Env {
     pub now: Tick,
     /// How far the server's shutdown is.
     pub draining: Draining,
+    /// While draining: when the shutdown timeout ends the drain.
+    pub drain_until: Tick,
     /// Limits and timeouts.
     pub config: ServerConfig,
     /// The application.
@@ -195,6 +197,7 @@ impl Env {
         Env {
             now,
             draining: Draining::No,
+            drain_until: now,
             config,
             handler,
             date: DateCache::new(),
@@ -744,9 +747,16 @@ impl<S: Transport> Connection<S> {
     /// ([`Draining::HandingOver`]), a new or idle connection is kept instead, until it is used,
     /// closed by its client, or timed out; a signal that comes meanwhile applies the rule above
     /// (`starting` again).
-    pub(crate) fn drain(&mut self, now: Tick, config: &ServerConfig, draining: Draining, starting: bool) -> DrainRole {
+    pub(crate) fn drain(
+        &mut self,
+        now: Tick,
+        config: &ServerConfig,
+        draining: Draining,
+        until: Tick,
+        starting: bool,
+    ) -> DrainRole {
         let state = self.state();
-        if let Draining::HandingOver { until } = draining
+        if draining == Draining::HandingOver
             && matches!(state, ConnState::New | ConnState::Idle)
             && (starting || self.last_call.is_none())
         {
@@ -891,7 +901,7 @@ impl<S: Transport> Connection<S> {
             progress |= moved_on;
             let draining = env.draining.now();
             if draining {
-                self.drain(env.now, &env.config, env.draining, false);
+                self.drain(env.now, &env.config, env.draining, env.drain_until, false);
             }
             // Another round can only take up what this one left: input still in the socket (a
             // read stopped at its cap), input not yet answered (waiting for room to write),

@@ -132,9 +132,7 @@ impl Stage {
         match self {
             Stage::Serving => Draining::No,
             Stage::Announced { .. } => Draining::Soon,
-            Stage::Draining(Drain { cause: Cause::Restart(_), deadline, .. }) => {
-                Draining::HandingOver { until: *deadline }
-            }
+            Stage::Draining(Drain { cause: Cause::Restart(_), .. }) => Draining::HandingOver,
             Stage::Draining(_) | Stage::Done { .. } => Draining::Now,
         }
     }
