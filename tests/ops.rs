@@ -752,14 +752,7 @@ fn hammer(addr: SocketAddr, stop: Arc<AtomicBool>, old_gone: Arc<AtomicBool>) ->
 
 /// Sends SIGHUP and returns the new process's pid (killed on drop if a test fails).
 fn restart(server: &mut Quiesce) -> (u32, Orphan) {
-    server.signal(SIGHUP);
-    let started = server.expect_log("received SIGHUP: started new process", LOG_WAIT);
-    let new_pid: u32 = started
-        .split("started new process ")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|pid| pid.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {started:?}"));
+    let new_pid = server.sighup_restart(LOG_WAIT);
     (new_pid, Orphan(Some(new_pid)))
 }
 

@@ -240,14 +240,7 @@ fn a_client_resumes_from_its_last_id_across_a_sighup_restart() {
         assert!(event.is_tick(), "{event:?}");
         ids.push(event.id());
     }
-    server.signal(libc::SIGHUP);
-    let started = server.expect_log("received SIGHUP: started new process", Duration::from_secs(10));
-    let new_pid: u32 = started
-        .split("started new process ")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|pid| pid.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {started:?}"));
+    let new_pid = server.sighup_restart(Duration::from_secs(10));
     let _successor = Successor(new_pid);
 
     // The old process drains: the stream gets its last event and ends.

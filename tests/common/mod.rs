@@ -228,6 +228,19 @@ impl Quiesce {
             None => panic!("no log line containing {substr:?} within {timeout:?}; logs:\n{}", self.logs_text()),
         }
     }
+
+    /// Sends SIGHUP and returns the pid of the new process it started (waiting up to `timeout`
+    /// for the line that names it).
+    pub fn sighup_restart(&mut self, timeout: Duration) -> u32 {
+        self.signal(libc::SIGHUP);
+        let started = self.expect_log("received SIGHUP: started new process", timeout);
+        started
+            .split("started new process ")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|pid| pid.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {started:?}"))
+    }
 }
 
 impl Drop for Quiesce {
