@@ -124,10 +124,10 @@ pub(crate) enum Draining {
     /// Draining after a successor took over the listening sockets (a restart): each
     /// connection's last response closes it, as with `Now`, but an idle connection is kept
     /// until its client uses it (that response closes it), closes it, or its idle timeout
-    /// passes, and at the latest until the drain's deadline (`Env::drain_until`). The drain's last call
-    /// would close it while a client or a proxy may be picking it from its pool for a request
-    /// that it does not retry (a POST); the client is told instead, by its next response. Nothing
-    /// waits for this process's exit, so the wait costs nobody.
+    /// passes, and at the latest until the drain's deadline (`Env::drain_until`). The drain's
+    /// last call would close it while a client or a proxy may be picking it from its pool for
+    /// a request that it does not retry (a POST); the client is told instead, by its next
+    /// response. Nothing waits for this process's exit, so the wait costs nobody.
     HandingOver,
 }
 
@@ -545,7 +545,7 @@ pub(crate) enum DrainRole {
     /// New, or idle since just now: a brief last call for a request on its way.
     LastCall,
     /// New or idle while handing over to a successor: kept until its client uses it or closes
-    /// it, or its idle timeout (see [`Draining::HandingOver`]).
+    /// it, its idle timeout, or the drain's deadline (see [`Draining::HandingOver`]).
     Keep,
     /// Closed.
     Gone,
