@@ -936,6 +936,65 @@ fn sighup_with_workers_keeps_idle_connections_in_every_worker() {
     orphan.0 = None;
 }
 
+/// The idle connections of each worker, from `/metrics`, once they add up to `total`.
+fn idle_per_worker(addr: SocketAddr, total: u64) -> [u64; 2] {
+    let mut idle = [0; 2];
+    let counted = wait_until(LOG_WAIT, || {
+        let text = scrape(addr);
+        for (worker, count) in idle.iter_mut().enumerate() {
+            *count = value(&text, &format!("quiesce_worker_connections{{worker=\"{worker}\",state=\"idle\"}}"));
+        }
+        idle.iter().sum::<u64>() == total
+    });
+    assert!(counted, "idle connections per worker {idle:?}, expected {total} in all");
+    idle
+}
+
+/// Worker 0 finished its handover drain (its kept connections were used or closed) while
+/// worker 1 still keeps one: a SIGTERM now is a first signal for worker 1, whose connection
+/// closes as in a signal's drain, and the process exits 0, drained, rather than stopping at
+/// once as after a second signal.
+#[test]
+fn a_signal_after_worker_0_finished_its_handover_drains_the_others() {
+    let mut server = Quiesce::start(&["--workers", "2", "--reuse-port"]);
+    let addr = server.addr();
+    // Connections until each worker has one, knowing whose each is.
+    let (mut on_0, mut on_1) = (Vec::new(), Vec::new());
+    for n in 1..=64u64 {
+        if !on_0.is_empty() && !on_1.is_empty() {
+            break;
+        }
+        let before = idle_per_worker(addr, n - 1);
+        let mut c = waiting_client(addr);
+        expect_plaintext(&mut c, "before the restart");
+        let after = idle_per_worker(addr, n);
+        if after[0] > before[0] { on_0.push(c) } else { on_1.push(c) }
+    }
+    assert!(!on_0.is_empty() && !on_1.is_empty(), "every connection went to one worker");
+
+    let (new_pid, mut orphan) = restart(&mut server);
+    let serving = format!("new process {new_pid} is serving: draining");
+    for worker in 0..2 {
+        server.expect_log(&format!("worker {worker}: {serving}"), LOG_WAIT);
+    }
+    on_0.clear();
+    server.expect_log("worker 0: drained in", LOG_WAIT);
+    assert!(!has_data(&on_1[0]), "worker 1 closed its kept connection early; logs:\n{}", server.logs_text());
+
+    server.signal(libc::SIGTERM);
+    for c in &mut on_1 {
+        assert_eq!(c.close_state(Duration::from_secs(5)), CloseState::Eof, "logs:\n{}", server.logs_text());
+    }
+    let status = wait_status(&mut server, EXIT_WAIT);
+    server.assert_exit_code(status, 0);
+    let summary = server.expect_log("\"event\":\"shutdown\"", LOG_WAIT);
+    check_summary(&summary, "drained", 0, 2);
+
+    kill(new_pid, libc::SIGTERM).expect("SIGTERM the new process");
+    assert!(wait_until(EXIT_WAIT, || !is_live_quiesce(new_pid)), "new process {new_pid} did not exit");
+    orphan.0 = None;
+}
+
 /// An idle connection nobody uses after a SIGHUP handover is closed at the shutdown timeout
 /// (before its idle timeout), cleanly: the old process's drain counts it as drained, not as a
 /// connection closed by force.

@@ -21,7 +21,7 @@ use std::fmt::{self, Write as _};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 use log::{error, info, warn};
@@ -325,6 +325,10 @@ where
     }
     let mut followers = servers.split_off(1);
     let mut leader = servers.pop().ok_or_else(|| Error::Setup(io::Error::other("no worker")))?;
+    // Whether a signal (or the handle) turned worker 0's handover drain into an ordinary one.
+    let handover_ended = Arc::new(AtomicBool::new(false));
+    leader.observe(Box::new(HandoverEnded(Arc::clone(&handover_ended))));
+    let notice = drain.clone();
     let handles = Handles { shutdown: leader.shutdown_handle(), drain };
     let follower_handles: Vec<ShutdownHandle> = followers.iter().map(Server::shutdown_handle).collect();
     for handle in &follower_handles {
@@ -360,9 +364,12 @@ where
         }
     }
     // Worker 0 and its signal source are gone, but others may still be draining: a signal now
-    // is the second one, and stops them at once.
+    // is the second one, and stops them at once. Unless worker 0's drain was a restart's
+    // handover that no signal changed: the others may be keeping idle connections for their
+    // clients, and a signal now is the first, which closes those (and a second stops them).
+    let first_signal_to_come = notice.successor_serving() && !handover_ended.load(Ordering::SeqCst);
     let late_signal = (config.handle_signals && !threads.is_empty())
-        .then(|| LateSignals::watch(follower_handles))
+        .then(|| LateSignals::watch(follower_handles, first_signal_to_come))
         .transpose()
         .map_err(Error::Setup)?;
     let mut outcomes = vec![leader_outcome];
@@ -473,9 +480,22 @@ fn combine(outcomes: Vec<Result<Outcome, Error>>) -> Option<Outcome> {
     outcomes.reduce(worse)
 }
 
-/// SIGINT/SIGTERM handling on a thread of its own, once worker 0 has returned: the first
-/// signal stops every other worker at once. It is a second one, so a worker stuck in a turn
-/// does not keep the process alive either (`SignalGuard`).
+/// Hears that worker 0's handover drain became an ordinary one (see [`LateSignals`]).
+struct HandoverEnded(Arc<AtomicBool>);
+
+impl crate::server::stage::Observer for HandoverEnded {
+    fn stage_changed(&mut self, _stage: &crate::server::stage::Stage) {}
+
+    fn handover_ended(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// SIGINT/SIGTERM handling on a thread of its own, once worker 0 has returned: a signal stops
+/// every other worker at once. It is a second one, so a worker stuck in a turn does not keep
+/// the process alive either (`SignalGuard`). After a handover drain no signal changed
+/// (`first_to_come`), the first signal is a first one: the other workers drain as after a
+/// signal (their kept idle connections close), and a second one stops them.
 struct LateSignals {
     handle: signal_hook::iterator::Handle,
     thread: thread::JoinHandle<Option<i32>>,
@@ -483,13 +503,25 @@ struct LateSignals {
 }
 
 impl LateSignals {
-    fn watch(followers: Vec<ShutdownHandle>) -> io::Result<LateSignals> {
-        let guard = SignalGuard::install(1)?;
+    fn watch(followers: Vec<ShutdownHandle>, first_to_come: bool) -> io::Result<LateSignals> {
+        let guard = SignalGuard::install(if first_to_come { 0 } else { 1 })?;
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let handle = signals.handle();
+        let name = |signal| if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
         let thread = thread::Builder::new().name("quiesce-signals".into()).spawn(move || {
-            let signal = signals.forever().next()?;
-            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+            let mut signals = signals.forever();
+            if first_to_come {
+                let signal = signals.next()?;
+                info!(
+                    "received {}: the workers still draining after the restart close their idle connections",
+                    name(signal)
+                );
+                for follower in &followers {
+                    follower.drain_now();
+                }
+            }
+            let signal = signals.next()?;
+            let name = name(signal);
             info!("received {name}: stopping the workers still draining");
             for follower in &followers {
                 follower.immediate();
