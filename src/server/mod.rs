@@ -1150,8 +1150,14 @@ impl<S: Accepted> Core<S> {
             (Ask::Graceful(cause), Stage::Serving) if !self.env.config.drain_delay.is_zero() => {
                 self.announce(cause, now)
             }
-            (Ask::Graceful(cause) | Ask::DrainNow(cause), Stage::Serving)
-            | (Ask::DrainNow(cause), Stage::Announced { .. }) => self.begin_drain(cause, now),
+            (Ask::Graceful(cause) | Ask::DrainNow(cause), Stage::Serving) => self.begin_drain(cause, now),
+            // A successor that becomes ready during the drain delay ends the delay, but the
+            // drain stays the signal's (or the handle's): the service was asked to stop, so idle
+            // connections are not kept for it.
+            (Ask::DrainNow(cause), Stage::Announced { cause: announced, .. }) => {
+                let cause = if matches!(cause, Cause::Restart(_)) { announced } else { cause };
+                self.begin_drain(cause, now)
+            }
             (Ask::Graceful(cause) | Ask::DrainNow(cause @ Cause::Handle), Stage::Draining(mut drain))
                 if matches!(drain.cause, Cause::Restart(_)) =>
             {
@@ -1425,6 +1431,40 @@ mod tests {
         let (server, peer) = listener.accept().unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         (Connection::new(TcpStream::from_std(server), 0, 1, peer, Tick::now()), client)
+    }
+
+    /// A successor that becomes ready during a shutdown's drain delay ends the delay, but the
+    /// drain stays the one the shutdown asked for: an idle connection is closed, not kept for
+    /// the successor's sake until the shutdown timeout.
+    #[test]
+    fn a_handover_during_the_drain_delay_drains_as_the_shutdown_asked() {
+        use std::io::Write;
+        let listener = crate::listen::bind("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config =
+            ServerConfig { handle_signals: false, drain_delay: Duration::from_secs(30), ..ServerConfig::DEFAULT };
+        let server = Server::from_listener(listener, config, |_: &crate::Request<'_>, _: &mut crate::Response| {
+            crate::Reply::Now
+        })
+        .unwrap();
+        let handle = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0; 1];
+            assert_eq!(client.read(&mut byte).unwrap(), 1, "the answer ended early: {head:?}");
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+        handle.graceful();
+        handle.hand_over(4242);
+        // Closed by the drain (at once, or after its last call), long before the timeout.
+        assert_eq!(client.read(&mut [0; 8]).expect("closed, not kept"), 0);
+        let outcome = thread.join().unwrap().unwrap();
+        assert!(matches!(outcome, Outcome::Drained { .. }), "{outcome:?}");
     }
 
     #[test]
