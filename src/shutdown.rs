@@ -61,8 +61,9 @@ impl ShutdownHandle {
     }
 
     /// A restarted copy of the server, process `pid`, serves on the listening sockets now: drain
-    /// at once, as after a signal but without telling systemd that the service stops. A signal
-    /// during that drain counts as the first one, not the second.
+    /// at once, without telling systemd that the service stops, and keep idle connections until
+    /// their clients use or close them (see `Draining::HandingOver`). A signal during that drain
+    /// counts as the first one, not the second. During a drain delay, it only ends the delay.
     pub(crate) fn hand_over(&self, pid: u32) {
         self.inner.handover.store(pid, Ordering::SeqCst);
         self.wake();

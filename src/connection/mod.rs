@@ -150,7 +150,8 @@ pub(crate) struct Env {
     pub now: Tick,
     /// How far the server's shutdown is.
     pub draining: Draining,
-    /// While draining: when the shutdown timeout ends the drain.
+    /// When the stage moves on by itself (while draining: the shutdown timeout's end, which a
+    /// handover keeps idle connections until at most).
     pub drain_until: Tick,
     /// Limits and timeouts.
     pub config: ServerConfig,

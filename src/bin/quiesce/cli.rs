@@ -881,7 +881,8 @@ SIGNALS:
     let in-flight requests finish (for up to --shutdown-timeout), then exit. A second one
     exits at once, even while a handler holds an event loop. SIGHUP starts a new copy of
     quiesce on the same listening sockets and drains this one once the new one serves (a
-    zero-downtime restart).
+    zero-downtime restart); that drain keeps idle connections until their clients use them
+    (the answer closes them) or close them, or until --shutdown-timeout.
 
 EXIT CODES:
     0      drained cleanly: every accepted request answered in full
