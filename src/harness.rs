@@ -244,7 +244,7 @@ impl MemoryConnection {
     pub fn begin_drain(&mut self) {
         self.env.draining = Draining::Now;
         self.env.drain.begin();
-        self.conn.drain(self.env.now, &self.env.config, Draining::Now, self.env.now, true);
+        self.conn.drain(&self.env, true);
         self.drive();
     }
 

@@ -749,20 +749,14 @@ impl<S: Transport> Connection<S> {
     /// ([`Draining::HandingOver`]), a new or idle connection is kept instead, until it is used,
     /// closed by its client, or timed out; a signal that comes meanwhile applies the rule above
     /// (`starting` again).
-    pub(crate) fn drain(
-        &mut self,
-        now: Tick,
-        config: &ServerConfig,
-        draining: Draining,
-        until: Tick,
-        starting: bool,
-    ) -> DrainRole {
+    pub(crate) fn drain(&mut self, env: &Env, starting: bool) -> DrainRole {
+        let (now, config) = (env.now, &env.config);
         let state = self.state();
-        if draining == Draining::HandingOver
+        if env.draining == Draining::HandingOver
             && matches!(state, ConnState::New | ConnState::Idle)
             && (starting || self.last_call.is_none())
         {
-            self.last_call = Some(until);
+            self.last_call = Some(env.drain_until);
             return DrainRole::Keep;
         }
         match state {
@@ -903,7 +897,7 @@ impl<S: Transport> Connection<S> {
             progress |= moved_on;
             let draining = env.draining.now();
             if draining {
-                self.drain(env.now, &env.config, env.draining, env.drain_until, false);
+                self.drain(env, false);
             }
             // Another round can only take up what this one left: input still in the socket (a
             // read stopped at its cap), input not yet answered (waiting for room to write),

@@ -1238,7 +1238,7 @@ impl<S: Accepted> Core<S> {
         let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
         for key in keys {
             if let Some(slot) = self.slots.get_mut(key) {
-                match slot.conn.drain(now, &self.env.config, self.env.draining, self.env.drain_until, true) {
+                match slot.conn.drain(&self.env, true) {
                     DrainRole::CloseIdle => closing += 1,
                     DrainRole::LastCall => last_call += 1,
                     DrainRole::Keep => kept += 1,
