@@ -174,8 +174,7 @@ impl Ticker {
     /// thread (it runs on the server's thread, from a [`DrainNotice`](crate::DrainNotice)
     /// callback).
     pub fn drain(&self) {
-        lock(&self.shared.state).draining = true;
-        self.shared.changed.notify_all();
+        self.begin_drain(false);
     }
 
     /// The drain began because a successor serves (a restart,
@@ -183,8 +182,12 @@ impl Ticker {
     /// [`Ticker::drain`], and a stream opened from now on is told to reconnect at once, since
     /// its client reaches the successor.
     pub fn hand_over(&self) {
+        self.begin_drain(true);
+    }
+
+    fn begin_drain(&self, successor: bool) {
         let mut state = lock(&self.shared.state);
-        state.successor = true;
+        state.successor |= successor;
         state.draining = true;
         drop(state);
         self.shared.changed.notify_all();

@@ -101,10 +101,10 @@ fn main() -> ExitCode {
             if worker.index == 0 {
                 // The process's drain notice: every event stream ends with it.
                 let (ticker, notice) = (ticker.clone(), worker.handles.drain.clone());
-                worker.handles.drain.on_drain(move || match notice.successor_serving() {
-                    true => ticker.hand_over(),
-                    false => ticker.drain(),
-                });
+                worker
+                    .handles
+                    .drain
+                    .on_drain(move || if notice.successor_serving() { ticker.hand_over() } else { ticker.drain() });
             }
             if let Some(destination) = &access_destination {
                 worker.set_access_log(access_log::Writer::new(destination.clone(), cli.log_format));
