@@ -90,6 +90,15 @@ fn open_fds_below(pid: u32, limit: u64) -> usize {
 /// successor of a SIGHUP restart must not outlive a failed test.
 struct Orphan(Option<u32>);
 
+impl Orphan {
+    /// Stops the successor with SIGTERM and expects it to exit.
+    fn stop(mut self) {
+        let Some(pid) = self.0.take() else { return };
+        kill(pid, libc::SIGTERM).expect("SIGTERM the new process");
+        assert!(wait_until(EXIT_WAIT, || !is_live_quiesce(pid)), "new process {pid} did not exit");
+    }
+}
+
 impl Drop for Orphan {
     fn drop(&mut self) {
         if let Some(pid) = self.0
@@ -864,7 +873,7 @@ fn sighup_keeps_idle_connections_until_used() {
     let mut fresh = connect(addr);
     sync_point(addr);
 
-    let (new_pid, mut orphan) = restart(&mut server);
+    let (new_pid, orphan) = restart(&mut server);
     let draining = server.expect_log(&format!("new process {new_pid} is serving: draining"), LOG_WAIT);
     assert!(draining.contains("closing 0 idle") && draining.contains("keeping 4 new or idle"), "{draining}");
     // Longer than the signal's last calls (100 ms for idle, 1 s for new connections).
@@ -899,9 +908,7 @@ fn sighup_keeps_idle_connections_until_used() {
     let summary = server.expect_log("\"event\":\"shutdown\"", LOG_WAIT);
     check_summary(&summary, "drained", 0, 1);
 
-    kill(new_pid, libc::SIGTERM).expect("SIGTERM the new process");
-    assert!(wait_until(EXIT_WAIT, || !is_live_quiesce(new_pid)), "new process {new_pid} did not exit");
-    orphan.0 = None;
+    orphan.stop();
 }
 
 /// With workers, every worker hands over as worker 0 does (each keeps its idle connections),
@@ -914,7 +921,7 @@ fn sighup_with_workers_keeps_idle_connections_in_every_worker() {
     for c in &mut idle {
         expect_plaintext(c, "before the restart");
     }
-    let (new_pid, mut orphan) = restart(&mut server);
+    let (new_pid, orphan) = restart(&mut server);
     let serving = format!("new process {new_pid} is serving: draining");
     for worker in 0..2 {
         server.expect_log(&format!("worker {worker}: {serving}"), LOG_WAIT);
@@ -931,9 +938,7 @@ fn sighup_with_workers_keeps_idle_connections_in_every_worker() {
     let status = wait_status(&mut server, EXIT_WAIT);
     server.assert_exit_code(status, 0);
 
-    kill(new_pid, libc::SIGTERM).expect("SIGTERM the new process");
-    assert!(wait_until(EXIT_WAIT, || !is_live_quiesce(new_pid)), "new process {new_pid} did not exit");
-    orphan.0 = None;
+    orphan.stop();
 }
 
 /// The idle connections of each worker, from `/metrics`, once they add up to `total`.
@@ -972,7 +977,7 @@ fn a_signal_after_worker_0_finished_its_handover_drains_the_others() {
     }
     assert!(!on_0.is_empty() && !on_1.is_empty(), "every connection went to one worker");
 
-    let (new_pid, mut orphan) = restart(&mut server);
+    let (new_pid, orphan) = restart(&mut server);
     let serving = format!("new process {new_pid} is serving: draining");
     for worker in 0..2 {
         server.expect_log(&format!("worker {worker}: {serving}"), LOG_WAIT);
@@ -990,9 +995,7 @@ fn a_signal_after_worker_0_finished_its_handover_drains_the_others() {
     let summary = server.expect_log("\"event\":\"shutdown\"", LOG_WAIT);
     check_summary(&summary, "drained", 0, 2);
 
-    kill(new_pid, libc::SIGTERM).expect("SIGTERM the new process");
-    assert!(wait_until(EXIT_WAIT, || !is_live_quiesce(new_pid)), "new process {new_pid} did not exit");
-    orphan.0 = None;
+    orphan.stop();
 }
 
 /// An idle connection nobody uses after a SIGHUP handover is closed at the shutdown timeout
@@ -1005,7 +1008,7 @@ fn sighup_closes_unused_idle_connections_at_the_shutdown_timeout() {
     let mut idle = waiting_client(addr);
     expect_plaintext(&mut idle, "before the restart");
 
-    let (new_pid, mut orphan) = restart(&mut server);
+    let (new_pid, orphan) = restart(&mut server);
     server.expect_log(&format!("new process {new_pid} is serving: draining"), LOG_WAIT);
     let closed = idle.close_state(Duration::from_secs(10));
     assert_eq!(closed, CloseState::Eof, "logs:\n{}", server.logs_text());
@@ -1015,9 +1018,7 @@ fn sighup_closes_unused_idle_connections_at_the_shutdown_timeout() {
     check_summary(&summary, "drained", 0, 1);
     assert_eq!(json_number(&summary, "closed_by_force"), 0.0, "{summary}");
 
-    kill(new_pid, libc::SIGTERM).expect("SIGTERM the new process");
-    assert!(wait_until(EXIT_WAIT, || !is_live_quiesce(new_pid)), "new process {new_pid} did not exit");
-    orphan.0 = None;
+    orphan.stop();
 }
 
 // ---------------------------------------------------------------------------------------------
