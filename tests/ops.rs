@@ -985,6 +985,8 @@ fn a_signal_after_worker_0_finished_its_handover_drains_the_others() {
     on_0.clear();
     server.expect_log("worker 0: drained in", LOG_WAIT);
     assert!(!has_data(&on_1[0]), "worker 1 closed its kept connection early; logs:\n{}", server.logs_text());
+    // The process watches signals again once worker 0 has returned.
+    server.expect_log("a signal now closes the idle connections the other workers keep", LOG_WAIT);
 
     server.signal(libc::SIGTERM);
     for c in &mut on_1 {

@@ -528,6 +528,10 @@ impl LateSignals {
             }
             Some(signal)
         })?;
+        if first_to_come {
+            // Said once the signals are watched: from here on a signal is not lost.
+            info!("worker 0 finished its drain; a signal now closes the idle connections the other workers keep");
+        }
         Ok(LateSignals { handle, thread, _guard: guard })
     }
 
