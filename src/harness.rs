@@ -138,25 +138,25 @@ impl MemoryConnection {
             // The client left: as the server sees a reset.
             self.conn.lost(io::ErrorKind::ConnectionReset);
         }
-        if self.env.access.is_some() {
-            self.conn.record_close(&mut self.env);
-            self.env.end_access_turn();
+        if self.env.logs.access.is_some() {
+            self.conn.record_close(self.env.turn, &mut self.env.logs);
+            self.env.logs.end_access_turn();
         }
         self.id += 1;
-        self.conn = Connection::new(Pipe::default(), 0, self.id, PEER, self.env.now);
+        self.conn = Connection::new(Pipe::default(), 0, self.id, PEER, self.env.turn.now);
     }
 
     /// Waits at most `timeout` for a responder (on another thread) to post news, then delivers
     /// it. Returns whether news came.
     pub fn wait_for_letters(&mut self, timeout: Duration) -> bool {
-        if !self.env.mailbox.has_letters() {
+        if !self.env.service.mailbox.has_letters() {
             match self.poll.poll(&mut self.events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("the harness's poll failed: {e}"),
             }
         }
-        let news = self.env.mailbox.has_letters();
+        let news = self.env.service.mailbox.has_letters();
         self.drive();
         news
     }
@@ -164,8 +164,8 @@ impl MemoryConnection {
     /// How long until the connection's next deadline on its clock (zero if it passed), if it
     /// has one.
     pub fn until_deadline(&self) -> Option<Duration> {
-        let at = self.conn.deadline(&self.env.config, self.env.draining)?;
-        Some(self.env.now.until(at))
+        let at = self.conn.deadline(&self.env.config, self.env.turn.draining)?;
+        Some(self.env.turn.now.until(at))
     }
 
     /// Renders error responses with `render` (see [`Server::set_error_renderer`](crate::Server::set_error_renderer)).
@@ -173,13 +173,13 @@ impl MemoryConnection {
         &mut self,
         render: impl Fn(&crate::ErrorInfo<'_>, &mut crate::Response) + Send + Sync + 'static,
     ) {
-        self.env.errors = crate::errors::Renderer::new(render);
+        self.env.service.errors = crate::errors::Renderer::new(render);
     }
 
     /// Makes this connection's error renderer the one a handler's `Response::set_error` uses
     /// on this thread, until the guard drops.
     pub(crate) fn enter_renderer(&self) -> crate::errors::CurrentRenderer {
-        self.env.errors.enter()
+        self.env.service.errors.enter()
     }
 
     /// The client sends `bytes`; the server reads and answers what it can.
@@ -212,21 +212,21 @@ impl MemoryConnection {
     /// Moves the clock on by `by`, firing each deadline on the way at its time (as the server's
     /// heap does), and drives the connection.
     pub fn advance(&mut self, by: Duration) {
-        let target = self.env.now.after(by);
+        let target = self.env.turn.now.after(by);
         // A bounded number of steps: a deadline that does not move on (a last call while input
         // waits) is fired once more at the target.
         for _ in 0..8 {
-            match self.conn.deadline(&self.env.config, self.env.draining) {
+            match self.conn.deadline(&self.env.config, self.env.turn.draining) {
                 Some(at) if at < target => {
-                    self.env.now = self.env.now.max(at);
+                    self.env.turn.now = self.env.turn.now.max(at);
                     self.conn.expire(&mut self.env);
                     self.drive();
                 }
                 _ => break,
             }
         }
-        self.env.now = target;
-        if self.conn.deadline(&self.env.config, self.env.draining).is_some_and(|d| d <= self.env.now) {
+        self.env.turn.now = target;
+        if self.conn.deadline(&self.env.config, self.env.turn.draining).is_some_and(|d| d <= self.env.turn.now) {
             self.conn.expire(&mut self.env);
         }
         self.drive();
@@ -242,16 +242,16 @@ impl MemoryConnection {
     /// Starts a graceful drain, as the server does for each connection.
     #[cfg(feature = "harness")]
     pub fn begin_drain(&mut self) {
-        self.env.draining = Draining::Now;
-        self.env.drain.begin();
-        self.conn.drain(&self.env, true);
+        self.env.turn.draining = Draining::Now;
+        self.env.service.drain.begin();
+        self.conn.drain(self.env.turn, &self.env.config, true);
         self.drive();
     }
 
     /// Records every answered request in `log`, as [`Server::set_access_log`](crate::Server::set_access_log).
     #[cfg(feature = "harness")]
     pub fn set_access_log(&mut self, log: impl crate::AccessLog + 'static) {
-        self.env.access = Some(Box::new(log));
+        self.env.logs.access = Some(Box::new(log));
     }
 
     /// Everything the server has written so far.
@@ -301,10 +301,10 @@ impl MemoryConnection {
     fn drive(&mut self) {
         self.conn.on_ready(false, true, false);
         while self.conn.drive(&mut self.env) {}
-        if self.env.mailbox.has_letters() {
+        if self.env.service.mailbox.has_letters() {
             self.deliver_letters();
         }
-        if self.env.access.is_some() {
+        if self.env.logs.access.is_some() {
             self.end_access_turn();
         }
     }
@@ -314,17 +314,17 @@ impl MemoryConnection {
     #[cold]
     fn end_access_turn(&mut self) {
         if self.is_closed() {
-            self.conn.record_close(&mut self.env);
+            self.conn.record_close(self.env.turn, &mut self.env.logs);
         }
-        self.env.end_access_turn();
+        self.env.logs.end_access_turn();
     }
 
     /// Letters for this connection (key 0, its id), delivered as the loop delivers them, until
     /// none come.
     #[cold]
     fn deliver_letters(&mut self) {
-        while self.env.mailbox.has_letters() {
-            self.env.mailbox.take(&mut self.letters);
+        while self.env.service.mailbox.has_letters() {
+            self.env.service.mailbox.take(&mut self.letters);
             let this = Letter { key: 0, id: self.id };
             if !self.letters.drain(..).any(|letter| letter == this) {
                 return;

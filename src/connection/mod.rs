@@ -11,6 +11,7 @@
 
 pub(crate) mod buffer;
 mod delivery;
+mod env;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -19,22 +20,21 @@ use std::time::Duration;
 
 use log::{debug, error, warn};
 
-use crate::access::{AccessLog, Answer, Ending, Pending};
+use crate::access::{Answer, Ending, Pending};
 use crate::config::ServerConfig;
 use crate::counters::{ConnState, Cut, Stats};
 use crate::errors::{ErrorInfo, Renderer};
-use crate::handler::{Handler, Reply};
+use crate::handler::Reply;
 use crate::http::body::BodyDecoder;
-use crate::http::date::DateCache;
 use crate::http::error::HttpError;
 use crate::http::head::{BodyKind, HeadInfo, HeadLimits, HeadScan, HeadStep, ParsedHead};
 use crate::http::request::{Client, Request, Version};
 use crate::http::response::Response;
-use crate::responder::{End, Exchange, Letter, Mailbox, Taken};
-use crate::shutdown::DrainNotice;
+use crate::responder::{End, Exchange, Letter, Taken};
 use crate::timer::Tick;
-use crate::watch::Beat;
 use buffer::{BufPool, ReadBuf, WriteBuf};
+use env::SPARE_BODIES;
+pub(crate) use env::{Env, Logs, Service, Stores, Turn};
 use std::sync::Arc;
 
 /// Stop parsing pipelined requests while this much output waits to be written.
@@ -124,7 +124,7 @@ pub(crate) enum Draining {
     /// Draining after a successor took over the listening sockets (a restart): each
     /// connection's last response closes it, as with `Now`, but an idle connection is kept
     /// until its client uses it (that response closes it), closes it, or its idle timeout
-    /// passes, and at the latest until the drain's deadline (`Env::drain_until`). The drain's
+    /// passes, and at the latest until the drain's deadline (`Turn::drain_until`). The drain's
     /// last call would close it while a client or a proxy may be picking it from its pool for
     /// a request that it does not retry (a POST); the client is told instead, by its next
     /// response. Nothing waits for this process's exit, so the wait costs nobody.
@@ -137,132 +137,6 @@ impl Draining {
     pub(crate) fn now(self) -> bool {
         // One comparison: the two drains come last.
         self as u8 >= Draining::Now as u8
-    }
-}
-
-/// Most boxes of finished body phases a loop keeps for the next bodies.
-const SPARE_BODIES: usize = 64;
-
-/// What the loop lends every connection while it works: the clock of this turn, the shutdown
-/// as connections see it, the limits, the application, and the loop's shared scratch.
-pub(crate) struct Env {
-    /// The time this loop turn started.
-    pub now: Tick,
-    /// How far the server's shutdown is.
-    pub draining: Draining,
-    /// When the stage moves on by itself (while draining: the shutdown timeout's end, which a
-    /// handover keeps idle connections until at most).
-    pub drain_until: Tick,
-    /// Limits and timeouts.
-    pub config: ServerConfig,
-    /// The application.
-    pub handler: Box<dyn Handler + Send>,
-    /// The `Date` value.
-    pub date: DateCache,
-    /// Counters of the loop.
-    pub stats: Stats,
-    /// Free buffers.
-    pub pool: BufPool,
-    /// The response the handler fills in, reused across requests.
-    pub response: Response,
-    /// Where responders post their news.
-    pub mailbox: Arc<Mailbox>,
-    /// The server's drain notice, for responders and streams.
-    pub drain: DrainNotice,
-    /// Where each answered request is recorded, if anywhere.
-    pub access: Option<Box<dyn AccessLog>>,
-    /// Something was recorded this turn: the log's `end_of_turn` is due.
-    pub access_used: bool,
-    /// How many cut connections were named in WARN lines lately.
-    pub cut_log: CutLog,
-    /// Boxes of finished [`Phase::Body`] phases, for the next body (no allocation per request).
-    #[expect(clippy::vec_box, reason = "the boxes themselves are what is kept for reuse")]
-    bodies: Vec<Box<BodyProgress>>,
-    /// The loop's beat: when its turn began and when it becomes slow (see `crate::watch`).
-    pub beat: &'static Beat,
-    /// The request whose handler was running when this turn was found slow (`METHOD path`).
-    pub slow_route: Option<String>,
-    /// Renders the error responses the server makes itself.
-    pub errors: Renderer,
-}
-
-impl Env {
-    /// An environment for connections served by `handler` under `config`, whose responders
-    /// post to `mailbox`.
-    pub(crate) fn new(
-        config: ServerConfig,
-        handler: Box<dyn Handler + Send>,
-        now: Tick,
-        mailbox: Arc<Mailbox>,
-        drain: DrainNotice,
-    ) -> Self {
-        Env {
-            now,
-            draining: Draining::No,
-            drain_until: now,
-            config,
-            handler,
-            date: DateCache::new(),
-            stats: Stats::default(),
-            pool: BufPool::default(),
-            response: Response::new(),
-            mailbox,
-            drain,
-            access: None,
-            access_used: false,
-            cut_log: CutLog::default(),
-            bodies: Vec::new(),
-            beat: Beat::idle(),
-            slow_route: None,
-            errors: Renderer::default(),
-        }
-    }
-
-    /// The access log's turn ends, if it recorded something.
-    pub(crate) fn end_access_turn(&mut self) {
-        if std::mem::take(&mut self.access_used)
-            && let Some(log) = self.access.as_mut()
-        {
-            log.end_of_turn();
-        }
-    }
-}
-
-/// Keeps the WARN lines that name cut connections to a few a second: a thousand stuck
-/// readers cut at once must not drown the log. The ones not named are counted, and said in the
-/// next line (or by the server at the end).
-#[derive(Debug, Default)]
-pub(crate) struct CutLog {
-    /// When the current one-second window began.
-    window: Option<Tick>,
-    /// Lines in it.
-    lines: u32,
-    /// Cuts not named since the last line.
-    unlogged: u64,
-}
-
-impl CutLog {
-    /// Lines per second that name a cut connection.
-    const LINES_PER_SECOND: u32 = 5;
-
-    /// Whether a cut at `now` may have its own line (if not, it is counted).
-    pub(crate) fn allow(&mut self, now: Tick) -> bool {
-        if self.window.is_none_or(|start| start.after(Duration::from_secs(1)) <= now) {
-            self.window = Some(now);
-            self.lines = 0;
-        }
-        if self.lines < Self::LINES_PER_SECOND {
-            self.lines += 1;
-            true
-        } else {
-            self.unlogged += 1;
-            false
-        }
-    }
-
-    /// The cuts not named since the last line (and forgets them).
-    pub(crate) fn take_unlogged(&mut self) -> u64 {
-        std::mem::take(&mut self.unlogged)
     }
 }
 
@@ -298,7 +172,7 @@ pub(crate) enum CloseReason {
 enum Phase {
     /// Waiting for, or reading, a request head.
     Head(HeadProgress),
-    /// Head parsed; reading its body. Boxed (from [`Env::bodies`]): the other phases are a
+    /// Head parsed; reading its body. Boxed (from [`Stores::bodies`]): the other phases are a
     /// few words, and every connection, idle ones too, is as big as its largest phase.
     Body(Box<BodyProgress>),
     /// The handler asked for a delay: its response is sent at `until`.
@@ -694,11 +568,11 @@ impl<S: Transport> Connection<S> {
     /// head or body (408), an idle connection, a drain last call, or the end of lingering.
     /// Delayed responses are sent by the next [`Connection::drive`].
     pub(crate) fn expire(&mut self, env: &mut Env) {
-        let now = env.now;
+        let now = env.turn.now;
         if self.access.as_ref().and_then(|pending| pending.recheck).is_some_and(|at| at <= now) {
-            self.release_records(env);
+            self.release_records(env.turn.now, &mut env.logs);
         }
-        let draining = env.draining.now();
+        let draining = env.turn.draining.now();
         match self.write_timer(&env.config, draining) {
             Some(WriteTimer::Look(at)) if at <= now => self.look_at_client(now, write_timeout(&env.config, draining)),
             Some(WriteTimer::Decide(at)) if at <= now => {
@@ -749,14 +623,14 @@ impl<S: Transport> Connection<S> {
     /// ([`Draining::HandingOver`]), a new or idle connection is kept instead, until it is used,
     /// closed by its client, or timed out; a signal that comes meanwhile applies the rule above
     /// (`starting` again).
-    pub(crate) fn drain(&mut self, env: &Env, starting: bool) -> DrainRole {
-        let (now, config) = (env.now, &env.config);
+    pub(crate) fn drain(&mut self, turn: Turn, config: &ServerConfig, starting: bool) -> DrainRole {
+        let now = turn.now;
         let state = self.state();
-        if env.draining == Draining::HandingOver
+        if turn.draining == Draining::HandingOver
             && matches!(state, ConnState::New | ConnState::Idle)
             && (starting || self.last_call.is_none())
         {
-            self.last_call = Some(env.drain_until);
+            self.last_call = Some(turn.drain_until);
             return DrainRole::Keep;
         }
         match state {
@@ -844,17 +718,17 @@ impl<S: Transport> Connection<S> {
     #[inline(never)]
     fn cut(&mut self, reason: CloseReason, env: &mut Env) {
         let queued = self.write_buf.pending().len();
-        env.stats.cut(if reason == CloseReason::DrainWriteTimeout {
+        env.stores.stats.cut(if reason == CloseReason::DrainWriteTimeout {
             Cut::DrainWriteTimeout
         } else {
             Cut::WriteTimeout
         });
-        if env.cut_log.allow(env.now) {
+        if env.logs.cut_log.allow(env.turn.now) {
             let (what, timeout) = match reason {
                 CloseReason::DrainWriteTimeout => ("drain write timeout", env.config.drain_write_timeout),
                 _ => ("write timeout", env.config.write_timeout),
             };
-            let more = env.cut_log.take_unlogged();
+            let more = env.logs.cut_log.take_unlogged();
             let more = if more > 0 { format!(" ({more} more cut since the last such line)") } else { String::new() };
             warn!(
                 event = "cut", reason = what, client:% = self.client.addr, conn = self.client.id, unsent = queued;
@@ -884,20 +758,20 @@ impl<S: Transport> Connection<S> {
         for _ in 0..ROUNDS_PER_TURN {
             let mut progress = false;
             if self.readable && !matches!(self.phase, Phase::Closed(_)) {
-                progress |= self.read(env);
+                progress |= self.read(env.turn.now, &env.config, &mut env.stores);
             }
             progress |= self.process(env);
             if self.writable && self.output_waits() {
-                progress |= self.flush(env);
+                progress |= self.flush(env.turn.now, &mut env.stores.stats);
                 if self.access.as_ref().is_some_and(|pending| pending.holds()) {
-                    self.release_records(env);
+                    self.release_records(env.turn.now, &mut env.logs);
                 }
             }
-            let moved_on = self.after_flush(env);
+            let moved_on = self.after_flush(env.turn.now, &env.config);
             progress |= moved_on;
-            let draining = env.draining.now();
+            let draining = env.turn.draining.now();
             if draining {
-                self.drain(env, false);
+                self.drain(env.turn, &env.config, false);
             }
             // Another round can only take up what this one left: input still in the socket (a
             // read stopped at its cap), input not yet answered (waiting for room to write),
@@ -905,7 +779,7 @@ impl<S: Transport> Connection<S> {
             // requests leave none of these, and skip a round that would find nothing.
             let more = self.readable || self.mail || !self.read_buf.is_empty() || moved_on || draining;
             if matches!(self.phase, Phase::Closed(_)) || !progress || !more {
-                self.release_buffers(&mut env.pool);
+                self.release_buffers(&mut env.stores.pool);
                 return false;
             }
         }
@@ -927,12 +801,12 @@ impl<S: Transport> Connection<S> {
 
     /// Reads until `WouldBlock`, end of stream, or the buffer is at its cap (then `readable`
     /// stays set, and reading resumes once requests are consumed).
-    fn read(&mut self, env: &mut Env) -> bool {
-        let cap = self.read_cap(&env.config);
+    fn read(&mut self, now: Tick, config: &ServerConfig, stores: &mut Stores) -> bool {
+        let cap = self.read_cap(config);
         let discard = matches!(self.phase, Phase::Closing(_) | Phase::Linger { .. });
         let mut progress = false;
         loop {
-            let spare = self.read_buf.spare(cap, &mut env.pool);
+            let spare = self.read_buf.spare(cap, &mut stores.pool);
             if spare.is_empty() {
                 return progress;
             }
@@ -947,9 +821,9 @@ impl<S: Transport> Connection<S> {
                     progress = true;
                     let drained = n < want && self.stream.drained_by_short_read();
                     self.input.read(drained);
-                    env.stats.bytes_in += n as u64;
+                    stores.stats.bytes_in += n as u64;
                     if let Phase::Body(body) = &mut self.phase {
-                        body.last_read = env.now;
+                        body.last_read = now;
                     }
                     if discard {
                         self.read_buf.clear();
@@ -978,7 +852,7 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Writes until the buffer is empty or `WouldBlock`.
-    fn flush(&mut self, env: &mut Env) -> bool {
+    fn flush(&mut self, now: Tick, stats: &mut Stats) -> bool {
         let mut sent = 0;
         let mut failed = None;
         while !self.write_buf.is_empty() {
@@ -1009,7 +883,7 @@ impl<S: Transport> Connection<S> {
                 Err(e) => failed = Some(e.kind()),
             }
         }
-        env.stats.bytes_out += sent as u64;
+        stats.bytes_out += sent as u64;
         if let Some(pending) = self.access.as_mut() {
             pending.written += sent as u64;
             pending.backlogged |= !self.writable;
@@ -1020,9 +894,9 @@ impl<S: Transport> Connection<S> {
         }
         let progress = sent > 0;
         if progress {
-            self.write_since = env.now;
+            self.write_since = now;
             if self.write_buf.is_empty() {
-                self.idle_since = env.now;
+                self.idle_since = now;
             }
             // The output moves again: a stall, if one comes, is looked at afresh.
             self.write_looked = false;
@@ -1032,7 +906,7 @@ impl<S: Transport> Connection<S> {
 
     /// Moves on once the output is flushed: after the last response, close or shut down the
     /// write side and linger; after the client's end of stream, close.
-    fn after_flush(&mut self, env: &mut Env) -> bool {
+    fn after_flush(&mut self, now: Tick, config: &ServerConfig) -> bool {
         match self.phase {
             Phase::Closing(after_flush) if !self.output_waits() => {
                 if after_flush == AfterFlush::Cut {
@@ -1049,7 +923,7 @@ impl<S: Transport> Connection<S> {
                 if self.input.ended() {
                     self.close(CloseReason::Done);
                 } else {
-                    self.phase = Phase::Linger { until: env.now.after(env.config.linger_timeout) };
+                    self.phase = Phase::Linger { until: now.after(config.linger_timeout) };
                     self.read_buf.clear();
                 }
                 true
@@ -1069,7 +943,7 @@ impl<S: Transport> Connection<S> {
             let advanced = match self.phase {
                 Phase::Head(_) => self.process_head(env),
                 Phase::Body(_) => self.process_body(env),
-                Phase::Waiting { until, .. } if until <= env.now => self.send_delayed(env),
+                Phase::Waiting { until, .. } if until <= env.turn.now => self.send_delayed(env),
                 Phase::Deferred(_) | Phase::Streaming(_) if self.input.ended() => {
                     // Taken as gone (as Go and nginx do): the responder hears of it. A whole
                     // answer already given (in the same turn as the EOF) still goes out.
@@ -1099,15 +973,15 @@ impl<S: Transport> Connection<S> {
         let limits = head_limits(&env.config);
         // The handler answers a request without a body while its head is still borrowed.
         let (skip, step) = head.scan.next(self.read_buf.data_mut(), limits, |parsed, _| {
-            if env.access.is_some() {
-                note_request(&mut self.access, parsed, head.started.unwrap_or(env.now));
+            if env.logs.access.is_some() {
+                note_request(&mut self.access, parsed, head.started.unwrap_or(env.turn.now));
             }
             (parsed.info.body == BodyKind::None)
                 .then(|| call_handler(env, parsed, &[], &self.client, self.stream.tls_info()))
         });
         self.read_buf.consume(skip);
         if !matches!(step, HeadStep::Empty) && head.started.is_none() {
-            head.started = Some(env.now);
+            head.started = Some(env.turn.now);
             self.activity = true;
         }
         match step {
@@ -1125,7 +999,7 @@ impl<S: Transport> Connection<S> {
                 true
             }
             HeadStep::Complete(info, None) => {
-                let started = head.started.unwrap_or(env.now);
+                let started = head.started.unwrap_or(env.turn.now);
                 self.begin_body(info, started, env)
             }
         }
@@ -1141,13 +1015,13 @@ impl<S: Transport> Connection<S> {
         let body_present = self.read_buf.len() > head.len;
         if head.expect_continue && !body_present {
             if self.write_buf.is_empty() {
-                self.write_since = env.now;
+                self.write_since = env.turn.now;
             }
-            env.stats.response(100);
-            self.write_buf.out(&mut env.pool).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            env.stores.stats.response(100);
+            self.write_buf.out(&mut env.stores.pool).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        let body = BodyProgress { head, decoder, started, last_read: env.now };
-        self.phase = Phase::Body(match env.bodies.pop() {
+        let body = BodyProgress { head, decoder, started, last_read: env.turn.now };
+        self.phase = Phase::Body(match env.stores.bodies.pop() {
             Some(mut spare) => {
                 *spare = body;
                 spare
@@ -1189,9 +1063,9 @@ impl<S: Transport> Connection<S> {
         self.read_buf.consume(head.len + body_len);
         // The body is read: its box goes back for the next one (the answer sets the phase).
         if let Phase::Body(spare) = std::mem::replace(&mut self.phase, Phase::Head(HeadProgress::default()))
-            && env.bodies.len() < SPARE_BODIES
+            && env.stores.bodies.len() < SPARE_BODIES
         {
-            env.bodies.push(spare);
+            env.stores.bodies.push(spare);
         }
         self.complete(head, reply, env);
         true
@@ -1210,15 +1084,15 @@ impl<S: Transport> Connection<S> {
     /// The handler has answered: send now, or hold the response until its delay is over.
     fn complete(&mut self, head: HeadInfo, reply: Reply, env: &mut Env) {
         self.served = true;
-        if let Some(exchange) = env.response.take_deferred() {
+        if let Some(exchange) = env.service.response.take_deferred() {
             return self.defer(head, reply, exchange, env);
         }
         match reply {
             Reply::Now => self.send(head, env),
             Reply::After(delay) => {
-                let response = std::mem::take(&mut env.response);
+                let response = std::mem::take(&mut env.service.response);
                 let delayed = Box::new(Delayed { response, head });
-                self.phase = Phase::Waiting { until: env.now.after(delay), delayed };
+                self.phase = Phase::Waiting { until: env.turn.now.after(delay), delayed };
             }
             Reply::Later => self.no_responder(head, env),
         }
@@ -1232,7 +1106,7 @@ impl<S: Transport> Connection<S> {
             "connection {}: the handler returned Reply::Later without Response::defer; answering 500",
             self.client.id
         );
-        internal_error(&env.errors, &ErrorInfo::new(500, INTERNAL_ERROR), &mut env.response);
+        internal_error(&env.service.errors, &ErrorInfo::new(500, INTERNAL_ERROR), &mut env.service.response);
         self.send(head, env);
     }
 
@@ -1244,8 +1118,8 @@ impl<S: Transport> Connection<S> {
             warn!("connection {}: the handler deferred its response but returned {reply:?}", self.client.id);
         }
         let letter = Letter { key: self.key as usize, id: self.client.id };
-        self.mail = exchange.bind(Arc::clone(&env.mailbox), letter, env.drain.clone());
-        env.stats.deferred += 1;
+        self.mail = exchange.bind(Arc::clone(&env.service.mailbox), letter, env.service.drain.clone());
+        env.stores.stats.deferred += 1;
         self.phase = Phase::Deferred(Box::new(Deferred { head, exchange }));
     }
 
@@ -1266,7 +1140,7 @@ impl<S: Transport> Connection<S> {
         match taken {
             Taken::Nothing => {}
             Taken::Whole(response) => {
-                env.response = response;
+                env.service.response = response;
                 self.send(head, env);
             }
             Taken::Dropped => {
@@ -1274,45 +1148,52 @@ impl<S: Transport> Connection<S> {
                     "connection {} ({}): a responder was dropped without an answer; answering 500",
                     self.client.id, self.client.addr
                 );
-                internal_error(&env.errors, &ErrorInfo::new(500, INTERNAL_ERROR), &mut env.response);
+                internal_error(&env.service.errors, &ErrorInfo::new(500, INTERNAL_ERROR), &mut env.service.response);
                 self.send(head, env);
             }
             Taken::StreamHead(response, length) => {
-                env.response = response;
+                env.service.response = response;
                 self.start_stream(head, exchange, length, env);
             }
         }
         true
     }
 
-    /// Sends the head of a streamed response from `env.response`; for HEAD (and a status
+    /// Sends the head of a streamed response from `env.service.response`; for HEAD (and a status
     /// without a body) that is the whole response.
     #[inline(never)]
     fn start_stream(&mut self, head: HeadInfo, exchange: Arc<Exchange>, length: Option<u64>, env: &mut Env) {
-        let bodiless = head.is_head || env.response.is_bodiless();
+        let bodiless = head.is_head || env.service.response.is_bodiless();
         // A declared length frames the body on either version; otherwise chunks on HTTP/1.1.
         let chunked = head.version == Version::Http11 && length.is_none();
         // Without chunks or a length, only the end of the connection ends the body.
-        let (close, connection) = self.ending(&head, env, !chunked && length.is_none() && !bodiless);
+        let must_close = env.service.response.close_requested() || (!chunked && length.is_none() && !bodiless);
+        let (close, connection) = self.ending(&head, env.turn.draining, must_close);
         if self.write_buf.is_empty() {
-            self.write_since = env.now;
+            self.write_since = env.turn.now;
         }
-        env.stats.response(env.response.status());
-        env.stats.streams += 1;
+        env.stores.stats.response(env.service.response.status());
+        env.stores.stats.streams += 1;
         // HEAD shows the framing GET would get; a status without a body has none.
-        env.response.encode_stream_head(self.write_buf.out(&mut env.pool), env.date.get(), chunked, length, connection);
+        env.service.response.encode_stream_head(
+            self.write_buf.out(&mut env.stores.pool),
+            env.stores.date.get(),
+            chunked,
+            length,
+            connection,
+        );
         if bodiless {
             // Nothing of the body goes out: the producer is told the stream is closed (and
             // complete: finishing it succeeds).
             exchange.complete();
-            env.stats.streams_finished += 1;
-            if env.access.is_some() {
-                self.record_answer(env.response.status(), 0, env);
+            env.stores.stats.streams_finished += 1;
+            if env.logs.access.is_some() {
+                self.record_answer(env.service.response.status(), 0, env.turn);
             }
             self.after_response(close, head.keep_alive);
         } else {
             if let Some(pending) = self.access.as_mut() {
-                pending.stream_started(env.response.status());
+                pending.stream_started(env.service.response.status());
             }
             self.close_delimited = !chunked && length.is_none();
             self.phase = Phase::Streaming(Box::new(Streaming { exchange, chunked, remaining: length, close }));
@@ -1329,7 +1210,7 @@ impl<S: Transport> Connection<S> {
         self.mail = false;
         let Phase::Streaming(streaming) = &mut self.phase else { return false };
         let (was_empty, before) = (self.write_buf.is_empty(), self.write_buf.pending().len());
-        let (end, taken) = streaming.exchange.take_body(self.write_buf.out(&mut env.pool), streaming.chunked);
+        let (end, taken) = streaming.exchange.take_body(self.write_buf.out(&mut env.stores.pool), streaming.chunked);
         if let Some(remaining) = &mut streaming.remaining {
             // The producer's side refuses a piece past the length, under the lock the bytes
             // are taken with: this cannot pass it.
@@ -1341,28 +1222,28 @@ impl<S: Transport> Connection<S> {
             pending.streamed += taken as u64;
         }
         if was_empty && !self.write_buf.is_empty() {
-            self.write_since = env.now;
+            self.write_since = env.turn.now;
         }
         match end {
             End::Open => self.write_buf.pending().len() > before,
             End::Finished => {
-                env.stats.streams_finished += 1;
-                if env.access.is_some() {
-                    self.record_stream_end(false, env);
+                env.stores.stats.streams_finished += 1;
+                if env.logs.access.is_some() {
+                    self.record_stream_end(false, env.turn);
                 }
                 self.after_response(close, true);
                 true
             }
             End::Abandoned => {
                 warn!("connection {}: a stream was dropped unfinished; cutting the response", self.client.id);
-                self.cut_stream(env)
+                self.cut_stream(env.turn, &env.logs)
             }
             End::Short { declared, sent } => {
                 warn!(
                     "connection {}: a stream finished after {sent} of the {declared} bytes it declared; cutting the response",
                     self.client.id
                 );
-                self.cut_stream(env)
+                self.cut_stream(env.turn, &env.logs)
             }
         }
     }
@@ -1372,9 +1253,9 @@ impl<S: Transport> Connection<S> {
     /// with a declared length, the client gets fewer bytes than it) and the access log says
     /// `abandoned`.
     #[cold]
-    fn cut_stream(&mut self, env: &mut Env) -> bool {
-        if env.access.is_some() {
-            self.record_stream_end(true, env);
+    fn cut_stream(&mut self, turn: Turn, logs: &Logs) -> bool {
+        if logs.access.is_some() {
+            self.record_stream_end(true, turn);
         }
         self.closing(AfterFlush::Cut);
         true
@@ -1385,27 +1266,27 @@ impl<S: Transport> Connection<S> {
         let waiting = std::mem::replace(&mut self.phase, Phase::Head(HeadProgress::default()));
         if let Phase::Waiting { delayed, .. } = waiting {
             let Delayed { response, head } = *delayed;
-            env.response = response;
+            env.service.response = response;
             self.send(head, env);
         }
         true
     }
 
-    /// Encodes the response in `env.response` into the write buffer and decides whether the
+    /// Encodes the response in `env.service.response` into the write buffer and decides whether the
     /// connection stays open.
     fn send(&mut self, head: HeadInfo, env: &mut Env) {
-        let (close, connection) = self.ending(&head, env, false);
+        let (close, connection) = self.ending(&head, env.turn.draining, env.service.response.close_requested());
         self.queue_response(head.is_head, connection, env);
         self.after_response(close, head.keep_alive);
     }
 
-    /// Whether the response to `head` in `env.response` is the connection's last (the client or
-    /// the handler asked, `must_close`, or, while draining or once the client has closed its
-    /// side, nothing more was received), and the `Connection` field it carries.
+    /// Whether the response to `head` is the connection's last (the client or the handler asked,
+    /// `must_close`, or, while draining or once the client has closed its side, nothing more
+    /// was received), and the `Connection` field it carries.
     #[inline(always)]
-    fn ending(&self, head: &HeadInfo, env: &Env, must_close: bool) -> (bool, Option<&'static str>) {
-        let last = (env.draining.now() || self.input.ended()) && self.read_buf.is_empty();
-        let close = must_close || !head.keep_alive || env.response.close_requested() || last;
+    fn ending(&self, head: &HeadInfo, draining: Draining, must_close: bool) -> (bool, Option<&'static str>) {
+        let last = (draining.now() || self.input.ended()) && self.read_buf.is_empty();
+        let close = must_close || !head.keep_alive || last;
         let connection = if close {
             Some("close")
         } else if head.version == Version::Http10 {
@@ -1436,66 +1317,64 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    /// Encodes `env.response` at the end of the write buffer.
+    /// Encodes `env.service.response` at the end of the write buffer.
     fn queue_response(&mut self, head_only: bool, connection: Option<&str>, env: &mut Env) {
         if self.write_buf.is_empty() {
-            self.write_since = env.now;
+            self.write_since = env.turn.now;
         }
-        let response = &env.response;
-        env.stats.response(response.status());
-        response.encode(self.write_buf.out(&mut env.pool), env.date.get(), head_only, connection);
-        if env.access.is_some() {
-            self.record_response(head_only, env);
+        let response = &env.service.response;
+        env.stores.stats.response(response.status());
+        response.encode(self.write_buf.out(&mut env.stores.pool), env.stores.date.get(), head_only, connection);
+        if env.logs.access.is_some() {
+            self.record_response(head_only, &env.service.response, env.turn);
         }
     }
 
-    /// Records the response just queued from `env.response` in the access log.
+    /// Records the response just queued from `env.service.response` in the access log.
     #[cold]
     #[inline(never)]
-    fn record_response(&mut self, head_only: bool, env: &mut Env) {
-        let response = &env.response;
+    fn record_response(&mut self, head_only: bool, response: &Response, turn: Turn) {
         let bytes = if head_only || response.is_bodiless() { 0 } else { response.body().len() as u64 };
-        let status = response.status();
-        self.record_answer(status, bytes, env);
+        self.record_answer(response.status(), bytes, turn);
     }
 
     /// The answer to the request being answered, with `status` and `body_bytes`, was just
     /// queued: the access log records it once its last byte is out.
     #[cold]
     #[inline(never)]
-    fn record_answer(&mut self, status: u16, body_bytes: u64, env: &mut Env) {
-        let answer = self.answer(status, body_bytes, env);
+    fn record_answer(&mut self, status: u16, body_bytes: u64, turn: Turn) {
+        let answer = self.answer(status, body_bytes, turn);
         let queued = self.write_buf.pending().len() as u64;
         let pending = self.access.get_or_insert_with(Box::default);
-        pending.hold(answer, pending.written + queued, env.now, false);
+        pending.hold(answer, pending.written + queued, turn.now, false);
     }
 
     /// A stream ended (`abandoned`: dropped unfinished), its last bytes just queued: recorded
     /// with the body it sent, once they are out.
     #[cold]
     #[inline(never)]
-    fn record_stream_end(&mut self, abandoned: bool, env: &mut Env) {
-        let template = self.answer(0, 0, env);
+    fn record_stream_end(&mut self, abandoned: bool, turn: Turn) {
+        let template = self.answer(0, 0, turn);
         let queued = self.write_buf.pending().len() as u64;
         if let Some(pending) = self.access.as_mut() {
             let end = pending.written + queued;
             pending.stream_ended(
                 |status, body_bytes| Answer { status, body_bytes, ..template },
                 end,
-                env.now,
+                turn.now,
                 abandoned,
             );
         }
     }
 
     /// What the access log says of an answer from this connection.
-    fn answer(&self, status: u16, body_bytes: u64, env: &Env) -> Answer {
+    fn answer(&self, status: u16, body_bytes: u64, turn: Turn) -> Answer {
         Answer {
             peer: self.client.addr,
             connection_id: self.client.id,
             status,
             body_bytes,
-            during_drain: env.draining != Draining::No,
+            during_drain: turn.draining != Draining::No,
             tls: self.stream.tls_info().cloned(),
         }
     }
@@ -1527,24 +1406,24 @@ impl<S: Transport> Connection<S> {
     /// Records the answers whose last byte is out (after a flush).
     #[cold]
     #[inline(never)]
-    fn release_records(&mut self, env: &mut Env) {
+    fn release_records(&mut self, now: Tick, logs: &mut Logs) {
         let had = self.output_had();
         let all_written = self.write_buf.is_empty();
-        if let (Some(log), Some(pending)) = (env.access.as_mut(), self.access.as_mut()) {
+        if let (Some(log), Some(pending)) = (logs.access.as_mut(), self.access.as_mut()) {
             if pending.release(had, log.as_mut()) {
-                env.access_used = true;
+                logs.access_used = true;
             }
             // Written whole, not all taken yet: no event will say when the client has it, so
             // the count is asked again a little later. (While output is queued, every write
             // asks.)
-            pending.recheck = (all_written && pending.holds()).then(|| env.now.after(RECHECK_TAKEN));
+            pending.recheck = (all_written && pending.holds()).then(|| now.after(RECHECK_TAKEN));
         }
     }
 
     /// The connection closed: every answer not recorded yet is, with what of it went out and
     /// why the rest did not, and so is a request the close left without an answer (status 0):
     /// the server calls this as it lets go of a closed connection.
-    pub(crate) fn record_close(&mut self, env: &mut Env) {
+    pub(crate) fn record_close(&mut self, turn: Turn, logs: &mut Logs) {
         let Some(pending) = self.access.as_ref() else { return };
         if !pending.holds() && !pending.is_live() {
             return;
@@ -1558,10 +1437,10 @@ impl<S: Transport> Connection<S> {
             Some(CloseReason::Cut) => Ending::Abandoned,
             _ => Ending::ClientGone,
         };
-        let template = self.answer(0, 0, env);
-        if let (Some(log), Some(pending)) = (env.access.as_mut(), self.access.as_mut()) {
-            pending.close((had, queued), ending, template, env.now, log.as_mut());
-            env.access_used = true;
+        let template = self.answer(0, 0, turn);
+        if let (Some(log), Some(pending)) = (logs.access.as_mut(), self.access.as_mut()) {
+            pending.close((had, queued), ending, template, turn.now, log.as_mut());
+            logs.access_used = true;
         }
     }
 
@@ -1591,7 +1470,7 @@ impl<S: Transport> Connection<S> {
         let mut rendered = false;
         if let Some(len) = head_len.filter(|&len| len <= self.read_buf.len()) {
             // Parsed again (errors are rare): the head's fields are not kept while a body comes.
-            let (errors, response) = (&env.errors, &mut env.response);
+            let (errors, response) = (&env.service.errors, &mut env.service.response);
             let request = &mut self.read_buf.data_mut()[..len];
             let (_, step) = HeadScan::default().next(request, head_limits(&env.config), |parsed, _| {
                 let (method, target) = (parsed.req.method.unwrap_or(""), parsed.req.path.unwrap_or(""));
@@ -1600,11 +1479,11 @@ impl<S: Transport> Connection<S> {
             rendered = matches!(step, HeadStep::Complete(..));
         }
         if !rendered {
-            env.errors.render(&info, &mut env.response);
+            env.service.errors.render(&info, &mut env.service.response);
         }
-        env.response.set_close();
-        if env.access.is_some() {
-            self.note_unreadable(env.now);
+        env.service.response.set_close();
+        if env.logs.access.is_some() {
+            self.note_unreadable(env.turn.now);
         }
         self.queue_response(false, Some("close"), env);
         // The client did not ask to close: whatever it sends next must not reset the answer.
@@ -1680,10 +1559,10 @@ fn call_handler(
     client: &Client,
     tls: Option<&Arc<crate::http::request::TlsInfo>>,
 ) -> Reply {
-    let request = Request::received(&parsed.req, parsed.info.version, body, env.draining != Draining::No, client, tls);
-    env.response.reset();
-    let handler = &mut *env.handler;
-    let response = &mut env.response;
+    let request =
+        Request::received(&parsed.req, parsed.info.version, body, env.turn.draining != Draining::No, client, tls);
+    env.service.response.reset();
+    let (handler, response) = (&mut *env.service.handler, &mut env.service.response);
     let reply = match catch_unwind(AssertUnwindSafe(|| handler.handle(&request, response))) {
         Ok(reply) => reply,
         Err(_) => {
@@ -1693,15 +1572,15 @@ fn call_handler(
                 exchange.close();
             }
             let info = ErrorInfo::new(500, INTERNAL_ERROR).for_request(&request);
-            internal_error(&env.errors, &info, &mut env.response);
+            internal_error(&env.service.errors, &info, &mut env.service.response);
             Reply::Now
         }
     };
     // This turn ran past the slow-turn threshold while a handler ran: this one, the first to
     // return since. (The reply passes through the cold call, so the plain path keeps it where
     // the handler left it.)
-    if env.beat.flagged() {
-        return note_slow_route(env, &request, reply);
+    if env.service.beat.flagged() {
+        return note_slow_route(&mut env.service, env.turn.now, &request, reply);
     }
     reply
 }
@@ -1710,9 +1589,9 @@ fn call_handler(
 /// request was named yet; returns `reply`.
 #[cold]
 #[inline(never)]
-fn note_slow_route(env: &mut Env, request: &Request<'_>, reply: Reply) -> Reply {
-    if env.beat.mark_slow(env.now) && env.slow_route.is_none() {
-        env.slow_route = Some(format!("{} {}", request.method(), request.path()));
+fn note_slow_route(service: &mut Service, now: Tick, request: &Request<'_>, reply: Reply) -> Reply {
+    if service.beat.mark_slow(now) && service.slow_route.is_none() {
+        service.slow_route = Some(format!("{} {}", request.method(), request.path()));
     }
     reply
 }

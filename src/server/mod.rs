@@ -703,7 +703,7 @@ impl<S: Accepted> Core<S> {
     }
 
     fn set_boxed_access_log(&mut self, log: Box<dyn AccessLog>) {
-        self.env.access = Some(log);
+        self.env.logs.access = Some(log);
     }
 
     /// Renders every error response: the server's own (400, 408, 413, 414, 431, 417, 501,
@@ -716,11 +716,11 @@ impl<S: Accepted> Core<S> {
     /// the loop thread, only for errors. Plain text (the detail and a line feed) without one;
     /// [`errors::problem_json`](crate::errors::problem_json) gives RFC 9457 problem details.
     fn set_error_renderer(&mut self, render: impl Fn(&ErrorInfo<'_>, &mut Response) + Send + Sync + 'static) {
-        self.env.errors = Renderer::new(render);
+        self.env.service.errors = Renderer::new(render);
     }
 
     fn set_renderer(&mut self, renderer: Renderer) {
-        self.env.errors = renderer;
+        self.env.service.errors = renderer;
     }
 
     /// Sends the blocking work of this server's handler ([`Response::blocking`](crate::Response::blocking))
@@ -747,11 +747,11 @@ impl<S: Accepted> Core<S> {
         let _loop_thread = LoopThread::enter();
         // A handler's `Response::set_error` renders with this server's hook, and its
         // `Response::blocking` goes to this server's pool.
-        let _renderer = self.env.errors.enter();
+        let _renderer = self.env.service.errors.enter();
         let _blocking = ServerPool::enter(&self.blocking);
         // Watched while it runs: slow turns, and a second signal while stuck.
         let watched = Watched::claim(self.env.config.slow_turn);
-        self.env.beat = watched.beat();
+        self.env.service.beat = watched.beat();
         let mut events = Events::with_capacity(1024);
         loop {
             let now = match self.wait(&mut events) {
@@ -781,7 +781,7 @@ impl<S: Accepted> Core<S> {
                 return Ok(outcome);
             }
             self.parting.close();
-            self.env.end_access_turn();
+            self.env.logs.end_access_turn();
         }
     }
 
@@ -790,7 +790,7 @@ impl<S: Accepted> Core<S> {
     /// a deadline then fires up to one turn's length late, and a turn saves a clock read.
     fn wait(&mut self, events: &mut Events) -> Result<Tick, Error> {
         self.end_turn();
-        let mut from = self.env.now;
+        let mut from = self.env.turn.now;
         loop {
             let timeout = self.poll_timeout(from);
             match self.poll.poll(events, timeout) {
@@ -803,9 +803,9 @@ impl<S: Accepted> Core<S> {
             }
         }
         let now = Tick::now();
-        self.env.now = now;
-        self.env.beat.begin_turn(now);
-        self.env.date.tick(now);
+        self.env.turn.now = now;
+        self.env.service.beat.begin_turn(now);
+        self.env.stores.date.tick(now);
         // Connections that used up their budget last turn go first (rarely any: the check saves
         // the extend's setup in every turn).
         if !self.queues.later.is_empty() {
@@ -818,7 +818,7 @@ impl<S: Accepted> Core<S> {
     /// and logged.
     #[inline]
     fn end_turn(&mut self) {
-        let slow = self.env.beat.end_turn();
+        let slow = self.env.service.beat.end_turn();
         if slow != 0 {
             self.slow_turn(slow);
         }
@@ -830,14 +830,14 @@ impl<S: Accepted> Core<S> {
     #[cold]
     #[inline(never)]
     fn slow_turn(&mut self, began: u64) {
-        self.env.stats.slow_turns += 1;
+        self.env.stores.stats.slow_turns += 1;
         // Published now (the turn's own publish came before its end): a scrape after the line
         // below counts the turn.
-        self.metrics.publish(&self.env.stats, &self.ledger.counts);
-        let route = self.env.slow_route.take();
+        self.metrics.publish(&self.env.stores.stats, &self.ledger.counts);
+        let route = self.env.service.slow_route.take();
         let now = Tick::now();
         // This turn's (a turn is only ever found slow by the loop itself, while in it).
-        let held = (began == self.env.now.raw()).then(|| self.env.now.until(now));
+        let held = (began == self.env.turn.now.raw()).then(|| self.env.turn.now.until(now));
         let Some(unlogged) = self.slow_log.allow(now) else { return };
         let threshold = humantime::format_duration(self.env.config.slow_turn);
         let took = match held {
@@ -903,7 +903,7 @@ impl<S: Accepted> Core<S> {
             return;
         }
         let mut letters = std::mem::take(&mut self.inbox.letters);
-        self.env.mailbox.take(&mut letters);
+        self.env.service.mailbox.take(&mut letters);
         for letter in letters.drain(..) {
             let Some(slot) = self.slots.get_mut(letter.key) else { continue };
             if slot.conn.client.id != letter.id {
@@ -956,10 +956,10 @@ impl<S: Accepted> Core<S> {
         let entry = self.slots.vacant_entry();
         let key = entry.key();
         self.ledger.last_id += 1;
-        self.env.stats.accepted += 1;
+        self.env.stores.stats.accepted += 1;
         // (A slab of four billion connections is out of reach: the descriptors run out first.)
         let Ok(slot_key) = u32::try_from(key) else { return };
-        let mut conn = Connection::new(stream, slot_key, self.ledger.last_id, peer, self.env.now);
+        let mut conn = Connection::new(stream, slot_key, self.ledger.last_id, peer, self.env.turn.now);
         if look {
             conn.on_ready(true, true, false);
         }
@@ -985,12 +985,12 @@ impl<S: Accepted> Core<S> {
             let slots = &self.slots;
             self.deadlines.retain(|at, key| slots.get(key).is_some_and(|slot| slot.scheduled == Some(at)));
         }
-        let now = self.env.now;
+        let now = self.env.turn.now;
         if self.deadlines.next().is_none_or(|at| at > now) {
             return; // most turns
         }
         let due = self.deadlines.take_due(now);
-        if self.env.draining.now() {
+        if self.env.turn.draining.now() {
             self.look_again();
         }
         for &(at, key) in &due {
@@ -999,7 +999,7 @@ impl<S: Accepted> Core<S> {
                 continue; // stale entry
             }
             slot.scheduled = None;
-            if slot.conn.deadline(&self.env.config, self.env.draining).is_some_and(|deadline| deadline <= now) {
+            if slot.conn.deadline(&self.env.config, self.env.turn.draining).is_some_and(|deadline| deadline <= now) {
                 slot.conn.expire(&mut self.env);
                 if !slot.queued {
                     slot.queued = true;
@@ -1073,11 +1073,11 @@ impl<S: Accepted> Core<S> {
             }
             self.ledger.record(id, peer, from, state);
         }
-        if let Some(deadline) = slot.conn.deadline(&self.env.config, self.env.draining)
+        if let Some(deadline) = slot.conn.deadline(&self.env.config, self.env.turn.draining)
             && slot.scheduled.is_none_or(|scheduled| deadline < scheduled)
         {
             slot.scheduled = Some(deadline);
-            self.deadlines.push(deadline, key, self.env.now);
+            self.deadlines.push(deadline, key, self.env.turn.now);
         }
     }
 
@@ -1097,8 +1097,8 @@ impl<S: Accepted> Core<S> {
             // `epoll_ctl(DEL)` per connection. Its descriptor is not shared with anything.
             if let Some(Slot { mut conn, .. }) = self.slots.try_remove(key) {
                 log::trace!("connection {} ({}) removed: {:?}", conn.client.id, conn.client.addr, conn.close_reason());
-                if self.env.access.is_some() {
-                    conn.record_close(&mut self.env);
+                if self.env.logs.access.is_some() {
+                    conn.record_close(self.env.turn, &mut self.env.logs);
                 }
                 if self.parting.exit.is_some() && matches!(self.stage, Stage::Draining(_)) {
                     self.parting.conns.push(conn);
@@ -1112,9 +1112,9 @@ impl<S: Accepted> Core<S> {
     /// The server stops (its connections are gone: drained, or closed and recorded by
     /// `close_all`): the access log writes out what it holds.
     fn last_access_records(&mut self) {
-        if self.env.access.is_some() {
-            self.env.access_used = true;
-            self.env.end_access_turn();
+        if self.env.logs.access.is_some() {
+            self.env.logs.access_used = true;
+            self.env.logs.end_access_turn();
         }
     }
 
@@ -1170,7 +1170,7 @@ impl<S: Accepted> Core<S> {
                 self.stage = Stage::Draining(drain);
                 // The signal's drain rule, as if the drain began now: idle connections kept for
                 // the successor's sake get a last call, or close.
-                self.env.draining = self.stage.draining();
+                self.env.turn.draining = self.stage.draining();
                 self.apply_drain_rule(cause, now);
                 for observer in &mut self.observers {
                     observer.handover_ended();
@@ -1210,8 +1210,8 @@ impl<S: Accepted> Core<S> {
             started: now,
             deadline: now.after(self.env.config.shutdown_timeout),
             cause,
-            served_before: self.env.stats.served(),
-            cuts_before: self.env.stats.cuts,
+            served_before: self.env.stores.stats.served(),
+            cuts_before: self.env.stores.stats.cuts,
         };
         // Observers hear of it first: other descriptors of the listening socket (a restart's)
         // close before this server's, so the socket stops listening with it, and a client that
@@ -1231,14 +1231,14 @@ impl<S: Accepted> Core<S> {
     fn apply_drain_rule(&mut self, cause: Cause, now: Tick) {
         // Idle connections close at once, but not one with a request on its way: a look at the
         // poll first (see `look_again`). A handover keeps them instead: no look needed.
-        if self.env.draining == Draining::Now && self.slots.len() > self.ledger.counts.active {
+        if self.env.turn.draining == Draining::Now && self.slots.len() > self.ledger.counts.active {
             self.look_again();
         }
         let (mut closing, mut last_call, mut kept) = (0, 0, 0);
         let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
         for key in keys {
             if let Some(slot) = self.slots.get_mut(key) {
-                match slot.conn.drain(&self.env, true) {
+                match slot.conn.drain(self.env.turn, &self.env.config, true) {
                     DrainRole::CloseIdle => closing += 1,
                     DrainRole::LastCall => last_call += 1,
                     DrainRole::Keep => kept += 1,
@@ -1283,7 +1283,7 @@ impl<S: Accepted> Core<S> {
         let Stage::Draining(drain) = self.stage else { return };
         if self.slots.is_empty() {
             let elapsed = drain.started.until(now);
-            let cut = CutCounts::since(&self.env.stats.cuts, &drain.cuts_before).total();
+            let cut = CutCounts::since(&self.env.stores.stats.cuts, &drain.cuts_before).total();
             self.tell_unlogged_cuts();
             let outcome = if cut == 0 {
                 info!(
@@ -1311,9 +1311,9 @@ impl<S: Accepted> Core<S> {
     /// The one place the stage changes: connections, observers and long-lived work hear of it.
     fn set_stage(&mut self, stage: Stage) {
         self.stage = stage;
-        self.env.draining = stage.draining();
+        self.env.turn.draining = stage.draining();
         if let Some(at) = stage.deadline() {
-            self.env.drain_until = at;
+            self.env.turn.drain_until = at;
         }
         for observer in &mut self.observers {
             observer.stage_changed(&stage);
@@ -1328,7 +1328,7 @@ impl<S: Accepted> Core<S> {
     /// Cut connections that were not named in a WARN line of their own (too many at once): one
     /// line says how many.
     fn tell_unlogged_cuts(&mut self) {
-        let more = self.env.cut_log.take_unlogged();
+        let more = self.env.logs.cut_log.take_unlogged();
         if more > 0 {
             warn!(event = "cut", more; "{}{more} more connection(s) cut (not named above)", self.ledger.label);
         }
@@ -1346,8 +1346,8 @@ impl<S: Accepted> Core<S> {
                     self.ledger.report.streams_cut += 1;
                 }
                 if cut {
-                    self.env.stats.cut(Cut::Shutdown);
-                    if self.env.cut_log.allow(self.env.now) {
+                    self.env.stores.stats.cut(Cut::Shutdown);
+                    if self.env.logs.cut_log.allow(self.env.turn.now) {
                         let Client { id, addr } = slot.conn.client;
                         warn!(
                             event = "cut", reason = "shutdown", client:% = addr, conn = id;
@@ -1356,8 +1356,8 @@ impl<S: Accepted> Core<S> {
                         );
                     }
                 }
-                if self.env.access.is_some() {
-                    slot.conn.record_close(&mut self.env);
+                if self.env.logs.access.is_some() {
+                    slot.conn.record_close(self.env.turn, &mut self.env.logs);
                 }
             }
             self.sync(key);
@@ -1372,7 +1372,7 @@ impl<S: Accepted> Core<S> {
     /// Publishes the counters for `/metrics`, and from the first shutdown request on the
     /// drain's figures (observers hear of its progress).
     fn publish(&mut self, now: Tick) {
-        self.metrics.publish(&self.env.stats, &self.ledger.counts);
+        self.metrics.publish(&self.env.stores.stats, &self.ledger.counts);
         let drain = match self.stage {
             Stage::Serving => return,
             Stage::Announced { .. } => None,
@@ -1381,8 +1381,8 @@ impl<S: Accepted> Core<S> {
         };
         if let Some((drain, running)) = drain {
             let report = &mut self.ledger.report;
-            report.served = self.env.stats.served().saturating_sub(drain.served_before);
-            report.cut = CutCounts::since(&self.env.stats.cuts, &drain.cuts_before);
+            report.served = self.env.stores.stats.served().saturating_sub(drain.served_before);
+            report.cut = CutCounts::since(&self.env.stores.stats.cuts, &drain.cuts_before);
             if running {
                 report.micros = duration_micros(drain.started.until(now));
                 self.progress.tell(now, &self.ledger.counts, &self.ledger.label);
