@@ -42,7 +42,8 @@ target_of() { basename "${1%/release/*}"; }
 start_counted() {
     local out=$1 _
     shift
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >/dev/null 2>"$out.log" &
+    # shellcheck disable=SC2086 # CG_OPTS: extra callgrind options, word-split (e.g. --dump-instr=yes)
+    valgrind --tool=callgrind --callgrind-out-file="$out" ${CG_OPTS:-} "$@" >/dev/null 2>"$out.log" &
     server_pid=$!
     for _ in $(seq 600); do
         python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), timeout=1).close()" 2>/dev/null && return 0

@@ -447,7 +447,7 @@ fn by_name<'n, 'v>(slots: &mut [(&'n str, &'v str)], names: &'n [Box<str>], foun
 }
 
 /// Runs `route`'s endpoint for the request's method, or answers 204 (OPTIONS), 405 or 501.
-#[inline]
+#[inline(always)]
 fn dispatch(route: &mut Route, extra_methods: &[Box<str>], req: &Request<'_>, res: &mut Response) -> Reply {
     match route.endpoint(req.method()) {
         Some(endpoint) => endpoint(req, res),

@@ -38,6 +38,7 @@ macro_rules! shared_accessors {
     ($lt:lifetime) => {
     /// The path of the target, still percent-encoded: the part before `?`. For an absolute-form
     /// target (`http://host/x`) the part after the authority (`/x`, or `/` when empty).
+    #[inline]
     pub fn path(&self) -> &$lt str {
         path_of(self.target())
     }
