@@ -1,7 +1,8 @@
 //! What the loop lends a connection while it works, in the parts the steps use: the turn (its
 //! clock and the shutdown as connections see it), the limits, what answers requests, the loop's
 //! stores and its logs. A step is handed the parts it reads (reading the socket: the clock, the
-//! limits and the stores); only the steps that run the handler see them all.
+//! limits and the stores); only the steps that may answer a request (run the handler, or answer
+//! an error themselves) see them all.
 
 use std::sync::Arc;
 use std::time::Duration;
