@@ -358,17 +358,28 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_hub_closed_by_the_drain_answers_a_late_subscriber_with_its_last_event_at_once() {
+    use super::*;
+    use crate::Version;
+
+    /// What a subscriber that comes after `begin` started the drain is answered, and the id
+    /// the hub gave before.
+    fn late_subscriber(begin: impl FnOnce(&crate::DrainNotice, &Hub)) -> (u64, crate::testing::TestResponse) {
         let drain = crate::DrainNotice::new();
         let hub = Hub::new(&drain);
         let id = hub.next_id();
-        drain.begin();
-        assert!(hub.is_empty());
+        begin(&drain, &hub);
         let late = hub.clone();
         let mut client =
             crate::testing::TestClient::new(move |_: &Request<'_>, res: &mut Response| late.subscribe(res));
-        let answer = client.get("/events");
+        (id, client.get("/events"))
+    }
+
+    #[test]
+    fn a_hub_closed_by_the_drain_answers_a_late_subscriber_with_its_last_event_at_once() {
+        let (id, answer) = late_subscriber(|drain, hub| {
+            drain.begin();
+            assert!(hub.is_empty());
+        });
         assert_eq!(answer.header("content-type"), Some("text/event-stream"));
         let text = answer.text();
         // The window's start, not a second draw: the client keeps the spread of its first wait.
@@ -377,20 +388,12 @@ mod tests {
 
     #[test]
     fn after_a_handover_a_late_subscriber_is_told_to_reconnect_at_once() {
-        let drain = crate::DrainNotice::new();
-        let hub = Hub::new(&drain);
-        let id = hub.next_id();
-        drain.begin_handover();
-        assert!(drain.successor_serving());
-        let late = hub.clone();
-        let mut client =
-            crate::testing::TestClient::new(move |_: &Request<'_>, res: &mut Response| late.subscribe(res));
-        let answer = client.get("/events");
+        let (id, answer) = late_subscriber(|drain, _| {
+            drain.begin_handover();
+            assert!(drain.successor_serving());
+        });
         assert_eq!(answer.text(), format!("retry: 3000\n\nretry: 0\nid: {id}\nevent: shutdown\ndata: draining\n\n"));
     }
-
-    use super::*;
-    use crate::Version;
 
     fn written(event: Event<'_>) -> String {
         let mut out = Vec::new();
@@ -595,10 +598,10 @@ struct HubState {
     streams: Vec<crate::Stream>,
     /// The last id [`Hub::next_id`] gave.
     last_id: u64,
-    /// The drain began: the streams were ended and new ones end at once.
-    closed: bool,
-    /// It began because a successor serves: a new stream is told to reconnect at once.
-    successor: bool,
+    /// Once closed (the streams were ended, new ones end at once): the retry a new stream is
+    /// told. The window's start, as its client has most likely just waited out its draw (see
+    /// `RetrySpread`); none when a successor serves (it came on a connection a restart kept).
+    closed: Option<Duration>,
     spread: RetrySpread,
     /// Reused for each event written.
     buffer: Vec<u8>,
@@ -607,7 +610,7 @@ struct HubState {
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.lock();
-        f.debug_struct("Hub").field("streams", &state.streams.len()).field("closed", &state.closed).finish()
+        f.debug_struct("Hub").field("streams", &state.streams.len()).field("closed", &state.closed.is_some()).finish()
     }
 }
 
@@ -618,16 +621,14 @@ impl Hub {
             inner: std::sync::Arc::new(std::sync::Mutex::new(HubState {
                 streams: Vec::new(),
                 last_id: 0,
-                closed: false,
-                successor: false,
+                closed: None,
                 spread: RetrySpread::new(Duration::from_millis(500), Duration::from_secs(3)),
                 buffer: Vec::new(),
             })),
         };
         let (closing, notice) = (hub.clone(), drain.clone());
         drain.on_drain(move || {
-            closing.lock().successor = notice.successor_serving();
-            closing.close();
+            closing.close_with(notice.successor_serving().then_some(Duration::ZERO));
         });
         hub
     }
@@ -642,10 +643,7 @@ impl Hub {
         let mut state = self.lock();
         let mut head = head();
         write_retry(head.body_mut(), Duration::from_secs(3));
-        if state.closed {
-            // Its client has most likely just waited out its draw (see `RetrySpread`). With a
-            // successor serving (it came on a connection a restart kept), it reconnects at once.
-            let retry = if state.successor { Duration::ZERO } else { state.spread.start() };
+        if let Some(retry) = state.closed {
             write_shutdown(head.body_mut(), retry, state.last_id);
             *res = head;
             return crate::Reply::Now;
@@ -694,8 +692,15 @@ impl Hub {
 
     /// Ends every stream with the last event; later subscribers get it at once.
     pub fn close(&self) {
+        self.close_with(None);
+    }
+
+    /// [`Hub::close`], telling later subscribers `late` (when `None`: what they were told
+    /// already, or the window's start).
+    fn close_with(&self, late: Option<Duration>) {
         let mut state = self.lock();
-        state.closed = true;
+        let start = state.spread.start();
+        state.closed = Some(late.or(state.closed).unwrap_or(start));
         let HubState { streams, buffer, spread, last_id, .. } = &mut *state;
         for mut stream in std::mem::take(streams) {
             buffer.clear();

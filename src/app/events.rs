@@ -351,10 +351,15 @@ mod tests {
         panic!("the stream never finished: {:?}", String::from_utf8_lossy(&body));
     }
 
+    /// A ticker whose drain retries are drawn from `min_ms..=max_ms`.
+    fn retry_between(min_ms: u64, max_ms: u64) -> Ticker {
+        let (drain_retry_min, drain_retry_max) = (Duration::from_millis(min_ms), Duration::from_millis(max_ms));
+        Ticker::with_config(EventsConfig { drain_retry_min, drain_retry_max, ..EventsConfig::DEFAULT })
+    }
+
     /// A ticker whose drain retry is always `retry_ms`.
     fn fixed_retry(retry_ms: u64) -> Ticker {
-        let retry = Duration::from_millis(retry_ms);
-        Ticker::with_config(EventsConfig { drain_retry_min: retry, drain_retry_max: retry, ..EventsConfig::DEFAULT })
+        retry_between(retry_ms, retry_ms)
     }
 
     #[test]
@@ -379,12 +384,7 @@ mod tests {
 
     #[test]
     fn a_stream_opened_during_the_drain_gets_the_shortest_retry_not_a_second_draw() {
-        let config = EventsConfig {
-            drain_retry_min: Duration::from_millis(500),
-            drain_retry_max: Duration::from_secs(3),
-            ..EventsConfig::DEFAULT
-        };
-        let ticker = Ticker::with_config(config);
+        let ticker = retry_between(500, 3000);
         let (open, open_exchange) = stream();
         ticker.add(open, Duration::from_secs(3600), None, 0);
         ticker.drain();
@@ -402,12 +402,7 @@ mod tests {
         // The thread starts with this stream and sees the drain with it: the stream is still
         // one opened during the drain, not one the drain found open.
         for handover in [false, true] {
-            let config = EventsConfig {
-                drain_retry_min: Duration::from_millis(500),
-                drain_retry_max: Duration::from_secs(3),
-                ..EventsConfig::DEFAULT
-            };
-            let ticker = Ticker::with_config(config);
+            let ticker = retry_between(500, 3000);
             if handover {
                 ticker.hand_over()
             } else {
