@@ -22,7 +22,24 @@
 //!                and out as readiness allows, the handshake as a phase, close_notify
 //!     http/      one head reader (httparse), one body decoder, response encoding; never sees
 //!                a socket
-//! counters, config, timer, shutdown, listen: leaves the layers above share
+//!
+//! What a handler meets, used by the layers above and using none of them:
+//! handler        Handler and Reply: answer now, after a delay, or later
+//! router         Router: routes by method and path pattern (matchit), HEAD and 405 done right
+//! responder      Responder and Stream: an answer finished on another thread
+//! blocking       a bounded pool of threads for blocking closures (Response::blocking)
+//! sse            server-sent events: the head, events, a Hub of streams, a Ticker
+//! errors         error bodies: one renderer hook for every error response, problem+json
+//! access         one record per answered request (the writer is the binary's)
+//! metrics        /metrics and the exit summary, from the loop's plain counters
+//!
+//! testing        TestClient: a handler on the real connection code, without sockets (beside
+//!                server/, driving a connection in memory through harness)
+//!
+//! Leaves the layers above share: counters, config, timer, shutdown, listen, sync, error, and
+//! exchange       what a responder shares with its connection: the answer under a mutex, the
+//!                letters that wake the loop (generic over the answer, so that a Response's
+//!                deferral slot, in http/, can hold the exchange its defer made)
 //! watch          the process's watch over its loops: slow turns, a second signal while stuck
 //!
 //! Beside the library, not in it:
@@ -87,6 +104,7 @@ mod connection;
 mod counters;
 mod error;
 pub mod errors;
+mod exchange;
 mod handler;
 // The in-memory connection is `testing::TestClient`'s engine, so it is always compiled; what
 // only the fuzz targets and benches use, and the module's being public, come with `harness`.

@@ -20,16 +20,18 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::Arc;
 
+pub use crate::exchange::STREAM_BUFFER_BYTES;
+pub(crate) use crate::exchange::{End, Letter, Mailbox};
+use crate::exchange::{Produced, Sized, tell};
 use crate::http::response::Response;
-use crate::shutdown::DrainNotice;
-use crate::sync::lock;
 
-/// Most body bytes a stream holds that the loop has not taken yet; a piece that does not fit
-/// waits (one larger than this goes alone, into an empty buffer).
-pub const STREAM_BUFFER_BYTES: usize = 64 * 1024;
+/// The exchange between a responder (or its stream) and its connection, carrying a response.
+pub(crate) type Exchange = crate::exchange::Exchange<Response>;
+
+/// What the loop found when it looked at an exchange.
+pub(crate) type Taken = crate::exchange::Taken<Response>;
 
 /// The connection is gone (the client left, a timeout or the shutdown closed it), or the answer
 /// was already given: nothing sent now reaches the client.
@@ -151,296 +153,6 @@ impl Drop for LoopThread {
     }
 }
 
-/// Posted to the loop: the answer of connection `id`, in slot `key`, has news.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Letter {
-    pub key: usize,
-    pub id: u64,
-}
-
-/// The loop's mailbox: letters from other threads, in one list the loop takes whole.
-#[derive(Debug)]
-pub(crate) struct Mailbox {
-    waker: Arc<mio::Waker>,
-    letters: Mutex<Vec<Letter>>,
-    /// Letters are waiting: what the waker says to the loop, for a reader without a poll.
-    full: AtomicBool,
-}
-
-impl Mailbox {
-    /// A mailbox that wakes the loop with `waker`.
-    pub(crate) fn new(waker: Arc<mio::Waker>) -> Self {
-        Mailbox { waker, letters: Mutex::new(Vec::new()), full: AtomicBool::new(false) }
-    }
-
-    /// Posts `letter`; the first letter since the loop last looked wakes it.
-    fn post(&self, letter: Letter) {
-        let first = {
-            let mut letters = lock(&self.letters);
-            letters.push(letter);
-            self.full.store(true, Ordering::Release);
-            letters.len() == 1
-        };
-        if first && let Err(e) = self.waker.wake() {
-            log::warn!("could not wake the event loop: {e}");
-        }
-    }
-
-    /// Moves every letter posted so far into `into` (which should be empty; its allocation is
-    /// swapped in, so neither side reallocates in steady state).
-    pub(crate) fn take(&self, into: &mut Vec<Letter>) {
-        let mut letters = lock(&self.letters);
-        self.full.store(false, Ordering::Release);
-        std::mem::swap(&mut *letters, into);
-    }
-
-    /// Whether letters wait (one atomic load), for the harness, which has no poll to wake.
-    pub(crate) fn has_letters(&self) -> bool {
-        self.full.load(Ordering::Acquire)
-    }
-}
-
-/// Where an exchange posts its news, once its connection has taken it.
-#[derive(Debug)]
-struct Binding {
-    mailbox: Arc<Mailbox>,
-    letter: Letter,
-}
-
-/// The answer as the producer left it.
-#[derive(Debug)]
-enum Produced {
-    /// Nothing yet.
-    Pending,
-    /// A whole response.
-    Whole(Response),
-    /// The responder was dropped without an answer.
-    Dropped,
-    /// A streamed response: its head until the loop takes it, the body bytes the loop has not
-    /// taken, whether the producer has finished, and the length it declared.
-    Stream { head: Option<Response>, body: Vec<u8>, end: End, sized: Option<Sized> },
-    /// The loop took the whole answer (or the connection is gone).
-    Taken,
-    /// A streamed response with no body (HEAD, 204, 304): its head was the whole response, so
-    /// the stream is closed, and finishing it succeeds.
-    Complete,
-}
-
-/// How a stream's body ends, as far as the producer has said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    /// More may come.
-    Open,
-    /// [`Stream::finish`]: the body is complete.
-    Finished,
-    /// The stream was dropped unfinished: cut it.
-    Abandoned,
-    /// [`Stream::finish`] before the declared length was sent: cut it.
-    Short { declared: u64, sent: u64 },
-}
-
-/// A stream that declared its length ([`Responder::stream_sized`]): how much, and how much of
-/// it the producer has queued so far (checked as it queues, so the wire never gets more).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sized {
-    declared: u64,
-    sent: u64,
-}
-
-impl Sized {
-    fn is_complete(&self) -> bool {
-        self.sent == self.declared
-    }
-}
-
-#[derive(Debug)]
-struct State {
-    binding: Option<Binding>,
-    /// A letter is on its way, or the loop has been told and has not looked yet.
-    posted: bool,
-    answer: Produced,
-    /// Producers waiting in [`Stream::send`] for room.
-    waiting: usize,
-}
-
-/// What sits between one responder (or its stream) and its connection.
-#[derive(Debug)]
-pub(crate) struct Exchange {
-    state: Mutex<State>,
-    /// Signalled when the loop takes body bytes or the connection goes.
-    room: Condvar,
-    /// The connection is gone, or takes nothing more: one atomic load for `is_closed`.
-    closed: AtomicBool,
-    /// The server's drain notice, once bound.
-    drain: OnceLock<DrainNotice>,
-}
-
-/// What the loop found when it looked at an exchange.
-#[derive(Debug)]
-pub(crate) enum Taken {
-    /// Nothing new.
-    Nothing,
-    /// A whole response.
-    Whole(Response),
-    /// The responder was dropped without an answer.
-    Dropped,
-    /// The head of a streamed response, and the length it declared; the body follows through
-    /// [`Exchange::take_body`].
-    StreamHead(Response, Option<u64>),
-}
-
-impl Exchange {
-    fn new() -> Exchange {
-        let state = State { binding: None, posted: false, answer: Produced::Pending, waiting: 0 };
-        Exchange {
-            state: Mutex::new(state),
-            room: Condvar::new(),
-            closed: AtomicBool::new(false),
-            drain: OnceLock::new(),
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    fn is_draining(&self) -> bool {
-        self.drain.get().is_some_and(DrainNotice::is_draining)
-    }
-
-    /// Changes the answer with `change` (unless the connection is gone) and tells the loop.
-    fn update<R>(&self, change: impl FnOnce(&mut Produced) -> R) -> Result<R, Gone> {
-        let mut state = lock(&self.state);
-        if self.is_closed() {
-            return Err(Gone);
-        }
-        let result = change(&mut state.answer);
-        tell(state);
-        Ok(result)
-    }
-
-    /// The connection takes the exchange: news goes to `mailbox` as `letter` from now on.
-    /// Returns whether an answer is already there (given before the handler returned).
-    pub(crate) fn bind(&self, mailbox: Arc<Mailbox>, letter: Letter, drain: DrainNotice) -> bool {
-        let _ = self.drain.set(drain);
-        let mut state = lock(&self.state);
-        state.binding = Some(Binding { mailbox, letter });
-        let news = !matches!(state.answer, Produced::Pending);
-        state.posted = news;
-        news
-    }
-
-    /// The loop looks at the answer: a whole response, a dropped responder, or a stream's head.
-    pub(crate) fn take(&self) -> Taken {
-        let mut state = lock(&self.state);
-        state.posted = false;
-        match &mut state.answer {
-            Produced::Pending | Produced::Taken | Produced::Complete => Taken::Nothing,
-            Produced::Dropped => Taken::Dropped,
-            Produced::Stream { head, sized, .. } => {
-                let declared = sized.map(|sized| sized.declared);
-                head.take().map_or(Taken::Nothing, |head| Taken::StreamHead(head, declared))
-            }
-            answer @ Produced::Whole(_) => match std::mem::replace(answer, Produced::Taken) {
-                Produced::Whole(response) => Taken::Whole(response),
-                _ => Taken::Nothing,
-            },
-        }
-    }
-
-    /// The loop takes a stream's body bytes into `out`, as one chunk when `chunked`, with the
-    /// last chunk once the producer finished; wakes producers waiting for room. Returns how the
-    /// body stands, and how many body bytes it took.
-    pub(crate) fn take_body(&self, out: &mut Vec<u8>, chunked: bool) -> (End, usize) {
-        let mut state = lock(&self.state);
-        state.posted = false;
-        let waiting = state.waiting > 0;
-        let Produced::Stream { body, end, .. } = &mut state.answer else { return (End::Abandoned, 0) };
-        let taken = body.len();
-        if !body.is_empty() {
-            if chunked {
-                push_hex(out, body.len());
-                out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(body);
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.extend_from_slice(body);
-            }
-            body.clear();
-            // A burst must not keep its buffer for the rest of a long, quiet stream.
-            if body.capacity() > STREAM_BUFFER_BYTES / 4 {
-                *body = Vec::new();
-            }
-        }
-        let end = *end;
-        if end == End::Finished && chunked {
-            out.extend_from_slice(b"0\r\n\r\n");
-        }
-        drop(state);
-        if waiting {
-            self.room.notify_all();
-        }
-        (end, taken)
-    }
-
-    /// The connection is gone, or takes nothing more: producers are told, and what they left
-    /// is dropped.
-    pub(crate) fn close(&self) {
-        self.end_as(Produced::Taken);
-    }
-
-    /// A stream's head was its whole response (no body for HEAD, 204, 304): closed, and
-    /// [`Stream::finish`] succeeds.
-    pub(crate) fn complete(&self) {
-        self.end_as(Produced::Complete);
-    }
-
-    fn end_as(&self, last: Produced) {
-        let mut state = lock(&self.state);
-        // Under the lock, with the answer: `finish` sees both or neither.
-        self.closed.store(true, Ordering::Release);
-        state.answer = last;
-        let waiting = state.waiting > 0;
-        drop(state);
-        if waiting {
-            self.room.notify_all();
-        }
-    }
-}
-
-/// After a change: posts a letter, outside the lock, unless the loop is already told (or the
-/// exchange is not bound yet: `bind` looks).
-fn tell(mut state: MutexGuard<'_, State>) {
-    if state.posted {
-        return;
-    }
-    let Some(binding) = state.binding.as_ref() else { return };
-    let (mailbox, letter) = (Arc::clone(&binding.mailbox), binding.letter);
-    state.posted = true;
-    drop(state);
-    mailbox.post(letter);
-}
-
-/// Appends `n` in lowercase hex.
-fn push_hex(out: &mut Vec<u8>, n: usize) {
-    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
-    for shift in (0..digits).rev() {
-        out.push(b"0123456789abcdef"[(n >> (shift * 4)) & 0xf]);
-    }
-}
-
-/// An exchange in a response's deferral slot, not yet taken by a connection: dropped untaken
-/// (with its response, or replaced by a second `defer`), it closes, so its responder says Gone.
-struct Untaken(Option<Arc<Exchange>>);
-
-impl Drop for Untaken {
-    fn drop(&mut self) {
-        if let Some(exchange) = self.0.take() {
-            exchange.close();
-        }
-    }
-}
-
 impl Response {
     /// The answer will come later, from the returned [`Responder`], which can go to any thread
     /// (return [`Reply::Later`](crate::Reply::Later) from the handler). Whatever this response
@@ -452,8 +164,8 @@ impl Response {
     /// `defer` is called again: the last one answers.
     pub fn defer(&mut self) -> Responder {
         let (responder, exchange) = Responder::new();
-        // An earlier responder's exchange, replaced, closes as it drops.
-        self.deferred.0 = Some(Box::new(Untaken(Some(exchange))));
+        // An earlier responder's exchange, replaced, is closed.
+        self.deferred.put(exchange);
         responder
     }
 
@@ -461,8 +173,7 @@ impl Response {
     /// handler call: inlined, it is a load and a branch when nothing was deferred.
     #[inline]
     pub(crate) fn take_deferred(&mut self) -> Option<Arc<Exchange>> {
-        let slot = self.deferred.0.take()?;
-        slot.downcast::<Untaken>().ok()?.0.take()
+        self.deferred.take()
     }
 }
 
@@ -490,7 +201,7 @@ impl Responder {
     pub fn send(mut self, mut response: Response) -> Result<(), Gone> {
         self.answered = true;
         disconnect(&mut response);
-        self.exchange.update(|answer| *answer = Produced::Whole(response))
+        self.exchange.update(|answer| *answer = Produced::Whole(response)).ok_or(Gone)
     }
 
     /// Starts a streamed response: `head` (its status, headers and content type; its body, if
@@ -528,7 +239,8 @@ impl Responder {
         disconnect(&mut head);
         let first = std::mem::take(head.body_mut());
         self.exchange
-            .update(|answer| *answer = Produced::Stream { head: Some(head), body: first, end: End::Open, sized })?;
+            .update(|answer| *answer = Produced::Stream { head: Some(head), body: first, end: End::Open, sized })
+            .ok_or(Gone)?;
         Ok(Stream { exchange: Arc::clone(&self.exchange), done: false })
     }
 
@@ -538,7 +250,7 @@ impl Responder {
         self.exchange.is_closed()
     }
 
-    /// Whether the server's drain began (see [`DrainNotice`]).
+    /// Whether the server's drain began (see [`DrainNotice`](crate::DrainNotice)).
     pub fn is_draining(&self) -> bool {
         self.exchange.is_draining()
     }
@@ -581,14 +293,14 @@ impl Stream {
     /// the stream is written). `Err(Gone)` once the connection is gone; a client that reads
     /// nothing is dropped by the server's write timeout, which ends the wait.
     ///
-    /// On the server's own thread (in a handler, or a [`DrainNotice`] callback) it never
+    /// On the server's own thread (in a handler, or a [`DrainNotice`](crate::DrainNotice) callback) it never
     /// waits, since only that thread makes room: the piece is queued past the buffer's limit.
     /// Send a few pieces there at most; a long stream belongs on another thread.
     ///
     /// On a stream that declared its length, a piece that would pass it is refused:
     /// [`StreamError::TooLong`], nothing of it queued.
     pub fn send(&mut self, piece: &[u8]) -> Result<(), StreamError> {
-        let mut state = lock(&self.exchange.state);
+        let mut state = self.exchange.lock();
         loop {
             if self.exchange.is_closed() {
                 return Err(StreamError::Gone);
@@ -598,9 +310,7 @@ impl Stream {
                 Push::Wait => {}
                 Push::TooLong { declared, sent } => return Err(StreamError::TooLong { declared, sent }),
             }
-            state.waiting += 1;
-            state = self.exchange.room.wait(state).unwrap_or_else(PoisonError::into_inner);
-            state.waiting -= 1;
+            state = self.exchange.wait_for_room(state);
         }
         tell(state);
         Ok(())
@@ -611,7 +321,7 @@ impl Stream {
     /// connection is gone, [`TrySendError::TooLong`] for a piece that would pass the length
     /// the stream declared.
     pub fn try_send(&mut self, piece: &[u8]) -> Result<(), TrySendError> {
-        let mut state = lock(&self.exchange.state);
+        let mut state = self.exchange.lock();
         if self.exchange.is_closed() {
             return Err(TrySendError::Gone);
         }
@@ -631,7 +341,7 @@ impl Stream {
     /// declared its length and sent less, the response is cut: `Err(StreamError::Short)`.
     pub fn finish(mut self) -> Result<(), StreamError> {
         self.done = true;
-        let mut state = lock(&self.exchange.state);
+        let mut state = self.exchange.lock();
         let result = match &mut state.answer {
             Produced::Complete => return Ok(()),
             _ if self.exchange.is_closed() => return Err(StreamError::Gone),
@@ -676,7 +386,7 @@ enum Push {
 
 /// Appends `piece` to the stream's body if it fits (a piece larger than the buffer goes alone,
 /// into an empty one), or in any case when `anyway`; never past a declared length.
-fn push_piece(answer: &mut Produced, piece: &[u8], anyway: bool) -> Push {
+fn push_piece(answer: &mut Produced<Response>, piece: &[u8], anyway: bool) -> Push {
     match answer {
         Produced::Stream { sized: Some(Sized { declared, sent }), .. }
             if piece.len() as u64 > declared.saturating_sub(*sent) =>
@@ -717,31 +427,6 @@ impl Drop for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mio::{Events, Poll, Token};
-    use std::time::Duration;
-
-    #[test]
-    fn a_burst_of_letters_wakes_the_loop_once_and_is_taken_whole() {
-        let mut poll = Poll::new().unwrap();
-        let mailbox = Mailbox::new(Arc::new(mio::Waker::new(poll.registry(), Token(7)).unwrap()));
-        for id in 1..=3 {
-            mailbox.post(Letter { key: 0, id });
-        }
-        let mut events = Events::with_capacity(8);
-        poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
-        assert_eq!(events.iter().filter(|e| e.token() == Token(7)).count(), 1);
-        let mut letters = Vec::new();
-        mailbox.take(&mut letters);
-        assert_eq!(letters.iter().map(|l| l.id).collect::<Vec<_>>(), [1, 2, 3]);
-        // Nothing new: no wake-up.
-        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        assert!(events.is_empty());
-        assert!(!mailbox.has_letters());
-        // The next letter wakes it again.
-        mailbox.post(Letter { key: 1, id: 4 });
-        poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
-        assert_eq!(events.iter().count(), 1);
-    }
 
     #[test]
     fn a_responder_connected_to_nothing_says_gone() {
@@ -755,14 +440,5 @@ mod tests {
         assert!(second.is_closed(), "dropped with a response the server never took");
         assert!(!second.is_draining());
         assert_eq!(second.stream(Response::new()).map(|_| ()), Err(Gone));
-    }
-
-    #[test]
-    fn hex_lengths() {
-        for n in [0usize, 1, 9, 10, 15, 16, 255, 256, 65535, 1 << 40] {
-            let mut out = Vec::new();
-            push_hex(&mut out, n);
-            assert_eq!(String::from_utf8(out).unwrap(), format!("{n:x}"));
-        }
     }
 }

@@ -269,3 +269,39 @@ fn keep_alive_over_tls_allocates_a_bounded_few() {
     handle.immediate();
     let _ = thread.join();
 }
+
+/// A deferred request, answered from the handler at once through its responder: what the
+/// answer-later machinery itself costs. Per request, exactly three allocations: the exchange
+/// between responder and connection (one `Arc`), the connection's record of the wait (one
+/// box), and the body of the response the responder sends (the handler's own `set_body`).
+/// The response's deferral slot holds the exchange itself: no box of its own.
+#[test]
+fn a_deferred_request_allocates_its_exchange_its_wait_and_its_answer() {
+    use quiesce::Response;
+    let handler = |_: &quiesce::Request<'_>, res: &mut Response| {
+        let responder = res.defer();
+        let mut answer = Response::new();
+        answer.set_body("later");
+        let _ = responder.send(answer);
+        Reply::Later
+    };
+    let mut conn = MemoryConnection::new(ServerConfig::default(), handler);
+    for _ in 0..8 {
+        conn.send(PLAINTEXT);
+    }
+    let out = String::from_utf8(conn.take_output()).expect("utf-8 responses");
+    assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 8, "{out}");
+    conn.send(PLAINTEXT);
+    conn.clear_output();
+    let rounds = 100;
+    let mut answered = 0;
+    let (count, traces) = count_allocations(|| {
+        for _ in 0..rounds {
+            conn.send(PLAINTEXT);
+            answered += conn.output().windows(5).filter(|w| w == b"later").count();
+            conn.clear_output();
+        }
+    });
+    assert_eq!(answered, rounds, "every deferred request should be answered");
+    assert_eq!(count, 3 * rounds as u64, "the first {}:\n\n{}", traces.len(), traces.join("\n\n"));
+}

@@ -1,9 +1,11 @@
 //! [`Response`]: what a handler fills in, and how the server encodes it onto the wire.
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::exchange::Exchange;
 
 /// A response under construction. The server owns one and hands it to the handler already
 /// reset, so the buffers it holds are reused from request to request.
@@ -51,11 +53,35 @@ const FAILED_BODY: &[u8] = b"internal server error\n";
 /// Whether a failed response was logged at error level yet (later ones go to debug).
 static FAILURE_LOGGED: AtomicBool = AtomicBool::new(false);
 
-/// Where [`Response::defer`] (see `responder.rs`) leaves the answer-later machinery for the
-/// connection to take: opaque here, so this module needs nothing of it. A clone of the response
-/// leaves it empty.
+/// Where [`Response::defer`] (see `responder.rs`) leaves the exchange of the responder it made,
+/// for the connection to take after the handler returns: the one record that the answer comes
+/// later. Dropped untaken (with its response, or replaced by a second `defer`), the exchange is
+/// closed, so that responder says Gone. A clone of the response leaves it empty.
 #[derive(Default)]
-pub(crate) struct Deferral(pub(crate) Option<Box<dyn Any + Send>>);
+pub(crate) struct Deferral(Option<Arc<Exchange<Response>>>);
+
+impl Deferral {
+    /// Holds `exchange`, closing the one it replaces.
+    pub(crate) fn put(&mut self, exchange: Arc<Exchange<Response>>) {
+        if let Some(earlier) = self.0.replace(exchange) {
+            earlier.close();
+        }
+    }
+
+    /// The exchange, if there is one: a load and a branch when there is none.
+    #[inline]
+    pub(crate) fn take(&mut self) -> Option<Arc<Exchange<Response>>> {
+        self.0.take()
+    }
+}
+
+impl Drop for Deferral {
+    fn drop(&mut self) {
+        if let Some(exchange) = self.0.take() {
+            exchange.close();
+        }
+    }
+}
 
 impl Clone for Deferral {
     fn clone(&self) -> Self {
