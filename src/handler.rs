@@ -10,6 +10,7 @@ use crate::http::response::Response;
 
 /// When to send the response the handler filled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a handler says when to answer by returning its Reply"]
 pub enum Reply {
     /// Send it as soon as the connection can write.
     Now,

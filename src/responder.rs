@@ -183,6 +183,7 @@ impl Response {
 ///
 /// Made by [`Response::defer`](crate::Response::defer); `Send + 'static`.
 #[derive(Debug)]
+#[must_use = "a responder dropped without an answer answers its client with a 500"]
 pub struct Responder {
     exchange: Arc<Exchange>,
     answered: bool,
@@ -283,6 +284,7 @@ impl Drop for Responder {
 ///
 /// Made by [`Responder::stream`]; `Send + 'static`.
 #[derive(Debug)]
+#[must_use = "a stream dropped unfinished cuts its response; send the body, then finish it"]
 pub struct Stream {
     exchange: Arc<Exchange>,
     done: bool,
