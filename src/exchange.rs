@@ -104,8 +104,9 @@ pub(crate) enum End {
     Short { declared: u64, sent: u64 },
 }
 
-/// A stream that declared its length ([`Responder::stream_sized`](crate::Responder::stream_sized)): how much, and how much of
-/// it the producer has queued so far (checked as it queues, so the wire never gets more).
+/// A stream that declared its length
+/// ([`Responder::stream_sized`](crate::Responder::stream_sized)): how much, and how much of it
+/// the producer has queued so far (checked as it queues, so the wire never gets more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Sized {
     pub(crate) declared: u64,

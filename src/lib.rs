@@ -23,7 +23,8 @@
 //!     http/      one head reader (httparse), one body decoder, response encoding; never sees
 //!                a socket
 //!
-//! What a handler meets, used by the layers above and using none of them:
+//! What a handler meets: built on http/'s Request and Response, called by connection/ and server/
+//! (never the other way):
 //! handler        Handler and Reply: answer now, after a delay, or later
 //! router         Router: routes by method and path pattern (matchit), HEAD and 405 done right
 //! responder      Responder and Stream: an answer finished on another thread

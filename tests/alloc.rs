@@ -303,5 +303,6 @@ fn a_deferred_request_allocates_its_exchange_its_wait_and_its_answer() {
         }
     });
     assert_eq!(answered, rounds, "every deferred request should be answered");
+    assert!(!conn.is_closed());
     assert_eq!(count, 3 * rounds as u64, "the first {}:\n\n{}", traces.len(), traces.join("\n\n"));
 }
