@@ -506,6 +506,32 @@ mod tests {
         }
     }
 
+    /// A 408 answering a HEAD has no body (RFC 9110 §9.3.2), whether the head itself stalled
+    /// (the method known from the request line's first bytes) or the body did (known from the
+    /// head); the framing fields are those a GET's 408 gets.
+    #[test]
+    fn a_timeout_answering_head_sends_the_head_alone() {
+        let config = ServerConfig::default();
+        for (stalled, what) in [
+            (&b"HEAD /plaintext HTTP/1.1\r\nHost: a\r\n"[..], "a head cut short"),
+            (&b"HEAD /plaintext HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe"[..], "a body cut short"),
+        ] {
+            let mut conn = MemoryConnection::new(config.clone(), App::default());
+            conn.send(stalled);
+            conn.advance(config.header_timeout + Duration::from_secs(1));
+            let out = String::from_utf8(conn.take_output()).unwrap();
+            assert!(out.starts_with("HTTP/1.1 408 "), "{what}: {out}");
+            assert!(out.contains("\r\nContent-Length: "), "{what}: {out}");
+            assert!(out.ends_with("\r\n\r\n"), "{what}: the 408 to a HEAD must end with its head: {out:?}");
+            let get = [b"GET".as_slice(), &stalled[4..]].concat();
+            let mut conn = MemoryConnection::new(config.clone(), App::default());
+            conn.send(&get);
+            conn.advance(config.header_timeout + Duration::from_secs(1));
+            let out = String::from_utf8(conn.take_output()).unwrap();
+            assert!(out.starts_with("HTTP/1.1 408 ") && !out.ends_with("\r\n\r\n"), "{what}, GET: {out:?}");
+        }
+    }
+
     /// A handler that defers every request and hands the responders to the test.
     fn deferring() -> (MemoryConnection, std::sync::mpsc::Receiver<crate::Responder>) {
         let (tx, rx) = std::sync::mpsc::channel();

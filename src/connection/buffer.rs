@@ -50,7 +50,6 @@ pub(crate) struct ReadBuf {
 
 impl ReadBuf {
     /// The unconsumed bytes.
-    #[cfg(test)]
     pub(crate) fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }

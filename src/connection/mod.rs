@@ -1323,10 +1323,26 @@ impl<S: Transport> Connection<S> {
         if env.logs.access.is_some() {
             self.note_unreadable(env.turn.now);
         }
-        self.queue_response(false, Some("close"), env);
+        let head_only = self.answers_head();
+        self.queue_response(head_only, Some("close"), env);
         // The client did not ask to close: whatever it sends next must not reset the answer.
         self.closing(AfterFlush::Linger);
         true
+    }
+
+    /// Whether the request an error answers is a HEAD, whose answer has no body (RFC 9110
+    /// §9.3.2), errors included: known from its head once that was read; before, from the
+    /// request line's first bytes (the start of the read buffer, past the empty lines a request
+    /// may follow), which name the method even in a head cut short or refused.
+    fn answers_head(&self) -> bool {
+        match &self.phase {
+            Phase::Body(body) => body.head.is_head,
+            _ => {
+                let data = self.read_buf.data();
+                let start = data.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(data.len());
+                data[start..].starts_with(b"HEAD ")
+            }
+        }
     }
 
     /// For the access log: when the request an error answers began (its first byte), for one
