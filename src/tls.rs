@@ -32,6 +32,8 @@ use crate::http::request::TlsInfo;
 /// says what went wrong instead of an alert the client cannot read).
 const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 44\r\n\
 Connection: close\r\n\r\nThis port speaks HTTPS: use https:// to it.\n";
+/// Its head, the whole answer to a HEAD request (RFC 9110 §9.3.2).
+const PLAIN_HTTP_HEAD_LENGTH: usize = PLAIN_HTTP_ANSWER.len() - 44;
 
 /// The rustls configuration new handshakes of a server use, shared by every server given a
 /// clone, with the handshake figures they count. Swap it ([`TlsConfig::swap`]) from any thread
@@ -93,6 +95,7 @@ impl TlsConfig {
                 state: Handshake::Running,
                 socket_short: false,
                 first_byte: None,
+                plain_head: false,
                 notified: false,
                 info: None,
             }),
@@ -263,6 +266,8 @@ pub(crate) struct TlsStream<T = TcpStream> {
     socket_short: bool,
     /// The connection's first byte, to tell plain HTTP from a ClientHello.
     first_byte: Option<u8>,
+    /// The first read began with `HEAD `: a plain HTTP HEAD request, answered without a body.
+    plain_head: bool,
     /// A `close_notify` was sent.
     notified: bool,
     /// The session's parameters, once the handshake is done.
@@ -274,6 +279,7 @@ struct Probe<'a, T> {
     sock: &'a mut T,
     short: &'a mut bool,
     first: &'a mut Option<u8>,
+    head: &'a mut bool,
 }
 
 impl<T: Read> Read for Probe<'_, T> {
@@ -283,6 +289,7 @@ impl<T: Read> Read for Probe<'_, T> {
                 *self.short = n < buf.len();
                 if self.first.is_none() && n > 0 {
                     *self.first = Some(buf[0]);
+                    *self.head = buf[..n].starts_with(b"HEAD ");
                 }
                 Ok(n)
             }
@@ -340,7 +347,9 @@ impl<T: Transport> TlsStream<T> {
                 let plain = self.state == Handshake::Running && self.first_byte.is_some_and(|b| b.is_ascii_uppercase());
                 if plain {
                     // Nothing of TLS was said: answer in the client's language.
-                    let _ = self.sock.write(PLAIN_HTTP_ANSWER);
+                    let answer =
+                        if self.plain_head { &PLAIN_HTTP_ANSWER[..PLAIN_HTTP_HEAD_LENGTH] } else { PLAIN_HTTP_ANSWER };
+                    let _ = self.sock.write(answer);
                 } else {
                     // The alert rustls queued.
                     let _ = self.push();
@@ -401,7 +410,12 @@ impl<T: Transport> Read for TlsStream<T> {
             if self.state == Handshake::Failed {
                 return Err(io::ErrorKind::InvalidData.into());
             }
-            let mut probe = Probe { sock: &mut self.sock, short: &mut self.socket_short, first: &mut self.first_byte };
+            let mut probe = Probe {
+                sock: &mut self.sock,
+                short: &mut self.socket_short,
+                first: &mut self.first_byte,
+                head: &mut self.plain_head,
+            };
             match self.tls.read_tls(&mut probe) {
                 Ok(0) => {
                     // The end of the TCP stream: whatever rustls holds is all there is.

@@ -236,6 +236,21 @@ fn plain_http_to_the_tls_port_is_told_to_use_https() {
     assert_eq!(server.failed("plain_http"), 1);
 }
 
+/// The same to a HEAD request: the head alone (RFC 9110 §9.3.2), framed as for GET.
+#[test]
+fn plain_http_head_to_the_tls_port_gets_the_head_alone() {
+    let server = Running::start(ServerConfig::default());
+    let mut sock = TcpStream::connect(server.addr).unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    sock.write_all(b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    sock.read_to_string(&mut reply).expect("an answer, then the end");
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+    assert!(reply.contains("\r\nContent-Length: 44\r\n"), "{reply}");
+    assert!(reply.ends_with("Connection: close\r\n\r\n"), "{reply:?}");
+    assert_eq!(server.failed("plain_http"), 1);
+}
+
 #[test]
 fn garbage_gets_an_alert_and_the_end() {
     let server = Running::start(ServerConfig::default());
