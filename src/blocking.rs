@@ -447,7 +447,16 @@ impl Response {
     /// fn handle(req: &Request<'_>, res: &mut Response) -> Reply {
     ///     res.blocking(req, |req| {
     ///         let mut answer = Response::new();
-    ///         answer.set_body(std::fs::read(format!("/srv{}", req.path())).unwrap_or_default());
+    ///         // A file under /srv, by a name the client gives: one path segment, checked (a
+    ///         // request path is the client's and is not normalised: `/../etc/passwd` arrives
+    ///         // as it is).
+    ///         let name = req.path().trim_start_matches('/');
+    ///         let safe = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\']);
+    ///         let file = safe.then(|| std::fs::read(std::path::Path::new("/srv").join(name)).ok());
+    ///         match file.flatten() {
+    ///             Some(bytes) => answer.set_body(bytes),
+    ///             None => answer.set_status(404),
+    ///         };
     ///         answer
     ///     })
     /// }

@@ -89,7 +89,9 @@ impl<T: IntoReply> IntoReply for Result<T, BodyError> {
 }
 
 impl BodyError {
-    /// Answers the request with this error: its status, and its message as a plain-text body.
+    /// Answers the request with this error: its status, and its message, rendered by the
+    /// server's error renderer (plain text unless one is set: see
+    /// [`Server::set_error_renderer`](crate::Server::set_error_renderer)).
     /// One line in a handler:
     ///
     /// ```

@@ -16,13 +16,15 @@ use crate::timer::Tick;
 pub enum Outcome {
     /// The drain finished: every connection was served and closed.
     Drained {
-        /// From the shutdown request to the last connection closing.
+        /// From the drain's start (the shutdown request, or the end of a
+        /// [`drain_delay`](crate::ServerConfig::drain_delay) after it) to the last connection
+        /// closing.
         elapsed: Duration,
     },
     /// The drain finished, but not cleanly: responses were cut short because their clients
     /// took nothing of them for the (drain) write timeout.
     Cut {
-        /// From the shutdown request to the last connection closing.
+        /// From the drain's start (as for [`Outcome::Drained`]) to the last connection closing.
         elapsed: Duration,
         /// Responses cut during the drain.
         cut: u64,
