@@ -206,10 +206,11 @@ impl Drop for CurrentRenderer {
 
 /// Resets `res` to the error `err` rendered by `hook` (plain text without one). The status is
 /// the error's, whatever the hook did; a hook that panics, or defers the response, gets the
-/// plain text instead.
+/// plain text instead. A [`Response::set_close`] made before stays.
 fn render_with(hook: Option<&ErrorRenderer>, err: &ErrorInfo<'_>, res: &mut Response) {
     // A deferral made before (by the handler) stays; one the hook makes is connected to nothing.
     let handler_deferral = std::mem::take(&mut res.deferred);
+    let close = res.close_requested();
     res.reset();
     res.set_status(err.status);
     match hook {
@@ -232,6 +233,9 @@ fn render_with(hook: Option<&ErrorRenderer>, err: &ErrorInfo<'_>, res: &mut Resp
         None => plain_text(err, res),
     }
     res.set_status(err.status);
+    if close {
+        res.set_close();
+    }
     res.deferred = handler_deferral;
 }
 
@@ -266,6 +270,19 @@ mod tests {
 
     fn body(res: &Response) -> &str {
         std::str::from_utf8(res.body()).unwrap()
+    }
+
+    /// `set_error` replaces what the response held, but not a `set_close` made before it (its
+    /// documentation says the connection stays open unless `set_close` says not).
+    #[test]
+    fn an_error_keeps_a_close_asked_for_before_it() {
+        let mut res = Response::new();
+        res.set_close().set_body("old");
+        res.render_error(&ErrorInfo::new(403, "nope"));
+        assert_eq!((res.status(), body(&res), res.close_requested()), (403, "nope\n", true));
+        let mut open = Response::new();
+        open.render_error(&ErrorInfo::new(403, "nope"));
+        assert!(!open.close_requested());
     }
 
     #[test]
