@@ -154,11 +154,19 @@ impl Response {
         self.status
     }
 
-    /// Sets the status code (100..=999; anything else becomes 500). No effect once the
-    /// response [failed](Response#header-fields).
+    /// Sets the status code (200..=999; anything else becomes 500). No effect once the
+    /// response [failed](Response#header-fields). A handler's answer is the final response: a
+    /// 1xx sent as one would leave its client waiting for the final one (RFC 9110 §15.2), so
+    /// it is a 500 too.
+    ///
+    /// ```
+    /// # use quiesce::Response;
+    /// assert_eq!(Response::new().set_status(404).status(), 404);
+    /// assert_eq!(Response::new().set_status(103).status(), 500);
+    /// ```
     pub fn set_status(&mut self, status: u16) -> &mut Self {
         if !self.failed {
-            self.status = if (100..=999).contains(&status) { status } else { 500 };
+            self.status = if (200..=999).contains(&status) { status } else { 500 };
         }
         self
     }
