@@ -532,6 +532,41 @@ mod tests {
         }
     }
 
+    /// A stream that declared a length and answers a HEAD (or has a status without a body)
+    /// finishes cleanly with nothing sent, even inside the handler, before the loop took its
+    /// head: its response has no body to fall short of. The same stream for GET is short.
+    #[test]
+    fn a_sized_stream_without_a_body_finishes_cleanly() {
+        use crate::{Reply, Request, StreamError};
+        for (request, status, short) in [
+            (&b"HEAD /d HTTP/1.1\r\nHost: a\r\n\r\n"[..], 200, false),
+            (&b"GET /d HTTP/1.1\r\nHost: a\r\n\r\n"[..], 204, false),
+            (&b"GET /d HTTP/1.1\r\nHost: a\r\n\r\n"[..], 200, true),
+        ] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let handler = move |_: &Request<'_>, res: &mut Response| {
+                let responder = res.defer();
+                let mut head = Response::new();
+                head.set_status(status);
+                let finished = responder.stream_sized(head, 10).map(|stream| stream.finish());
+                tx.send(finished).unwrap();
+                Reply::Later
+            };
+            let mut conn = MemoryConnection::new(ServerConfig::default(), handler);
+            conn.send(request);
+            let finished = rx.recv().unwrap().expect("the stream started");
+            let out = String::from_utf8(conn.take_output()).unwrap();
+            if short {
+                assert_eq!(finished, Err(StreamError::Short { declared: 10, sent: 0 }), "{out}");
+            } else {
+                assert_eq!(finished, Ok(()), "status {status}: {out}");
+                assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
+                assert!(out.ends_with("\r\n\r\n"), "the head alone: {out:?}");
+                assert!(!conn.is_closed(), "a complete answer keeps the connection: {out}");
+            }
+        }
+    }
+
     /// A handler that defers every request and hands the responders to the test.
     fn deferring() -> (MemoryConnection, std::sync::mpsc::Receiver<crate::Responder>) {
         let (tx, rx) = std::sync::mpsc::channel();

@@ -163,7 +163,7 @@ impl Response {
     /// nothing: [`Responder::send`] says [`Gone`]. So is the responder of an earlier call, when
     /// `defer` is called again: the last one answers.
     pub fn defer(&mut self) -> Responder {
-        let (responder, exchange) = Responder::new();
+        let (responder, exchange) = Responder::new(self.head_request);
         // An earlier responder's exchange, replaced, is closed.
         self.deferred.put(exchange);
         responder
@@ -187,13 +187,15 @@ impl Response {
 pub struct Responder {
     exchange: Arc<Exchange>,
     answered: bool,
+    /// It answers a HEAD request: a stream it starts has no body.
+    head_only: bool,
 }
 
 impl Responder {
-    /// A responder and the exchange its connection takes.
-    pub(crate) fn new() -> (Responder, Arc<Exchange>) {
+    /// A responder and the exchange its connection takes; `head_only` for a HEAD request.
+    pub(crate) fn new(head_only: bool) -> (Responder, Arc<Exchange>) {
         let exchange = Arc::new(Exchange::new());
-        (Responder { exchange: Arc::clone(&exchange), answered: false }, exchange)
+        (Responder { exchange: Arc::clone(&exchange), answered: false, head_only }, exchange)
     }
 
     /// Sends the whole response, as if the handler had filled it in: the server writes `Date`,
@@ -238,11 +240,12 @@ impl Responder {
     fn start_stream(mut self, mut head: Response, sized: Option<Sized>) -> Result<Stream, Gone> {
         self.answered = true;
         disconnect(&mut head);
+        let bodiless = self.head_only || head.is_bodiless();
         let first = std::mem::take(head.body_mut());
         self.exchange
             .update(|answer| *answer = Produced::Stream { head: Some(head), body: first, end: End::Open, sized })
             .ok_or(Gone)?;
-        Ok(Stream { exchange: Arc::clone(&self.exchange), done: false })
+        Ok(Stream { exchange: Arc::clone(&self.exchange), done: false, bodiless })
     }
 
     /// Whether the client is gone (it closed, a timeout or the shutdown closed the connection):
@@ -288,6 +291,9 @@ impl Drop for Responder {
 pub struct Stream {
     exchange: Arc<Exchange>,
     done: bool,
+    /// Its response has no body (HEAD, 1xx, 204, 304): finishing it succeeds whatever it
+    /// declared, even before the loop took its head.
+    bodiless: bool,
 }
 
 impl Stream {
@@ -347,7 +353,7 @@ impl Stream {
         let result = match &mut state.answer {
             Produced::Complete => return Ok(()),
             _ if self.exchange.is_closed() => return Err(StreamError::Gone),
-            Produced::Stream { end, sized: Some(sized), .. } if !sized.is_complete() => {
+            Produced::Stream { end, sized: Some(sized), .. } if !sized.is_complete() && !self.bodiless => {
                 let Sized { declared, sent } = *sized;
                 *end = End::Short { declared, sent };
                 Err(StreamError::Short { declared, sent })

@@ -335,7 +335,7 @@ mod tests {
 
     /// A stream connected to no connection, and its exchange, to read what the ticker wrote.
     fn stream() -> (Stream, Arc<Exchange>) {
-        let (responder, exchange) = Responder::new();
+        let (responder, exchange) = Responder::new(false);
         (responder.stream(Response::new()).unwrap(), exchange)
     }
 

@@ -1416,6 +1416,7 @@ fn call_handler(
     let request =
         Request::received(&parsed.req, parsed.info.version, body, env.turn.draining != Draining::No, client, tls);
     env.service.response.reset();
+    env.service.response.head_request = parsed.info.is_head;
     let (handler, response) = (&mut *env.service.handler, &mut env.service.response);
     let reply = match catch_unwind(AssertUnwindSafe(|| handler.handle(&request, response))) {
         Ok(reply) => reply,

@@ -45,6 +45,10 @@ pub struct Response {
     /// [`Response::fail`]).
     failed: bool,
     pub(crate) deferred: Deferral,
+    /// The request it answers is a HEAD (set by the connection before each handler call; kept
+    /// by `reset`, so an error rendered in the handler keeps it): a responder made from it
+    /// knows its stream has no body.
+    pub(crate) head_request: bool,
 }
 
 /// The body of a response that [failed](Response::fail).
@@ -134,6 +138,7 @@ impl Response {
             close: false,
             failed: false,
             deferred: Deferral(None),
+            head_request: false,
         }
     }
 
@@ -146,7 +151,7 @@ impl Response {
         self.body.clear();
         self.close = false;
         self.failed = false;
-        // Not the deferral: the connection takes it after every handler call.
+        // Not the deferral, nor `head_request`: the connection takes it after every handler call.
     }
 
     /// The status code.
