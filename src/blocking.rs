@@ -50,6 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread;
 
+use crate::errors::{ErrorInfo, Renderer, current_renderer};
 use crate::handler::Reply;
 use crate::http::request::{OwnedRequest, Request};
 use crate::http::response::Response;
@@ -132,6 +133,9 @@ struct Job {
     /// Taken when the job runs; still here when a job is dropped unrun, which answers 503.
     responder: Option<Responder>,
     work: Box<dyn FnOnce() -> Response + Send>,
+    /// The error renderer of the loop that handed the job over: a panic's 500 and an unrun
+    /// job's 503 look like the server's other errors.
+    errors: Renderer,
 }
 
 impl BlockingPool {
@@ -199,7 +203,7 @@ impl BlockingPool {
             busy(res);
             return Reply::Now;
         }
-        state.jobs.push_back(Job { responder: Some(res.defer()), work: make() });
+        state.jobs.push_back(Job { responder: Some(res.defer()), work: make(), errors: current_renderer() });
         shared.counts.accepted.fetch_add(1, Relaxed);
         let stranded = find_taker(shared, &mut state);
         drop(state);
@@ -342,7 +346,7 @@ impl Job {
                     .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
                     .unwrap_or("a panic");
                 log::error!("blocking work panicked ({what}); answering 500");
-                internal_error()
+                internal_error(&self.errors)
             }
         };
         // A client that left meanwhile gets nothing; the responder says so, and that is all.
@@ -356,7 +360,8 @@ impl Drop for Job {
     fn drop(&mut self) {
         if let Some(responder) = self.responder.take() {
             let mut response = Response::new();
-            response.set_status(503).set_body("unavailable: the blocking work could not be started\n");
+            let info = ErrorInfo::new(503, "unavailable: the blocking work could not be started");
+            self.errors.render(&info, &mut response);
             let _ = response.add_header("Retry-After", "1");
             let _ = responder.send(response);
         }
@@ -371,10 +376,11 @@ fn busy(res: &mut Response) {
 }
 
 /// The answer to work that panicked: a 500 that closes the connection, as after a handler's
-/// panic.
-fn internal_error() -> Response {
+/// panic, rendered by `errors`.
+fn internal_error(errors: &Renderer) -> Response {
     let mut response = Response::new();
-    response.set_status(500).set_close().set_body("internal server error\n");
+    errors.render(&ErrorInfo::new(500, "internal server error"), &mut response);
+    response.set_close();
     response
 }
 

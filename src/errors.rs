@@ -193,6 +193,12 @@ thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
 }
 
+/// The renderer of the loop on this thread, if any: for work that answers from another thread
+/// (the blocking pool's), taken on the loop's thread when the work is handed over.
+pub(crate) fn current_renderer() -> Renderer {
+    Renderer(if IN_HOOK.get() { None } else { CURRENT.with_borrow(Clone::clone) })
+}
+
 /// The renderer of the loop on this thread, until dropped (then the one before it again).
 pub(crate) struct CurrentRenderer {
     was: Option<Arc<ErrorRenderer>>,

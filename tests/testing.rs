@@ -169,6 +169,21 @@ fn errors_go_through_the_hook() {
     assert_eq!(client.request("GET / HTTP/1.1\r\n\r\n").header("content-type"), Some("application/problem+json"));
 }
 
+/// Blocking work that panics answers a 500 rendered by the same hook as the server's own
+/// errors (it was plain text, made on the pool's thread), and closes.
+#[test]
+fn a_panic_in_blocking_work_goes_through_the_hook() {
+    let handler = |req: &Request<'_>, res: &mut Response| res.blocking(req, |_| panic!("a bug in blocking work"));
+    let mut client = TestClient::new(handler);
+    let plain = client.get("/work");
+    assert_eq!((plain.status(), plain.text()), (500, "internal server error\n"), "plain text by default");
+    client.set_error_renderer(problem_json);
+    let r = client.get("/work");
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
 #[test]
 #[should_panic(expected = "no whole answer within")]
 fn an_answer_that_never_comes_fails_the_test_in_bounded_time() {
