@@ -564,7 +564,7 @@ mod tests {
                     let _ = lock(&gate).recv();
                     Response::new()
                 });
-                state.jobs.push_back(Job { responder: Some(res.defer()), work });
+                state.jobs.push_back(Job { responder: Some(res.defer()), work, errors: current_renderer() });
             }
             assert!(find_taker(shared, &mut state).is_empty());
         }
