@@ -2,13 +2,7 @@
 """Inclusive Ir per round of the calls made by the given caller functions (and their self Ir)."""
 import re, sys, collections
 path, rounds, callers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-names = {}
-def name_of(tok):
-    m = re.match(r'\((\d+)\)(?:\s+(.*))?', tok)
-    if not m: return tok
-    i, n = m.group(1), m.group(2)
-    if n: names[i] = n
-    return names[i]
+from cgnames import name_of
 incl = collections.Counter(); selfc = collections.Counter(); cur = cfn = None; pend = False
 for line in open(path):
     line = line.rstrip('\n')

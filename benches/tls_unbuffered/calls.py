@@ -4,13 +4,7 @@ only call arcs whose callee context runs through srv_round_* are counted (callgr
 calls even while collection is toggled off, so the client's calls must be filtered out)."""
 import re, sys, collections
 path, rounds = sys.argv[1], int(sys.argv[2])
-names = {}
-def name_of(tok):
-    m = re.match(r'\((\d+)\)(?:\s+(.*))?', tok)
-    if not m: return tok
-    i, n = m.group(1), m.group(2)
-    if n: names[i] = n
-    return names[i]
+from cgnames import name_of
 WRAP = {'__rustc::__rdl_alloc','__rustc::__rust_alloc','__rustc::__rdl_dealloc','__rustc::__rust_dealloc',
         '__rustc::__rdl_realloc','__rustc::__rust_realloc','free','malloc'}
 TARGET = re.compile(r'^(malloc|free|realloc|calloc|__memcpy\w*|__memmove\w*|memcpy|memmove|__memset\w*|memset)$')

@@ -3,13 +3,7 @@
 call counts of malloc/free/realloc/memcpy/memmove, divided by the number of rounds."""
 import re, sys, collections
 path, rounds = sys.argv[1], int(sys.argv[2])
-names = {}          # id -> name, for fn/cfn compression
-def name_of(tok):
-    m = re.match(r'\((\d+)\)(?:\s+(.*))?', tok)
-    if not m: return tok
-    i, n = m.group(1), m.group(2)
-    if n: names[i] = n
-    return names[i]
+from cgnames import name_of
 self_cost = collections.Counter()
 calls = collections.Counter()
 cur = None; pending_call = None; total = 0

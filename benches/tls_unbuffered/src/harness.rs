@@ -547,24 +547,18 @@ pub fn run(variant: &str, n: u64) -> Report {
         rep.alloc_min_allocs = rep.alloc_min_allocs.min(d.allocs);
     };
     match variant {
-        "buffered" => {
+        "buffered" | "buffered_q" => {
+            let queued = variant == "buffered_q";
             let mut server = ServerConnection::new(cfg).unwrap();
             handshake_buffered(&mut client, &mut server);
             for i in 0..n {
                 client_send(&mut client, &mut c2s);
                 let before = snap();
-                srv_round_buffered(&mut server, &c2s, &mut s2c, &mut app, &expect).unwrap();
-                account(i, snap() - before);
-                client_recv(&mut client, &mut s2c, &expect, &mut scratch);
-            }
-        }
-        "buffered_q" => {
-            let mut server = ServerConnection::new(cfg).unwrap();
-            handshake_buffered(&mut client, &mut server);
-            for i in 0..n {
-                client_send(&mut client, &mut c2s);
-                let before = snap();
-                srv_round_buffered_q(&mut server, &c2s, &mut s2c, &mut app, &expect).unwrap();
+                if queued {
+                    srv_round_buffered_q(&mut server, &c2s, &mut s2c, &mut app, &expect).unwrap();
+                } else {
+                    srv_round_buffered(&mut server, &c2s, &mut s2c, &mut app, &expect).unwrap();
+                }
                 account(i, snap() - before);
                 client_recv(&mut client, &mut s2c, &expect, &mut scratch);
             }
