@@ -546,38 +546,40 @@ pub fn run(variant: &str, n: u64) -> Report {
         rep.alloc_max_allocs = rep.alloc_max_allocs.max(d.allocs);
         rep.alloc_min_allocs = rep.alloc_min_allocs.min(d.allocs);
     };
+    // One round: the client's request, the server's side (measured), the client's read.
+    let mut rounds = |client: &mut ClientConnection, server_round: &mut dyn FnMut(&[u8], &mut Vec<u8>)| {
+        for i in 0..n {
+            client_send(client, &mut c2s);
+            let before = snap();
+            server_round(&c2s, &mut s2c);
+            account(i, snap() - before);
+            client_recv(client, &mut s2c, &expect, &mut scratch);
+        }
+    };
     match variant {
         "buffered" | "buffered_q" => {
             let queued = variant == "buffered_q";
             let mut server = ServerConnection::new(cfg).unwrap();
             handshake_buffered(&mut client, &mut server);
-            for i in 0..n {
-                client_send(&mut client, &mut c2s);
-                let before = snap();
+            rounds(&mut client, &mut |c2s, s2c| {
                 if queued {
-                    srv_round_buffered_q(&mut server, &c2s, &mut s2c, &mut app, &expect).unwrap();
+                    srv_round_buffered_q(&mut server, c2s, s2c, &mut app, &expect).unwrap();
                 } else {
-                    srv_round_buffered(&mut server, &c2s, &mut s2c, &mut app, &expect).unwrap();
+                    srv_round_buffered(&mut server, c2s, s2c, &mut app, &expect).unwrap();
                 }
-                account(i, snap() - before);
-                client_recv(&mut client, &mut s2c, &expect, &mut scratch);
-            }
+            });
         }
         "unbuffered" | "unbuffered_split" => {
             let split = variant == "unbuffered_split";
             let mut server = UServer::new(cfg);
             handshake_unbuffered(&mut client, &mut server);
-            for i in 0..n {
-                client_send(&mut client, &mut c2s);
-                let before = snap();
+            rounds(&mut client, &mut |c2s, s2c| {
                 if split {
-                    srv_round_unbuffered_split(&mut server, &c2s, &mut s2c, &mut app, &expect).unwrap();
+                    srv_round_unbuffered_split(&mut server, c2s, s2c, &mut app, &expect).unwrap();
                 } else {
-                    srv_round_unbuffered(&mut server, &c2s, &mut s2c, &mut app, &expect).unwrap();
+                    srv_round_unbuffered(&mut server, c2s, s2c, &mut app, &expect).unwrap();
                 }
-                account(i, snap() - before);
-                client_recv(&mut client, &mut s2c, &expect, &mut scratch);
-            }
+            });
             assert_eq!(server.in_len, 0);
         }
         other => panic!("unknown variant {other}: buffered | unbuffered | buffered_q | unbuffered_split"),
