@@ -1172,7 +1172,11 @@ impl<S: Transport> Connection<S> {
     #[cold]
     #[inline(never)]
     fn record_response(&mut self, head_only: bool, response: &Response, turn: Turn) {
-        let bytes = if head_only || response.is_bodiless() { 0 } else { response.body().len() as u64 };
+        let bytes = if head_only || response.is_bodiless() || response.status() == 205 {
+            0
+        } else {
+            response.body().len() as u64
+        };
         self.record_answer(response.status(), bytes, turn);
     }
 

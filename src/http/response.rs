@@ -385,6 +385,9 @@ impl Response {
         } else if !STREAM && self.failed {
             // A failed response is a 500 (never a 200): checked only off the common path.
             return self.encode_failed(out, date, head_only_or_no_chunks, connection);
+        } else if !STREAM && status == 205 && !self.body.is_empty() {
+            // A 205 has no content, whatever the handler set (RFC 9110 §15.3.6).
+            return self.encode_without_body(out, date, connection);
         } else {
             out.extend_from_slice(b"HTTP/1.1 ");
             push_decimal(out, u64::from(status));
@@ -437,6 +440,15 @@ impl Response {
 }
 
 impl Response {
+    /// [`Response::encode`] of this response with an empty body (`Content-Length: 0`): a 205
+    /// a handler gave a body. Rare, so a copy.
+    #[cold]
+    #[inline(never)]
+    fn encode_without_body(&self, out: &mut Vec<u8>, date: &[u8; 29], connection: Option<&str>) {
+        let empty = Response { body: Vec::new(), ..self.clone() };
+        empty.encode(out, date, false, connection);
+    }
+
     /// [`Response::encode`] of a failed response: its 500 and nothing the handler set but
     /// `close`. (Its fields were cleared when it failed; the body may have been written to
     /// since, through [`Response::body_mut`].)
@@ -494,6 +506,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
         201 => "Created",
         202 => "Accepted",
         204 => "No Content",
+        205 => "Reset Content",
         206 => "Partial Content",
         301 => "Moved Permanently",
         302 => "Found",
@@ -563,6 +576,18 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(text.contains("Content-Length: 2\r\nAllow: GET, HEAD\r\nConnection: close\r\n\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    /// A 205 has no content (RFC 9110 §15.3.6), whatever the handler set: `Content-Length: 0`,
+    /// and the next response follows its head.
+    #[test]
+    fn reset_content_sends_no_content() {
+        let mut res = Response::new();
+        res.set_status(205).set_body("ignored");
+        let text = encoded(&res, false, None);
+        assert!(text.starts_with("HTTP/1.1 205 Reset Content\r\n"), "{text}");
+        assert!(text.contains("\r\nContent-Length: 0\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text:?}");
     }
 
     #[test]
