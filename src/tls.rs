@@ -289,7 +289,7 @@ impl<T: Read> Read for Probe<'_, T> {
                 *self.short = n < buf.len();
                 if self.first.is_none() && n > 0 {
                     *self.first = Some(buf[0]);
-                    *self.head = buf[..n].starts_with(b"HEAD ");
+                    *self.head = crate::http::names_head(&buf[..n]);
                 }
                 Ok(n)
             }

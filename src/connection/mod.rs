@@ -1341,11 +1341,7 @@ impl<S: Transport> Connection<S> {
     fn answers_head(&self) -> bool {
         match &self.phase {
             Phase::Body(body) => body.head.is_head,
-            _ => {
-                let data = self.read_buf.data();
-                let start = data.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(data.len());
-                data[start..].starts_with(b"HEAD ")
-            }
+            _ => crate::http::names_head(self.read_buf.data()),
         }
     }
 

@@ -25,6 +25,14 @@ pub(crate) fn is_tchar(byte: u8) -> bool {
         )
 }
 
+/// Whether `bytes`, the start of a request, name the method HEAD: past the empty lines a
+/// request line may follow, `HEAD ` (the method is case-sensitive). For an answer made before
+/// the head was parsed, or without parsing it: it has no body either (RFC 9110 §9.3.2).
+pub(crate) fn names_head(bytes: &[u8]) -> bool {
+    let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(bytes.len());
+    bytes[start..].starts_with(b"HEAD ")
+}
+
 /// Index of the first `needle` in `haystack`, eight bytes per step: targets are short, and a
 /// search a byte at a time costs several instructions a byte on every request. Inlined, it
 /// beats `memchr::memchr`, whose call and set-up cost more than a short target's search
