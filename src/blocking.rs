@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread;
 
-use crate::errors::{ErrorInfo, Renderer, current_renderer};
+use crate::errors::{ErrorInfo, INTERNAL_ERROR, Renderer, current_renderer};
 use crate::handler::Reply;
 use crate::http::request::{OwnedRequest, Request};
 use crate::http::response::Response;
@@ -346,7 +346,9 @@ impl Job {
                     .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
                     .unwrap_or("a panic");
                 log::error!("blocking work panicked ({what}); answering 500");
-                internal_error(&self.errors)
+                let mut response = Response::new();
+                self.errors.internal_error(&ErrorInfo::new(500, INTERNAL_ERROR), &mut response);
+                response
             }
         };
         // A client that left meanwhile gets nothing; the responder says so, and that is all.
@@ -373,15 +375,6 @@ impl Drop for Job {
 fn busy(res: &mut Response) {
     res.render_error(&crate::errors::ErrorInfo::new(503, "busy: too much blocking work queued"));
     let _ = res.add_header("Retry-After", "1");
-}
-
-/// The answer to work that panicked: a 500 that closes the connection, as after a handler's
-/// panic, rendered by `errors`.
-fn internal_error(errors: &Renderer) -> Response {
-    let mut response = Response::new();
-    errors.render(&ErrorInfo::new(500, "internal server error"), &mut response);
-    response.set_close();
-    response
 }
 
 impl Drop for Handle {

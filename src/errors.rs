@@ -176,12 +176,25 @@ impl Renderer {
         render_with(self.0.as_deref(), err, res);
     }
 
+    /// Makes `res` the 500 `info` (made with [`INTERNAL_ERROR`]), rendered by the hook, closing
+    /// the connection after it: a handler that panicked, a responder dropped unanswered,
+    /// blocking work that panicked.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn internal_error(&self, info: &ErrorInfo<'_>, res: &mut Response) {
+        self.render(info, res);
+        res.set_close();
+    }
+
     /// Makes this the renderer [`Response::set_error`] uses on the current thread (the loop's)
     /// until the guard drops.
     pub(crate) fn enter(&self) -> CurrentRenderer {
         CurrentRenderer { was: CURRENT.replace(self.0.clone()) }
     }
 }
+
+/// The detail of a 500 that says nothing about its cause (which goes to the log).
+pub(crate) const INTERNAL_ERROR: &str = "internal server error";
 
 thread_local! {
     /// The renderer of the server whose loop runs on this thread: what a handler's

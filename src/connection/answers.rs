@@ -9,8 +9,7 @@ use std::sync::Arc;
 use log::{error, warn};
 
 use super::{AfterFlush, Connection, Deferred, Env, HeadProgress, Logs, Phase, Streaming, Transport, Turn};
-use super::{INTERNAL_ERROR, internal_error};
-use crate::errors::ErrorInfo;
+use crate::errors::{ErrorInfo, INTERNAL_ERROR};
 use crate::handler::Reply;
 use crate::http::head::HeadInfo;
 use crate::http::request::Version;
@@ -25,7 +24,7 @@ impl<S: Transport> Connection<S> {
             "connection {}: the handler returned Reply::Later without Response::defer; answering 500",
             self.client.id
         );
-        internal_error(&env.service.errors, &ErrorInfo::new(500, INTERNAL_ERROR), &mut env.service.response);
+        env.service.errors.internal_error(&ErrorInfo::new(500, INTERNAL_ERROR), &mut env.service.response);
         self.send(head, env);
     }
 
@@ -67,7 +66,7 @@ impl<S: Transport> Connection<S> {
                     "connection {} ({}): a responder was dropped without an answer; answering 500",
                     self.client.id, self.client.addr
                 );
-                internal_error(&env.service.errors, &ErrorInfo::new(500, INTERNAL_ERROR), &mut env.service.response);
+                env.service.errors.internal_error(&ErrorInfo::new(500, INTERNAL_ERROR), &mut env.service.response);
                 self.send(head, env);
             }
             Taken::StreamHead(response, length) => {

@@ -24,7 +24,7 @@ use log::{debug, error, warn};
 use crate::access::{Answer, Ending, Pending};
 use crate::config::ServerConfig;
 use crate::counters::{ConnState, Cut, Stats};
-use crate::errors::{ErrorInfo, Renderer};
+use crate::errors::{ErrorInfo, INTERNAL_ERROR};
 use crate::handler::Reply;
 use crate::http::body::BodyDecoder;
 use crate::http::error::HttpError;
@@ -1427,7 +1427,7 @@ fn call_handler(
                 exchange.close();
             }
             let info = ErrorInfo::new(500, INTERNAL_ERROR).for_request(&request);
-            internal_error(&env.service.errors, &info, &mut env.service.response);
+            env.service.errors.internal_error(&info, &mut env.service.response);
             Reply::Now
         }
     };
@@ -1457,15 +1457,4 @@ fn note_slow_route(service: &mut Service, now: Tick, request: &Request<'_>, repl
 fn note_request(access: &mut Option<Box<Pending>>, parsed: &ParsedHead<'_, '_>, started: Tick) {
     let (method, target) = (parsed.req.method.unwrap_or(""), parsed.req.path.unwrap_or(""));
     access.get_or_insert_with(Box::default).begin(method, target, parsed.info.version, started);
-}
-
-/// What a 500 says: the server failed, not the request (the log says how).
-const INTERNAL_ERROR: &str = "internal server error";
-
-/// Makes `response` the 500 `info`, rendered by `errors`, closing the connection.
-#[cold]
-#[inline(never)]
-fn internal_error(errors: &Renderer, info: &ErrorInfo<'_>, response: &mut Response) {
-    errors.render(info, response);
-    response.set_close();
 }
